@@ -1,0 +1,58 @@
+"""`python -m agent --config PATH` and the `nvr-playback-agent` command."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sqlite3
+import sys
+from pathlib import Path
+
+from aiohttp import web
+
+from . import __version__
+from .app import create_app
+from .config import DEFAULT_PATH, load_config
+from .errors import ConfigError
+
+PROG = "nvr-playback-agent"
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog=PROG, description="NVR playback agent")
+    parser.add_argument(
+        "--config", type=Path, default=DEFAULT_PATH, help=f"TOML file (default {DEFAULT_PATH})"
+    )
+    parser.add_argument("--version", action="version", version=f"{PROG} {__version__}")
+    parser.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING"])
+    args = parser.parse_args(argv)
+    logging.basicConfig(
+        stream=sys.stderr, level=args.log_level, format="%(levelname)s %(name)s: %(message)s"
+    )
+    try:
+        config = load_config(args.config)
+    except ConfigError as error:
+        print(f"{PROG}: {error}", file=sys.stderr)
+        return 2
+    logging.getLogger(__name__).info(
+        "%s %s: recordings %s, listening on %s:%d",
+        PROG, __version__, config.recordings.root, config.server.host, config.server.port,
+    )  # fmt: skip
+    try:
+        web.run_app(
+            create_app(config),
+            host=config.server.host,
+            port=config.server.port,
+            print=None,
+            access_log=None,
+            shutdown_timeout=5,
+            handle_signals=True,
+        )
+    except (OSError, sqlite3.Error) as error:
+        print(f"{PROG}: cannot start: {error}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

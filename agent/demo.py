@@ -1,0 +1,159 @@
+"""Demo footage and a demo run: `python -m agent.demo` renders a few minutes of footage
+for two cameras with ffmpeg (one with a gap), writes a configuration for it, starts the
+agent and prints the URLs to try. The tests render their footage with the same code."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import csv
+import os
+import shutil
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from . import ffmpeg
+from .layout import Layout, make_layout
+
+_FORMATS = {
+    "ts": ("mpegts", ".ts", []),
+    "mp4": ("mp4", ".mp4", ["-reset_timestamps", "1"]),
+    "fmp4": (
+        "mp4",
+        ".mp4",
+        ["-segment_format_options", "movflags=+frag_keyframe+empty_moov+default_base_moof"],
+    ),
+}
+
+
+@dataclass(frozen=True)
+class Rendered:
+    """One rendered segment file and where it starts within its run, in microseconds."""
+
+    path: Path
+    offset_us: int
+
+
+async def render_run(
+    out_dir: Path,
+    seconds: float,
+    segment_seconds: float,
+    kind: str = "ts",
+    size: str = "640x360",
+    rate: int = 25,
+    ffmpeg_bin: str = "ffmpeg",
+) -> list[Rendered]:
+    """Render one continuous recording (testsrc2 + a tone, H.264/AAC) cut into segments."""
+    segment_format, suffix, extra = _FORMATS[kind]
+    out_dir.mkdir(parents=True, exist_ok=True)
+    listing = out_dir / "segments.csv"
+    argv = [
+        ffmpeg_bin, "-hide_banner", "-nostdin", "-loglevel", "error", "-y",
+        "-f", "lavfi", "-i", f"testsrc2=size={size}:rate={rate}",
+        "-f", "lavfi", "-i", "sine=frequency=440:sample_rate=48000",
+        "-t", f"{seconds:g}",
+        "-c:v", "libx264", "-preset", "veryfast", "-bf", "2", "-pix_fmt", "yuv420p",
+        "-force_key_frames", f"expr:gte(t,n_forced*{segment_seconds:g})",
+        "-c:a", "aac", "-b:a", "64k",
+        "-f", "segment", "-segment_format", segment_format,
+        "-segment_time", f"{segment_seconds:g}",
+        "-segment_list", str(listing), "-segment_list_type", "csv",
+        *extra,
+        str(out_dir / f"seg%05d{suffix}"),
+    ]  # fmt: skip
+    await ffmpeg.run(argv, time_limit=600)
+    rows = list(csv.reader((await asyncio.to_thread(listing.read_text)).splitlines()))
+    return [Rendered(out_dir / row[0], round(float(row[1]) * 1e6)) for row in rows]
+
+
+def place(
+    run: list[Rendered], root: Path, layout: Layout, camera: str, start_us: int
+) -> list[Path]:
+    """Copy a rendered run into `root` as `camera`'s recording starting at `start_us`."""
+    placed = []
+    for item in run:
+        target = root / layout.format(camera, start_us + item.offset_us)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(item.path, target)
+        placed.append(target)
+    return placed
+
+
+async def make_demo_footage(root: Path, work: Path, now_us: int) -> None:
+    """Four minutes for `front-door`; `yard` has a 40 s gap in the middle of its four."""
+    layout = make_layout("ffmpeg", "UTC")
+    start = now_us - 240_000_000
+    start -= start % 10_000_000
+    whole, first, second = await asyncio.gather(
+        render_run(work / "whole", 240, 10, size="640x360"),
+        render_run(work / "first", 100, 10, size="640x360"),
+        render_run(work / "second", 100, 10, size="640x360"),
+    )
+    place(whole, root, layout, "front-door", start)
+    place(first, root, layout, "yard", start)
+    place(second, root, layout, "yard", start + 140_000_000)
+
+
+_CONFIG = """# Demo configuration written by `python -m agent.demo`.
+[server]
+host = "{host}"
+port = {port}
+
+[recordings]
+root = "{root}"
+layout = "ffmpeg"
+
+[index]
+database = "{database}"
+
+[playback]
+dir = "{playback}"
+"""
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m agent.demo", description=__doc__)
+    parser.add_argument("--dir", type=Path, default=Path("demo"), help="where to put it all")
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=8080)
+    args = parser.parse_args(argv)
+    base = args.dir.resolve()
+    root = base / "recordings"
+    if shutil.which("ffmpeg") is None:
+        print("ffmpeg is not installed: apt-get install ffmpeg", file=sys.stderr)
+        return 1
+    shutil.rmtree(root, ignore_errors=True)
+    shutil.rmtree(base / "render", ignore_errors=True)
+    print(f"Rendering demo footage into {root} ...", flush=True)
+    asyncio.run(make_demo_footage(root, base / "render", int(time.time() * 1e6)))
+    shutil.rmtree(base / "render", ignore_errors=True)
+    config = base / "agent.toml"
+    config.write_text(
+        _CONFIG.format(
+            host=args.host,
+            port=args.port,
+            root=root,
+            database=base / "index.sqlite3",
+            playback=base / "playback",
+        )
+    )
+    shown = "localhost" if args.host in ("0.0.0.0", "::", "127.0.0.1") else args.host
+    url = f"http://{shown}:{args.port}"
+    print(
+        f"\nStarting the agent with {config}. Try:\n"
+        f"  {url}/healthz\n"
+        f"  {url}/api/cameras\n"
+        f"  {url}/api/cameras/yard/recordings   (two spans around a 40 s gap)\n"
+        "Stop it with Ctrl-C.\n",
+        flush=True,
+    )
+    from .__main__ import main as agent_main
+
+    os.chdir(base)
+    return agent_main(["--config", str(config)])
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,77 @@
+"""The one place that runs ffmpeg and ffprobe: argument lists, no shell, a deadline,
+stderr drained, and on timeout or cancellation SIGTERM, a grace period, SIGKILL, reaped."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+from dataclasses import dataclass
+
+log = logging.getLogger(__name__)
+
+GRACE_SECONDS = 2.0
+_STDERR_KEEP = 4000
+
+
+class FfmpegError(Exception):
+    """ffmpeg could not run, failed or timed out; `detail` is the end of its stderr."""
+
+    def __init__(self, message: str, detail: str = "") -> None:
+        super().__init__(message)
+        self.detail = detail
+
+
+@dataclass(frozen=True)
+class Result:
+    returncode: int
+    stdout: bytes
+    stderr: str
+
+
+async def run(argv: list[str], time_limit: float, capture_stdout: bool = False) -> Result:
+    """Run `argv`; raise FfmpegError if it cannot start, exits non-zero or overruns the limit."""
+    try:
+        process = await asyncio.create_subprocess_exec(
+            *argv,
+            stdin=asyncio.subprocess.DEVNULL,
+            stdout=asyncio.subprocess.PIPE if capture_stdout else asyncio.subprocess.DEVNULL,
+            stderr=asyncio.subprocess.PIPE,
+        )
+    except OSError as error:
+        raise FfmpegError(f"cannot run {argv[0]}: {error.strerror or error}") from None
+    try:
+        stdout, stderr = await asyncio.wait_for(process.communicate(), time_limit)
+    except TimeoutError:
+        await stop(process)
+        raise FfmpegError(f"{argv[0]} did not finish within {time_limit:g} s") from None
+    except BaseException:
+        await stop(process)
+        raise
+    text = stderr.decode("utf-8", "replace")[-_STDERR_KEEP:]
+    if process.returncode != 0:
+        raise FfmpegError(f"{argv[0]} exited with status {process.returncode}", text.strip())
+    return Result(process.returncode, stdout or b"", text)
+
+
+async def stop(process: asyncio.subprocess.Process) -> None:
+    """Terminate `process`, kill it after GRACE_SECONDS, and reap it (shielded from cancel)."""
+
+    async def reap() -> None:
+        if process.returncode is None:
+            with contextlib.suppress(ProcessLookupError):
+                process.send_signal(signal.SIGTERM)
+            try:
+                await asyncio.wait_for(process.wait(), GRACE_SECONDS)
+            except TimeoutError:
+                with contextlib.suppress(ProcessLookupError):
+                    process.kill()
+                await process.wait()
+
+    task = asyncio.ensure_future(reap())
+    try:
+        await asyncio.shield(task)
+    except asyncio.CancelledError:
+        await task  # the child is reaped even when the caller is cancelled
+        raise

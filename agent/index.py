@@ -1,0 +1,379 @@
+"""The segment index: SQLite (WAL), one writer thread and one reader thread.
+
+The index is a cache of what is on disk: a database from another layout, another schema
+or one that SQLite cannot read is rebuilt from the recordings. Session locks live here
+too, so that a retention process can read them (`locked_segments` view); they are rebuilt
+from the sessions on disk at start.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import sqlite3
+from collections.abc import Callable, Iterable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TypeVar
+
+from .probe import MediaFacts
+
+log = logging.getLogger(__name__)
+
+SCHEMA_VERSION = 1
+_SCHEMA = """
+CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL) WITHOUT ROWID;
+CREATE TABLE cameras (
+    id TEXT PRIMARY KEY,
+    segment_count INTEGER NOT NULL DEFAULT 0,
+    total_us INTEGER NOT NULL DEFAULT 0,
+    max_duration_us INTEGER NOT NULL DEFAULT 0  -- bounds range scans; never shrinks
+) WITHOUT ROWID;
+CREATE TABLE segments (
+    id INTEGER PRIMARY KEY,
+    path TEXT NOT NULL UNIQUE,      -- relative to recordings.root, "/"-separated
+    camera TEXT NOT NULL,
+    start_us INTEGER NOT NULL,      -- UTC microseconds, from the file name
+    end_us INTEGER NOT NULL,        -- start + media duration
+    size INTEGER NOT NULL,
+    mtime_ns INTEGER NOT NULL,
+    container TEXT NOT NULL,        -- mpegts, mp4, fmp4
+    video_codec TEXT NOT NULL,
+    has_audio INTEGER NOT NULL,
+    timescale INTEGER NOT NULL,     -- ticks per second of the next three
+    first_pts INTEGER NOT NULL,
+    duration INTEGER NOT NULL,
+    frame_ticks INTEGER NOT NULL
+);
+CREATE INDEX segments_by_time ON segments (camera, start_us);
+CREATE TABLE locks (
+    path TEXT NOT NULL,             -- a segment's path, as in segments.path
+    session_id TEXT NOT NULL,
+    PRIMARY KEY (path, session_id)
+) WITHOUT ROWID;
+CREATE VIEW locked_segments AS
+    SELECT path, COUNT(*) AS sessions FROM locks GROUP BY path;
+CREATE TRIGGER segments_added AFTER INSERT ON segments BEGIN
+    INSERT INTO cameras (id) VALUES (NEW.camera) ON CONFLICT DO NOTHING;
+    UPDATE cameras SET
+        segment_count = segment_count + 1,
+        total_us = total_us + (NEW.end_us - NEW.start_us),
+        max_duration_us = MAX(max_duration_us, NEW.end_us - NEW.start_us)
+    WHERE id = NEW.camera;
+END;
+CREATE TRIGGER segments_removed AFTER DELETE ON segments BEGIN
+    UPDATE cameras SET
+        segment_count = segment_count - 1,
+        total_us = total_us - (OLD.end_us - OLD.start_us)
+    WHERE id = OLD.camera;
+    DELETE FROM cameras WHERE id = OLD.camera AND segment_count <= 0;
+END;
+"""
+_COLUMNS = (
+    "path, camera, start_us, end_us, size, mtime_ns, container, video_codec, has_audio,"
+    " timescale, first_pts, duration, frame_ticks"
+)
+
+
+@dataclass(frozen=True)
+class Segment:
+    path: str
+    camera: str
+    start_us: int
+    end_us: int
+    size: int
+    mtime_ns: int
+    container: str
+    video_codec: str
+    has_audio: bool
+    timescale: int
+    first_pts: int
+    duration: int
+    frame_ticks: int
+
+    @classmethod
+    def from_facts(
+        cls, path: str, camera: str, start_us: int, size: int, mtime_ns: int, facts: MediaFacts
+    ) -> Segment:
+        return cls(
+            path,
+            camera,
+            start_us,
+            start_us + facts.duration_us,
+            size,
+            mtime_ns,
+            facts.container,
+            facts.video_codec,
+            facts.has_audio,
+            facts.timescale,
+            facts.first_pts,
+            facts.duration,
+            facts.frame_ticks,
+        )
+
+    @property
+    def frame_us(self) -> int:
+        return self.frame_ticks * 1_000_000 // self.timescale
+
+
+@dataclass(frozen=True)
+class CameraSummary:
+    id: str
+    segment_count: int
+    first_start_us: int
+    last_end_us: int
+    mean_segment_us: int
+
+
+T = TypeVar("T")
+
+
+class Index:
+    """Async access to the index; every SQLite call runs on the index's own threads."""
+
+    def __init__(self, path: Path, fingerprint: dict[str, str]) -> None:
+        self.path = path
+        self._fingerprint = json.dumps({"schema": SCHEMA_VERSION, **fingerprint}, sort_keys=True)
+        self._writer = ThreadPoolExecutor(1, thread_name_prefix="index-write")
+        self._reader = ThreadPoolExecutor(1, thread_name_prefix="index-read")
+        self._write_db: sqlite3.Connection | None = None
+        self._read_db: sqlite3.Connection | None = None
+
+    # -- lifecycle ---------------------------------------------------------------------
+
+    async def open(self) -> None:
+        await self._on(self._writer, self._open_writer)
+        await self._on(self._reader, self._open_reader)
+
+    async def close(self) -> None:
+        for executor, attribute in ((self._reader, "_read_db"), (self._writer, "_write_db")):
+            db = getattr(self, attribute)
+            if db is not None:
+                await self._on(executor, db.close)
+                setattr(self, attribute, None)
+            executor.shutdown(wait=True)
+
+    def _connect(self) -> sqlite3.Connection:
+        db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+        db.execute("PRAGMA busy_timeout = 5000")
+        return db
+
+    def _open_writer(self) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            db = self._prepare(self._connect())
+        except sqlite3.DatabaseError as error:
+            log.warning(
+                "index %s is unreadable (%s); rebuilding it from the recordings", self.path, error
+            )
+            for suffix in ("", "-wal", "-shm"):
+                Path(f"{self.path}{suffix}").unlink(missing_ok=True)
+            db = self._prepare(self._connect())
+        self._write_db = db
+
+    def _prepare(self, db: sqlite3.Connection) -> sqlite3.Connection:
+        try:
+            db.execute("PRAGMA journal_mode = WAL")
+            db.execute("PRAGMA synchronous = NORMAL")
+            tables = {row[0] for row in db.execute("SELECT name FROM sqlite_master")}
+            stored = None
+            if "meta" in tables:
+                row = db.execute("SELECT value FROM meta WHERE key = 'fingerprint'").fetchone()
+                stored = row[0] if row else None
+            if stored != self._fingerprint:
+                if tables:
+                    log.info("index %s was built for other settings; rebuilding it", self.path)
+                self._reset(db)
+        except BaseException:
+            db.close()
+            raise
+        return db
+
+    def _reset(self, db: sqlite3.Connection) -> None:
+        objects = db.execute(
+            "SELECT type, name FROM sqlite_master WHERE name NOT LIKE 'sqlite_%'"
+            " AND type IN ('table', 'view') ORDER BY type DESC"
+        ).fetchall()
+        drops = "".join(f'DROP {kind.upper()} IF EXISTS "{name}";' for kind, name in objects)
+        db.executescript("BEGIN IMMEDIATE;" + drops + _SCHEMA)
+        db.execute("INSERT INTO meta (key, value) VALUES ('fingerprint', ?)", (self._fingerprint,))
+        db.execute("COMMIT")
+
+    def _open_reader(self) -> None:
+        self._read_db = self._connect()
+        self._read_db.execute("PRAGMA query_only = ON")
+
+    async def _on(self, executor: ThreadPoolExecutor, call: Callable[[], T]) -> T:
+        return await asyncio.get_running_loop().run_in_executor(executor, call)
+
+    def _w(self) -> sqlite3.Connection:
+        assert self._write_db is not None, "index is not open"
+        return self._write_db
+
+    def _r(self) -> sqlite3.Connection:
+        assert self._read_db is not None, "index is not open"
+        return self._read_db
+
+    # -- writes ------------------------------------------------------------------------
+
+    async def put(self, segments: Iterable[Segment]) -> None:
+        """Insert or replace segments (by path)."""
+        rows = [
+            (
+                s.path,
+                s.camera,
+                s.start_us,
+                s.end_us,
+                s.size,
+                s.mtime_ns,
+                s.container,
+                s.video_codec,
+                int(s.has_audio),
+                s.timescale,
+                s.first_pts,
+                s.duration,
+                s.frame_ticks,
+            )
+            for s in segments
+        ]
+        if not rows:
+            return
+
+        def write() -> None:
+            db = self._w()
+            with db:
+                db.execute("BEGIN")
+                db.executemany("DELETE FROM segments WHERE path = ?", [(r[0],) for r in rows])
+                db.executemany(
+                    f"INSERT INTO segments ({_COLUMNS}) VALUES ({', '.join('?' * 13)})",  # noqa: S608
+                    rows,
+                )
+
+        await self._on(self._writer, write)
+
+    async def remove(self, paths: Iterable[str]) -> int:
+        """Forget segments by path; returns how many were indexed."""
+        keys = [(p,) for p in paths]
+        if not keys:
+            return 0
+
+        def write() -> int:
+            db = self._w()
+            with db:
+                db.execute("BEGIN")
+                before = db.total_changes
+                db.executemany("DELETE FROM segments WHERE path = ?", keys)
+                return db.total_changes - before
+
+        return await self._on(self._writer, write)
+
+    async def remove_under(self, directory: str) -> int:
+        """Forget every segment below a directory (relative path) that has gone."""
+        low = directory.rstrip("/") + "/"
+        high = low[:-1] + chr(ord("/") + 1)
+
+        def write() -> int:
+            db = self._w()
+            with db:
+                db.execute("BEGIN")
+                return db.execute(
+                    "DELETE FROM segments WHERE path >= ? AND path < ?", (low, high)
+                ).rowcount
+
+        return await self._on(self._writer, write)
+
+    # -- reads -------------------------------------------------------------------------
+
+    async def files(self) -> dict[str, tuple[int, int]]:
+        """Every indexed path with the (size, mtime_ns) it was indexed at."""
+
+        def read() -> dict[str, tuple[int, int]]:
+            rows = self._r().execute("SELECT path, size, mtime_ns FROM segments")
+            return {path: (size, mtime) for path, size, mtime in rows}
+
+        return await self._on(self._reader, read)
+
+    async def counts(self) -> tuple[int, int]:
+        """(segments, cameras) in the index."""
+
+        def read() -> tuple[int, int]:
+            row = (
+                self._r()
+                .execute("SELECT COALESCE(SUM(segment_count), 0), COUNT(*) FROM cameras")
+                .fetchone()
+            )
+            return int(row[0]), int(row[1])
+
+        return await self._on(self._reader, read)
+
+    async def cameras(self) -> list[CameraSummary]:
+        return await self._on(self._reader, self._cameras)
+
+    def _cameras(self) -> list[CameraSummary]:
+        db = self._r()
+        summaries = []
+        rows = db.execute(
+            "SELECT id, segment_count, total_us, max_duration_us FROM cameras ORDER BY id"
+        ).fetchall()
+        for camera, count, total_us, max_duration in rows:
+            first = db.execute(
+                "SELECT MIN(start_us) FROM segments WHERE camera = ?", (camera,)
+            ).fetchone()[0]
+            last_start = db.execute(
+                "SELECT MAX(start_us) FROM segments WHERE camera = ?", (camera,)
+            ).fetchone()[0]
+            if first is None:
+                continue
+            last_end = db.execute(
+                "SELECT MAX(end_us) FROM segments WHERE camera = ? AND start_us >= ?",
+                (camera, last_start - max_duration),
+            ).fetchone()[0]
+            summaries.append(
+                CameraSummary(camera, count, first, last_end, total_us // max(count, 1))
+            )
+        return summaries
+
+    async def has_camera(self, camera: str) -> bool:
+        def read() -> bool:
+            return (
+                self._r().execute("SELECT 1 FROM cameras WHERE id = ?", (camera,)).fetchone()
+                is not None
+            )
+
+        return await self._on(self._reader, read)
+
+    async def segments(self, camera: str, from_us: int, to_us: int) -> list[Segment]:
+        """The camera's segments that overlap [from_us, to_us), by start time."""
+
+        def read() -> list[Segment]:
+            return self.segments_sync(camera, from_us, to_us)
+
+        return await self._on(self._reader, read)
+
+    def segments_sync(self, camera: str, from_us: int, to_us: int) -> list[Segment]:
+        """As `segments`, on the calling thread (for the reader thread and benchmarks)."""
+        db = self._r()
+        row = db.execute("SELECT max_duration_us FROM cameras WHERE id = ?", (camera,)).fetchone()
+        if row is None:
+            return []
+        # start_us bounds both ends so the (camera, start_us) index limits the scan.
+        rows = db.execute(
+            f"SELECT {_COLUMNS} FROM segments WHERE camera = ? AND start_us < ?"  # noqa: S608
+            " AND start_us >= ? AND end_us > ? ORDER BY start_us, path",
+            (camera, to_us, from_us - row[0], from_us),
+        ).fetchall()
+        return [
+            Segment(p, c, s, e, z, m, ct, vc, bool(a), ts, fp, d, ft)
+            for p, c, s, e, z, m, ct, vc, a, ts, fp, d, ft in rows
+        ]
+
+    async def locked_paths(self) -> dict[str, int]:
+        """Each locked segment path with the number of sessions that hold it."""
+
+        def read() -> dict[str, int]:
+            rows = self._r().execute("SELECT path, sessions FROM locked_segments")
+            return {path: int(count) for path, count in rows}
+
+        return await self._on(self._reader, read)

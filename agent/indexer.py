@@ -1,0 +1,344 @@
+"""Keeps the index in step with the recordings on disk: a scan at start, a file watcher,
+and a periodic reconcile for whatever the watcher missed.
+
+A file is indexed once it is complete. Recorders either write a segment in place and move
+on to the next one (ffmpeg's segment muxer, MediaMTX) or write it elsewhere and rename it
+into place (Frigate). So a file counts as complete when
+- a later segment of the same camera exists (the recorder has moved on), or
+- it has not changed for QUIET_SECONDS and its structure is whole (an MP4 whose boxes
+  all end within the file, an MPEG-TS file of whole packets), or
+- it has not changed for SETTLE_SECONDS (a recorder that stopped mid-segment).
+A file that changes after it was indexed is read again.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+
+from watchfiles import Change, awatch
+
+from .index import Index, Segment
+from .layout import Layout, SegmentName
+from .probe import MediaFacts, ProbeError, probe
+
+log = logging.getLogger(__name__)
+
+QUIET_SECONDS = 1.0
+SETTLE_SECONDS = 15.0
+RECONCILE_SECONDS = 300.0
+_BATCH = 256  # files probed per worker-thread call, and written per transaction
+_TICK_MS = 250  # how often pending files are looked at again when nothing happens
+
+
+@dataclass(frozen=True)
+class FileState:
+    size: int
+    mtime_ns: int
+
+
+@dataclass
+class IndexerStatus:
+    scan: str = "pending"  # pending, running, complete
+    scan_started: float = 0.0
+    scan_seconds: float | None = None
+    watching: bool = False
+    pending: int = 0
+    unreadable: int = 0
+    last_error: str = ""
+    scans: int = 0
+
+
+@dataclass
+class _Candidate:
+    relpath: str
+    name: SegmentName
+    state: FileState
+
+
+def walk(root: Path, layout: Layout) -> dict[str, FileState]:
+    """Every file under `root` whose relative path matches the layout (blocking)."""
+    found: dict[str, FileState] = {}
+
+    def visit(directory: str, prefix: str, level: int) -> None:
+        try:
+            entries = list(os.scandir(directory))
+        except (FileNotFoundError, NotADirectoryError, PermissionError) as error:
+            if level == 0 or not isinstance(error, FileNotFoundError):
+                log.warning("cannot list %s: %s", directory, error.strerror)
+            return
+        for entry in entries:
+            relpath = prefix + entry.name
+            try:
+                if entry.is_dir(follow_symlinks=False):
+                    if layout.dir_may_match(level, entry.name):
+                        visit(entry.path, relpath + "/", level + 1)
+                elif (
+                    level == layout.depth - 1
+                    and entry.is_file(follow_symlinks=False)
+                    and layout.parse(relpath) is not None
+                ):
+                    stat = entry.stat(follow_symlinks=False)
+                    found[relpath] = FileState(stat.st_size, stat.st_mtime_ns)
+            except FileNotFoundError:
+                continue  # removed while we looked
+
+    visit(str(root), "", 0)
+    return found
+
+
+def _probe_many(
+    root: Path, items: list[_Candidate], final: bool
+) -> list[tuple[_Candidate, MediaFacts | None, str]]:
+    """Probe files (blocking); `final` accepts any readable file, else only whole ones."""
+    results: list[tuple[_Candidate, MediaFacts | None, str]] = []
+    for item in items:
+        path = root / item.relpath
+        try:
+            stat = path.stat()
+            facts = probe(path)
+        except FileNotFoundError:
+            results.append((item, None, "gone"))
+            continue
+        except (ProbeError, OSError) as error:
+            results.append((item, None, str(error)))
+            continue
+        item.state = FileState(stat.st_size, stat.st_mtime_ns)
+        whole = facts.container != "mpegts" or stat.st_size % 188 == 0
+        results.append((item, facts, "" if whole or final else "incomplete"))
+    return results
+
+
+class Indexer:
+    """Scans, watches and reconciles `root` into `index`."""
+
+    def __init__(self, root: Path, layout: Layout, index: Index) -> None:
+        self.root = root
+        self.layout = layout
+        self.index = index
+        self.status = IndexerStatus()
+        self._pending: dict[str, _Candidate] = {}
+        self._unreadable: dict[str, FileState] = {}
+        self._newest: dict[str, int] = {}  # camera -> latest start seen on disk
+        self._inflight: set[str] = set()  # pending files being probed right now
+
+    # -- entry point -------------------------------------------------------------------
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Watch and reconcile until `stop` is set."""
+        watcher = asyncio.create_task(self._watch(stop), name="index-watch")
+        try:
+            while not stop.is_set():
+                await self.reconcile()
+                await _wait(stop, RECONCILE_SECONDS)
+        finally:
+            watcher.cancel()
+            await asyncio.gather(watcher, return_exceptions=True)
+
+    # -- reconcile ---------------------------------------------------------------------
+
+    async def reconcile(self) -> None:
+        """Bring the index in line with the disk: new files in, vanished out, changed re-read."""
+        status = self.status
+        status.scan = "running" if status.scans == 0 else status.scan
+        status.scan_started = time.monotonic()
+        try:
+            on_disk = await asyncio.to_thread(walk, self.root, self.layout)
+            known = await self.index.files()
+            gone = [path for path in known if path not in on_disk]
+            removed = await self.index.remove(gone)
+            if removed:
+                log.info("index: %d segment(s) no longer on disk", removed)
+            for relpath in list(self._unreadable):
+                if relpath not in on_disk:
+                    del self._unreadable[relpath]
+            fresh: list[_Candidate] = []
+            for relpath, state in on_disk.items():
+                name = self.layout.parse(relpath)
+                assert name is not None
+                self._note_newest(name)
+                unchanged = known.get(relpath) == (state.size, state.mtime_ns)
+                if unchanged or self._unreadable.get(relpath) == state:
+                    continue
+                fresh.append(_Candidate(relpath, name, state))
+            for item in fresh:
+                self._pending[item.relpath] = item
+            await self._settle()
+            status.last_error = ""
+        except OSError as error:
+            status.last_error = f"scan failed: {error}"
+            log.error("index: scan of %s failed: %s", self.root, error)
+        finally:
+            if status.scans == 0:
+                status.scan_seconds = round(time.monotonic() - status.scan_started, 3)
+                status.scan = "complete"
+                log.info("index: first scan done in %.1f s", status.scan_seconds)
+            status.scans += 1
+
+    # -- watching ----------------------------------------------------------------------
+
+    def _filter(self, change: Change, path: str) -> bool:
+        relpath = self._relative(path)
+        if relpath is None:
+            return False
+        if change == Change.deleted or self.layout.parse(relpath) is not None:
+            return True  # a removed directory takes its segments with it
+        parts = relpath.split("/")
+        return change == Change.added and all(
+            self.layout.dir_may_match(level, part) for level, part in enumerate(parts)
+        )
+
+    def _relative(self, path: str) -> str | None:
+        try:
+            relpath = Path(path).relative_to(self.root).as_posix()
+        except ValueError:
+            return None
+        return None if relpath in ("", ".") else relpath
+
+    async def _watch(self, stop: asyncio.Event) -> None:
+        while not stop.is_set():
+            if not self.root.is_dir():
+                log.warning("index: recordings root %s does not exist yet; waiting", self.root)
+                while not self.root.is_dir():
+                    if await _wait(stop, 2.0):
+                        return
+                await self.reconcile()
+            try:
+                self.status.watching = True
+                async for changes in awatch(
+                    self.root,
+                    watch_filter=self._filter,
+                    stop_event=stop,
+                    debounce=400,
+                    step=50,
+                    rust_timeout=_TICK_MS,
+                    yield_on_timeout=True,
+                    recursive=True,
+                    ignore_permission_denied=True,
+                ):
+                    await self._apply(changes)
+                    await self._settle()
+            except Exception:
+                log.exception("index: watching %s failed; starting again", self.root)
+            finally:
+                self.status.watching = False
+            if await _wait(stop, 1.0):
+                return
+            await self.reconcile()  # catch up on what happened while not watching
+
+    async def _apply(self, changes: Iterable[tuple[Change, str]]) -> None:
+        # A batch is a set: an add and a delete of one path come unordered, so what
+        # counts is whether the path exists now.
+        touched = {r for _, path in changes if (r := self._relative(path)) is not None}
+        gone: list[str] = []
+        rescan = False
+        for relpath in touched:
+            name = self.layout.parse(relpath)
+            exists = os.path.lexists(self.root / relpath)
+            if name is None:
+                if exists:
+                    rescan = True  # a new directory: files moved in with it raise no event
+                elif await self.index.remove_under(relpath):
+                    log.info("index: directory %s removed", relpath)
+            elif exists:
+                self._note_newest(name)
+                self._pending.setdefault(relpath, _Candidate(relpath, name, FileState(-1, -1)))
+            else:
+                self._pending.pop(relpath, None)
+                self._unreadable.pop(relpath, None)
+                gone.append(relpath)
+        removed = await self.index.remove(gone)
+        if removed:
+            log.info("index: %d segment(s) deleted", removed)
+        if rescan:
+            await self.reconcile()
+
+    def _note_newest(self, name: SegmentName) -> None:
+        if name.start_us > self._newest.get(name.camera, -1):
+            self._newest[name.camera] = name.start_us
+
+    # -- settling pending files --------------------------------------------------------
+
+    async def _settle(self) -> None:
+        """Index the pending files that are complete; keep the others for later."""
+        now = time.time()
+        quiet: list[_Candidate] = []
+        final: list[_Candidate] = []
+        for relpath, item in list(self._pending.items()):
+            if relpath in self._inflight:
+                continue
+            try:
+                stat = os.stat(self.root / relpath)
+            except OSError as error:
+                if not isinstance(error, FileNotFoundError):
+                    log.warning("index: cannot read %s: %s", relpath, error.strerror)
+                del self._pending[relpath]
+                continue
+            item.state = FileState(stat.st_size, stat.st_mtime_ns)
+            idle = now - stat.st_mtime_ns / 1e9
+            newer = self._newest.get(item.name.camera, -1) > item.name.start_us
+            if newer or idle >= SETTLE_SECONDS:
+                final.append(item)
+            elif idle >= QUIET_SECONDS:
+                quiet.append(item)
+        # Claim the files before the first await, so that a concurrent pass skips them.
+        self._inflight.update(item.relpath for item in final + quiet)
+        try:
+            for group, is_final in ((final, True), (quiet, False)):
+                for start in range(0, len(group), _BATCH):
+                    await self._index_batch(group[start : start + _BATCH], is_final)
+        finally:
+            self._inflight.difference_update(item.relpath for item in final + quiet)
+        self.status.pending = len(self._pending)
+        self.status.unreadable = len(self._unreadable)
+
+    async def _index_batch(self, batch: list[_Candidate], final: bool) -> None:
+        results = await asyncio.to_thread(_probe_many, self.root, batch, final)
+        ready: list[Segment] = []
+        for item, facts, problem in results:
+            if problem == "incomplete":
+                continue  # still pending
+            self._pending.pop(item.relpath, None)
+            if problem == "gone":
+                continue
+            if facts is None:
+                if final:
+                    if self._unreadable.get(item.relpath) != item.state:
+                        log.warning("index: skipping %s: %s", item.relpath, problem)
+                    self._unreadable[item.relpath] = item.state
+                else:
+                    self._pending[item.relpath] = item  # may still be being written
+                continue
+            self._unreadable.pop(item.relpath, None)
+            ready.append(
+                Segment.from_facts(
+                    item.relpath,
+                    item.name.camera,
+                    item.name.start_us,
+                    item.state.size,
+                    item.state.mtime_ns,
+                    facts,
+                )
+            )
+        await self.index.put(ready)
+        for segment in ready:
+            log.debug(
+                "index: %s %s +%.3fs",
+                segment.camera,
+                segment.path,
+                (segment.end_us - segment.start_us) / 1e6,
+            )
+
+
+async def _wait(stop: asyncio.Event, seconds: float) -> bool:
+    """Wait up to `seconds`; True if `stop` was set meanwhile."""
+    try:
+        await asyncio.wait_for(stop.wait(), seconds)
+    except TimeoutError:
+        return False
+    return True

@@ -1,0 +1,159 @@
+"""Recording layouts: where a segment lives under the recordings root, and what its name says.
+
+A layout is a path template relative to the root: `{camera}` is the camera id and the
+strftime fields `%Y %m %d %H %M %S %f` give the segment's start time in the configured zone.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from datetime import datetime
+from zoneinfo import ZoneInfo
+
+from .errors import ConfigError
+from .times import from_us, to_us
+
+PRESETS: dict[str, str] = {
+    "ffmpeg": "{camera}/%Y-%m-%d/%H-%M-%S.ts",
+    "mediamtx": "{camera}/%Y-%m-%d_%H-%M-%S-%f.mp4",
+    "frigate": "%Y-%m-%d/%H/{camera}/%M.%S.mp4",
+}
+
+_FIELDS = {
+    "Y": r"\d{4}",
+    "m": r"\d{2}",
+    "d": r"\d{2}",
+    "H": r"\d{2}",
+    "M": r"\d{2}",
+    "S": r"\d{2}",
+    "f": r"\d{1,9}",
+}
+_REQUIRED = "YmdHMS"
+_CAMERA = r"[A-Za-z0-9_.\-]+"
+_TOKEN = re.compile(r"\{camera\}|%(.)|[^%{]+|\{")
+
+
+def _compile(template: str, anchor_groups: bool) -> tuple[str, set[str]]:
+    """A regex for `template`; repeated fields must repeat the same digits."""
+    out: list[str] = []
+    seen: set[str] = set()
+    for token in _TOKEN.finditer(template):
+        text = token.group(0)
+        if text == "{camera}":
+            name = "camera"
+            pattern = _CAMERA
+        elif text.startswith("%"):
+            code = token.group(1)
+            if code == "%":
+                out.append("%")
+                continue
+            if code not in _FIELDS:
+                raise ConfigError(
+                    f"recordings.layout: unsupported field %{code} in {template!r}; "
+                    "expected only {camera}, %Y %m %d %H %M %S %f"
+                )
+            name = code
+            pattern = _FIELDS[code]
+        else:
+            out.append(re.escape(text))
+            continue
+        if name in seen:
+            out.append(f"(?P={name})")
+        else:
+            out.append(f"(?P<{name}>{pattern})" if anchor_groups else f"(?:{pattern})")
+            seen.add(name)
+    return "".join(out), seen
+
+
+@dataclass(frozen=True)
+class SegmentName:
+    """What a segment's path says: its camera and its start time (UTC microseconds)."""
+
+    camera: str
+    start_us: int
+
+
+@dataclass(frozen=True)
+class Layout:
+    template: str
+    zone: ZoneInfo
+    _full: re.Pattern[str] = field(repr=False, compare=False)
+    _parts: tuple[re.Pattern[str], ...] = field(repr=False, compare=False)
+
+    @property
+    def depth(self) -> int:
+        """How many path components a segment's relative path has."""
+        return len(self._parts)
+
+    @property
+    def name_resolution_us(self) -> int:
+        """How precisely a name gives the start: a second, unless it carries %f."""
+        return 1 if "%f" in self.template else 1_000_000
+
+    def dir_may_match(self, level: int, name: str) -> bool:
+        """Whether a directory `name` at depth `level` (0 = under the root) can hold segments."""
+        return level < self.depth - 1 and self._parts[level].fullmatch(name) is not None
+
+    def format(self, camera: str, start_us: int) -> str:
+        """The relative path at which this layout stores `camera`'s segment starting then."""
+        local = from_us(start_us).astimezone(self.zone)
+        return local.strftime(self.template.replace("{camera}", camera.replace("%", "%%")))
+
+    def parse(self, relpath: str) -> SegmentName | None:
+        """The camera and UTC start of `relpath` ("/"-separated), or None if it does not match."""
+        match = self._full.fullmatch(relpath)
+        if match is None:
+            return None
+        camera = match.group("camera")
+        if camera in (".", ".."):
+            return None
+        groups = match.groupdict()
+        fraction = groups.get("f") or "0"
+        micro = int((fraction + "000000")[:6])
+        try:
+            local = datetime(
+                int(groups["Y"]),
+                int(groups["m"]),
+                int(groups["d"]),
+                int(groups["H"]),
+                int(groups["M"]),
+                int(groups["S"]),
+                micro,
+                tzinfo=self.zone,
+            )
+        except ValueError:
+            return None  # 2026-02-30 and the like: not a segment name
+        return SegmentName(camera, to_us(local))
+
+
+def make_layout(value: str, timezone: str) -> Layout:
+    """Build a Layout from a preset name or a template, or raise ConfigError."""
+    template = PRESETS.get(value, value)
+    zone = _zone(timezone)
+    if not template or template.startswith("/") or "\\" in template:
+        raise ConfigError(
+            f"recordings.layout: {value!r} is not a preset ({', '.join(PRESETS)}) "
+            "nor a relative path template"
+        )
+    parts = template.split("/")
+    if any(part in ("", ".", "..") for part in parts):
+        raise ConfigError(f"recordings.layout: {value!r} has an empty, '.' or '..' path component")
+    full, seen = _compile(template, anchor_groups=True)
+    if "camera" not in seen or template.count("{camera}") != 1:
+        raise ConfigError(f"recordings.layout: {value!r} must contain {{camera}} exactly once")
+    missing = [f"%{code}" for code in _REQUIRED if code not in seen]
+    if missing:
+        raise ConfigError(f"recordings.layout: {value!r} lacks {' '.join(missing)}")
+    part_patterns = tuple(re.compile(_compile(part, anchor_groups=False)[0]) for part in parts)
+    return Layout(template, zone, re.compile(full), part_patterns)
+
+
+def _zone(name: str) -> ZoneInfo:
+    try:
+        return ZoneInfo(name)
+    except (ValueError, KeyError, OSError):
+        raise ConfigError(
+            f"recordings.timezone: {name!r} is not an IANA time zone name"
+            " (like UTC or Europe/Paris)"
+        ) from None
