@@ -263,9 +263,7 @@ class Index:
             db = self._w()
             with db:
                 db.execute("BEGIN")
-                before = db.total_changes
-                db.executemany("DELETE FROM segments WHERE path = ?", keys)
-                return db.total_changes - before
+                return db.executemany("DELETE FROM segments WHERE path = ?", keys).rowcount
 
         return await self._on(self._writer, write)
 

@@ -1,0 +1,90 @@
+"""Shared fixtures: footage rendered once per test session with real ffmpeg, configs on
+tmp_path, a real agent on loopback, and polling against a deadline."""
+
+from __future__ import annotations
+
+import asyncio
+import shutil
+import time
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+from aiohttp.test_utils import TestClient
+
+from agent.app import create_app
+from agent.config import Config, parse_config
+from agent.demo import Rendered, render_run
+
+SEGMENT_S = 2
+
+
+@pytest.fixture(scope="session")
+def footage(tmp_path_factory: pytest.TempPathFactory) -> dict[str, list[Rendered]]:
+    """Three 2-second segments in each container, rendered once: ts, mp4, fmp4."""
+    if shutil.which("ffmpeg") is None:
+        pytest.fail("ffmpeg is not installed (apt-get install ffmpeg)")
+    base = tmp_path_factory.mktemp("footage")
+
+    async def render() -> list[list[Rendered]]:
+        return await asyncio.gather(
+            *(
+                render_run(base / kind, 3 * SEGMENT_S, SEGMENT_S, kind=kind, size="320x240")
+                for kind in ("ts", "mp4", "fmp4")
+            )
+        )
+
+    ts, mp4, fmp4 = asyncio.run(render())
+    return {"ts": ts, "mp4": mp4, "fmp4": fmp4}
+
+
+def make_config(tmp_path: Path, **sections: dict[str, Any]) -> Config:
+    """A Config whose files all live under tmp_path; `sections` override keys."""
+    raw: dict[str, dict[str, Any]] = {
+        "server": {"host": "127.0.0.1", "port": 0},
+        "recordings": {"root": str(tmp_path / "recordings")},
+        "index": {"database": str(tmp_path / "state" / "index.sqlite3")},
+        "playback": {"dir": str(tmp_path / "state" / "playback")},
+    }
+    for name, values in sections.items():
+        raw.setdefault(name, {}).update(values)
+    return parse_config(raw)
+
+
+@pytest.fixture
+def start_agent(
+    aiohttp_client: Callable[..., Awaitable[TestClient[Any, Any]]],
+) -> Callable[[Config], Awaitable[TestClient[Any, Any]]]:
+    """Start the real app on loopback for a config; it is stopped after the test."""
+
+    async def start(config: Config) -> TestClient[Any, Any]:
+        config.recordings.root.mkdir(parents=True, exist_ok=True)
+        return await aiohttp_client(create_app(config))
+
+    return start
+
+
+async def wait_for(
+    check: Callable[[], Awaitable[Any]], timeout: float = 10.0, what: str = "condition"
+) -> Any:
+    """Poll `check` until it returns something truthy, or fail after `timeout` seconds."""
+    deadline = time.monotonic() + timeout
+    while True:
+        result = await check()
+        if result:
+            return result
+        if time.monotonic() > deadline:
+            pytest.fail(f"timed out after {timeout:g} s waiting for {what}")
+        await asyncio.sleep(0.05)
+
+
+async def camera_counts(client: TestClient[Any, Any]) -> dict[str, int]:
+    response = await client.get("/api/cameras")
+    assert response.status == 200
+    return {c["id"]: c["segment_count"] for c in (await response.json())["cameras"]}
+
+
+async def scan_complete(client: TestClient[Any, Any]) -> bool:
+    body = await (await client.get("/healthz")).json()
+    return bool(body["index"]["scan"] == "complete")

@@ -1,0 +1,241 @@
+"""The live index: startup scan, real file watching, recorders writing in place or
+renaming into place, deletions, restarts."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import shutil
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import pytest
+from aiohttp.test_utils import TestClient
+
+from agent.demo import Rendered, place
+from agent.keys import INDEX
+from agent.times import format_us, parse_rfc3339
+
+from .conftest import camera_counts, make_config, scan_complete, wait_for
+
+T0 = parse_rfc3339("2026-11-20T08:00:00Z", "t")
+S = 1_000_000
+LAYOUT_KIND = {"ffmpeg": "ts", "mediamtx": "fmp4", "frigate": "mp4"}
+
+
+async def cameras(client: TestClient[Any, Any]) -> dict[str, dict[str, Any]]:
+    body = await (await client.get("/api/cameras")).json()
+    return {c["id"]: c for c in body["cameras"]}
+
+
+@pytest.mark.parametrize("preset", ["ffmpeg", "mediamtx", "frigate"])
+async def test_startup_scan_indexes_each_preset(
+    tmp_path: Path, footage: dict[str, list[Rendered]], start_agent: Any, preset: str
+) -> None:
+    config = make_config(tmp_path, recordings={"layout": preset})
+    run = footage[LAYOUT_KIND[preset]]
+    files = place(run, config.recordings.root, config.layout, "front", T0)
+    place(run, config.recordings.root, config.layout, "back.yard_2", T0 + 3600 * S)
+    last = config.layout.parse(files[-1].relative_to(config.recordings.root).as_posix())
+    assert last is not None
+    client = await start_agent(config)
+    await wait_for(lambda: _count_is(client, "back.yard_2", 3), what="first scan")
+    found = await cameras(client)
+    assert set(found) == {"front", "back.yard_2"}
+    front = found["front"]
+    assert front["segment_count"] == 3
+    assert front["first_start"] == "2026-11-20T08:00:00Z"
+    assert front["last_end"] == format_us(last.start_us + 2 * S)  # exact media durations
+    assert front["segment_seconds"] == 2.0
+    assert found["back.yard_2"]["first_start"] == "2026-11-20T09:00:00Z"
+
+
+async def test_files_that_do_not_match_are_ignored(
+    tmp_path: Path, footage: dict[str, list[Rendered]], start_agent: Any
+) -> None:
+    config = make_config(tmp_path)
+    root = config.recordings.root
+    (good,) = place(footage["ts"][:1], root, config.layout, "cam", T0)
+    day = good.parent
+    for name in ("08-00-10.ts.part", "garbage.ts", "08-00-20.mp4", ".08-00-30.ts"):
+        shutil.copyfile(good, day / name)
+    (root / "notes.txt").write_text("not footage")
+    (root / "cam" / "2026-11-20" / "deeper").mkdir()
+    shutil.copyfile(good, root / "cam" / "2026-11-20" / "deeper" / "08-00-40.ts")
+    (day / "08-00-50.ts").write_bytes(b"matches the layout but is not video" * 50)
+    os.utime(day / "08-00-50.ts", (time.time() - 3600, time.time() - 3600))
+    (day / "08-01-00.ts").symlink_to(good)
+    client = await start_agent(config)
+    await wait_for(lambda: scan_complete(client), what="first scan")
+    assert await camera_counts(client) == {"cam": 1}
+    health = await (await client.get("/healthz")).json()
+    assert health["index"]["unreadable_files"] == 1
+
+
+async def test_write_then_rename_appears(
+    tmp_path: Path, footage: dict[str, list[Rendered]], start_agent: Any
+) -> None:
+    config = make_config(tmp_path)
+    client = await start_agent(config)
+    await wait_for(lambda: scan_complete(client), what="first scan")
+    target = config.recordings.root / config.layout.format("cam", T0)
+    target.parent.mkdir(parents=True)
+    temporary = target.with_name(target.name + ".tmp")
+    shutil.copyfile(footage["ts"][0].path, temporary)
+    os.rename(temporary, target)
+    started = time.monotonic()
+    await wait_for(lambda: _count_is(client, "cam", 1), what="renamed segment in the index")
+    print(f"write-then-rename indexed after {time.monotonic() - started:.2f} s")
+
+
+async def _count_is(client: TestClient[Any, Any], camera: str, count: int) -> bool:
+    return (await camera_counts(client)).get(camera, 0) == count
+
+
+async def test_ffmpeg_segment_muxer_writing_in_place(tmp_path: Path, start_agent: Any) -> None:
+    """A real recorder: ffmpeg in real time, writing each segment in place, then the next.
+    No observation of the index ever shows a segment at other than its final size."""
+    config = make_config(tmp_path)
+    client = await start_agent(config)
+    await wait_for(lambda: scan_complete(client), what="first scan")
+    index = client.server.app[INDEX]
+    day = config.recordings.root / "live" / datetime.now(UTC).strftime("%Y-%m-%d")
+    day.mkdir(parents=True)
+    recorder = await asyncio.create_subprocess_exec(
+        "ffmpeg", "-hide_banner", "-nostdin", "-loglevel", "error", "-re",
+        "-f", "lavfi", "-i", "testsrc2=size=320x240:rate=25", "-t", "6.5",
+        "-c:v", "libx264", "-preset", "veryfast", "-pix_fmt", "yuv420p",
+        "-force_key_frames", "expr:gte(t,n_forced*2)",
+        "-f", "segment", "-segment_time", "2", "-strftime", "1", str(day / "%H-%M-%S.ts"),
+        env={**os.environ, "TZ": "UTC"},
+    )  # fmt: skip
+    seen: dict[str, set[int]] = {}
+    try:
+        while recorder.returncode is None:
+            for path, (size, _) in (await index.files()).items():
+                seen.setdefault(path, set()).add(size)
+            try:
+                await asyncio.wait_for(recorder.wait(), 0.05)
+            except TimeoutError:
+                pass
+    finally:
+        if recorder.returncode is None:
+            recorder.kill()
+            await recorder.wait()
+    assert recorder.returncode == 0
+    on_disk = {f"live/{day.name}/{p.name}": p.stat().st_size for p in day.iterdir()}
+    assert len(on_disk) == 4
+    await wait_for(lambda: _count_is(client, "live", 4), what="all four segments")
+    for path, sizes in seen.items():
+        assert sizes == {on_disk[path]}, f"{path} was indexed while incomplete"
+    assert len(seen) >= 2, "completed segments appear while the recorder is still running"
+
+
+async def test_partial_files_wait_until_complete(
+    tmp_path: Path, footage: dict[str, list[Rendered]], start_agent: Any
+) -> None:
+    """An MP4 without its moov yet, and a TS cut mid-packet, are not indexed until whole."""
+    client = None
+    for preset, kind in (("frigate", "mp4"), ("ffmpeg", "ts")):
+        config = make_config(tmp_path / preset, recordings={"layout": preset})
+        client = await start_agent(config)
+        await wait_for(lambda c=client: scan_complete(c), what="first scan")
+        data = footage[kind][0].path.read_bytes()
+        partial = config.recordings.root / config.layout.format("partial", T0)
+        partial.parent.mkdir(parents=True, exist_ok=True)
+        partial.write_bytes(data[: 32768 * 2])
+        # A complete file of another camera, written now: once it is indexed, the partial
+        # one has been judged after the same quiet time.
+        (sentinel,) = place(footage[kind][:1], config.recordings.root, config.layout, "s", T0)
+        await wait_for(lambda c=client: _count_is(c, "s", 1), what="sentinel")
+        assert "partial" not in await camera_counts(client)
+        with open(partial, "ab") as handle:
+            handle.write(data[32768 * 2 :])
+        await wait_for(lambda c=client: _count_is(c, "partial", 1), what="completed file")
+
+
+async def test_delete_and_recreate(
+    tmp_path: Path, footage: dict[str, list[Rendered]], start_agent: Any
+) -> None:
+    config = make_config(tmp_path)
+    files = place(footage["ts"], config.recordings.root, config.layout, "cam", T0)
+    client = await start_agent(config)
+    await wait_for(lambda: _count_is(client, "cam", 3), what="initial segments")
+    files[1].unlink()
+    await wait_for(lambda: _count_is(client, "cam", 2), what="deletion")
+    shutil.copyfile(footage["ts"][1].path, files[1])
+    await wait_for(lambda: _count_is(client, "cam", 3), what="re-creation")
+    shutil.rmtree(config.recordings.root / "cam")
+    await wait_for(lambda: _count_is(client, "cam", 0), what="removed directory")
+    assert (await cameras(client)) == {}
+
+
+async def test_directory_moved_in_is_indexed(
+    tmp_path: Path, footage: dict[str, list[Rendered]], start_agent: Any
+) -> None:
+    config = make_config(tmp_path)
+    client = await start_agent(config)
+    await wait_for(lambda: scan_complete(client), what="first scan")
+    outside = tmp_path / "elsewhere"
+    place(footage["ts"], outside, config.layout, "moved", T0)
+    os.rename(outside / "moved", config.recordings.root / "moved")
+    await wait_for(lambda: _count_is(client, "moved", 3), what="moved-in directory")
+
+
+async def test_changed_file_is_read_again(
+    tmp_path: Path, footage: dict[str, list[Rendered]], start_agent: Any
+) -> None:
+    config = make_config(tmp_path)
+    (target,) = place(footage["ts"][:1], config.recordings.root, config.layout, "cam", T0)
+    client = await start_agent(config)
+    await wait_for(lambda: _count_is(client, "cam", 1), what="first version")
+    # Replace it with two segments' worth of footage: the end moves by two seconds.
+    joined = footage["ts"][0].path.read_bytes() + footage["ts"][1].path.read_bytes()
+    target.write_bytes(joined)
+
+    async def end_moved() -> bool:
+        return bool((await cameras(client))["cam"]["last_end"] == format_us(T0 + 4 * S))
+
+    await wait_for(end_moved, what="re-read of the changed file")
+
+
+async def test_restart_reconciles_with_disk(
+    tmp_path: Path, footage: dict[str, list[Rendered]], aiohttp_client: Any
+) -> None:
+    from agent.app import create_app
+
+    config = make_config(tmp_path)
+    files = place(footage["ts"], config.recordings.root, config.layout, "cam", T0)
+    client = await aiohttp_client(create_app(config))
+    await wait_for(lambda: _count_is(client, "cam", 3), what="first run")
+    await client.close()
+    files[0].unlink()
+    place(footage["ts"], config.recordings.root, config.layout, "other", T0)
+    client = await aiohttp_client(create_app(config))
+
+    async def reconciled() -> bool:
+        return await camera_counts(client) == {"cam": 2, "other": 3}
+
+    await wait_for(reconciled, what="the second run to match the disk")
+
+
+async def test_root_created_after_start(
+    tmp_path: Path, footage: dict[str, list[Rendered]], aiohttp_client: Any
+) -> None:
+    from agent.app import create_app
+
+    config = make_config(tmp_path)
+    client = await aiohttp_client(create_app(config))  # the root does not exist yet
+    health = await (await client.get("/healthz")).json()
+    assert health["status"] == "degraded"
+    assert "the recordings root does not exist" in health["problems"]
+    place(footage["ts"], config.recordings.root, config.layout, "late", T0)
+    await wait_for(lambda: _count_is(client, "late", 3), timeout=15, what="late root")
+
+    async def healthy() -> bool:
+        return bool((await (await client.get("/healthz")).json())["status"] == "ok")
+
+    await wait_for(healthy, what="healthy status")
+

@@ -1,0 +1,82 @@
+"""Segment facts from container headers, checked against ffprobe's packet timestamps."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import subprocess
+from fractions import Fraction
+from pathlib import Path
+
+import pytest
+
+from agent.demo import Rendered, render_run
+from agent.probe import ProbeError, probe
+
+
+def ffprobe_video(path: Path) -> tuple[Fraction, Fraction]:
+    """(first pts, duration) of the video stream in seconds, from every packet."""
+    out = subprocess.run(
+        ["ffprobe", "-v", "error", "-select_streams", "v", "-show_entries",
+         "packet=pts,duration:stream=time_base", "-of", "json", str(path)],
+        capture_output=True, text=True, check=True, timeout=30,
+    ).stdout  # fmt: skip
+    data = json.loads(out)
+    base = Fraction(data["streams"][0]["time_base"])
+    packets = data["packets"]
+    low = min(int(p["pts"]) for p in packets)
+    high = max(int(p["pts"]) + int(p["duration"]) for p in packets)
+    return low * base, (high - low) * base
+
+
+@pytest.mark.parametrize("kind", ["ts", "mp4", "fmp4"])
+def test_duration_is_exact_to_the_tick(footage: dict[str, list[Rendered]], kind: str) -> None:
+    for item in footage[kind]:
+        facts = probe(item.path)
+        first, duration = ffprobe_video(item.path)
+        assert Fraction(facts.duration, facts.timescale) == duration
+        assert facts.video_codec == "h264"
+        assert facts.has_audio
+        assert Fraction(facts.frame_ticks, facts.timescale) == Fraction(1, 25)
+        if kind != "mp4":  # a plain MP4 starts its own timeline at zero
+            assert Fraction(facts.first_pts, facts.timescale) == first
+    assert {probe(i.path).container for i in footage[kind]} == {
+        {"ts": "mpegts", "mp4": "mp4", "fmp4": "fmp4"}[kind]
+    }
+
+
+def test_ts_timestamps_continue_across_segments(footage: dict[str, list[Rendered]]) -> None:
+    facts = [probe(item.path) for item in footage["ts"]]
+    for before, after in zip(facts, facts[1:], strict=False):
+        assert after.first_pts == before.first_pts + before.duration
+
+
+@pytest.mark.parametrize("kind", ["mp4", "fmp4"])
+def test_truncated_mp4_is_not_read(
+    footage: dict[str, list[Rendered]], tmp_path: Path, kind: str
+) -> None:
+    data = footage[kind][0].path.read_bytes()
+    partial = tmp_path / "partial.mp4"
+    partial.write_bytes(data[: len(data) // 2])
+    with pytest.raises(ProbeError):
+        probe(partial)
+
+
+@pytest.mark.parametrize(
+    "content", [b"", b"hello world" * 100, b"\x47" + b"\x00" * 400, b"\x00\x00\x00\x08ftyp"]
+)
+def test_not_media(tmp_path: Path, content: bytes) -> None:
+    path = tmp_path / "x.ts"
+    path.write_bytes(content)
+    with pytest.raises(ProbeError):
+        probe(path)
+
+
+def test_big_frames_grow_the_tail_read(tmp_path: Path) -> None:
+    """Frames far larger than the first tail read still give an exact duration."""
+    # 1080p at 5 fps: ~45 KiB a frame, so the first 128 KiB tail holds too few frames.
+    run = asyncio.run(render_run(tmp_path, 2, 2, size="1920x1080", rate=5))
+    assert run[0].path.stat().st_size > 3 * 131072
+    facts = probe(run[0].path)
+    _, duration = ffprobe_video(run[0].path)
+    assert Fraction(facts.duration, facts.timescale) == duration

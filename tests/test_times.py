@@ -1,0 +1,39 @@
+"""RFC 3339 in and out of the API."""
+
+from __future__ import annotations
+
+import pytest
+
+from agent.errors import BadRequest
+from agent.times import format_us, parse_rfc3339
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "2026-11-20T08:00:00Z",
+        "2026-11-20t08:00:00z",
+        "2026-11-20T09:00:00+01:00",
+        "2026-11-20T03:00:00-05:00",
+        "2026-11-20T08:00:00.000000000Z",
+    ],
+)
+def test_equal_instants(text: str) -> None:
+    assert parse_rfc3339(text, "from") == 1795161600_000_000
+
+
+@pytest.mark.parametrize(
+    "value",
+    ["2026-11-20T08:00:00", "2026-11-20", "yesterday", "", 1795161600, None,
+     "2026-13-20T08:00:00Z", "2026-11-20T08:00:00+25:00", "20261120T080000Z"],
+)  # fmt: skip
+def test_rejected(value: object) -> None:
+    with pytest.raises(BadRequest) as caught:
+        parse_rfc3339(value, "from")
+    assert "`from`" in caught.value.message
+
+
+def test_format() -> None:
+    assert format_us(1795161600_000_000) == "2026-11-20T08:00:00Z"
+    assert format_us(1795161600_040_000) == "2026-11-20T08:00:00.04Z"
+    assert parse_rfc3339(format_us(1795161600_123_456), "t") == 1795161600_123_456
