@@ -4,6 +4,7 @@ tmp_path, a real agent on loopback, and polling against a deadline."""
 from __future__ import annotations
 
 import asyncio
+import os
 import shutil
 import time
 from collections.abc import Awaitable, Callable
@@ -15,7 +16,8 @@ from aiohttp.test_utils import TestClient
 
 from agent.app import create_app
 from agent.config import Config, parse_config
-from agent.demo import Rendered, render_run
+from agent.demo import Rendered, place, render_run
+from agent.layout import Layout
 
 SEGMENT_S = 2
 
@@ -37,6 +39,17 @@ def footage(tmp_path_factory: pytest.TempPathFactory) -> dict[str, list[Rendered
 
     ts, mp4, fmp4 = asyncio.run(render())
     return {"ts": ts, "mp4": mp4, "fmp4": fmp4}
+
+
+def place_old(
+    run: list[Rendered], root: Path, layout: Layout, camera: str, start_us: int
+) -> list[Path]:
+    """`place`, with the files' times an hour in the past, as in a recorder's archive."""
+    placed = place(run, root, layout, camera, start_us)
+    an_hour_ago = time.time() - 3600
+    for path in placed:
+        os.utime(path, (an_hour_ago, an_hour_ago))
+    return placed
 
 
 def make_config(tmp_path: Path, **sections: dict[str, Any]) -> Config:

@@ -20,7 +20,8 @@ def test_documented_file_is_exactly_the_defaults() -> None:
 
 def test_defaults_match_the_spec() -> None:
     config = parse_config({})
-    assert (config.server.host, config.server.port, config.server.api_token) == ("0.0.0.0", 8080, "")
+    server = config.server
+    assert (server.host, server.port, server.api_token) == ("0.0.0.0", 8080, "")
     assert str(config.recordings.root) == "/var/lib/nvr/recordings"
     assert config.layout.template == "{camera}/%Y-%m-%d/%H-%M-%S.ts"
     assert str(config.index.database) == "/var/lib/nvr-playback-agent/index.sqlite3"

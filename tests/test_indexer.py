@@ -4,6 +4,7 @@ renaming into place, deletions, restarts."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import shutil
 import time
@@ -18,7 +19,7 @@ from agent.demo import Rendered, place
 from agent.keys import INDEX
 from agent.times import format_us, parse_rfc3339
 
-from .conftest import camera_counts, make_config, scan_complete, wait_for
+from .conftest import camera_counts, make_config, place_old, scan_complete, wait_for
 
 T0 = parse_rfc3339("2026-11-20T08:00:00Z", "t")
 S = 1_000_000
@@ -36,12 +37,12 @@ async def test_startup_scan_indexes_each_preset(
 ) -> None:
     config = make_config(tmp_path, recordings={"layout": preset})
     run = footage[LAYOUT_KIND[preset]]
-    files = place(run, config.recordings.root, config.layout, "front", T0)
-    place(run, config.recordings.root, config.layout, "back.yard_2", T0 + 3600 * S)
+    files = place_old(run, config.recordings.root, config.layout, "front", T0)
+    place_old(run, config.recordings.root, config.layout, "back.yard_2", T0 + 3600 * S)
     last = config.layout.parse(files[-1].relative_to(config.recordings.root).as_posix())
     assert last is not None
     client = await start_agent(config)
-    await wait_for(lambda: _count_is(client, "back.yard_2", 3), what="first scan")
+    await wait_for(lambda: scan_complete(client), what="first scan")
     found = await cameras(client)
     assert set(found) == {"front", "back.yard_2"}
     front = found["front"]
@@ -116,10 +117,8 @@ async def test_ffmpeg_segment_muxer_writing_in_place(tmp_path: Path, start_agent
         while recorder.returncode is None:
             for path, (size, _) in (await index.files()).items():
                 seen.setdefault(path, set()).add(size)
-            try:
+            with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(recorder.wait(), 0.05)
-            except TimeoutError:
-                pass
     finally:
         if recorder.returncode is None:
             recorder.kill()
@@ -238,4 +237,3 @@ async def test_root_created_after_start(
         return bool((await (await client.get("/healthz")).json())["status"] == "ok")
 
     await wait_for(healthy, what="healthy status")
-

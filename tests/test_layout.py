@@ -29,7 +29,8 @@ def test_presets_parse_and_format(preset: str, relpath: str, micro: int) -> None
 def test_timezone_of_names_is_converted_to_utc() -> None:
     layout = make_layout("ffmpeg", "Europe/Paris")
     name = layout.parse("door/2026-11-20/09-05-07.ts")  # CET is UTC+1 in November
-    assert name is not None and name.start_us == T0
+    assert name is not None
+    assert name.start_us == T0
     summer = layout.parse("door/2026-07-01/10-00-00.ts")  # CEST is UTC+2
     assert summer is not None
     assert summer.start_us == parse_rfc3339("2026-07-01T08:00:00Z", "t")

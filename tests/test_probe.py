@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import itertools
 import json
 import subprocess
 from fractions import Fraction
@@ -47,7 +48,7 @@ def test_duration_is_exact_to_the_tick(footage: dict[str, list[Rendered]], kind:
 
 def test_ts_timestamps_continue_across_segments(footage: dict[str, list[Rendered]]) -> None:
     facts = [probe(item.path) for item in footage["ts"]]
-    for before, after in zip(facts, facts[1:], strict=False):
+    for before, after in itertools.pairwise(facts):
         assert after.first_pts == before.first_pts + before.duration
 
 
