@@ -130,6 +130,12 @@ class CameraSummary:
 T = TypeVar("T")
 
 
+def _prefix_range(directory: str) -> tuple[str, str]:
+    """Bounds of the paths below `directory`: low <= path < high."""
+    low = directory.rstrip("/") + "/"
+    return low, low[:-1] + chr(ord("/") + 1)
+
+
 class Index:
     """Async access to the index; every SQLite call runs on the index's own threads."""
 
@@ -269,8 +275,7 @@ class Index:
 
     async def remove_under(self, directory: str) -> int:
         """Forget every segment below a directory (relative path) that has gone."""
-        low = directory.rstrip("/") + "/"
-        high = low[:-1] + chr(ord("/") + 1)
+        low, high = _prefix_range(directory)
 
         def write() -> int:
             db = self._w()
@@ -284,12 +289,39 @@ class Index:
 
     # -- reads -------------------------------------------------------------------------
 
-    async def files(self) -> dict[str, tuple[int, int]]:
-        """Every indexed path with the (size, mtime_ns) it was indexed at."""
+    async def files(self, under: str = "") -> dict[str, tuple[int, int]]:
+        """Indexed paths below directory `under` ("" for all) with their (size, mtime_ns)."""
 
         def read() -> dict[str, tuple[int, int]]:
-            rows = self._r().execute("SELECT path, size, mtime_ns FROM segments")
+            query = "SELECT path, size, mtime_ns FROM segments"
+            if not under:
+                return {path: (size, mtime) for path, size, mtime in self._r().execute(query)}
+            low, high = _prefix_range(under)
+            rows = self._r().execute(query + " WHERE path >= ? AND path < ?", (low, high))
             return {path: (size, mtime) for path, size, mtime in rows}
+
+        return await self._on(self._reader, read)
+
+    async def directories_not_in(self, present: set[str]) -> list[str]:
+        """Directories of indexed segments that are not in `present`."""
+
+        def read() -> list[str]:
+            # Skip from one directory to the next along the path index: one probe per
+            # directory, not one row per segment.
+            db = self._r()
+            missing = []
+            row = db.execute("SELECT path FROM segments ORDER BY path LIMIT 1").fetchone()
+            while row is not None:
+                directory = row[0].rpartition("/")[0]
+                if directory not in present:
+                    missing.append(directory)
+                if not directory:
+                    break
+                row = db.execute(
+                    "SELECT path FROM segments WHERE path >= ? ORDER BY path LIMIT 1",
+                    (_prefix_range(directory)[1],),
+                ).fetchone()
+            return missing
 
         return await self._on(self._reader, read)
 

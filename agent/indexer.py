@@ -33,7 +33,7 @@ QUIET_SECONDS = 1.0
 SETTLE_SECONDS = 15.0
 RECONCILE_SECONDS = 300.0
 _BATCH = 256  # files probed per worker-thread call, and written per transaction
-_TICK_MS = 250  # how often pending files are looked at again when nothing happens
+_TICK_SECONDS = 0.25  # how often files still pending are looked at again
 
 
 @dataclass(frozen=True)
@@ -61,34 +61,48 @@ class _Candidate:
     state: FileState
 
 
-def walk(root: Path, layout: Layout) -> dict[str, FileState]:
-    """Every file under `root` whose relative path matches the layout (blocking)."""
-    found: dict[str, FileState] = {}
+def leaf_dirs(root: Path, layout: Layout) -> list[str]:
+    """Relative paths of the directories that may hold segments, sorted (blocking)."""
+    found: list[str] = []
 
-    def visit(directory: str, prefix: str, level: int) -> None:
+    def visit(directory: Path, prefix: str, level: int) -> None:
+        if level == layout.depth - 1:
+            found.append(prefix.rstrip("/"))
+            return
         try:
-            entries = list(os.scandir(directory))
+            entries = sorted(os.scandir(directory), key=lambda entry: entry.name)
         except (FileNotFoundError, NotADirectoryError, PermissionError) as error:
             if level == 0 or not isinstance(error, FileNotFoundError):
-                log.warning("cannot list %s: %s", directory, error.strerror)
+                log.warning("index: cannot list %s: %s", directory, error.strerror)
             return
         for entry in entries:
-            relpath = prefix + entry.name
-            try:
-                if entry.is_dir(follow_symlinks=False):
-                    if layout.dir_may_match(level, entry.name):
-                        visit(entry.path, relpath + "/", level + 1)
-                elif (
-                    level == layout.depth - 1
-                    and entry.is_file(follow_symlinks=False)
-                    and layout.parse(relpath) is not None
-                ):
-                    stat = entry.stat(follow_symlinks=False)
-                    found[relpath] = FileState(stat.st_size, stat.st_mtime_ns)
-            except FileNotFoundError:
-                continue  # removed while we looked
+            if entry.is_dir(follow_symlinks=False) and layout.dir_may_match(level, entry.name):
+                visit(Path(entry.path), f"{prefix}{entry.name}/", level + 1)
 
-    visit(str(root), "", 0)
+    if root.is_dir():
+        visit(root, "", 0)
+    return found
+
+
+def list_dir(root: Path, layout: Layout, reldir: str) -> dict[str, FileState]:
+    """The files of one directory whose relative paths match the layout (blocking)."""
+    found: dict[str, FileState] = {}
+    prefix = f"{reldir}/" if reldir else ""
+    try:
+        entries = list(os.scandir(root / reldir))
+    except (FileNotFoundError, NotADirectoryError):
+        return found
+    except PermissionError as error:
+        log.warning("index: cannot list %s: %s", root / reldir, error.strerror)
+        return found
+    for entry in entries:
+        relpath = prefix + entry.name
+        try:
+            if entry.is_file(follow_symlinks=False) and layout.parse(relpath) is not None:
+                stat = entry.stat(follow_symlinks=False)
+                found[relpath] = FileState(stat.st_size, stat.st_mtime_ns)
+        except FileNotFoundError:
+            continue  # removed while we looked
     return found
 
 
@@ -126,49 +140,55 @@ class Indexer:
         self._unreadable: dict[str, FileState] = {}
         self._newest: dict[str, int] = {}  # camera -> latest start seen on disk
         self._inflight: set[str] = set()  # pending files being probed right now
+        self._has_pending = asyncio.Event()
 
     # -- entry point -------------------------------------------------------------------
 
     async def run(self, stop: asyncio.Event) -> None:
         """Watch and reconcile until `stop` is set."""
-        watcher = asyncio.create_task(self._watch(stop), name="index-watch")
+        tasks = [
+            asyncio.create_task(self._watch(stop), name="index-watch"),
+            asyncio.create_task(self._recheck_pending(stop), name="index-pending"),
+        ]
         try:
             while not stop.is_set():
                 await self.reconcile()
                 await _wait(stop, RECONCILE_SECONDS)
         finally:
-            watcher.cancel()
-            await asyncio.gather(watcher, return_exceptions=True)
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+
+    async def _recheck_pending(self, stop: asyncio.Event) -> None:
+        """Look at pending files every tick while there are any; sleep otherwise."""
+        while not stop.is_set():
+            if not self._pending:
+                self._has_pending.clear()
+                await self._has_pending.wait()
+            if await _wait(stop, _TICK_SECONDS):
+                return
+            await self._settle()
 
     # -- reconcile ---------------------------------------------------------------------
 
     async def reconcile(self) -> None:
-        """Bring the index in line with the disk: new files in, vanished out, changed re-read."""
+        """Bring the index in line with the disk: new files in, vanished out, changed re-read.
+
+        One directory at a time, so memory stays bounded by the largest directory rather
+        than growing with the archive.
+        """
         status = self.status
         status.scan = "running" if status.scans == 0 else status.scan
         status.scan_started = time.monotonic()
         try:
-            on_disk = await asyncio.to_thread(walk, self.root, self.layout)
-            known = await self.index.files()
-            gone = [path for path in known if path not in on_disk]
-            removed = await self.index.remove(gone)
+            dirs = await asyncio.to_thread(leaf_dirs, self.root, self.layout)
+            removed = 0
+            for reldir in await self.index.directories_not_in(set(dirs)):
+                removed += await self.index.remove_under(reldir)
+            for reldir in dirs:
+                removed += await self._reconcile_dir(reldir)
             if removed:
                 log.info("index: %d segment(s) no longer on disk", removed)
-            for relpath in list(self._unreadable):
-                if relpath not in on_disk:
-                    del self._unreadable[relpath]
-            fresh: list[_Candidate] = []
-            for relpath, state in on_disk.items():
-                name = self.layout.parse(relpath)
-                assert name is not None
-                self._note_newest(name)
-                unchanged = known.get(relpath) == (state.size, state.mtime_ns)
-                if unchanged or self._unreadable.get(relpath) == state:
-                    continue
-                fresh.append(_Candidate(relpath, name, state))
-            for item in fresh:
-                self._pending[item.relpath] = item
-            await self._settle()
             status.last_error = ""
         except OSError as error:
             status.last_error = f"scan failed: {error}"
@@ -179,6 +199,24 @@ class Indexer:
                 status.scan = "complete"
                 log.info("index: first scan done in %.1f s", status.scan_seconds)
             status.scans += 1
+
+    async def _reconcile_dir(self, reldir: str) -> int:
+        on_disk = await asyncio.to_thread(list_dir, self.root, self.layout, reldir)
+        known = await self.index.files(under=reldir)
+        removed = await self.index.remove([path for path in known if path not in on_disk])
+        prefix = f"{reldir}/" if reldir else ""
+        for relpath in [p for p in self._unreadable if p.startswith(prefix)]:
+            if relpath not in on_disk:
+                del self._unreadable[relpath]
+        for relpath, state in on_disk.items():
+            name = self.layout.parse(relpath)
+            assert name is not None
+            self._note_newest(name)
+            unchanged = known.get(relpath) == (state.size, state.mtime_ns)
+            if not unchanged and self._unreadable.get(relpath) != state:
+                self._pending.setdefault(relpath, _Candidate(relpath, name, state))
+        await self._settle()
+        return removed
 
     # -- watching ----------------------------------------------------------------------
 
@@ -216,8 +254,6 @@ class Indexer:
                     stop_event=stop,
                     debounce=400,
                     step=50,
-                    rust_timeout=_TICK_MS,
-                    yield_on_timeout=True,
                     recursive=True,
                     ignore_permission_denied=True,
                 ):
@@ -296,6 +332,8 @@ class Indexer:
             self._inflight.difference_update(item.relpath for item in final + quiet)
         self.status.pending = len(self._pending)
         self.status.unreadable = len(self._unreadable)
+        if self._pending:
+            self._has_pending.set()
 
     async def _index_batch(self, batch: list[_Candidate], final: bool) -> None:
         results = await asyncio.to_thread(_probe_many, self.root, batch, final)

@@ -212,6 +212,11 @@ async def test_restart_reconciles_with_disk(
     await client.close()
     files[0].unlink()
     place(footage["ts"], config.recordings.root, config.layout, "other", T0)
+    place(footage["ts"], config.recordings.root, config.layout, "gone", T0)
+    client = await aiohttp_client(create_app(config))
+    await wait_for(lambda: _count_is(client, "gone", 3), what="second run")
+    await client.close()
+    shutil.rmtree(config.recordings.root / "gone")  # a whole camera removed while stopped
     client = await aiohttp_client(create_app(config))
 
     async def reconciled() -> bool:
