@@ -20,6 +20,7 @@ import time
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
+from stat import S_ISREG
 
 from watchfiles import Change, awatch
 
@@ -309,11 +310,14 @@ class Indexer:
             if relpath in self._inflight:
                 continue
             try:
-                stat = os.stat(self.root / relpath)
+                stat = os.lstat(self.root / relpath)
             except OSError as error:
                 if not isinstance(error, FileNotFoundError):
                     log.warning("index: cannot read %s: %s", relpath, error.strerror)
                 del self._pending[relpath]
+                continue
+            if not S_ISREG(stat.st_mode):
+                del self._pending[relpath]  # symlinks and the like are not recordings
                 continue
             item.state = FileState(stat.st_size, stat.st_mtime_ns)
             idle = now - stat.st_mtime_ns / 1e9

@@ -91,6 +91,20 @@ async def test_write_then_rename_appears(
     print(f"write-then-rename indexed after {time.monotonic() - started:.2f} s")
 
 
+async def test_symlinks_are_never_indexed(
+    tmp_path: Path, footage: dict[str, list[Rendered]], start_agent: Any
+) -> None:
+    config = make_config(tmp_path)
+    client = await start_agent(config)
+    await wait_for(lambda: scan_complete(client), what="first scan")
+    link = config.recordings.root / config.layout.format("linked", T0)
+    link.parent.mkdir(parents=True)
+    link.symlink_to(footage["ts"][0].path)
+    place_old(footage["ts"][:1], config.recordings.root, config.layout, "s", T0)
+    await wait_for(lambda: _count_is(client, "s", 1), what="sentinel")
+    assert "linked" not in await camera_counts(client)
+
+
 async def _count_is(client: TestClient[Any, Any], camera: str, count: int) -> bool:
     return (await camera_counts(client)).get(camera, 0) == count
 
