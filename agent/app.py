@@ -11,10 +11,15 @@ from collections.abc import AsyncIterator
 from aiohttp import web
 
 from . import routes
+from .admission import Limiter
 from .config import Config
 from .index import Index
 from .indexer import Indexer
-from .keys import CONFIG, INDEX, INDEXER, STARTED
+from .keys import CONFIG, INDEX, INDEXER, LIMITER, MEDIA, OPENAPI, SESSIONS, STARTED
+from .media import MediaService
+from .openapi import document
+from .sessions import SessionStore
+from .sweep import sweep_forever
 
 log = logging.getLogger(__name__)
 
@@ -28,8 +33,11 @@ def create_app(config: Config) -> web.Application:
     )
     app[CONFIG] = config
     app[STARTED] = time.monotonic()
+    app[OPENAPI] = document()
     app.cleanup_ctx.append(_index)
     app.cleanup_ctx.append(_indexer)
+    app.cleanup_ctx.append(_admission)
+    app.cleanup_ctx.append(_sessions)
     routes.setup(app)
     return app
 
@@ -55,6 +63,38 @@ async def _indexer(app: web.Application) -> AsyncIterator[None]:
     stop = asyncio.Event()
     task = asyncio.create_task(indexer.run(stop), name="indexer")
     yield
+    await _stop(task, stop)
+
+
+async def _admission(app: web.Application) -> AsyncIterator[None]:
+    config = app[CONFIG]
+    limiter = Limiter(config.admission, config.playback.dir)
+    app[LIMITER] = limiter
+    config.playback.dir.mkdir(parents=True, exist_ok=True)
+    await limiter.sample()
+    stop = asyncio.Event()
+    task = asyncio.create_task(limiter.sample_forever(stop), name="admission-sampler")
+    yield
+    await _stop(task, stop)
+
+
+async def _sessions(app: web.Application) -> AsyncIterator[None]:
+    config = app[CONFIG]
+    store = SessionStore(config.playback.dir, config.playback.session_ttl_seconds, app[INDEX])
+    await store.load()
+    app[SESSIONS] = store
+    media = MediaService(config, store, app[LIMITER])
+    app[MEDIA] = media
+    stop = asyncio.Event()
+    interval = config.playback.sweep_interval_seconds
+    task = asyncio.create_task(sweep_forever(store, interval, stop), name="sweep")
+    yield
+    await _stop(task, stop)
+    await media.close()
+
+
+async def _stop(task: asyncio.Task[None], stop: asyncio.Event) -> None:
+    """Ask a background task to stop; cancel it if it does not within a few seconds."""
     stop.set()
     try:
         await asyncio.wait_for(asyncio.shield(task), _TASK_STOP_SECONDS)
@@ -63,4 +103,4 @@ async def _indexer(app: web.Application) -> AsyncIterator[None]:
         with contextlib.suppress(asyncio.CancelledError):
             await task
     except Exception:
-        log.exception("indexer failed")
+        log.exception("background task %s failed", task.get_name())

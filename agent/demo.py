@@ -16,6 +16,7 @@ from pathlib import Path
 
 from . import ffmpeg
 from .layout import Layout, make_layout
+from .probe import probe
 
 _FORMATS = {
     "ts": ("mpegts", ".ts", []),
@@ -44,6 +45,7 @@ async def render_run(
     size: str = "640x360",
     rate: int = 25,
     ffmpeg_bin: str = "ffmpeg",
+    keyframe_seconds: float | None = None,
 ) -> list[Rendered]:
     """Render one continuous recording (testsrc2 + a tone, H.264/AAC) cut into segments."""
     segment_format, suffix, extra = _FORMATS[kind]
@@ -55,7 +57,7 @@ async def render_run(
         "-f", "lavfi", "-i", "sine=frequency=440:sample_rate=48000",
         "-t", f"{seconds:g}",
         "-c:v", "libx264", "-preset", "veryfast", "-bf", "2", "-pix_fmt", "yuv420p",
-        "-force_key_frames", f"expr:gte(t,n_forced*{segment_seconds:g})",
+        "-force_key_frames", f"expr:gte(t,n_forced*{keyframe_seconds or segment_seconds:g})",
         "-c:a", "aac", "-b:a", "64k",
         "-f", "segment", "-segment_format", segment_format,
         "-segment_time", f"{segment_seconds:g}",
@@ -65,7 +67,12 @@ async def render_run(
     ]  # fmt: skip
     await ffmpeg.run(argv, time_limit=600)
     rows = list(csv.reader((await asyncio.to_thread(listing.read_text)).splitlines()))
-    return [Rendered(out_dir / row[0], round(float(row[1]) * 1e6)) for row in rows]
+    # Each segment starts where the video of the one before ends, as a recorder names them.
+    rendered, offset = [], 0
+    for row in rows:
+        rendered.append(Rendered(out_dir / row[0], offset))
+        offset += (await asyncio.to_thread(probe, out_dir / row[0])).duration_us
+    return rendered
 
 
 def place(

@@ -399,6 +399,42 @@ class Index:
             for p, c, s, e, z, m, ct, vc, a, ts, fp, d, ft in rows
         ]
 
+    async def lock(self, session_id: str, paths: Iterable[str]) -> None:
+        """Record that `session_id` needs these segments."""
+        rows = [(path, session_id) for path in set(paths)]
+
+        def write() -> None:
+            db = self._w()
+            with db:
+                db.execute("BEGIN")
+                db.executemany("INSERT OR IGNORE INTO locks (path, session_id) VALUES (?, ?)", rows)
+
+        await self._on(self._writer, write)
+
+    async def unlock(self, session_id: str) -> None:
+        """Release every segment `session_id` held; others' locks on them stay."""
+
+        def write() -> None:
+            db = self._w()
+            with db:
+                db.execute("BEGIN")
+                db.execute("DELETE FROM locks WHERE session_id = ?", (session_id,))
+
+        await self._on(self._writer, write)
+
+    async def reset_locks(self, held: dict[str, list[str]]) -> None:
+        """Make the locks exactly those of `held` (session id -> segment paths)."""
+        rows = [(path, sid) for sid, paths in held.items() for path in set(paths)]
+
+        def write() -> None:
+            db = self._w()
+            with db:
+                db.execute("BEGIN")
+                db.execute("DELETE FROM locks")
+                db.executemany("INSERT INTO locks (path, session_id) VALUES (?, ?)", rows)
+
+        await self._on(self._writer, write)
+
     async def locked_paths(self) -> dict[str, int]:
         """Each locked segment path with the number of sessions that hold it."""
 

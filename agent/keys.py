@@ -2,13 +2,22 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from aiohttp import web
 
+from .admission import Limiter
 from .config import Config
 from .index import Index
 from .indexer import Indexer
+from .media import MediaService
+from .sessions import SessionStore
 
 CONFIG = web.AppKey("config", Config)
 INDEX = web.AppKey("index", Index)
 INDEXER = web.AppKey("indexer", Indexer)
 STARTED = web.AppKey("started", float)
+LIMITER = web.AppKey("limiter", Limiter)
+SESSIONS = web.AppKey("sessions", SessionStore)
+MEDIA = web.AppKey("media", MediaService)
+OPENAPI = web.AppKey("openapi", dict[str, Any])

@@ -58,6 +58,24 @@ def probe(path: Path | str) -> MediaFacts:
         os.close(fd)
 
 
+def keyframes(path: Path | str) -> list[int]:
+    """Presentation times of the video keyframes, in the ticks and origin of `probe`'s facts.
+
+    Reads the whole file for MPEG-TS (a few milliseconds for a short segment); only the
+    sample tables for MP4.
+    """
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        size = os.fstat(fd).st_size
+        head = os.pread(fd, 65536, 0)
+        if len(head) >= _TS and head[0] == 0x47:
+            video_pid = _ts_streams(head)[0]
+            return sorted(_ts_keyframes(os.pread(fd, size, 0), video_pid))
+        return [pts for pts, _, sync in _mp4_video_samples(fd, size)[1] if sync]
+    finally:
+        os.close(fd)
+
+
 # --- MPEG-TS --------------------------------------------------------------------------
 
 _TS = 188
@@ -135,9 +153,9 @@ def _pes_times(buf: bytes, offset: int, pid: int) -> list[tuple[int, int]]:
     return times
 
 
-def _probe_ts(fd: int, size: int, head: bytes) -> MediaFacts:
-    offset = 0
-    pat = _section(head, offset, 0)
+def _ts_streams(head: bytes) -> tuple[int, str, bool]:
+    """(video PID, video codec, has audio) from the PAT and PMT at the head of a file."""
+    pat = _section(head, 0, 0)
     if pat is None or len(pat) < 12:
         raise ProbeError("MPEG-TS without a program table in its first 64 KiB")
     pmt_pid = None
@@ -145,7 +163,7 @@ def _probe_ts(fd: int, size: int, head: bytes) -> MediaFacts:
         if (pat[at] << 8 | pat[at + 1]) != 0:
             pmt_pid = ((pat[at + 2] & 0x1F) << 8) | pat[at + 3]
             break
-    pmt = _section(head, offset, pmt_pid) if pmt_pid is not None else None
+    pmt = _section(head, 0, pmt_pid) if pmt_pid is not None else None
     if pmt is None or len(pmt) < 12:
         raise ProbeError("MPEG-TS without a program map in its first 64 KiB")
     video_pid, codec, has_audio = None, "", False
@@ -159,6 +177,24 @@ def _probe_ts(fd: int, size: int, head: bytes) -> MediaFacts:
         at += 5 + (((pmt[at + 3] & 0x0F) << 8) | pmt[at + 4])
     if video_pid is None:
         raise ProbeError("MPEG-TS without a video stream")
+    return video_pid, codec, has_audio
+
+
+def _ts_keyframes(data: bytes, video_pid: int) -> list[int]:
+    """PTS of the video PES packets flagged as random access points."""
+    found = []
+    for position in _pusi_packets(data, 0, video_pid):
+        control = data[position + 3] >> 4
+        if control & 2 and data[position + 4] and data[position + 5] & 0x40:
+            start = _payload_start(data, position)
+            if start is not None and start + 14 <= position + _TS and data[start + 7] & 0x80:
+                found.append(_timestamp(data, start + 9))
+    return found
+
+
+def _probe_ts(fd: int, size: int, head: bytes) -> MediaFacts:
+    offset = 0
+    video_pid, codec, has_audio = _ts_streams(head)
     first = _pes_times(head, offset, video_pid)
     if not first:
         raise ProbeError("MPEG-TS without a timestamped video frame in its first 64 KiB")
@@ -179,6 +215,48 @@ def _probe_ts(fd: int, size: int, head: bytes) -> MediaFacts:
     frame_ticks = int(statistics.median_low([s for s in steps if s > 0] or [0]))
     end = max(((pts - first_pts) % _WRAP for pts, _ in last), default=0) + frame_ticks
     return MediaFacts("mpegts", codec, has_audio, 90000, first_pts, end, frame_ticks)
+
+
+def ts_end_counters(path: Path | str) -> dict[int, int]:
+    """The last continuity counter of every PID in an MPEG-TS file (from its tail)."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        size = os.fstat(fd).st_size
+        head = os.pread(fd, 65536, 0)
+        wanted = {
+            ((head[at + 1] & 0x1F) << 8) | head[at + 2] for at in range(0, len(head) - 187, _TS)
+        }
+        wanted.discard(0x1FFF)  # null packets carry no counter
+        found: dict[int, int] = {}
+        end = size - size % _TS
+        while end > 0 and not wanted <= found.keys():
+            start = max(0, end - 262144)
+            chunk = os.pread(fd, end - start, start)
+            for at in range(len(chunk) - _TS, -1, -_TS):
+                pid = ((chunk[at + 1] & 0x1F) << 8) | chunk[at + 2]
+                if pid not in found and pid != 0x1FFF and chunk[at] == 0x47:
+                    found[pid] = chunk[at + 3] & 0x0F
+            end = start
+        return found
+    finally:
+        os.close(fd)
+
+
+def cc_suffix(counters: dict[int, int]) -> bytes:
+    """Packets that bring every PID's continuity counter to 15, so that a following file
+    whose counters start at 0 continues it without a discontinuity.
+
+    Each packet is all adaptation-field stuffing and one payload byte: a zero byte after
+    a video access unit (a trailing zero that H.264 and H.265 allow), ignored after a
+    PES of known length or a complete PSI section.
+    """
+    packets = []
+    for pid, last in sorted(counters.items()):
+        for counter in range(last + 1, 16):
+            header = bytes((0x47, (pid >> 8) & 0x1F, pid & 0xFF, 0x30 | counter))
+            adaptation = bytes((182, 0x00)) + b"\xff" * 181
+            packets.append(header + adaptation + b"\x00")
+    return b"".join(packets)
 
 
 # --- MP4 and fragmented MP4 --------------------------------------------------------------
@@ -244,16 +322,53 @@ class _Track:
     track_id: int = 0
     handler: bytes = b""
     timescale: int = 0
-    duration: int = 0  # from stts (decode durations), the track's media duration
     codec: str = ""
-    first_delta: int = 0
     default_duration: int = 0  # from trex
+    default_flags: int = 0  # from trex
+    samples: list[tuple[int, int, bool]] | None = None  # (pts, duration, sync), plain MP4
 
 
 def _read_box(fd: int, body: int, end: int) -> bytes:
     if end - body > _MAX_BOX:
         raise ProbeError("MP4 box too large for a segment")
     return os.pread(fd, end - body, body)
+
+
+def _table(moov: bytes, box: tuple[int, int] | None, width: int) -> list[tuple[int, ...]]:
+    """The entries of a full box made of a 32-bit count and `width` 32-bit fields each."""
+    if box is None:
+        return []
+    count = _u32(moov, box[0] + 4)
+    at = box[0] + 8
+    if at + count * width * 4 > box[1]:
+        raise ProbeError("truncated MP4 sample table")
+    return [tuple(_u32(moov, at + 4 * (n * width + k)) for k in range(width)) for n in range(count)]
+
+
+def _plain_samples(
+    moov: bytes, stbl: tuple[int, int], media_time: int
+) -> list[tuple[int, int, bool]]:
+    """(pts, duration, sync) of each sample from the stts, ctts and stss tables."""
+    durations = [
+        d for count, d in _table(moov, _child(moov, *stbl, b"stts"), 2) for _ in range(count)
+    ]
+    ctts_box = _child(moov, *stbl, b"ctts")
+    offsets: list[int] = []
+    if ctts_box is not None:
+        signed = moov[ctts_box[0]] == 1
+        for count, offset in _table(moov, ctts_box, 2):
+            if signed and offset >= 1 << 31:
+                offset -= 1 << 32
+            offsets.extend([offset] * count)
+    stss = _child(moov, *stbl, b"stss")
+    sync = None if stss is None else {n for (n,) in _table(moov, stss, 1)}
+    samples = []
+    dts = 0
+    for n, duration in enumerate(durations):
+        offset = offsets[n] if n < len(offsets) else 0
+        samples.append((dts + offset - media_time, duration, sync is None or n + 1 in sync))
+        dts += duration
+    return samples
 
 
 def _tracks(moov: bytes) -> tuple[list[_Track], bool]:
@@ -267,6 +382,7 @@ def _tracks(moov: bytes) -> tuple[list[_Track], bool]:
                     for track in tracks:
                         if track.track_id == _u32(moov, ibody + 4):
                             track.default_duration = _u32(moov, ibody + 12)
+                            track.default_flags = _u32(moov, ibody + 20)
         if kind != b"trak":
             continue
         track = _Track()
@@ -279,9 +395,17 @@ def _tracks(moov: bytes) -> tuple[list[_Track], bool]:
         hdlr = _child(moov, *mdia, b"hdlr")
         if mdhd is None or hdlr is None:
             continue
-        version_1 = moov[mdhd[0]] == 1
-        track.timescale = _u32(moov, mdhd[0] + (20 if version_1 else 12))
+        track.timescale = _u32(moov, mdhd[0] + (20 if moov[mdhd[0]] == 1 else 12))
         track.handler = moov[hdlr[0] + 8 : hdlr[0] + 12]
+        media_time = 0
+        edts = _child(moov, body, end, b"edts")
+        elst = _child(moov, *edts, b"elst") if edts else None
+        if elst is not None and _u32(moov, elst[0] + 4) > 0:
+            version_1 = moov[elst[0]] == 1
+            at = elst[0] + 8 + (8 if version_1 else 4)  # after the first segment_duration
+            media_time = _u64(moov, at) if version_1 else _s32(moov, at)
+            if media_time < 0:  # an empty edit (a leading pause): no shift of the media
+                media_time = 0
         minf = _child(moov, *mdia, b"minf")
         stbl = _child(moov, *minf, b"stbl") if minf else None
         if stbl is not None:
@@ -289,19 +413,15 @@ def _tracks(moov: bytes) -> tuple[list[_Track], bool]:
             if stsd is not None and _u32(moov, stsd[0] + 4) > 0:
                 tag = moov[stsd[0] + 12 : stsd[0] + 16]
                 track.codec = _CODECS.get(tag, tag.decode("latin-1").strip())
-            stts = _child(moov, *stbl, b"stts")
-            if stts is not None:
-                count = _u32(moov, stts[0] + 4)
-                for at in range(stts[0] + 8, stts[0] + 8 + 8 * count, 8):
-                    samples, delta = _u32(moov, at), _u32(moov, at + 4)
-                    track.duration += samples * delta
-                    track.first_delta = track.first_delta or delta
+            if track.handler == b"vide":
+                track.samples = _plain_samples(moov, stbl, media_time)
         tracks.append(track)
     return tracks, fragmented
 
 
-def _traf_samples(moof: bytes, track: _Track) -> tuple[int | None, int, int] | None:
-    """(first pts, summed durations, first duration) of `track`'s samples in one moof."""
+def _traf_samples(moof: bytes, track: _Track) -> list[tuple[int, int, bool]]:
+    """(pts, duration, sync) of `track`'s samples in one moof."""
+    samples: list[tuple[int, int, bool]] = []
     for kind, body, end in _boxes(moof, 0, len(moof)):
         if kind != b"traf":
             continue
@@ -310,72 +430,79 @@ def _traf_samples(moof: bytes, track: _Track) -> tuple[int | None, int, int] | N
             continue
         flags = _u32(moof, tfhd[0]) & 0xFFFFFF
         at = tfhd[0] + 8 + (8 if flags & 0x1 else 0) + (4 if flags & 0x2 else 0)
-        default = _u32(moof, at) if flags & 0x8 else track.default_duration
+        default_duration, default_flags = track.default_duration, track.default_flags
+        if flags & 0x8:
+            default_duration, at = _u32(moof, at), at + 4
+        if flags & 0x10:
+            at += 4
+        if flags & 0x20:
+            default_flags = _u32(moof, at)
         tfdt = _child(moof, body, end, b"tfdt")
-        base = 0
+        dts = 0
         if tfdt is not None:
-            base = _u64(moof, tfdt[0] + 4) if moof[tfdt[0]] == 1 else _u32(moof, tfdt[0] + 4)
-        first_pts: int | None = None
-        total = first_duration = 0
+            dts = _u64(moof, tfdt[0] + 4) if moof[tfdt[0]] == 1 else _u32(moof, tfdt[0] + 4)
         for inner, ibody, _ in _boxes(moof, body, end):
             if inner != b"trun":
                 continue
             version, tflags = moof[ibody], _u32(moof, ibody) & 0xFFFFFF
             count = _u32(moof, ibody + 4)
-            at = ibody + 8 + (4 if tflags & 0x1 else 0) + (4 if tflags & 0x4 else 0)
-            for _ in range(count):
-                duration = default
+            at = ibody + 8 + (4 if tflags & 0x1 else 0)
+            first_flags = None
+            if tflags & 0x4:
+                first_flags, at = _u32(moof, at), at + 4
+            for n in range(count):
+                duration, sample_flags = default_duration, default_flags
                 if tflags & 0x100:
                     duration, at = _u32(moof, at), at + 4
-                at += (4 if tflags & 0x200 else 0) + (4 if tflags & 0x400 else 0)
+                if tflags & 0x200:
+                    at += 4
+                if tflags & 0x400:
+                    sample_flags, at = _u32(moof, at), at + 4
+                elif n == 0 and first_flags is not None:
+                    sample_flags = first_flags
                 offset = 0
                 if tflags & 0x800:
                     offset = _s32(moof, at) if version else _u32(moof, at)
                     at += 4
-                if first_pts is None:
-                    first_pts, first_duration = base + total + offset, duration
-                total += duration
-        return first_pts, total, first_duration
-    return None
+                samples.append((dts + offset, duration, not sample_flags & 0x10000))
+                dts += duration
+    return samples
 
 
-def _probe_mp4(fd: int, size: int) -> MediaFacts:
-    tracks: list[_Track] = []
-    fragmented = False
+def _mp4_video_samples(
+    fd: int, size: int
+) -> tuple[_Track, list[tuple[int, int, bool]], bool, bool]:
+    """(video track, its samples, fragmented, has audio) of an MP4 file."""
     video: _Track | None = None
-    first_pts: int | None = None
-    total = 0
-    frame_ticks = 0
+    fragmented = has_audio = False
+    samples: list[tuple[int, int, bool]] = []
     for kind, body, end in _top_level(fd, size):
         if kind == b"moov":
             tracks, fragmented = _tracks(_read_box(fd, body, end))
             video = next((t for t in tracks if t.handler == b"vide"), None)
             if video is None or not video.timescale:
                 raise ProbeError("MP4 without a video track")
+            has_audio = any(t.handler == b"soun" for t in tracks)
+            samples = [] if fragmented else list(video.samples or [])
         elif kind == b"moof" and video is not None:
-            found = _traf_samples(_read_box(fd, body, end), video)
-            if found is not None:
-                pts, duration, first_duration = found
-                if first_pts is None and pts is not None:
-                    first_pts, frame_ticks = pts, first_duration
-                total += duration
+            samples.extend(_traf_samples(_read_box(fd, body, end), video))
     if video is None:
         raise ProbeError("MP4 without a moov box (still being written?)")
-    has_audio = any(t.handler == b"soun" for t in tracks)
-    if fragmented:
-        if first_pts is None or total <= 0:
-            raise ProbeError("fragmented MP4 without video samples")
-        return MediaFacts(
-            "fmp4", video.codec, has_audio, video.timescale, first_pts, total, frame_ticks
-        )
-    if video.duration <= 0:
+    if not samples:
         raise ProbeError("MP4 without video samples")
+    return video, samples, fragmented, has_audio
+
+
+def _probe_mp4(fd: int, size: int) -> MediaFacts:
+    video, samples, fragmented, has_audio = _mp4_video_samples(fd, size)
+    first = min(pts for pts, _, _ in samples[:16])
+    duration = sum(d for _, d, _ in samples)
     return MediaFacts(
-        "mp4",
+        "fmp4" if fragmented else "mp4",
         video.codec,
         has_audio,
         video.timescale,
-        0,  # a plain MP4 file starts its own timeline (its edit list maps it to zero)
-        video.duration,
-        video.first_delta,
+        first,
+        duration,
+        samples[0][1],
     )

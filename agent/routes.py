@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
 import hmac
+import json
 import logging
+import os
 import re
 import shutil
 import time
@@ -15,7 +18,9 @@ from aiohttp.typedefs import Middleware
 
 from . import __version__, timeline
 from .errors import AgentError, BadRequest, NotFound, Unauthorized
-from .keys import CONFIG, INDEX, INDEXER, STARTED
+from .keys import CONFIG, INDEX, INDEXER, LIMITER, MEDIA, OPENAPI, SESSIONS, STARTED
+from .media import Served
+from .sessions import PLAYLIST, Session, SessionStore, open_session
 from .times import format_us, parse_rfc3339
 
 log = logging.getLogger(__name__)
@@ -30,6 +35,7 @@ _HTTP_SENTENCES = {
     404: "no such resource",
     405: "method not allowed on this resource",
     413: f"request body is larger than {MAX_BODY // 1024} KiB",
+    416: "requested range is not satisfiable",
 }
 
 
@@ -54,7 +60,8 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
         if error.status < 400:
             raise
         sentence = _HTTP_SENTENCES.get(error.status, error.reason.lower())
-        keep = {k: v for k, v in error.headers.items() if k.lower() in ("allow", "retry-after")}
+        kept = ("allow", "retry-after", "content-range")
+        keep = {k: v for k, v in error.headers.items() if k.lower() in kept}
         return _error(error.status, sentence, keep)
     except Exception:
         log.exception("unexpected error in %s %s", request.method, request.path)
@@ -132,6 +139,8 @@ async def healthz(request: web.Request) -> web.Response:
             "unreadable_files": status.unreadable,
         },
         "ffmpeg": ffmpeg_found,
+        "sessions": len(app[SESSIONS].sessions),
+        "admission": app[LIMITER].state(),
     }
     return web.json_response(body)
 
@@ -185,7 +194,168 @@ async def recordings(request: web.Request) -> web.Response:
     )
 
 
+async def _json_object(request: web.Request) -> dict[str, Any]:
+    raw = await request.read()  # over MAX_BODY: aiohttp raises 413
+    try:
+        body = json.loads(raw)
+    except (ValueError, UnicodeDecodeError):
+        raise BadRequest("the body must be a JSON object") from None
+    if not isinstance(body, dict):
+        raise BadRequest("the body must be a JSON object")
+    return body
+
+
+async def create_playback(request: web.Request) -> web.Response:
+    body = await _json_object(request)
+    expected = {"camera_id", "from", "to"}
+    missing = sorted(expected - set(body))
+    if missing:
+        raise BadRequest(f"missing field `{missing[0]}`; expected camera_id, from and to")
+    extra = sorted(set(body) - expected)
+    if extra:
+        raise BadRequest(f"unknown field `{extra[0]}`; expected camera_id, from and to")
+    camera = body["camera_id"]
+    if not isinstance(camera, str) or not _CAMERA_ID.fullmatch(camera):
+        raise BadRequest("`camera_id` must be 1 to 128 letters, digits, '-', '_' or '.'")
+    from_us = parse_rfc3339(body["from"], "from")
+    to_us = parse_rfc3339(body["to"], "to")
+    app = request.app
+    config = app[CONFIG]
+    session = await open_session(
+        app[SESSIONS],
+        app[LIMITER],
+        config.recordings.root,
+        config.layout.name_resolution_us,
+        config.playback.max_seconds,
+        camera,
+        from_us,
+        to_us,
+    )
+    return web.json_response(
+        session.public(), status=201, headers={"Location": f"/api/playback/{session.id}"}
+    )
+
+
+async def get_playback(request: web.Request) -> web.Response:
+    session = request.app[SESSIONS].get(request.match_info["session_id"])
+    return web.json_response(session.public())
+
+
+async def delete_playback(request: web.Request) -> web.Response:
+    await request.app[SESSIONS].delete(request.match_info["session_id"])
+    return web.Response(status=204)
+
+
+_MEDIA_TYPES = {".m3u8": "application/vnd.apple.mpegurl", ".ts": "video/mp2t"}
+
+
+async def media(request: web.Request) -> web.StreamResponse:
+    """The playlist or a media segment of a session: only names the session lists."""
+    app = request.app
+    store = app[SESSIONS]
+    session = store.get(request.match_info["session_id"])
+    name = request.match_info["name"]
+    if name == PLAYLIST:
+        store.touch(session)
+        # FileResponse sends index.m3u8.gz when the client accepts gzip.
+        return web.FileResponse(
+            store.path(session.id) / PLAYLIST, headers=_media_headers(session, store, ".m3u8")
+        )
+    found = session.item(name)
+    if found is None:
+        raise NotFound(f"this session has no media named {name}")
+    served = await app[MEDIA].file_for(session, *found)
+    store.touch(session)
+    return await _send(request, served, _media_headers(session, store, ".ts"))
+
+
+def _media_headers(session: Session, store: SessionStore, suffix: str) -> dict[str, str]:
+    seconds = max(0, (session.expires_us - store.now_us()) // 1_000_000)
+    return {"Content-Type": _MEDIA_TYPES[suffix], "Cache-Control": f"private, max-age={seconds}"}
+
+
+_CHUNK = 256 * 1024
+
+
+async def _send(
+    request: web.Request, served: Served, headers: dict[str, str]
+) -> web.StreamResponse:
+    """A media segment (file + suffix), whole or one byte range, never compressed."""
+    fd = await asyncio.to_thread(os.open, served.path, os.O_RDONLY | os.O_NOFOLLOW)
+    try:
+        info = await asyncio.to_thread(os.fstat, fd)
+        size = info.st_size
+        total = size + len(served.suffix)
+        headers = {**headers, "Accept-Ranges": "bytes",
+                   "ETag": f'"{info.st_mtime_ns:x}-{total:x}"'}  # fmt: skip
+        try:
+            wanted = request.http_range
+        except ValueError:
+            wanted = slice(total, None)
+        start, stop = wanted.start, wanted.stop
+        ranged = start is not None or stop is not None
+        if start is None:
+            start = 0
+        elif start < 0:  # bytes=-N: the last N bytes
+            start, stop = max(0, total + start), None
+        stop = total if stop is None else min(stop, total)
+        if ranged and start >= min(stop, total):
+            raise web.HTTPRequestRangeNotSatisfiable(headers={"Content-Range": f"bytes */{total}"})
+        if ranged:
+            headers["Content-Range"] = f"bytes {start}-{stop - 1}/{total}"
+        headers["Content-Length"] = str(stop - start)
+        response = web.StreamResponse(status=206 if ranged else 200, headers=headers)
+        await response.prepare(request)
+        if request.method == "HEAD":
+            return response
+        position = start
+        while position < min(stop, size):
+            chunk = await asyncio.to_thread(os.pread, fd, min(_CHUNK, stop - position), position)
+            if not chunk:
+                break  # the file shrank: the client sees a short body
+            await response.write(chunk)
+            position += len(chunk)
+        if stop > size:
+            await response.write(served.suffix[max(0, start - size) : stop - size])
+        await response.write_eof()
+        return response
+    finally:
+        await asyncio.to_thread(os.close, fd)
+
+
+async def media_preflight(request: web.Request) -> web.Response:
+    return web.Response(
+        status=204,
+        headers={
+            "Access-Control-Allow-Methods": "GET, HEAD, OPTIONS",
+            "Access-Control-Allow-Headers": "Range",
+            "Access-Control-Max-Age": "86400",
+        },
+    )
+
+
+async def add_cors(request: web.BaseRequest, response: web.StreamResponse) -> None:
+    """Let web pages on other LAN origins play /media with hls.js."""
+    if request.path.startswith("/media/"):
+        response.headers["Access-Control-Allow-Origin"] = "*"
+        response.headers["Access-Control-Expose-Headers"] = (
+            "Content-Length, Content-Range, Accept-Ranges, Content-Type"
+        )
+
+
+async def openapi(request: web.Request) -> web.Response:
+    return web.json_response(request.app[OPENAPI])
+
+
 def setup(app: web.Application) -> None:
-    app.router.add_get("/healthz", healthz)
-    app.router.add_get("/api/cameras", cameras)
-    app.router.add_get("/api/cameras/{camera_id}/recordings", recordings)
+    router = app.router
+    router.add_get("/healthz", healthz)
+    router.add_get("/api/openapi.json", openapi)
+    router.add_get("/api/cameras", cameras)
+    router.add_get("/api/cameras/{camera_id}/recordings", recordings)
+    router.add_post("/api/playback", create_playback)
+    router.add_get("/api/playback/{session_id}", get_playback)
+    router.add_delete("/api/playback/{session_id}", delete_playback)
+    router.add_get("/media/playback/{session_id}/{name}", media)
+    router.add_route("OPTIONS", "/media/playback/{session_id}/{name}", media_preflight)
+    app.on_response_prepare.append(add_cors)

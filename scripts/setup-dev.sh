@@ -1,12 +1,17 @@
 #!/usr/bin/env bash
 # Prepares a Debian machine for running the agent from this checkout and for its tests:
-# ffmpeg and python3-venv from apt when missing, then .venv with the project installed
+# ffmpeg, GStreamer and python3-venv from apt when missing, then .venv with the project installed
 # at the versions Debian 13 ships (constraints.txt).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 need=()
 command -v ffmpeg >/dev/null && command -v ffprobe >/dev/null || need+=(ffmpeg)
+# GStreamer plays sessions in the tests, as a second real player beside ffmpeg.
+command -v gst-launch-1.0 >/dev/null && gst-inspect-1.0 avdec_h264 >/dev/null 2>&1 \
+    && gst-inspect-1.0 hlsdemux >/dev/null 2>&1 \
+    || need+=(gstreamer1.0-tools gstreamer1.0-plugins-base gstreamer1.0-plugins-good
+              gstreamer1.0-plugins-bad gstreamer1.0-libav)
 [ -x .venv/bin/python ] || python3 -c 'import ensurepip, venv' 2>/dev/null || need+=(python3-venv)
 if ((${#need[@]})); then
     sudo=""

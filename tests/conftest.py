@@ -24,7 +24,8 @@ SEGMENT_S = 2
 
 @pytest.fixture(scope="session")
 def footage(tmp_path_factory: pytest.TempPathFactory) -> dict[str, list[Rendered]]:
-    """Three 2-second segments in each container, rendered once: ts, mp4, fmp4."""
+    """Three 2-second segments (a keyframe each second) in each container, rendered
+    once: ts, mp4, fmp4."""
     if shutil.which("ffmpeg") is None:
         pytest.fail("ffmpeg is not installed (apt-get install ffmpeg)")
     base = tmp_path_factory.mktemp("footage")
@@ -32,7 +33,14 @@ def footage(tmp_path_factory: pytest.TempPathFactory) -> dict[str, list[Rendered
     async def render() -> list[list[Rendered]]:
         return await asyncio.gather(
             *(
-                render_run(base / kind, 3 * SEGMENT_S, SEGMENT_S, kind=kind, size="320x240")
+                render_run(
+                    base / kind,
+                    3 * SEGMENT_S,
+                    SEGMENT_S,
+                    kind=kind,
+                    size="320x240",
+                    keyframe_seconds=1,
+                )
                 for kind in ("ts", "mp4", "fmp4")
             )
         )

@@ -1,0 +1,240 @@
+"""The OpenAPI 3.1 description of the HTTP API, served at /api/openapi.json.
+
+A test checks it against the registered routes and every status the tests see.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from . import __version__
+
+_TIME = {"type": "string", "format": "date-time", "examples": ["2026-11-20T08:00:00Z"]}
+_SESSION_ID = {"type": "string", "pattern": "^pbs_[0-9a-f]{32}$"}
+_CAMERA_ID = {"type": "string", "pattern": "^[A-Za-z0-9_.-]{1,128}$"}
+
+
+def _ref(name: str) -> dict[str, str]:
+    return {"$ref": f"#/components/schemas/{name}"}
+
+
+def _json(schema: dict[str, Any], description: str) -> dict[str, Any]:
+    return {"description": description, "content": {"application/json": {"schema": schema}}}
+
+
+_ERRORS = {
+    "400": "Bad input: malformed JSON, a missing or extra field, a time without an offset,"
+    " `to` not after `from`, a range over `playback.max_seconds`, a malformed id",
+    "401": "`server.api_token` is set and the bearer token is missing or wrong",
+    "404": "Unknown camera, unknown or expired session, or no footage in the range",
+    "413": "Request body over 64 KiB",
+    "500": "Unexpected failure (logged by the agent)",
+    "503": "No build slot within `admission.queue_timeout_seconds`; see Retry-After",
+    "507": "The build would leave less than `admission.min_free_disk_mb` free",
+}
+
+
+def _errors(*codes: str) -> dict[str, Any]:
+    return {code: _json(_ref("Error"), _ERRORS[code]) for code in codes}
+
+
+def _op(summary: str, ok: dict[str, Any], errors: tuple[str, ...], **extra: Any) -> dict[str, Any]:
+    return {"summary": summary, "responses": {**ok, **_errors(*errors, "500")}, **extra}
+
+
+def _path_param(name: str, schema: dict[str, Any]) -> dict[str, Any]:
+    return {"name": name, "in": "path", "required": True, "schema": schema}
+
+
+def document() -> dict[str, Any]:
+    session = _json(_ref("Session"), "The playback session")
+    media_path = [
+        _path_param("session_id", _SESSION_ID),
+        _path_param("name", {"type": "string", "examples": ["index.m3u8", "s000000.ts"]}),
+    ]
+    media_ok = {
+        "200": {
+            "description": "The HLS playlist (application/vnd.apple.mpegurl, gzip when"
+            " accepted) or a media segment (video/mp2t)",
+            "content": {"application/vnd.apple.mpegurl": {}, "video/mp2t": {}},
+        },
+        "206": {"description": "Part of a media segment (Range request)"},
+        "304": {"description": "Not modified"},
+        "416": {"description": "Range not satisfiable"},
+    }
+    return {
+        "openapi": "3.1.0",
+        "info": {
+            "title": "nvr-playback-agent",
+            "version": __version__,
+            "description": "Recorded NVR footage as HLS playback sessions. Times are RFC 3339"
+            " with an offset; answers are in UTC. /media URLs are capability URLs: they need"
+            " no token.",
+        },
+        "components": {
+            "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
+            "schemas": {
+                "Error": {
+                    "type": "object",
+                    "required": ["error"],
+                    "properties": {"error": {"type": "string"}},
+                    "additionalProperties": False,
+                },
+                "Camera": {
+                    "type": "object",
+                    "required": [
+                        "id",
+                        "segment_count",
+                        "first_start",
+                        "last_end",
+                        "segment_seconds",
+                    ],
+                    "properties": {
+                        "id": _CAMERA_ID,
+                        "segment_count": {"type": "integer"},
+                        "first_start": _TIME,
+                        "last_end": _TIME,
+                        "segment_seconds": {"type": "number"},
+                    },
+                },  # fmt: skip
+                "Span": {
+                    "type": "object",
+                    "required": ["from", "to", "segment_count"],
+                    "properties": {
+                        "from": _TIME,
+                        "to": _TIME,
+                        "segment_count": {"type": "integer"},
+                    },
+                },
+                "PlaybackRequest": {
+                    "type": "object",
+                    "required": ["camera_id", "from", "to"],
+                    "properties": {"camera_id": _CAMERA_ID, "from": _TIME, "to": _TIME},
+                    "additionalProperties": False,
+                },
+                "Session": {
+                    "type": "object",
+                    "required": [
+                        "id",
+                        "camera_id",
+                        "playlist_url",
+                        "from",
+                        "to",
+                        "duration_s",
+                        "segment_count",
+                        "expires_at",
+                    ],
+                    "properties": {
+                        "id": _SESSION_ID,
+                        "camera_id": _CAMERA_ID,
+                        "playlist_url": {
+                            "type": "string",
+                            "examples": ["/media/playback/pbs_0123/index.m3u8"],
+                        },
+                        "from": _TIME,
+                        "to": _TIME,
+                        "duration_s": {"type": "number"},
+                        "segment_count": {"type": "integer"},
+                        "expires_at": _TIME,
+                    },
+                },  # fmt: skip
+            },
+        },
+        "paths": {
+            "/healthz": {
+                "get": _op(
+                    "Health, version, index and admission state",
+                    {"200": _json({"type": "object"}, "Health")},
+                    (),
+                )
+            },
+            "/api/openapi.json": {
+                "get": _op("This description", {"200": _json({"type": "object"}, "OpenAPI")}, ())
+            },
+            "/api/cameras": {
+                "get": _op(
+                    "Cameras with recordings",
+                    {
+                        "200": _json(
+                            {
+                                "type": "object",
+                                "required": ["cameras"],
+                                "properties": {
+                                    "cameras": {"type": "array", "items": _ref("Camera")}
+                                },
+                            },
+                            "Cameras",
+                        )
+                    },
+                    ("400", "401"),
+                    security=[{"bearer": []}, {}],
+                )  # fmt: skip
+            },
+            "/api/cameras/{camera_id}/recordings": {
+                "get": _op(
+                    "Contiguous recorded spans of a camera, cut to [from, to]",
+                    {
+                        "200": _json(
+                            {
+                                "type": "object",
+                                "required": ["camera_id", "spans"],
+                                "properties": {
+                                    "camera_id": _CAMERA_ID,
+                                    "spans": {"type": "array", "items": _ref("Span")},
+                                },
+                            },
+                            "Spans",
+                        )
+                    },
+                    ("400", "401", "404"),
+                    parameters=[
+                        _path_param("camera_id", _CAMERA_ID),
+                        {"name": "from", "in": "query", "schema": _TIME},
+                        {"name": "to", "in": "query", "schema": _TIME},
+                    ],
+                    security=[{"bearer": []}, {}],
+                )  # fmt: skip
+            },
+            "/api/playback": {
+                "post": _op(
+                    "Create a playback session; its playlist plays as soon as this answers",
+                    {"201": session},
+                    ("400", "401", "404", "413", "503", "507"),
+                    requestBody={
+                        "required": True,
+                        "content": {"application/json": {"schema": _ref("PlaybackRequest")}},
+                    },
+                    security=[{"bearer": []}, {}],
+                )
+            },
+            "/api/playback/{session_id}": {
+                "parameters": [_path_param("session_id", _SESSION_ID)],
+                "get": _op(
+                    "A session",
+                    {"200": session},
+                    ("400", "401", "404"),
+                    security=[{"bearer": []}, {}],
+                ),
+                "delete": _op(
+                    "End a session and release its footage",
+                    {"204": {"description": "Deleted"}},
+                    ("400", "401", "404"),
+                    security=[{"bearer": []}, {}],
+                ),
+            },  # fmt: skip
+            "/media/playback/{session_id}/{name}": {
+                "parameters": media_path,
+                "get": _op(
+                    "The session's playlist (index.m3u8) or one of its media segments;"
+                    " HEAD and Range are supported",
+                    media_ok,
+                    ("400", "404", "503", "507"),
+                ),
+                "options": _op(
+                    "CORS preflight",
+                    {"204": {"description": "Allowed: GET, HEAD, OPTIONS with Range"}},
+                    (),
+                ),
+            },
+        },
+    }

@@ -1,0 +1,374 @@
+"""Playback sessions: their lifecycle, their directory and `session.json`.
+
+A session lives in `<playback.dir>/<id>/` with `session.json`, its playlist (and the
+playlist gzipped) and the media made for it. Everything the agent knows about a session
+is in that directory, so sessions survive restarts and crashes:
+- creation writes everything into `.<id>.creating/` and renames it into place, so a
+  session directory is either whole or absent;
+- deletion renames the directory to `.<id>.deleting/` before removing it, so a crash
+  never brings a deleted session back;
+- at start, locks are rebuilt from the `session.json` files, and leftovers go.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import gzip
+import json
+import logging
+import math
+import os
+import re
+import secrets
+import shutil
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+from .admission import Limiter
+from .errors import BadRequest, NotFound
+from .index import Index
+from .playlists import MediaItem, Plan, plan, render
+from .probe import ProbeError, keyframes
+from .times import format_us, parse_rfc3339
+
+log = logging.getLogger(__name__)
+
+SESSION_ID = re.compile(r"pbs_[0-9a-f]{32}")
+MEDIA_NAME = re.compile(r"s\d{6}\.ts")
+META = "session.json"
+PLAYLIST = "index.m3u8"
+FORMAT = 1
+CREATING, DELETING = ".creating", ".deleting"
+# A watched session's new expiry is written to disk when it has moved this far.
+PERSIST_AFTER_US = 60_000_000
+
+
+def check_id(session_id: str) -> str:
+    if not SESSION_ID.fullmatch(session_id):
+        raise BadRequest("session id must be pbs_ followed by 32 lowercase hex digits")
+    return session_id
+
+
+def new_id() -> str:
+    return "pbs_" + secrets.token_hex(16)
+
+
+def safe_relpath(path: object) -> str:
+    """A recording path from session.json, refused unless plainly inside the root."""
+    if (
+        not isinstance(path, str)
+        or not path
+        or path.startswith("/")
+        or "\\" in path
+        or "\x00" in path
+        or any(part in ("", ".", "..") for part in path.split("/"))
+    ):
+        raise ValueError(f"unsafe recording path {path!r}")
+    return path
+
+
+@dataclass
+class Session:
+    id: str
+    camera_id: str
+    from_us: int
+    to_us: int
+    created_us: int
+    expires_us: int
+    segment_ids: list[str]
+    plan: Plan
+    persisted_expiry_us: int = field(default=0, compare=False)
+
+    @property
+    def duration_s(self) -> float:
+        return (self.to_us - self.from_us) / 1e6
+
+    @property
+    def playlist_url(self) -> str:
+        return f"/media/playback/{self.id}/{PLAYLIST}"
+
+    def item(self, name: str) -> tuple[int, MediaItem] | None:
+        if not MEDIA_NAME.fullmatch(name):
+            return None
+        number = int(name[1:7])
+        items = self.plan.items
+        return (number, items[number]) if number < len(items) else None
+
+    def public(self) -> dict[str, Any]:
+        """The API's view of the session."""
+        return {
+            "id": self.id,
+            "camera_id": self.camera_id,
+            "playlist_url": self.playlist_url,
+            "from": format_us(self.from_us),
+            "to": format_us(self.to_us),
+            "duration_s": self.duration_s,
+            "segment_count": len(self.segment_ids),
+            "expires_at": format_us(self.expires_us),
+        }
+
+    def to_json(self) -> dict[str, Any]:
+        body = self.public()
+        del body["playlist_url"]
+        body.update(
+            format=FORMAT,
+            created_at=format_us(self.created_us),
+            segment_ids=self.segment_ids,
+            start_offset=self.plan.start_offset,
+            media=[asdict(item) for item in self.plan.items],
+        )
+        return body
+
+    @classmethod
+    def from_json(cls, data: Any, expected_id: str) -> Session:
+        """Parse session.json; raises ValueError (or a subclass) on anything unexpected."""
+        if not isinstance(data, dict) or data.get("format") != FORMAT:
+            raise ValueError("not a session.json of this format")
+        if data.get("id") != expected_id:
+            raise ValueError("id does not match its directory")
+        camera = data["camera_id"]
+        if not isinstance(camera, str):
+            raise ValueError("bad camera_id")
+        items = []
+        for n, raw in enumerate(data["media"]):
+            item = MediaItem(**raw)
+            if item.name != f"s{n:06d}.ts" or not math.isfinite(item.duration):
+                raise ValueError(f"bad media entry {n}")
+            safe_relpath(item.source)
+            items.append(item)
+        if not items:
+            raise ValueError("no media")
+        start_offset = float(data["start_offset"])
+        expires_us = _time(data["expires_at"])
+        return cls(
+            id=expected_id,
+            camera_id=camera,
+            from_us=_time(data["from"]),
+            to_us=_time(data["to"]),
+            created_us=_time(data["created_at"]),
+            expires_us=expires_us,
+            segment_ids=[safe_relpath(p) for p in data["segment_ids"]],
+            plan=Plan(tuple(items), start_offset),
+            persisted_expiry_us=expires_us,
+        )
+
+
+def _time(value: object) -> int:
+    try:
+        return parse_rfc3339(value, "time")
+    except BadRequest:
+        raise ValueError(f"bad time {value!r}") from None
+
+
+def _write_file(path: Path, data: bytes) -> None:
+    with open(path, "wb") as handle:
+        handle.write(data)
+        handle.flush()
+        os.fsync(handle.fileno())
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _write_meta(directory: Path, session: Session) -> None:
+    """Replace session.json atomically (write, fsync, rename)."""
+    temporary = directory / f".{META}.tmp"
+    _write_file(temporary, json.dumps(session.to_json(), indent=1).encode())
+    os.replace(temporary, directory / META)
+
+
+class SessionStore:
+    """The live sessions, mirrored in memory from their directories."""
+
+    def __init__(
+        self,
+        directory: Path,
+        ttl_seconds: int,
+        index: Index,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.directory = directory
+        self.ttl_us = ttl_seconds * 1_000_000
+        self.index = index
+        self.clock = clock
+        self.sessions: dict[str, Session] = {}
+        self.creating: set[str] = set()
+        self.busy: dict[str, int] = {}  # session id -> media builds running for it
+
+    def now_us(self) -> int:
+        return int(self.clock() * 1_000_000)
+
+    def path(self, session_id: str) -> Path:
+        return self.directory / check_id(session_id)
+
+    # -- start-up ------------------------------------------------------------------------
+
+    async def load(self) -> None:
+        """Read every session on disk, drop leftovers of interrupted work, rebuild locks."""
+        loaded = await asyncio.to_thread(self._load)
+        self.sessions = {s.id: s for s in loaded}
+        await self.index.reset_locks({s.id: s.segment_ids for s in loaded})
+        log.info("sessions: %d loaded from %s", len(loaded), self.directory)
+
+    def _load(self) -> list[Session]:
+        self.directory.mkdir(parents=True, exist_ok=True)
+        found = []
+        for entry in os.scandir(self.directory):
+            name = entry.name
+            if name.startswith(".") and name.endswith((CREATING, DELETING)):
+                shutil.rmtree(entry.path, ignore_errors=True)  # never answered, or deleted
+                continue
+            if not SESSION_ID.fullmatch(name) or not entry.is_dir(follow_symlinks=False):
+                continue  # left for the sweep's rule on stray directories
+            try:
+                with open(Path(entry.path) / META, "rb") as handle:
+                    session = Session.from_json(json.load(handle), name)
+            except (OSError, ValueError, KeyError, TypeError) as error:
+                log.warning("sessions: %s has no valid %s (%s)", name, META, error)
+                continue
+            for leftover in Path(entry.path).glob(".*.tmp"):
+                leftover.unlink(missing_ok=True)
+            found.append(session)
+        return found
+
+    # -- lifecycle -----------------------------------------------------------------------
+
+    async def create(
+        self, camera_id: str, from_us: int, to_us: int, segment_ids: list[str], plan: Plan
+    ) -> Session:
+        now = self.now_us()
+        session = Session(
+            id=new_id(),
+            camera_id=camera_id,
+            from_us=from_us,
+            to_us=to_us,
+            created_us=now,
+            expires_us=now + self.ttl_us,
+            segment_ids=segment_ids,
+            plan=plan,
+        )
+        session.persisted_expiry_us = session.expires_us
+        staging = self.directory / f".{session.id}{CREATING}"
+        self.creating.add(session.id)
+        try:
+            await asyncio.to_thread(self._stage, staging, session)
+            await self.index.lock(session.id, segment_ids)
+            try:
+                await asyncio.to_thread(self._commit, staging, self.path(session.id))
+            except BaseException:
+                await self.index.unlock(session.id)
+                raise
+        except BaseException:
+            await asyncio.to_thread(shutil.rmtree, staging, True)
+            raise
+        finally:
+            self.creating.discard(session.id)
+        self.sessions[session.id] = session
+        return session
+
+    def _stage(self, staging: Path, session: Session) -> None:
+        self.directory.mkdir(parents=True, exist_ok=True)
+        staging.mkdir()
+        text = render(session.plan).encode()
+        _write_file(staging / PLAYLIST, text)
+        _write_file(staging / f"{PLAYLIST}.gz", gzip.compress(text, 6, mtime=0))
+        _write_meta(staging, session)
+
+    def _commit(self, staging: Path, final: Path) -> None:
+        os.rename(staging, final)
+        _fsync_dir(self.directory)
+
+    def get(self, session_id: str) -> Session:
+        """The live session, or NotFound (an expired one is gone even before the sweep)."""
+        session = self.sessions.get(check_id(session_id))
+        if session is None or session.expires_us <= self.now_us():
+            raise NotFound(f"playback session {session_id} does not exist or has expired")
+        return session
+
+    async def delete(self, session_id: str) -> None:
+        session = self.sessions.pop(check_id(session_id), None)
+        if session is None:
+            raise NotFound(f"playback session {session_id} does not exist or has expired")
+        await self._remove(session)
+
+    async def _remove(self, session: Session) -> None:
+        doomed = self.directory / f".{session.id}{DELETING}"
+        with contextlib.suppress(FileNotFoundError):
+            await asyncio.to_thread(os.rename, self.path(session.id), doomed)
+        await self.index.unlock(session.id)
+        await asyncio.to_thread(shutil.rmtree, doomed, True)
+
+    def touch(self, session: Session) -> None:
+        """A viewer used the session: it lives another TTL from now."""
+        session.expires_us = max(session.expires_us, self.now_us() + self.ttl_us)
+
+    async def persist_expiries(self) -> None:
+        """Write the expiry of sessions whose viewers moved it on by a minute or more."""
+        for session in list(self.sessions.values()):
+            if session.expires_us - session.persisted_expiry_us >= PERSIST_AFTER_US:
+                snapshot = replace(session)
+                try:
+                    await asyncio.to_thread(_write_meta, self.path(session.id), snapshot)
+                except FileNotFoundError:
+                    continue  # deleted meanwhile
+                session.persisted_expiry_us = snapshot.expires_us
+
+    async def remove_expired(self) -> list[str]:
+        """Remove sessions past their expiry that no build is working on."""
+        now = self.now_us()
+        gone = []
+        for session in list(self.sessions.values()):
+            if session.expires_us <= now and not self.busy.get(session.id):
+                self.sessions.pop(session.id, None)
+                await self._remove(session)
+                gone.append(session.id)
+        return gone
+
+
+async def open_session(
+    store: SessionStore,
+    limiter: Limiter,
+    recordings_root: Path,
+    name_resolution_us: int,
+    max_seconds: int,
+    camera_id: str,
+    from_us: int,
+    to_us: int,
+) -> Session:
+    """Check a request, plan its playlist from the index and create the session."""
+    if to_us <= from_us:
+        raise BadRequest("`to` must be after `from`")
+    if to_us - from_us > max_seconds * 1_000_000:
+        raise BadRequest(
+            f"the range is {(to_us - from_us) / 1e6:.0f} s long; at most {max_seconds} s"
+        )
+    index = store.index
+    if not await index.has_camera(camera_id):
+        raise NotFound(f"camera {camera_id} has no recordings")
+    segments = await index.segments(camera_id, from_us, to_us)
+    if not segments:
+        raise NotFound(f"camera {camera_id} has no recorded footage in that range")
+    try:
+        first_keyframes = await asyncio.to_thread(keyframes, recordings_root / segments[0].path)
+    except (OSError, ProbeError) as error:
+        log.warning("sessions: cannot find keyframes in %s (%s)", segments[0].path, error)
+        first_keyframes = []
+    found = plan(segments, from_us, name_resolution_us, first_keyframes)
+    # The session writes its playlist and metadata now, its first segment soon after.
+    first = found.items[0]
+    limiter.check_disk(len(found.items) * 400 + (first.size if first.remux else 0))
+    session = await store.create(
+        camera_id, from_us, to_us, [segment.path for segment in segments], found
+    )
+    log.info("sessions: %s created for %s, %d segment(s), %.0f s", session.id, camera_id,
+             len(segments), session.duration_s)  # fmt: skip
+    return session

@@ -1,0 +1,75 @@
+"""Test helpers for HLS: parse a playlist, inspect media with ffprobe."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from dataclasses import dataclass, field
+from fractions import Fraction
+from pathlib import Path
+
+
+@dataclass
+class Entry:
+    uri: str
+    duration: float
+    pdt: str | None
+    discontinuity: bool
+
+
+@dataclass
+class Playlist:
+    tags: dict[str, str] = field(default_factory=dict)
+    entries: list[Entry] = field(default_factory=list)
+    ended: bool = False
+
+
+def parse(text: str) -> Playlist:
+    lines = text.splitlines()
+    assert lines[0] == "#EXTM3U"
+    playlist = Playlist()
+    duration: float | None = None
+    pdt: str | None = None
+    discontinuity = False
+    for line in lines[1:]:
+        if line == "#EXT-X-ENDLIST":
+            playlist.ended = True
+        elif line == "#EXT-X-DISCONTINUITY":
+            discontinuity = True
+        elif line.startswith("#EXTINF:"):
+            duration = float(line[8:].split(",")[0])
+        elif line.startswith("#EXT-X-PROGRAM-DATE-TIME:"):
+            pdt = line.split(":", 1)[1]
+        elif line.startswith("#"):
+            name, _, value = line[1:].partition(":")
+            playlist.tags[name] = value
+        elif line:
+            assert duration is not None, f"{line} has no EXTINF"
+            playlist.entries.append(Entry(line, duration, pdt, discontinuity))
+            duration, pdt, discontinuity = None, None, False
+    return playlist
+
+
+@dataclass
+class VideoFacts:
+    first_is_keyframe: bool
+    start: Fraction  # seconds
+    end: Fraction  # last frame's pts + duration, seconds
+
+    @property
+    def duration(self) -> Fraction:
+        return self.end - self.start
+
+
+def video_facts(path: Path) -> VideoFacts:
+    out = subprocess.run(
+        ["ffprobe", "-v", "error", "-select_streams", "v", "-show_entries",
+         "packet=pts,duration,flags:stream=time_base", "-of", "json", str(path)],
+        capture_output=True, text=True, check=True, timeout=60,
+    ).stdout  # fmt: skip
+    data = json.loads(out)
+    base = Fraction(data["streams"][0]["time_base"])
+    packets = data["packets"]
+    start = min(int(p["pts"]) for p in packets) * base
+    end = max(int(p["pts"]) + int(p["duration"]) for p in packets) * base
+    return VideoFacts(packets[0]["flags"].startswith("K"), start, end)

@@ -1,0 +1,320 @@
+"""Playback sessions end to end: real footage, real ffmpeg, a real server, real players."""
+
+from __future__ import annotations
+
+import asyncio
+import gzip
+import shutil
+from fractions import Fraction
+from pathlib import Path
+from typing import Any
+
+import pytest
+from aiohttp.test_utils import TestClient
+
+from agent.demo import Rendered
+from agent.keys import INDEX
+from agent.times import format_us, parse_rfc3339
+
+from .conftest import camera_counts, make_config, place_old, wait_for
+from .hls import parse, video_facts
+
+T0 = parse_rfc3339("2026-11-20T08:00:00Z", "t")
+S = 1_000_000
+FRAME = Fraction(1, 25)
+
+
+async def start_with(
+    start_agent: Any, tmp_path: Path, footage: dict[str, list[Rendered]], kind: str = "ts",
+    **sections: dict[str, Any],
+) -> TestClient[Any, Any]:  # fmt: skip
+    """An agent on camera `cam`: footage at 08:00:00-08:00:06 and 08:00:20-08:00:26."""
+    layout = {"ts": "ffmpeg", "mp4": "frigate", "fmp4": "mediamtx"}[kind]
+    sections.setdefault("recordings", {})["layout"] = layout
+    config = make_config(tmp_path, **sections)
+    place_old(footage[kind], config.recordings.root, config.layout, "cam", T0)
+    place_old(footage[kind], config.recordings.root, config.layout, "cam", T0 + 20 * S)
+    client: TestClient[Any, Any] = await start_agent(config)
+
+    async def indexed() -> bool:
+        return await camera_counts(client) == {"cam": 6}
+
+    await wait_for(indexed, what="footage indexed")
+    return client
+
+
+async def post(client: TestClient[Any, Any], body: Any) -> tuple[int, dict[str, Any]]:
+    response = await client.post("/api/playback", json=body)
+    return response.status, await response.json()
+
+
+def at(seconds: float) -> str:
+    return format_us(T0 + int(seconds * S))
+
+
+async def fetch_all(
+    client: TestClient[Any, Any], session: dict[str, Any], into: Path
+) -> list[Path]:
+    """Download the playlist's every segment; returns their paths, in order."""
+    text = await (await client.get(session["playlist_url"])).text()
+    base = session["playlist_url"].rsplit("/", 1)[0]
+    paths = []
+    into.mkdir(parents=True, exist_ok=True)
+    for entry in parse(text).entries:
+        response = await client.get(f"{base}/{entry.uri}")
+        assert response.status == 200, await response.text()
+        assert response.content_type == "video/mp2t"
+        path = into / entry.uri
+        path.write_bytes(await response.read())
+        paths.append(path)
+    return paths
+
+
+@pytest.mark.parametrize("kind", ["ts", "mp4", "fmp4"])
+async def test_playlist_follows_the_rules(
+    tmp_path: Path, footage: dict[str, list[Rendered]], start_agent: Any, kind: str
+) -> None:
+    client = await start_with(start_agent, tmp_path, footage, kind)
+    status, session = await post(client, {"camera_id": "cam", "from": at(1.5), "to": at(25)})
+    assert status == 201, session
+    assert session["segment_count"] == 6
+    assert session["duration_s"] == 23.5
+    assert (session["from"], session["to"]) == (at(1.5), at(25))
+    response = await client.get(session["playlist_url"])
+    assert response.status == 200
+    assert response.headers["Content-Type"] == "application/vnd.apple.mpegurl"
+    playlist = parse(await response.text())
+    assert playlist.ended
+    assert playlist.tags["EXT-X-PLAYLIST-TYPE"] == "VOD"
+    assert "EXT-X-INDEPENDENT-SEGMENTS" in playlist.tags
+    target = int(playlist.tags["EXT-X-TARGETDURATION"])
+    assert all(int(e.duration + 0.5) <= target for e in playlist.entries)
+    # The first segment starts at the keyframe before `from` (one a second in this footage).
+    assert playlist.tags["EXT-X-START"] == "TIME-OFFSET=0.500,PRECISE=YES"
+    assert [e.discontinuity for e in playlist.entries] == [False] * 3 + [True] + [False] * 2
+    assert playlist.entries[0].pdt == "2026-11-20T08:00:01.000Z"
+    assert playlist.entries[3].pdt == "2026-11-20T08:00:20.000Z"
+    assert playlist.entries[0].duration == 1.0
+
+    paths = await fetch_all(client, session, tmp_path / "got")
+    facts = [video_facts(p) for p in paths]
+    for entry, fact in zip(playlist.entries, facts, strict=True):
+        assert fact.first_is_keyframe, entry.uri
+        assert abs(Fraction(entry.duration) - fact.duration) <= FRAME, entry.uri
+    for n in range(1, len(facts)):
+        if not playlist.entries[n].discontinuity:
+            assert abs(facts[n].start - facts[n - 1].end) <= FRAME / 2, f"jump before {n}"
+
+
+async def _run(*argv: str) -> tuple[int, str]:
+    process = await asyncio.create_subprocess_exec(
+        *argv, stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.STDOUT,
+    )  # fmt: skip
+    out, _ = await asyncio.wait_for(process.communicate(), 120)
+    return process.returncode or 0, out.decode(errors="replace")
+
+
+@pytest.mark.parametrize("kind", ["ts", "mp4"])
+async def test_players_play_the_whole_session(
+    tmp_path: Path, footage: dict[str, list[Rendered]], start_agent: Any, kind: str
+) -> None:
+    client = await start_with(start_agent, tmp_path, footage, kind)
+    _, session = await post(client, {"camera_id": "cam", "from": at(0.5), "to": at(26)})
+    url = str(client.make_url(session["playlist_url"]))
+    code, out = await _run("ffmpeg", "-hide_banner", "-nostdin", "-v", "warning", "-i", url,
+                           "-f", "null", "-")  # fmt: skip
+    assert code == 0, out
+    assert "corrupt" not in out.lower(), out
+    assert "error" not in out.lower(), out
+    if shutil.which("gst-launch-1.0") is None:
+        pytest.fail("GStreamer is not installed (scripts/setup-dev.sh installs it)")
+    code, out = await _run(
+        "gst-launch-1.0", "playbin", f"uri={url}",
+        "video-sink=fakesink sync=false", "audio-sink=fakesink sync=false",
+    )  # fmt: skip
+    assert code == 0, out
+    assert "EOS" in out, out
+    assert "ERROR" not in out, out
+
+
+async def test_continuity_counters_run_on_across_segments(
+    tmp_path: Path, footage: dict[str, list[Rendered]], start_agent: Any
+) -> None:
+    client = await start_with(start_agent, tmp_path, footage, "ts")
+    _, session = await post(client, {"camera_id": "cam", "from": at(1.5), "to": at(5)})
+    paths = await fetch_all(client, session, tmp_path / "got")
+    joined = tmp_path / "joined.ts"
+    joined.write_bytes(b"".join(p.read_bytes() for p in paths))
+    code, out = await _run("ffmpeg", "-hide_banner", "-nostdin", "-v", "warning", "-i",
+                           str(joined), "-c", "copy", "-f", "null", "-")  # fmt: skip
+    assert code == 0
+    assert out == ""
+
+
+async def test_unwatched_session_writes_only_its_playlist(
+    tmp_path: Path, footage: dict[str, list[Rendered]], start_agent: Any
+) -> None:
+    client = await start_with(start_agent, tmp_path, footage, "mp4")
+    _, session = await post(client, {"camera_id": "cam", "from": at(0), "to": at(26)})
+    directory = tmp_path / "state" / "playback" / session["id"]
+    assert sorted(p.name for p in directory.iterdir()) == [
+        "index.m3u8", "index.m3u8.gz", "session.json",
+    ]  # fmt: skip
+    assert sum(p.stat().st_size for p in directory.iterdir()) < 64 * 1024
+
+
+async def test_serving_headers(
+    tmp_path: Path, footage: dict[str, list[Rendered]], start_agent: Any
+) -> None:
+    client = await start_with(start_agent, tmp_path, footage, "ts")
+    _, session = await post(client, {"camera_id": "cam", "from": at(2), "to": at(6)})
+    url = session["playlist_url"]
+    plain = await client.get(url, headers={"Accept-Encoding": "identity"})
+    zipped = await client.get(url, headers={"Accept-Encoding": "gzip"}, auto_decompress=False)
+    assert zipped.headers["Content-Encoding"] == "gzip"
+    assert zipped.headers["Content-Type"] == "application/vnd.apple.mpegurl"
+    assert gzip.decompress(await zipped.read()) == await plain.read()
+    assert plain.headers["Access-Control-Allow-Origin"] == "*"
+    assert "max-age=" in plain.headers["Cache-Control"]
+
+    media = url.replace("index.m3u8", "s000000.ts")
+    whole = await client.get(media, headers={"Accept-Encoding": "gzip"})
+    body = await whole.read()
+    assert whole.status == 200
+    assert "Content-Encoding" not in whole.headers
+    assert whole.headers["Content-Type"] == "video/mp2t"
+    assert whole.headers["Access-Control-Allow-Origin"] == "*"
+    assert int(whole.headers["Content-Length"]) == len(body)
+    assert len(body) % 188 == 0
+    part = await client.get(media, headers={"Range": "bytes=188-375"})
+    assert part.status == 206
+    assert part.headers["Content-Range"] == f"bytes 188-375/{len(body)}"
+    assert await part.read() == body[188:376]
+    tail = await client.get(media, headers={"Range": "bytes=-188"})
+    assert await tail.read() == body[-188:]
+    head = await client.head(media)
+    assert head.status == 200
+    assert int(head.headers["Content-Length"]) == len(body)
+    beyond = await client.get(media, headers={"Range": f"bytes={len(body)}-"})
+    assert beyond.status == 416
+    assert beyond.headers["Content-Range"] == f"bytes */{len(body)}"
+    preflight = await client.options(
+        media, headers={"Origin": "http://other.lan", "Access-Control-Request-Method": "GET",
+                        "Access-Control-Request-Headers": "range"},
+    )  # fmt: skip
+    assert preflight.status == 204
+    assert preflight.headers["Access-Control-Allow-Origin"] == "*"
+    assert "Range" in preflight.headers["Access-Control-Allow-Headers"]
+
+
+async def test_overlapping_sessions_count_their_locks(
+    tmp_path: Path, footage: dict[str, list[Rendered]], start_agent: Any
+) -> None:
+    client = await start_with(start_agent, tmp_path, footage, "ts")
+    index = client.server.app[INDEX]
+    _, first = await post(client, {"camera_id": "cam", "from": at(0), "to": at(4.5)})
+    _, second = await post(client, {"camera_id": "cam", "from": at(3), "to": at(21)})
+    locks = await index.locked_paths()
+    assert sorted(locks.values()) == [1, 1, 2, 2]  # 08:00:02 and 08:00:04 are shared
+    assert (await client.delete(f"/api/playback/{first['id']}")).status == 204
+    locks = await index.locked_paths()
+    assert sorted(locks.values()) == [1, 1, 1]  # the shared ones stay locked
+    assert (await client.delete(f"/api/playback/{first['id']}")).status == 404
+    assert (await client.delete(f"/api/playback/{second['id']}")).status == 204
+    assert await index.locked_paths() == {}
+    assert not (tmp_path / "state" / "playback" / second["id"]).exists()
+
+
+async def test_get_session_and_it_is_gone_after_delete(
+    tmp_path: Path, footage: dict[str, list[Rendered]], start_agent: Any
+) -> None:
+    client = await start_with(start_agent, tmp_path, footage, "ts")
+    status, created = await post(client, {"camera_id": "cam", "from": at(0), "to": at(4)})
+    assert status == 201
+    assert created["id"].startswith("pbs_")
+    assert created["playlist_url"] == f"/media/playback/{created['id']}/index.m3u8"
+    got = await client.get(f"/api/playback/{created['id']}")
+    assert got.status == 200
+    assert await got.json() == created
+    await client.delete(f"/api/playback/{created['id']}")
+    assert (await client.get(f"/api/playback/{created['id']}")).status == 404
+    assert (await client.get(created["playlist_url"])).status == 404
+
+
+@pytest.mark.parametrize(
+    ("body", "status", "words"),
+    [
+        ("not json", 400, "JSON object"),
+        ([1, 2], 400, "JSON object"),
+        ({"camera_id": "cam", "from": "2026-11-20T08:00:00Z"}, 400, "missing field `to`"),
+        ({"camera_id": "cam", "from": "2026-11-20T08:00:00Z", "to": "2026-11-20T08:00:05Z",
+          "speed": 2}, 400, "unknown field `speed`"),
+        ({"camera_id": "cam", "from": "2026-11-20T08:00:00", "to": "2026-11-20T08:00:05Z"},
+         400, "`from`"),
+        ({"camera_id": "cam", "from": "2026-11-20T08:00:05Z", "to": "2026-11-20T08:00:05Z"},
+         400, "after"),
+        ({"camera_id": "cam", "from": "2026-11-20T08:00:00Z", "to": "2026-11-20T12:00:01Z"},
+         400, "at most 14400 s"),
+        ({"camera_id": "../cam", "from": "2026-11-20T08:00:00Z", "to": "2026-11-20T08:00:05Z"},
+         400, "camera_id"),
+        ({"camera_id": 7, "from": "2026-11-20T08:00:00Z", "to": "2026-11-20T08:00:05Z"},
+         400, "camera_id"),
+        ({"camera_id": "nobody", "from": "2026-11-20T08:00:00Z", "to": "2026-11-20T08:00:05Z"},
+         404, "nobody"),
+        ({"camera_id": "cam", "from": "2026-11-20T08:00:07Z", "to": "2026-11-20T08:00:19Z"},
+         404, "no recorded footage"),
+        ({"camera_id": "cam", "from": "2026-11-20T07:00:00Z", "to": "2026-11-20T07:59:00Z"},
+         404, "no recorded footage"),
+    ],
+)  # fmt: skip
+async def test_bad_requests_change_nothing(
+    tmp_path: Path, footage: dict[str, list[Rendered]], start_agent: Any,
+    body: Any, status: int, words: str,
+) -> None:  # fmt: skip
+    client = await start_with(start_agent, tmp_path, footage, "ts")
+    if isinstance(body, str):
+        response = await client.post("/api/playback", data=body)
+    else:
+        response = await client.post("/api/playback", json=body)
+    assert response.status == status
+    error = await response.json()
+    assert list(error) == ["error"]
+    assert words in error["error"]
+    assert list((tmp_path / "state" / "playback").iterdir()) == []
+    assert await client.server.app[INDEX].locked_paths() == {}
+
+
+async def test_body_over_64_kib_is_413(
+    tmp_path: Path, footage: dict[str, list[Rendered]], start_agent: Any
+) -> None:
+    client = await start_with(start_agent, tmp_path, footage, "ts")
+    body = {"camera_id": "cam", "from": at(0), "to": at(4), "pad": "x" * 70000}
+    response = await client.post("/api/playback", json=body)
+    assert response.status == 413
+    assert list(await response.json()) == ["error"]
+
+
+async def test_only_the_sessions_own_files_are_served(
+    tmp_path: Path, footage: dict[str, list[Rendered]], start_agent: Any
+) -> None:
+    client = await start_with(start_agent, tmp_path, footage, "ts")
+    _, session = await post(client, {"camera_id": "cam", "from": at(0), "to": at(4)})
+    sid = session["id"]
+    (tmp_path / "state" / "playback" / sid / "s000009.ts").symlink_to("/etc/passwd")
+    for path, status in [
+        (f"/media/playback/{sid}/session.json", 404),
+        (f"/media/playback/{sid}/index.m3u8.gz", 404),
+        (f"/media/playback/{sid}/s000002.ts", 404),  # not in this session's playlist
+        (f"/media/playback/{sid}/s000009.ts", 404),
+        (f"/media/playback/{sid}/..%2Fsession.json", 404),
+        (f"/media/playback/{sid}/%2e%2e%2f%2e%2e%2fetc%2fpasswd", 404),
+        (f"/media/playback/{sid}/../{sid}/session.json", 404),
+        (f"/media/playback/{sid[:-1]}/index.m3u8", 400),
+        (f"/media/playback/{sid.upper()}/index.m3u8", 400),
+        ("/media/playback/pbs_" + "0" * 32 + "/index.m3u8", 404),
+        ("/api/playback/..%2F..%2Fetc", 400),
+    ]:
+        response = await client.get(path)
+        assert response.status == status, path
+        assert b"root:" not in await response.read()
