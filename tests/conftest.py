@@ -7,19 +7,23 @@ import asyncio
 import os
 import shutil
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import pytest
+from aiohttp import web
 from aiohttp.test_utils import TestClient
 
 from agent.app import create_app
 from agent.config import Config, parse_config
 from agent.demo import Rendered, place, render_run
 from agent.layout import Layout
+from agent.openapi import document
 
 SEGMENT_S = 2
+T = TypeVar("T")
 
 
 @pytest.fixture(scope="session")
@@ -45,8 +49,15 @@ def footage(tmp_path_factory: pytest.TempPathFactory) -> dict[str, list[Rendered
             )
         )
 
-    ts, mp4, fmp4 = asyncio.run(render())
+    ts, mp4, fmp4 = run_in_thread(render())
     return {"ts": ts, "mp4": mp4, "fmp4": fmp4}
+
+
+def run_in_thread(coroutine: Coroutine[Any, Any, T]) -> T:
+    """Run a coroutine to completion from synchronous code, on a thread of its own, so
+    that the test's own event loop is left alone."""
+    with ThreadPoolExecutor(1) as pool:
+        return pool.submit(asyncio.run, coroutine).result()
 
 
 def place_old(
@@ -81,9 +92,26 @@ def start_agent(
 
     async def start(config: Config) -> TestClient[Any, Any]:
         config.recordings.root.mkdir(parents=True, exist_ok=True)
-        return await aiohttp_client(create_app(config))
+        app = create_app(config)
+        app.middlewares.insert(0, documented_statuses)
+        return await aiohttp_client(app)
 
     return start
+
+
+@web.middleware
+async def documented_statuses(request: web.Request, handler: Any) -> web.StreamResponse:
+    """Every answer of every test's agent must be a status the OpenAPI document lists."""
+    response: web.StreamResponse = await handler(request)
+    route = request.match_info.route.resource
+    if route is not None:
+        operation = document()["paths"][route.canonical][
+            request.method.lower() if request.method != "HEAD" else "get"
+        ]
+        assert str(response.status) in operation["responses"], (
+            f"{request.method} {route.canonical} answered {response.status}, undocumented"
+        )
+    return response
 
 
 async def wait_for(

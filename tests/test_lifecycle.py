@@ -10,8 +10,17 @@ import sys
 import time
 import urllib.request
 from pathlib import Path
+from typing import Any
 
 import pytest
+
+from agent.demo import Rendered
+from agent.layout import make_layout
+from agent.times import format_us, parse_rfc3339
+
+from .conftest import place_old
+
+T0 = parse_rfc3339("2026-11-20T08:00:00Z", "t")
 
 
 def free_port() -> int:
@@ -20,9 +29,8 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-@pytest.mark.parametrize("stop_signal", [signal.SIGTERM, signal.SIGINT])
-def test_stops_cleanly_on_signal(tmp_path: Path, stop_signal: signal.Signals) -> None:
-    port = free_port()
+def start(tmp_path: Path, port: int) -> subprocess.Popen[str]:
+    """The agent as a real process on `port`, once its /healthz answers."""
     config = tmp_path / "agent.toml"
     config.write_text(
         f'[server]\nhost = "127.0.0.1"\nport = {port}\n'
@@ -30,24 +38,38 @@ def test_stops_cleanly_on_signal(tmp_path: Path, stop_signal: signal.Signals) ->
         f'[index]\ndatabase = "{tmp_path / "index.sqlite3"}"\n'
         f'[playback]\ndir = "{tmp_path / "playback"}"\n'
     )
-    (tmp_path / "rec").mkdir()
+    (tmp_path / "rec").mkdir(exist_ok=True)
     process = subprocess.Popen(
         [sys.executable, "-m", "agent", "--config", str(config)],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
     )
+    deadline = time.monotonic() + 20
+    while True:
+        try:
+            call(port, "GET", "/healthz")
+            return process
+        except OSError:
+            if process.poll() is not None or time.monotonic() > deadline:
+                process.kill()
+                raise AssertionError(f"no answer: {process.communicate()[1]}") from None
+            time.sleep(0.05)
+
+
+def call(port: int, method: str, path: str, body: object = None) -> tuple[int, Any]:
+    data = None if body is None else json.dumps(body).encode()
+    request = urllib.request.Request(f"http://127.0.0.1:{port}{path}", data, method=method)
+    with urllib.request.urlopen(request, timeout=10) as response:
+        raw = response.read()
+        is_json = response.headers.get_content_type() == "application/json"
+        return response.status, json.loads(raw) if is_json else raw
+
+
+@pytest.mark.parametrize("stop_signal", [signal.SIGTERM, signal.SIGINT])
+def test_stops_cleanly_on_signal(tmp_path: Path, stop_signal: signal.Signals) -> None:
+    process = start(tmp_path, free_port())
     try:
-        deadline = time.monotonic() + 20
-        while True:
-            try:
-                with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=2) as r:
-                    assert json.load(r)["status"] == "ok"
-                break
-            except OSError:
-                assert process.poll() is None, process.communicate()[1]
-                assert time.monotonic() < deadline, "the agent did not answer"
-                time.sleep(0.05)
         process.send_signal(stop_signal)
         _, stderr = process.communicate(timeout=10)
     finally:
@@ -56,3 +78,40 @@ def test_stops_cleanly_on_signal(tmp_path: Path, stop_signal: signal.Signals) ->
             process.wait()
     assert process.returncode == 0, stderr
     assert "Traceback" not in stderr
+
+
+def test_kill_9_loses_no_session(tmp_path: Path, footage: dict[str, list[Rendered]]) -> None:
+    """kill -9 at any moment, then a restart: every session that answered 201 plays."""
+    layout = make_layout("ffmpeg", "UTC")
+    place_old(footage["ts"], tmp_path / "rec", layout, "cam", T0)
+    port = free_port()
+    process = start(tmp_path, port)
+    try:
+        deadline = time.monotonic() + 10
+        while call(port, "GET", "/healthz")[1]["index"]["segments"] < 3:
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+        sessions = [
+            call(port, "POST", "/api/playback",
+                 {"camera_id": "cam", "from": format_us(T0 + k * 500_000),
+                  "to": format_us(T0 + 5_000_000)})[1]
+            for k in range(1, 4)
+        ]  # fmt: skip
+        call(port, "GET", sessions[0]["playlist_url"].replace("index.m3u8", "s000000.ts"))
+        process.kill()
+        process.communicate()
+        process = start(tmp_path, port)
+        for session in sessions:
+            status, again = call(port, "GET", f"/api/playback/{session['id']}")
+            assert status == 200
+            assert again == session
+            played = subprocess.run(
+                ["ffmpeg", "-v", "error", "-nostdin", "-i",
+                 f"http://127.0.0.1:{port}{session['playlist_url']}", "-f", "null", "-"],
+                capture_output=True, text=True, timeout=60,
+            )  # fmt: skip
+            assert played.returncode == 0, played.stderr
+            assert played.stderr == ""
+    finally:
+        process.terminate()
+        process.communicate(timeout=10)

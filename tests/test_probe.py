@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import itertools
 import json
 import subprocess
@@ -13,6 +12,8 @@ import pytest
 
 from agent.demo import Rendered, render_run
 from agent.probe import ProbeError, probe
+
+from .conftest import run_in_thread
 
 
 def ffprobe_video(path: Path) -> tuple[Fraction, Fraction]:
@@ -76,7 +77,7 @@ def test_not_media(tmp_path: Path, content: bytes) -> None:
 def test_big_frames_grow_the_tail_read(tmp_path: Path) -> None:
     """Frames far larger than the first tail read still give an exact duration."""
     # 1080p at 5 fps: ~45 KiB a frame, so the first 128 KiB tail holds too few frames.
-    run = asyncio.run(render_run(tmp_path, 2, 2, size="1920x1080", rate=5))
+    run = run_in_thread(render_run(tmp_path, 2, 2, size="1920x1080", rate=5))
     assert run[0].path.stat().st_size > 3 * 131072
     facts = probe(run[0].path)
     _, duration = ffprobe_video(run[0].path)

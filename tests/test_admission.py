@@ -1,0 +1,65 @@
+"""The admission policy and limiter, on plain data and a real event loop."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+import pytest
+
+from agent.admission import Decision, Limiter, build_slots, decide
+from agent.config import AdmissionConfig
+from agent.errors import Busy, InsufficientStorage
+
+MB = 1 << 20
+
+
+@pytest.mark.parametrize(
+    ("running", "cpu", "free_mb", "need_mb", "expected"),
+    [
+        (0, 10.0, 1000, 10, Decision.START),
+        (2, 10.0, 1000, 10, Decision.WAIT),  # all slots taken
+        (0, 95.0, 1000, 10, Decision.WAIT),  # CPU over the limit
+        (0, 10.0, 515, 10, Decision.NO_DISK),  # would leave less than 512 MB
+        (2, 95.0, 100, 10, Decision.NO_DISK),
+    ],
+)
+def test_decide(running: int, cpu: float, free_mb: int, need_mb: int, expected: Decision) -> None:
+    assert decide(running, 2, cpu, 90, free_mb * MB, 512 * MB, need_mb * MB) is expected
+
+
+def test_build_slots_from_cpu_count() -> None:
+    assert build_slots(3) == 3
+    assert build_slots(0) >= 1
+
+
+async def test_limiter_queues_then_rejects(tmp_path: Path) -> None:
+    limiter = Limiter(AdmissionConfig(max_builds=1, queue_timeout_seconds=1), tmp_path)
+    await limiter.sample()
+    limiter.cpu_percent = 0.0
+    order: list[str] = []
+
+    async def job(name: str, hold: float) -> None:
+        async with limiter.slot(0):
+            order.append(name)
+            await asyncio.sleep(hold)
+
+    await asyncio.gather(job("a", 0.2), job("b", 0))  # b waits for a's slot
+    assert order == ["a", "b"]
+    holder = asyncio.create_task(job("c", 1.5))
+    await asyncio.sleep(0.05)
+    with pytest.raises(Busy) as caught:
+        await job("d", 0)
+    assert caught.value.retry_after >= 1
+    await holder
+    assert limiter.state()["rejected_busy"] == 1
+    assert limiter.running == 0
+
+
+async def test_limiter_refuses_what_would_fill_the_disk(tmp_path: Path) -> None:
+    limiter = Limiter(AdmissionConfig(min_free_disk_mb=512), tmp_path)
+    await limiter.sample()
+    with pytest.raises(InsufficientStorage):
+        async with limiter.slot(limiter.free_bytes):
+            pass
+    assert limiter.state()["rejected_disk"] == 1

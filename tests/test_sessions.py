@@ -1,0 +1,201 @@
+"""Sessions on disk: restarts, crash leftovers, the sweep, failures of ffmpeg."""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+from agent.app import create_app
+from agent.demo import Rendered
+from agent.index import Index
+from agent.keys import INDEX, LIMITER, SESSIONS
+from agent.playlists import MediaItem, Plan
+from agent.sessions import SessionStore, new_id
+from agent.sweep import is_stray, sweep_once
+
+from .conftest import make_config, wait_for
+from .test_playback import at, fetch_all, post, start_with
+
+
+async def test_sessions_survive_a_restart(
+    tmp_path: Path, footage: dict[str, list[Rendered]], start_agent: Any, aiohttp_client: Any
+) -> None:
+    client = await start_with(start_agent, tmp_path, footage, "mp4")
+    _, kept = await post(client, {"camera_id": "cam", "from": at(0), "to": at(26)})
+    _, deleted = await post(client, {"camera_id": "cam", "from": at(0), "to": at(3)})
+    await client.delete(f"/api/playback/{deleted['id']}")
+    locks = await client.server.app[INDEX].locked_paths()
+    await client.close()
+
+    config = make_config(tmp_path, recordings={"layout": "frigate"})
+    playback = config.playback.dir
+    # What a kill -9 can leave: a half-created session, a half-made segment, a stale lock.
+    (playback / f".{new_id()}.creating").mkdir()
+    (playback / kept["id"] / ".s000001.ts.1234.tmp").write_bytes(b"half")
+    (playback / f".{new_id()}.deleting").mkdir()
+    client = await aiohttp_client(create_app(config))
+    app = client.server.app
+    assert await app[INDEX].locked_paths() == locks
+    got = await client.get(f"/api/playback/{kept['id']}")
+    assert got.status == 200
+    assert (await got.json())["expires_at"] == kept["expires_at"]
+    assert (await client.get(f"/api/playback/{deleted['id']}")).status == 404
+    assert sorted(p.name for p in playback.iterdir()) == [kept["id"]]
+    assert not list((playback / kept["id"]).glob(".*"))
+    assert len(await fetch_all(client, kept, tmp_path / "after")) == 6
+
+
+def _store(tmp_path: Path, index: Index, now: list[float]) -> SessionStore:
+    return SessionStore(tmp_path / "playback", 600, index, clock=lambda: now[0])
+
+
+def _plan() -> Plan:
+    item = MediaItem("s000000.ts", "cam/a.ts", False, None, None, 2.0, 0, False, 100)
+    return Plan((item,), 0.0)
+
+
+async def test_sweep_expires_sessions_and_strays(tmp_path: Path) -> None:
+    index = Index(tmp_path / "index.sqlite3", {"t": "1"})
+    await index.open()
+    try:
+        now = [1_800_000_000.0]
+        store = _store(tmp_path, index, now)
+        await store.load()
+        watched = await store.create("cam", 0, 10, ["cam/a.ts"], _plan())
+        idle = await store.create("cam", 0, 10, ["cam/a.ts", "cam/b.ts"], _plan())
+        building = await store.create("cam", 0, 10, ["cam/b.ts"], _plan())
+        store.busy[building.id] = 1
+        stray_old = store.directory / "leftover-old"
+        stray_new = store.directory / "leftover-new"
+        stray_old.mkdir()
+        stray_new.mkdir()
+        os.utime(stray_old, (time.time() - 7200, time.time() - 7200))
+        assert await index.locked_paths() == {"cam/a.ts": 2, "cam/b.ts": 2}
+
+        now[0] += 550
+        store.touch(watched)  # a viewer fetched something: another TTL from now
+        now[0] += 100
+        await sweep_once(store)
+        assert set(store.sessions) == {watched.id, building.id}
+        assert not (store.directory / idle.id).exists()
+        assert await index.locked_paths() == {"cam/a.ts": 1, "cam/b.ts": 1}
+        assert not stray_old.exists()
+        assert stray_new.exists()
+        on_disk = json.loads((store.directory / watched.id / "session.json").read_text())
+        assert on_disk["expires_at"] == watched.public()["expires_at"]  # written through
+
+        del store.busy[building.id]
+        now[0] += 3600
+        await sweep_once(store)
+        assert store.sessions == {}
+        assert await index.locked_paths() == {}
+    finally:
+        await index.close()
+
+
+def test_stray_policy() -> None:
+    sid = new_id()
+    assert is_stray("junk", True, 0, 100, 10, set())
+    assert not is_stray("junk", True, 95, 100, 10, set())
+    assert not is_stray("junk", False, 0, 100, 10, set())
+    assert not is_stray(sid, True, 0, 100, 10, {sid})
+    assert not is_stray(f".{sid}.creating", True, 0, 100, 10, {sid})
+    assert is_stray(f".{sid}.creating", True, 0, 100, 10, set())
+
+
+async def test_watching_extends_the_expiry(
+    tmp_path: Path, footage: dict[str, list[Rendered]], start_agent: Any
+) -> None:
+    client = await start_with(start_agent, tmp_path, footage, "ts")
+    store = client.server.app[SESSIONS]
+    _, session = await post(client, {"camera_id": "cam", "from": at(0), "to": at(4)})
+    store.clock = lambda: time.time() + 1800
+    await client.get(session["playlist_url"])
+    after = await (await client.get(f"/api/playback/{session['id']}")).json()
+    assert after["expires_at"] > session["expires_at"]
+    store.clock = lambda: time.time() + 7200  # nobody watched for two hours
+    assert (await client.get(f"/api/playback/{session['id']}")).status == 404
+
+
+async def test_ffmpeg_failures_are_clear_and_survivable(
+    tmp_path: Path, footage: dict[str, list[Rendered]], start_agent: Any
+) -> None:
+    client = await start_with(start_agent, tmp_path, footage, "mp4")
+    _, session = await post(client, {"camera_id": "cam", "from": at(0), "to": at(26)})
+    base = session["playlist_url"].rsplit("/", 1)[0]
+    root = tmp_path / "recordings"
+    sources = sorted(root.rglob("*.mp4"))
+    sources[1].write_bytes(b"\0" * 4096)  # a corrupt recording
+    sources[2].unlink()  # a recording deleted by someone else
+    corrupt = await client.get(f"{base}/s000001.ts")
+    assert corrupt.status == 500
+    assert "could not prepare s000001.ts" in (await corrupt.json())["error"]
+    missing = await client.get(f"{base}/s000002.ts")
+    assert missing.status == 404
+    assert not list((tmp_path / "state" / "playback" / session["id"]).glob(".*.tmp"))
+    assert (await client.get(f"{base}/s000000.ts")).status == 200  # the agent goes on
+    assert (await client.get("/healthz")).status == 200
+
+
+async def test_missing_ffmpeg_is_a_clear_error(
+    tmp_path: Path, footage: dict[str, list[Rendered]], start_agent: Any
+) -> None:
+    client = await start_with(start_agent, tmp_path, footage, "mp4",
+                              ffmpeg={"ffmpeg": "/nonexistent/ffmpeg"})  # fmt: skip
+    status, session = await post(client, {"camera_id": "cam", "from": at(0), "to": at(5)})
+    assert status == 201
+    response = await client.get(session["playlist_url"].replace("index.m3u8", "s000000.ts"))
+    assert response.status == 500
+    health = await (await client.get("/healthz")).json()
+    assert "ffmpeg is not installed" in health["problems"]
+
+
+async def test_admission_under_many_requests(
+    tmp_path: Path, footage: dict[str, list[Rendered]], start_agent: Any
+) -> None:
+    import asyncio
+
+    client = await start_with(start_agent, tmp_path, footage, "mp4",
+                              admission={"max_builds": 1, "queue_timeout_seconds": 0})  # fmt: skip
+    sessions = [
+        (await post(client, {"camera_id": "cam", "from": at(0), "to": at(26)}))[1] for _ in range(4)
+    ]
+    urls = [
+        s["playlist_url"].replace("index.m3u8", f"s{n:06d}.ts") for s in sessions for n in range(6)
+    ]
+
+    async def get(url: str) -> tuple[int, str | None]:
+        response = await client.get(url)
+        await response.read()
+        return response.status, response.headers.get("Retry-After")
+
+    results, health = await asyncio.gather(
+        asyncio.gather(*(get(u) for u in urls)), client.get("/healthz")
+    )
+    assert health.status == 200
+    statuses = {status for status, _ in results}
+    assert statuses <= {200, 503}, results
+    assert 200 in statuses
+    assert all(retry for status, retry in results if status == 503)
+
+    async def idle() -> dict[str, Any] | None:
+        state: dict[str, Any] = (await (await client.get("/healthz")).json())["admission"]
+        return state if state["running"] == 0 else None  # read-ahead builds finish
+
+    state = await wait_for(idle, what="builds to finish")
+    assert state["max_builds"] == 1
+    assert client.server.app[LIMITER].counters.started >= 1
+
+
+async def test_no_disk_headroom_is_507(
+    tmp_path: Path, footage: dict[str, list[Rendered]], start_agent: Any
+) -> None:
+    client = await start_with(start_agent, tmp_path, footage, "mp4",
+                              admission={"min_free_disk_mb": 1 << 30})  # fmt: skip
+    status, body = await post(client, {"camera_id": "cam", "from": at(0), "to": at(5)})
+    assert status == 507
+    assert list(body) == ["error"]
+    assert list((tmp_path / "state" / "playback").iterdir()) == []
