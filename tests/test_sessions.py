@@ -159,7 +159,8 @@ async def test_admission_under_many_requests(
     import asyncio
 
     client = await start_with(start_agent, tmp_path, footage, "mp4",
-                              admission={"max_builds": 1, "queue_timeout_seconds": 0})  # fmt: skip
+                              admission={"max_builds": 1, "queue_timeout_seconds": 0,
+                                         "max_cpu_percent": 100})  # fmt: skip
     sessions = [
         (await post(client, {"camera_id": "cam", "from": at(0), "to": at(26)}))[1] for _ in range(4)
     ]
