@@ -7,10 +7,13 @@ from __future__ import annotations
 import argparse
 import asyncio
 import csv
+import json
 import os
 import shutil
 import sys
+import threading
 import time
+import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -46,6 +49,7 @@ async def render_run(
     rate: int = 25,
     ffmpeg_bin: str = "ffmpeg",
     keyframe_seconds: float | None = None,
+    video_bitrate: str | None = None,
 ) -> list[Rendered]:
     """Render one continuous recording (testsrc2 + a tone, H.264/AAC) cut into segments."""
     segment_format, suffix, extra = _FORMATS[kind]
@@ -57,6 +61,8 @@ async def render_run(
         "-f", "lavfi", "-i", "sine=frequency=440:sample_rate=48000",
         "-t", f"{seconds:g}",
         "-c:v", "libx264", "-preset", "veryfast", "-bf", "2", "-pix_fmt", "yuv420p",
+        *(["-b:v", video_bitrate, "-maxrate", video_bitrate, "-bufsize", video_bitrate]
+          if video_bitrate else []),
         "-force_key_frames", f"expr:gte(t,n_forced*{keyframe_seconds or segment_seconds:g})",
         "-c:a", "aac", "-b:a", "64k",
         "-f", "segment", "-segment_format", segment_format,
@@ -148,18 +154,48 @@ def main(argv: list[str] | None = None) -> int:
     )
     shown = "localhost" if args.host in ("0.0.0.0", "::", "127.0.0.1") else args.host
     url = f"http://{shown}:{args.port}"
-    print(
-        f"\nStarting the agent with {config}. Try:\n"
-        f"  {url}/healthz\n"
-        f"  {url}/api/cameras\n"
-        f"  {url}/api/cameras/yard/recordings   (two spans around a 40 s gap)\n"
-        "Stop it with Ctrl-C.\n",
-        flush=True,
-    )
+    print(f"\nStarting the agent with {config} ...", flush=True)
+    helper = threading.Thread(target=_announce, args=(url,), daemon=True)
+    helper.start()
     from .__main__ import main as agent_main
 
     os.chdir(base)
     return agent_main(["--config", str(config)])
+
+
+def _announce(url: str) -> None:
+    """Once the agent has indexed the footage, open a session across the gap and print
+    the URLs to try."""
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        try:
+            with urllib.request.urlopen(f"{url}/healthz", timeout=2) as response:  # noqa: S310
+                if json.load(response)["index"]["segments"] >= 44:
+                    break
+        except OSError:
+            pass
+        time.sleep(0.2)
+    else:
+        print("The agent did not index the demo footage in time.", file=sys.stderr)
+        return
+    with urllib.request.urlopen(f"{url}/api/cameras", timeout=5) as response:  # noqa: S310
+        yard = next(c for c in json.load(response)["cameras"] if c["id"] == "yard")
+    body = json.dumps(
+        {"camera_id": "yard", "from": yard["first_start"], "to": yard["last_end"]}
+    ).encode()
+    request = urllib.request.Request(f"{url}/api/playback", body, method="POST")  # noqa: S310
+    with urllib.request.urlopen(request, timeout=10) as response:  # noqa: S310
+        session = json.load(response)
+    print(
+        "\nThe agent is running. Open the playback session (yard, four minutes with a 40 s gap)"
+        f" in VLC or Safari:\n\n  {url}{session['playlist_url']}\n\n"
+        f"  {url}/healthz\n"
+        f"  {url}/api/cameras\n"
+        f"  {url}/api/cameras/yard/recordings\n"
+        f"  {url}/api/playback/{session['id']}\n\n"
+        "Stop it with Ctrl-C.\n",
+        flush=True,
+    )
 
 
 if __name__ == "__main__":

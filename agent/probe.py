@@ -229,8 +229,10 @@ def ts_end_counters(path: Path | str) -> dict[int, int]:
         wanted.discard(0x1FFF)  # null packets carry no counter
         found: dict[int, int] = {}
         end = size - size % _TS
+        window = 32768 - 32768 % _TS
         while end > 0 and not wanted <= found.keys():
-            start = max(0, end - 262144)
+            start = max(0, end - window)
+            window = min(window * 4, 1 << 20)
             chunk = os.pread(fd, end - start, start)
             for at in range(len(chunk) - _TS, -1, -_TS):
                 pid = ((chunk[at + 1] & 0x1F) << 8) | chunk[at + 2]

@@ -1,0 +1,201 @@
+#!/usr/bin/env python3
+"""Playback benchmark: the replaced design's one-shot remux and this agent, side by side,
+on the same footage in the same run. Prints figures; asserts nothing.
+
+  .venv/bin/python scripts/bench_playback.py [--hours 6]
+
+Footage: 720p, 2 Mbit/s H.264 + AAC, 10 s MPEG-TS segments, a keyframe every 2 s, made
+by rendering ten minutes and concatenating them (stream copy) to the longest range.
+For 5 min, 1 h and 6 h ranges it measures:
+- time from the request to the first media segment served (the replaced design answers
+  only after its remux; the agent answers the POST, then serves the playlist and the
+  first segment);
+- bytes written before anyone watches;
+- ffmpeg CPU seconds to fetch every segment of the session.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import resource
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from pathlib import Path
+
+import psutil
+
+from agent.demo import render_run
+from agent.layout import make_layout
+from agent.probe import probe
+from agent.times import format_us
+
+T0 = 1_795_161_600_000_000  # 2026-11-20T08:00:00Z
+S = 1_000_000
+RANGES = [("5 min", 300), ("1 h", 3600), ("6 h", 21600)]
+
+
+def make_footage(work: Path, seconds: int) -> Path:
+    """`seconds` of one camera's recording under work/recordings, in the ffmpeg layout."""
+    ten = asyncio.run(
+        render_run(
+            work / "ten", 600, 10, size="1280x720", keyframe_seconds=2, video_bitrate="2M"
+        )  # fmt: skip
+    )
+    listing = work / "concat.txt"
+    copies = -(-seconds // 600)
+    listing.write_text("".join(f"file '{item.path}'\n" for _ in range(copies) for item in ten))
+    long = work / "long"
+    long.mkdir()
+    subprocess.run(
+        ["ffmpeg", "-hide_banner", "-nostdin", "-loglevel", "error", "-f", "concat", "-safe",
+         "0", "-i", str(listing), "-c", "copy", "-f", "segment", "-segment_time", "10",
+         "-segment_format", "mpegts", str(long / "seg%05d.ts")],
+        check=True,
+    )  # fmt: skip
+    root = work / "recordings"
+    layout = make_layout("ffmpeg", "UTC")
+    offset = 0
+    an_hour_ago = time.time() - 3600
+    for path in sorted(long.iterdir()):
+        target = root / layout.format("cam", T0 + offset)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        offset += probe(path).duration_us
+        os.rename(path, target)
+        os.utime(target, (an_hour_ago, an_hour_ago))
+    shutil.rmtree(work / "ten")
+    shutil.rmtree(long)
+    return root
+
+
+def children_cpu() -> float:
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
+def du(path: Path) -> int:
+    return sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
+
+
+def original(root: Path, work: Path, start_us: int, seconds: int) -> tuple[float, int, float]:
+    """The replaced design: one ffmpeg concat + HLS remux of the whole range, then answer."""
+    layout = make_layout("ffmpeg", "UTC")
+    end_us = start_us + seconds * S
+    files, first_start = [], None
+    for path in sorted(root.rglob("*.ts")):
+        name = layout.parse(path.relative_to(root).as_posix())
+        assert name is not None
+        if name.start_us < end_us and name.start_us + 11 * S > start_us:
+            files.append(path)
+            first_start = name.start_us if first_start is None else first_start
+    assert first_start is not None
+    out = work / "original"
+    shutil.rmtree(out, ignore_errors=True)
+    out.mkdir()
+    listing = out / "concat.txt"
+    listing.write_text("".join(f"file '{f}'\n" for f in files))
+    ss = (start_us - first_start) / S
+    cpu = children_cpu()
+    started = time.perf_counter()
+    subprocess.run(
+        ["ffmpeg", "-hide_banner", "-loglevel", "error", "-f", "concat", "-safe", "0", "-i",
+         str(listing), "-ss", f"{ss:.3f}", "-t", f"{seconds:.3f}", "-c", "copy",
+         "-avoid_negative_ts", "make_zero", "-f", "hls", "-hls_time", "10",
+         "-hls_playlist_type", "vod", "-hls_segment_filename", str(out / "seg_%05d.ts"),
+         str(out / "index.m3u8")],
+        check=True,
+    )  # fmt: skip
+    elapsed = time.perf_counter() - started
+    listing.unlink()
+    return elapsed, du(out), children_cpu() - cpu
+
+
+def get(url: str, method: str = "GET", body: object = None) -> bytes:
+    data = None if body is None else json.dumps(body).encode()
+    request = urllib.request.Request(url, data, method=method)
+    with urllib.request.urlopen(request, timeout=60) as response:
+        return bytes(response.read())
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--hours", type=float, default=6)
+    args = parser.parse_args()
+    longest = int(args.hours * 3600)
+    ranges = [(name, s) for name, s in RANGES if s <= longest]
+    with tempfile.TemporaryDirectory(prefix="bench-playback-") as name:
+        work = Path(name)
+        print(f"Rendering {longest / 3600:g} h of 720p footage ...", flush=True)
+        root = make_footage(work, longest + 20)
+        with socket.socket() as sock:
+            sock.bind(("127.0.0.1", 0))
+            port = sock.getsockname()[1]
+        (work / "agent.toml").write_text(
+            f'[server]\nhost = "127.0.0.1"\nport = {port}\n'
+            f'[recordings]\nroot = "{root}"\n[index]\ndatabase = "{work / "index.db"}"\n'
+            f'[playback]\ndir = "{work / "playback"}"\nmax_seconds = {longest}\n'
+        )
+        agent = subprocess.Popen(
+            [sys.executable, "-m", "agent", "--config", str(work / "agent.toml"),
+             "--log-level", "WARNING"],
+        )  # fmt: skip
+        base = f"http://127.0.0.1:{port}"
+        try:
+            while True:
+                try:
+                    health = json.loads(get(f"{base}/healthz"))
+                    if health["index"]["scan"] == "complete":
+                        break
+                except OSError:
+                    pass
+                time.sleep(0.1)
+            process = psutil.Process(agent.pid)
+            rows = []
+            for label, seconds in ranges:
+                start_us = T0 + 3_500_000  # mid-segment, between keyframes
+                before = process.cpu_times()
+                started = time.perf_counter()
+                session = json.loads(get(f"{base}/api/playback", "POST", {
+                    "camera_id": "cam", "from": format_us(start_us),
+                    "to": format_us(start_us + seconds * S)}))  # fmt: skip
+                posted = time.perf_counter() - started
+                written = du(work / "playback" / session["id"])
+                playlist = get(base + session["playlist_url"]).decode()
+                names = [line for line in playlist.splitlines() if line.endswith(".ts")]
+                media = base + session["playlist_url"].rsplit("/", 1)[0]
+                get(f"{media}/{names[0]}")
+                first = time.perf_counter() - started
+                for name in names[1:]:
+                    get(f"{media}/{name}")
+                after = process.cpu_times()
+                ffmpeg_cpu = (after.children_user + after.children_system) - (
+                    before.children_user + before.children_system
+                )
+                agent_cpu = (after.user + after.system) - (before.user + before.system)
+                old_time, old_bytes, old_cpu = original(root, work, start_us, seconds)
+                rows.append((label, posted, first, written, ffmpeg_cpu, agent_cpu,
+                             old_time, old_bytes, old_cpu, len(names)))  # fmt: skip
+                get(f"{base}/api/playback/{session['id']}", "DELETE")
+        finally:
+            agent.terminate()
+            agent.wait(10)
+    print()
+    print(f"{'range':7}| {'to first segment':>22} | {'written before watching':>25} |"
+          f" {'ffmpeg CPU, whole session':>27} | agent CPU")  # fmt: skip
+    print(f"{'':7}| {'original':>10} {'agent':>11} | {'original':>12} {'agent':>12} |"
+          f" {'original':>13} {'agent':>13} | serving all")  # fmt: skip
+    for label, posted, first, written, cpu, agent_cpu, o_time, o_bytes, o_cpu, n in rows:
+        print(f"{label:7}| {o_time:>9.2f}s {first:>10.3f}s | {o_bytes / 1e6:>10.1f}MB"
+              f" {written / 1e6:>10.3f}MB | {o_cpu:>12.2f}s {cpu:>12.2f}s |"
+              f" {agent_cpu:.2f}s ({n} segments; POST {posted * 1e3:.0f} ms)")  # fmt: skip
+
+
+if __name__ == "__main__":
+    main()
