@@ -5,7 +5,7 @@ on the same footage in the same run. Prints figures; asserts nothing.
   .venv/bin/python scripts/bench_playback.py [--hours 6]
 
 Footage: 720p, 2 Mbit/s H.264 + AAC, 10 s MPEG-TS segments, a keyframe every 2 s, made
-by rendering ten minutes and concatenating them (stream copy) to the longest range.
+by rendering ten minutes and concatenating them (stream copy, timestamps continuous).
 For 5 min, 1 h and 6 h ranges it measures:
 - time from the request to the first media segment served (the replaced design answers
   only after its remux; the agent answers the POST, then serves the playlist and the
@@ -44,14 +44,14 @@ RANGES = [("5 min", 300), ("1 h", 3600), ("6 h", 21600)]
 
 def make_footage(work: Path, seconds: int) -> Path:
     """`seconds` of one camera's recording under work/recordings, in the ffmpeg layout."""
-    ten = asyncio.run(
-        render_run(
-            work / "ten", 600, 10, size="1280x720", keyframe_seconds=2, video_bitrate="2M"
-        )  # fmt: skip
+    (ten,) = asyncio.run(
+        render_run(work / "ten", 600, 600, size="1280x720", keyframe_seconds=2, video_bitrate="2M")
     )
+    # `duration` makes each copy start exactly where the one before ends, so timestamps
+    # run on without a jump, as in a real recorder's segments.
     listing = work / "concat.txt"
     copies = -(-seconds // 600)
-    listing.write_text("".join(f"file '{item.path}'\n" for _ in range(copies) for item in ten))
+    listing.write_text(f"file '{ten.path}'\nduration 600\n" * copies)
     long = work / "long"
     long.mkdir()
     subprocess.run(

@@ -1,0 +1,213 @@
+#!/usr/bin/env bash
+# Builds the .deb in Debian 13 (trixie) and proves it in a fresh Debian 13 chroot:
+# lintian, `apt install ./<deb>` with nothing else preinstalled, files, user, conffile
+# and unit in place, the agent started as the unit starts it, a playback session played
+# to the end by the chroot's ffmpeg, `apt remove` keeping config and state, `apt purge`
+# leaving nothing of the package and the recordings untouched.
+#
+#   sudo bash scripts/test-deb.sh        (needs root, debootstrap and the Debian mirror)
+#
+# Base trees are cached under $NVR_DEB_CACHE (default /var/cache/nvr-playback-agent-test)
+# and refreshed after a week, so repeated runs on one machine take a minute or two.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+repo=$PWD
+cache=${NVR_DEB_CACHE:-/var/cache/nvr-playback-agent-test}
+mirror=${DEBIAN_MIRROR:-http://deb.debian.org/debian}
+started=$SECONDS
+
+step() { printf '\n== %s\n' "$*"; }
+ok() { printf '   ok: %s\n' "$*"; }
+fail() { printf '   FAILED: %s\n' "$*" >&2; exit 1; }
+
+[ "$(id -u)" -eq 0 ] || fail "run as root (chroots and debootstrap need it)"
+if ! command -v debootstrap >/dev/null; then
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq debootstrap >/dev/null
+fi
+
+work=$(mktemp -d /var/tmp/nvr-deb-test.XXXXXX)
+mounted=()
+cleanup() {
+    for dir in "${mounted[@]}"; do umount -l "$dir" 2>/dev/null || true; done
+    pkill -f "$work/install/usr/bin/python3" 2>/dev/null || true
+    rm -rf "$work"
+}
+trap cleanup EXIT
+
+in_root() {  # in_root DIR COMMAND...: run in a chroot with /proc and DNS
+    local root=$1
+    shift
+    if ! mountpoint -q "$root/proc"; then
+        mount -t proc proc "$root/proc"
+        mounted+=("$root/proc")
+    fi
+    cp /etc/resolv.conf "$root/etc/resolv.conf"
+    chroot "$root" env -i PATH=/usr/sbin:/usr/bin:/sbin:/bin LANG=C.UTF-8 \
+        DEBIAN_FRONTEND=noninteractive HOME=/root "$@"
+}
+
+cached_tree() {  # cached_tree NAME PACKAGES...: a trixie tree with PACKAGES, as a tarball
+    local name=$1
+    shift
+    local tarball=$cache/$name.tar
+    if [ -f "$tarball" ] && [ -z "$(find "$tarball" -mtime +7)" ]; then
+        return
+    fi
+    mkdir -p "$cache"
+    local tree=$work/$name.tree
+    debootstrap --variant=minbase trixie "$tree" "$mirror" >/dev/null
+    if (($#)); then
+        in_root "$tree" apt-get install -y -qq --no-install-recommends "$@" >/dev/null
+    fi
+    in_root "$tree" apt-get clean
+    umount -l "$tree/proc"
+    tar -C "$tree" -cf "$tarball.tmp" .
+    mv "$tarball.tmp" "$tarball"
+    rm -rf "$tree"
+}
+
+unpack() {  # unpack NAME DIR
+    mkdir -p "$2"
+    tar -C "$2" -xf "$cache/$1.tar"
+}
+
+step "Debian 13 trees (cached in $cache)"
+cached_tree base
+cached_tree build dpkg-dev debhelper dh-python python3 lintian
+ok "base and build trees ready after $((SECONDS - started)) s"
+
+step "Build the package in Debian 13"
+build=$work/build
+unpack build "$build"
+mkdir -p "$build/src/nvr-playback-agent"
+git -C "$repo" ls-files -z | (cd "$repo" && xargs -0 cp --parents -t "$build/src/nvr-playback-agent")
+in_root "$build" sh -c 'cd /src/nvr-playback-agent && dpkg-buildpackage -b -us -uc' \
+    >"$work/build.log" 2>&1 || { tail -n 40 "$work/build.log"; fail "dpkg-buildpackage"; }
+deb=$(cd "$build/src" && ls nvr-playback-agent_*_all.deb)
+cp "$build/src/$deb" "$work/"
+ok "built $deb ($(du -k "$work/$deb" | cut -f1) KiB)"
+
+version=$(sed -n 's/^__version__ = "\(.*\)"/\1/p' agent/__init__.py)
+[ "$(dpkg-deb -f "$work/$deb" Version)" = "$version" ] || fail "package version is not $version"
+ok "package version $version matches agent/__init__.py"
+for dep in python3-aiohttp python3-psutil python3-watchfiles ffmpeg python3; do
+    dpkg-deb -f "$work/$deb" Depends | grep -q "\b$dep\b" || fail "Depends lacks $dep"
+done
+ok "Depends: $(dpkg-deb -f "$work/$deb" Depends)"
+ok "Installed-Size: $(dpkg-deb -f "$work/$deb" Installed-Size) KiB"
+
+step "lintian"
+in_root "$build" lintian --fail-on error,warning --display-info "/src/$deb" | tee "$work/lintian.log" \
+    || fail "lintian"
+ok "no errors, no warnings ($(grep -c . "$work/lintian.log" || true) informational tags)"
+
+step "Install with apt alone in a fresh Debian 13 chroot"
+root=$work/install
+unpack base "$root"
+cp "$work/$deb" "$root/tmp/"
+in_root "$root" apt-get update -qq
+before=$SECONDS
+in_root "$root" apt-get install -y -qq "/tmp/$deb" >"$work/apt.log" 2>&1 \
+    || { tail -n 30 "$work/apt.log"; fail "apt install"; }
+installed=$((SECONDS - before))
+ok "apt-get install ./$deb in $installed s"
+
+step "Files, user, conffile and unit"
+for path in /usr/bin/nvr-playback-agent /usr/share/nvr-playback-agent/agent/__main__.py \
+    /etc/nvr-playback-agent/agent.toml /usr/lib/systemd/system/nvr-playback-agent.service \
+    /usr/share/doc/nvr-playback-agent/copyright; do
+    [ -e "$root$path" ] || fail "$path is missing"
+done
+ok "program, private package, config, unit and copyright in place"
+[ ! -e "$root/usr/lib/python3/dist-packages/agent" ] || fail "agent leaked into dist-packages"
+ok "nothing in the shared dist-packages"
+in_root "$root" dpkg-query -W -f='${Conffiles}\n' nvr-playback-agent | grep -q /etc/nvr-playback-agent/agent.toml \
+    || fail "agent.toml is not a conffile"
+ok "/etc/nvr-playback-agent/agent.toml is a conffile"
+user_line=$(in_root "$root" getent passwd nvr-playback-agent) || fail "no nvr-playback-agent user"
+case $user_line in *nologin) ;; *) fail "the user has a login shell: $user_line" ;; esac
+ok "system user: $user_line"
+[ "$(stat -c %U:%a "$root/var/lib/nvr-playback-agent")" = "nvr-playback-agent:750" ] \
+    || fail "state directory ownership"
+ok "state directory /var/lib/nvr-playback-agent owned by the user, mode 750"
+in_root "$root" /usr/bin/nvr-playback-agent --version | grep -q "$version" || fail "--version"
+ok "nvr-playback-agent --version: $version"
+systemd-analyze verify --root="$root" nvr-playback-agent.service 2>&1 | tee "$work/verify.log"
+if grep -q . "$work/verify.log"; then fail "systemd-analyze verify"; fi
+ok "systemd-analyze verify: clean"
+exposure=$(systemd-analyze security --offline=true --root="$root" nvr-playback-agent.service 2>&1 \
+    | sed -n 's/.*Overall exposure level for [^:]*: //p')
+ok "systemd-analyze security: $exposure"
+
+step "Run the installed agent as the unit does, and play a session"
+port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+sed -i "s/^port = 8080/port = $port/; s/^host = \"0.0.0.0\"/host = \"127.0.0.1\"/" \
+    "$root/etc/nvr-playback-agent/agent.toml"
+in_root "$root" install -d -o root -g nvr-playback-agent -m 0750 /var/lib/nvr/recordings
+in_root "$root" python3 -c '
+import asyncio, sys, time
+sys.path.insert(0, "/usr/share/nvr-playback-agent")
+from pathlib import Path
+from agent.demo import place, render_run
+from agent.layout import make_layout
+run = asyncio.run(render_run(Path("/tmp/render"), 30, 10, size="320x240"))
+start = int(time.time() - 600) * 1_000_000
+place(run, Path("/var/lib/nvr/recordings"), make_layout("ffmpeg", "UTC"), "door", start)
+'
+in_root "$root" chgrp -R nvr-playback-agent /var/lib/nvr/recordings
+in_root "$root" chmod -R g+rX /var/lib/nvr/recordings
+unit_exec=$(sed -n 's/^ExecStart=//p' debian/nvr-playback-agent.service)
+in_root "$root" setpriv --reuid=nvr-playback-agent --regid=nvr-playback-agent --init-groups \
+    --no-new-privs $unit_exec >"$work/agent.log" 2>&1 &
+agent_pid=$!
+base="http://127.0.0.1:$port"
+for _ in $(seq 1 100); do
+    curl -fsS "$base/healthz" >/dev/null 2>&1 && break
+    sleep 0.1
+done
+health=$(curl -fsS "$base/healthz") || { cat "$work/agent.log"; fail "/healthz"; }
+ok "healthy $((SECONDS - before)) s after apt install began: $health"
+session=$(python3 - "$base" <<'PY'
+import json, sys, time, urllib.request
+base = sys.argv[1]
+deadline = time.time() + 20
+while time.time() < deadline:
+    cams = json.load(urllib.request.urlopen(base + "/api/cameras"))["cameras"]
+    if cams and cams[0]["segment_count"] == 3:
+        break
+    time.sleep(0.2)
+cam = cams[0]
+body = json.dumps({"camera_id": cam["id"], "from": cam["first_start"], "to": cam["last_end"]})
+request = urllib.request.Request(base + "/api/playback", body.encode(), method="POST")
+print(json.load(urllib.request.urlopen(request))["playlist_url"])
+PY
+) || fail "creating a session"
+ok "session created: $session"
+in_root "$root" ffmpeg -v error -nostdin -i "$base$session" -f null - >"$work/play.log" 2>&1 \
+    || { cat "$work/play.log"; fail "playing the session"; }
+[ ! -s "$work/play.log" ] || { cat "$work/play.log"; fail "ffmpeg reported errors"; }
+ok "the chroot's ffmpeg played the whole session over HTTP without an error"
+owner=$(stat -c %U "$root/var/lib/nvr-playback-agent/index.sqlite3")
+[ "$owner" = nvr-playback-agent ] || fail "index owned by $owner"
+ok "index and sessions written by the service user"
+kill -TERM "$agent_pid"
+wait "$agent_pid" || fail "the agent did not exit cleanly on SIGTERM: $(tail -n 5 "$work/agent.log")"
+ok "stopped on SIGTERM with status 0"
+
+step "apt remove keeps configuration and state; apt purge leaves nothing"
+in_root "$root" apt-get remove -y -qq nvr-playback-agent >/dev/null
+[ -f "$root/etc/nvr-playback-agent/agent.toml" ] || fail "remove lost the configuration"
+[ -d "$root/var/lib/nvr-playback-agent" ] || fail "remove lost the state"
+ok "after remove: /etc/nvr-playback-agent and /var/lib/nvr-playback-agent kept"
+in_root "$root" apt-get purge -y -qq nvr-playback-agent >/dev/null
+for path in /etc/nvr-playback-agent /var/lib/nvr-playback-agent /usr/share/nvr-playback-agent \
+    /usr/bin/nvr-playback-agent /usr/lib/systemd/system/nvr-playback-agent.service; do
+    [ ! -e "$root$path" ] || fail "$path is left after purge"
+done
+! in_root "$root" getent passwd nvr-playback-agent >/dev/null || fail "the user is left after purge"
+in_root "$root" dpkg-query -W nvr-playback-agent >/dev/null 2>&1 && fail "dpkg still lists the package"
+[ "$(find "$root/var/lib/nvr/recordings" -name '*.ts' | wc -l)" -eq 3 ] || fail "recordings touched"
+ok "after purge: no files, no user, no dpkg entry; the recordings are untouched"
+
+step "Done in $((SECONDS - started)) s"
+echo "3 passed, 0 failed: deb build + lintian, install + session played, remove + purge"
