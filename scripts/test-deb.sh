@@ -81,7 +81,9 @@ build=$work/build
 unpack build "$build"
 mkdir -p "$build/src/nvr-playback-agent"
 git -C "$repo" ls-files -z | (cd "$repo" && xargs -0 cp --parents -t "$build/src/nvr-playback-agent")
-in_root "$build" sh -c 'cd /src/nvr-playback-agent && dpkg-buildpackage -b -us -uc' \
+# -d: the tree holds exactly the Build-Depends; an Architecture: all package needs no
+# compiler, so build-essential is left out.
+in_root "$build" sh -c 'cd /src/nvr-playback-agent && dpkg-buildpackage -b -us -uc -d' \
     >"$work/build.log" 2>&1 || { tail -n 40 "$work/build.log"; fail "dpkg-buildpackage"; }
 deb=$(cd "$build/src" && ls nvr-playback-agent_*_all.deb)
 cp "$build/src/$deb" "$work/"
