@@ -129,8 +129,8 @@ ok "/etc/nvr-playback-agent/agent.toml is a conffile"
 user_line=$(in_root "$root" getent passwd nvr-playback-agent) || fail "no nvr-playback-agent user"
 case $user_line in *nologin) ;; *) fail "the user has a login shell: $user_line" ;; esac
 ok "system user: $user_line"
-[ "$(stat -c %U:%a "$root/var/lib/nvr-playback-agent")" = "nvr-playback-agent:750" ] \
-    || fail "state directory ownership"
+state=$(in_root "$root" stat -c %U:%a /var/lib/nvr-playback-agent)
+[ "$state" = "nvr-playback-agent:750" ] || fail "state directory is $state"
 ok "state directory /var/lib/nvr-playback-agent owned by the user, mode 750"
 in_root "$root" /usr/bin/nvr-playback-agent --version | grep -q "$version" || fail "--version"
 ok "nvr-playback-agent --version: $version"
