@@ -150,6 +150,17 @@ port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); pr
 sed -i "s/^port = 8080/port = $port/; s/^host = \"0.0.0.0\"/host = \"127.0.0.1\"/" \
     "$root/etc/nvr-playback-agent/agent.toml"
 in_root "$root" install -d -o root -g nvr-playback-agent -m 0750 /var/lib/nvr/recordings
+unit_exec=$(sed -n 's/^ExecStart=//p' debian/nvr-playback-agent.service)
+in_root "$root" setpriv --reuid=nvr-playback-agent --regid=nvr-playback-agent --init-groups \
+    --no-new-privs $unit_exec >"$work/agent.log" 2>&1 &
+agent_pid=$!
+base="http://127.0.0.1:$port"
+for _ in $(seq 1 100); do
+    curl -fsS "$base/healthz" >/dev/null 2>&1 && break
+    sleep 0.1
+done
+health=$(curl -fsS "$base/healthz") || { cat "$work/agent.log"; fail "/healthz"; }
+ok "healthy $((SECONDS - before)) s after apt install began: $health"
 in_root "$root" python3 -c '
 import asyncio, sys, time
 sys.path.insert(0, "/usr/share/nvr-playback-agent")
@@ -162,17 +173,6 @@ place(run, Path("/var/lib/nvr/recordings"), make_layout("ffmpeg", "UTC"), "door"
 '
 in_root "$root" chgrp -R nvr-playback-agent /var/lib/nvr/recordings
 in_root "$root" chmod -R g+rX /var/lib/nvr/recordings
-unit_exec=$(sed -n 's/^ExecStart=//p' debian/nvr-playback-agent.service)
-in_root "$root" setpriv --reuid=nvr-playback-agent --regid=nvr-playback-agent --init-groups \
-    --no-new-privs $unit_exec >"$work/agent.log" 2>&1 &
-agent_pid=$!
-base="http://127.0.0.1:$port"
-for _ in $(seq 1 100); do
-    curl -fsS "$base/healthz" >/dev/null 2>&1 && break
-    sleep 0.1
-done
-health=$(curl -fsS "$base/healthz") || { cat "$work/agent.log"; fail "/healthz"; }
-ok "healthy $((SECONDS - before)) s after apt install began: $health"
 session=$(python3 - "$base" <<'PY'
 import json, sys, time, urllib.request
 base = sys.argv[1]
@@ -193,7 +193,7 @@ in_root "$root" ffmpeg -v error -nostdin -i "$base$session" -f null - >"$work/pl
     || { cat "$work/play.log"; fail "playing the session"; }
 [ ! -s "$work/play.log" ] || { cat "$work/play.log"; fail "ffmpeg reported errors"; }
 ok "the chroot's ffmpeg played the whole session over HTTP without an error"
-owner=$(stat -c %U "$root/var/lib/nvr-playback-agent/index.sqlite3")
+owner=$(in_root "$root" stat -c %U /var/lib/nvr-playback-agent/index.sqlite3)
 [ "$owner" = nvr-playback-agent ] || fail "index owned by $owner"
 ok "index and sessions written by the service user"
 kill -TERM "$agent_pid"
