@@ -29,6 +29,10 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(
         stream=sys.stderr, level=args.log_level, format="%(levelname)s %(name)s: %(message)s"
     )
+    # watchfiles logs every batch of changes at INFO: the indexer says what matters.
+    logging.getLogger("watchfiles").setLevel(
+        max(logging.WARNING, logging.getLevelName(args.log_level))
+    )
     try:
         config = load_config(args.config)
     except ConfigError as error:

@@ -29,7 +29,7 @@ work=$(mktemp -d /var/tmp/nvr-deb-test.XXXXXX)
 mounted=()
 cleanup() {
     for dir in "${mounted[@]}"; do umount -l "$dir" 2>/dev/null || true; done
-    pkill -f "$work/install/usr/bin/python3" 2>/dev/null || true
+    pkill -f '^/usr/bin/python3 /usr/bin/nvr-playback-agent' 2>/dev/null || true
     rm -rf "$work"
 }
 trap cleanup EXIT
@@ -196,7 +196,8 @@ ok "the chroot's ffmpeg played the whole session over HTTP without an error"
 owner=$(in_root "$root" stat -c %U /var/lib/nvr-playback-agent/index.sqlite3)
 [ "$owner" = nvr-playback-agent ] || fail "index owned by $owner"
 ok "index and sessions written by the service user"
-kill -TERM "$agent_pid"
+# The background job is the chroot's parent shell; the agent is the python3 under it.
+kill -TERM "$(pgrep -n -f '^/usr/bin/python3 /usr/bin/nvr-playback-agent')"
 wait "$agent_pid" || fail "the agent did not exit cleanly on SIGTERM: $(tail -n 5 "$work/agent.log")"
 ok "stopped on SIGTERM with status 0"
 
