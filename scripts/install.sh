@@ -20,7 +20,9 @@ deb=${1:-}
 missing() {  # the runtime dependencies apt has no candidate for
     local package
     for package in python3 python3-aiohttp python3-psutil python3-watchfiles ffmpeg; do
-        apt-cache policy "$package" 2>/dev/null | grep -q 'Candidate: [0-9]' || printf '%s ' "$package"
+        case $(apt-cache policy "$package" 2>/dev/null) in
+            *"Candidate: (none)"* | "") printf '%s ' "$package" ;;
+        esac
     done
 }
 gaps=$(missing)

@@ -113,6 +113,11 @@ in_root "$root" apt-get install -y -qq "/tmp/$deb" >"$work/apt.log" 2>&1 \
     || { tail -n 30 "$work/apt.log"; fail "apt install"; }
 installed=$((SECONDS - before))
 ok "apt-get install ./$deb in $installed s"
+cp scripts/install.sh "$root/tmp/"
+in_root "$root" bash /tmp/install.sh "/tmp/$deb" >"$work/install.log" 2>&1 \
+    || { cat "$work/install.log"; fail "scripts/install.sh over the installed package"; }
+grep -q "nvr-playback-agent is installed" "$work/install.log" || fail "install.sh said: $(cat "$work/install.log")"
+ok "scripts/install.sh run again over it: fine (idempotent)"
 
 step "Files, user, conffile and unit"
 for path in /usr/bin/nvr-playback-agent /usr/share/nvr-playback-agent/agent/__main__.py \
