@@ -159,13 +159,14 @@ unit_exec=$(sed -n 's/^ExecStart=//p' debian/nvr-playback-agent.service)
 in_root "$root" setpriv --reuid=nvr-playback-agent --regid=nvr-playback-agent --init-groups \
     --no-new-privs $unit_exec >"$work/agent.log" 2>&1 &
 agent_pid=$!
+launched=$SECONDS
 base="http://127.0.0.1:$port"
 for _ in $(seq 1 100); do
     curl -fsS "$base/healthz" >/dev/null 2>&1 && break
     sleep 0.1
 done
 health=$(curl -fsS "$base/healthz") || { cat "$work/agent.log"; fail "/healthz"; }
-ok "healthy $((SECONDS - before)) s after apt install began: $health"
+ok "healthy $((SECONDS - launched)) s after it started (apt install took $installed s): $health"
 in_root "$root" python3 -c '
 import asyncio, sys, time
 sys.path.insert(0, "/usr/share/nvr-playback-agent")

@@ -78,6 +78,8 @@ def make_config(tmp_path: Path, **sections: dict[str, Any]) -> Config:
         "recordings": {"root": str(tmp_path / "recordings")},
         "index": {"database": str(tmp_path / "state" / "index.sqlite3")},
         "playback": {"dir": str(tmp_path / "state" / "playback")},
+        # The tests share a noisy machine: only the admission tests exercise the CPU rule.
+        "admission": {"max_cpu_percent": 100},
     }
     for name, values in sections.items():
         raw.setdefault(name, {}).update(values)

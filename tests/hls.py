@@ -73,3 +73,15 @@ def video_facts(path: Path) -> VideoFacts:
     start = min(int(p["pts"]) for p in packets) * base
     end = max(int(p["pts"]) + int(p["duration"]) for p in packets) * base
     return VideoFacts(packets[0]["flags"].startswith("K"), start, end)
+
+
+def video_keyframes(path: Path) -> list[Fraction]:
+    """Presentation times of the video keyframes, in seconds, sorted."""
+    out = subprocess.run(
+        ["ffprobe", "-v", "error", "-select_streams", "v", "-show_entries",
+         "packet=pts,flags:stream=time_base", "-of", "json", str(path)],
+        capture_output=True, text=True, check=True, timeout=60,
+    ).stdout  # fmt: skip
+    data = json.loads(out)
+    base = Fraction(data["streams"][0]["time_base"])
+    return sorted(int(p["pts"]) * base for p in data["packets"] if p["flags"].startswith("K"))

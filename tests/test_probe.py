@@ -3,48 +3,41 @@
 from __future__ import annotations
 
 import itertools
-import json
-import subprocess
 from fractions import Fraction
 from pathlib import Path
 
 import pytest
 
 from agent.demo import Rendered, render_run
-from agent.probe import ProbeError, probe
+from agent.probe import ProbeError, keyframes, probe
 
 from .conftest import run_in_thread
-
-
-def ffprobe_video(path: Path) -> tuple[Fraction, Fraction]:
-    """(first pts, duration) of the video stream in seconds, from every packet."""
-    out = subprocess.run(
-        ["ffprobe", "-v", "error", "-select_streams", "v", "-show_entries",
-         "packet=pts,duration:stream=time_base", "-of", "json", str(path)],
-        capture_output=True, text=True, check=True, timeout=30,
-    ).stdout  # fmt: skip
-    data = json.loads(out)
-    base = Fraction(data["streams"][0]["time_base"])
-    packets = data["packets"]
-    low = min(int(p["pts"]) for p in packets)
-    high = max(int(p["pts"]) + int(p["duration"]) for p in packets)
-    return low * base, (high - low) * base
+from .hls import video_facts, video_keyframes
 
 
 @pytest.mark.parametrize("kind", ["ts", "mp4", "fmp4"])
 def test_duration_is_exact_to_the_tick(footage: dict[str, list[Rendered]], kind: str) -> None:
     for item in footage[kind]:
         facts = probe(item.path)
-        first, duration = ffprobe_video(item.path)
+        video = video_facts(item.path)
+        first, duration = video.start, video.duration
         assert Fraction(facts.duration, facts.timescale) == duration
         assert facts.video_codec == "h264"
         assert facts.has_audio
         assert Fraction(facts.frame_ticks, facts.timescale) == Fraction(1, 25)
-        if kind != "mp4":  # a plain MP4 starts its own timeline at zero
-            assert Fraction(facts.first_pts, facts.timescale) == first
+        assert Fraction(facts.first_pts, facts.timescale) == first
     assert {probe(i.path).container for i in footage[kind]} == {
         {"ts": "mpegts", "mp4": "mp4", "fmp4": "fmp4"}[kind]
     }
+
+
+@pytest.mark.parametrize("kind", ["ts", "mp4", "fmp4"])
+def test_keyframes_match_ffprobe(footage: dict[str, list[Rendered]], kind: str) -> None:
+    for item in footage[kind]:
+        facts = probe(item.path)
+        found = [Fraction(k, facts.timescale) for k in keyframes(item.path)]
+        assert found == video_keyframes(item.path)
+        assert len(found) == 2  # a keyframe each second in 2 s segments
 
 
 def test_ts_timestamps_continue_across_segments(footage: dict[str, list[Rendered]]) -> None:
@@ -80,5 +73,4 @@ def test_big_frames_grow_the_tail_read(tmp_path: Path) -> None:
     run = run_in_thread(render_run(tmp_path, 2, 2, size="1920x1080", rate=5))
     assert run[0].path.stat().st_size > 3 * 131072
     facts = probe(run[0].path)
-    _, duration = ffprobe_video(run[0].path)
-    assert Fraction(facts.duration, facts.timescale) == duration
+    assert Fraction(facts.duration, facts.timescale) == video_facts(run[0].path).duration
