@@ -77,24 +77,30 @@ class Limiter:
         self.cpu_percent = 0.0
         self.free_bytes = 1 << 62
         self._changed = asyncio.Condition()
+        psutil.cpu_percent(interval=None)  # sets the baseline the next reading counts from
+        self._cpu_read_at = time.monotonic()
 
     async def sample_forever(self, stop: asyncio.Event) -> None:
         """Keep CPU and free-disk figures fresh without blocking the event loop."""
-        psutil.cpu_percent(interval=None)  # the first reading only sets the baseline
         while not stop.is_set():
-            await self.sample()
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), SAMPLE_SECONDS)
+            await self.sample()
 
     async def sample(self) -> None:
+        # A CPU reading over less than a tenth of a second says nothing: keep the last one.
+        fresh_cpu = time.monotonic() - self._cpu_read_at >= 0.1
+
         def read() -> tuple[float, int]:
             try:
                 free = psutil.disk_usage(str(self.playback_dir)).free
             except OSError:
                 free = self.free_bytes
-            return psutil.cpu_percent(interval=None), free
+            return (psutil.cpu_percent(interval=None) if fresh_cpu else self.cpu_percent), free
 
         self.cpu_percent, self.free_bytes = await asyncio.to_thread(read)
+        if fresh_cpu:
+            self._cpu_read_at = time.monotonic()
         async with self._changed:
             self._changed.notify_all()
 
