@@ -309,15 +309,19 @@ async def _send(
         if request.method == "HEAD":
             return response
         position = start
-        while position < min(stop, size):
-            chunk = await asyncio.to_thread(os.pread, fd, min(_CHUNK, stop - position), position)
-            if not chunk:
-                break  # the file shrank: the client sees a short body
-            await response.write(chunk)
-            position += len(chunk)
-        if stop > size:
-            await response.write(served.suffix[max(0, start - size) : stop - size])
-        await response.write_eof()
+        try:
+            while position < min(stop, size):
+                length = min(_CHUNK, stop - position)
+                chunk = await asyncio.to_thread(os.pread, fd, length, position)
+                if not chunk:
+                    break  # the file shrank: the client sees a short body
+                await response.write(chunk)
+                position += len(chunk)
+            if stop > size:
+                await response.write(served.suffix[max(0, start - size) : stop - size])
+            await response.write_eof()
+        except ConnectionResetError:
+            pass  # the player went away (a seek, a closed tab): nothing to report
         return response
     finally:
         await asyncio.to_thread(os.close, fd)
