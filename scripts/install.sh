@@ -50,7 +50,9 @@ if [ -z "$deb" ]; then
         tar -C "$checkout" --exclude=.git --exclude=.venv --exclude=demo -cf - . \
             | tar -C "$build/src" -xf -
     fi
-    (cd "$build/src" && dpkg-buildpackage -b -us -uc >"$build/build.log" 2>&1) \
+    # -d: the Build-Depends were installed just above; a pure-Python package needs no
+    # compiler, so build-essential is not pulled onto the box.
+    (cd "$build/src" && dpkg-buildpackage -b -us -uc -d >"$build/build.log" 2>&1) \
         || { tail -n 20 "$build/build.log"; die "building the package failed (log above)."; }
     deb=$(ls "$build"/nvr-playback-agent_*_all.deb)
 fi
