@@ -25,14 +25,6 @@ class NotFound(AgentError):
     status = 404
 
 
-class MethodNotAllowed(AgentError):
-    status = 405
-
-
-class PayloadTooLarge(AgentError):
-    status = 413
-
-
 class Busy(AgentError):
     """No capacity right now; the client should retry after `retry_after` seconds."""
 

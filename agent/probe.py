@@ -38,10 +38,6 @@ class MediaFacts:
     def duration_us(self) -> int:
         return self.duration * 1_000_000 // self.timescale
 
-    @property
-    def frame_us(self) -> int:
-        return self.frame_ticks * 1_000_000 // self.timescale
-
 
 def probe(path: Path | str) -> MediaFacts:
     """Read the facts of the segment at `path`; raises ProbeError or OSError."""

@@ -61,15 +61,19 @@ class VideoFacts:
         return self.end - self.start
 
 
-def video_facts(path: Path) -> VideoFacts:
+def _video_packets(path: Path) -> tuple[Fraction, list[dict[str, str]]]:
+    """The video stream's time base and packets (pts, duration, flags), from ffprobe."""
     out = subprocess.run(
         ["ffprobe", "-v", "error", "-select_streams", "v", "-show_entries",
          "packet=pts,duration,flags:stream=time_base", "-of", "json", str(path)],
         capture_output=True, text=True, check=True, timeout=60,
     ).stdout  # fmt: skip
     data = json.loads(out)
-    base = Fraction(data["streams"][0]["time_base"])
-    packets = data["packets"]
+    return Fraction(data["streams"][0]["time_base"]), data["packets"]
+
+
+def video_facts(path: Path) -> VideoFacts:
+    base, packets = _video_packets(path)
     start = min(int(p["pts"]) for p in packets) * base
     end = max(int(p["pts"]) + int(p["duration"]) for p in packets) * base
     return VideoFacts(packets[0]["flags"].startswith("K"), start, end)
@@ -77,11 +81,5 @@ def video_facts(path: Path) -> VideoFacts:
 
 def video_keyframes(path: Path) -> list[Fraction]:
     """Presentation times of the video keyframes, in seconds, sorted."""
-    out = subprocess.run(
-        ["ffprobe", "-v", "error", "-select_streams", "v", "-show_entries",
-         "packet=pts,flags:stream=time_base", "-of", "json", str(path)],
-        capture_output=True, text=True, check=True, timeout=60,
-    ).stdout  # fmt: skip
-    data = json.loads(out)
-    base = Fraction(data["streams"][0]["time_base"])
-    return sorted(int(p["pts"]) * base for p in data["packets"] if p["flags"].startswith("K"))
+    base, packets = _video_packets(path)
+    return sorted(int(p["pts"]) * base for p in packets if p["flags"].startswith("K"))
