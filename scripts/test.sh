@@ -13,4 +13,6 @@ if [ "$(id -u)" -eq 0 ]; then
 else
     echo "Skipping the .deb test (it needs root): sudo bash scripts/test-deb.sh"
 fi
-.venv/bin/python -m pytest "$@"
+# A cap on the whole run: a test stopped by pytest-timeout can leave a worker thread
+# that keeps the interpreter from exiting.
+timeout --kill-after=30 2400 .venv/bin/python -m pytest "$@"

@@ -106,13 +106,19 @@ async def test_playlist_follows_the_rules(
             assert abs(facts[n].start - facts[n - 1].end) <= FRAME / 2, f"jump before {n}"
 
 
-async def _run(*argv: str) -> tuple[int, str]:
+async def _run(*argv: str, limit: float = 60) -> tuple[int | None, str]:
+    """Run a player; (exit status, output), or (None, output) if it hung and was killed."""
     process = await asyncio.create_subprocess_exec(
         *argv, stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.STDOUT,
     )  # fmt: skip
-    out, _ = await asyncio.wait_for(process.communicate(), 120)
-    return process.returncode or 0, out.decode(errors="replace")
+    try:
+        out, _ = await asyncio.wait_for(process.communicate(), limit)
+        return process.returncode or 0, out.decode(errors="replace")
+    except TimeoutError:
+        process.kill()
+        out, _ = await process.communicate()
+        return None, out.decode(errors="replace")
 
 
 @pytest.mark.parametrize("kind", ["ts", "mp4"])
@@ -129,10 +135,15 @@ async def test_players_play_the_whole_session(
     assert "error" not in out.lower(), out
     if shutil.which("gst-launch-1.0") is None:
         pytest.fail("GStreamer is not installed (scripts/setup-dev.sh installs it)")
-    code, out = await _run(
-        "gst-launch-1.0", "playbin", f"uri={url}",
-        "video-sink=fakesink sync=false", "audio-sink=fakesink sync=false",
-    )  # fmt: skip
+    gst = ("gst-launch-1.0", "playbin", f"uri={url}",
+           "video-sink=fakesink sync=false", "audio-sink=fakesink sync=false")  # fmt: skip
+    code, out = await _run(*gst)
+    if code is None:
+        # GStreamer 1.22's hlsdemux sometimes stalls at the start of a playlist with
+        # EXT-X-START (about 1 run in 40, the same with Python's http.server serving the
+        # same bytes; never without EXT-X-START). A stall is retried once; an error is not.
+        print(f"gst-launch-1.0 stalled; trying once more. It said:\n{out[-2000:]}")
+        code, out = await _run(*gst)
     assert code == 0, out
     assert "EOS" in out, out
     assert "ERROR" not in out, out
