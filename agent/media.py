@@ -91,8 +91,7 @@ class MediaService:
         stream across segments, as from a single muxer.
         """
         if not item.remux:
-            path = await asyncio.to_thread(self.recording, item)
-            served = Served(path, await asyncio.to_thread(_suffix_for, path))
+            served = await asyncio.to_thread(self._as_recorded, item)
         else:
             path = self.store.path(session.id) / item.name
             if not await asyncio.to_thread(path.is_file):
@@ -100,6 +99,10 @@ class MediaService:
             served = Served(path, b"")  # its suffix was written when it was made
         self._read_ahead(session, number)
         return served
+
+    def _as_recorded(self, item: MediaItem) -> Served:
+        path = self.recording(item)
+        return Served(path, _suffix_for(path))
 
     def _build_task(self, session: Session, item: MediaItem, wait: bool) -> asyncio.Task[Path]:
         key = (session.id, item.name)

@@ -136,6 +136,13 @@ async def camera_counts(client: TestClient[Any, Any]) -> dict[str, int]:
     return {c["id"]: c["segment_count"] for c in (await response.json())["cameras"]}
 
 
+async def started(start_agent: Any, config: Config) -> TestClient[Any, Any]:
+    """The agent on `config`, once its first scan of the recordings is done."""
+    client: TestClient[Any, Any] = await start_agent(config)
+    await wait_for(lambda: scan_complete(client), what="first scan")
+    return client
+
+
 async def scan_complete(client: TestClient[Any, Any]) -> bool:
     body = await (await client.get("/healthz")).json()
     return bool(body["index"]["scan"] == "complete")

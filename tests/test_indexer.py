@@ -19,7 +19,7 @@ from agent.demo import Rendered, place
 from agent.keys import INDEX
 from agent.times import format_us, parse_rfc3339
 
-from .conftest import camera_counts, make_config, place_old, scan_complete, wait_for
+from .conftest import camera_counts, make_config, place_old, scan_complete, started, wait_for
 
 T0 = parse_rfc3339("2026-11-20T08:00:00Z", "t")
 S = 1_000_000
@@ -41,8 +41,7 @@ async def test_startup_scan_indexes_each_preset(
     place_old(run, config.recordings.root, config.layout, "back.yard_2", T0 + 3600 * S)
     last = config.layout.parse(files[-1].relative_to(config.recordings.root).as_posix())
     assert last is not None
-    client = await start_agent(config)
-    await wait_for(lambda: scan_complete(client), what="first scan")
+    client = await started(start_agent, config)
     found = await cameras(client)
     assert set(found) == {"front", "back.yard_2"}
     front = found["front"]
@@ -68,8 +67,7 @@ async def test_files_that_do_not_match_are_ignored(
     (day / "08-00-50.ts").write_bytes(b"matches the layout but is not video" * 50)
     os.utime(day / "08-00-50.ts", (time.time() - 3600, time.time() - 3600))
     (day / "08-01-00.ts").symlink_to(good)
-    client = await start_agent(config)
-    await wait_for(lambda: scan_complete(client), what="first scan")
+    client = await started(start_agent, config)
     assert await camera_counts(client) == {"cam": 1}
     health = await (await client.get("/healthz")).json()
     assert health["index"]["unreadable_files"] == 1
@@ -79,24 +77,22 @@ async def test_write_then_rename_appears(
     tmp_path: Path, footage: dict[str, list[Rendered]], start_agent: Any
 ) -> None:
     config = make_config(tmp_path)
-    client = await start_agent(config)
-    await wait_for(lambda: scan_complete(client), what="first scan")
+    client = await started(start_agent, config)
     target = config.recordings.root / config.layout.format("cam", T0)
     target.parent.mkdir(parents=True)
     temporary = target.with_name(target.name + ".tmp")
     shutil.copyfile(footage["ts"][0].path, temporary)
     os.rename(temporary, target)
-    started = time.monotonic()
+    renamed = time.monotonic()
     await wait_for(lambda: _count_is(client, "cam", 1), what="renamed segment in the index")
-    print(f"write-then-rename indexed after {time.monotonic() - started:.2f} s")
+    print(f"write-then-rename indexed after {time.monotonic() - renamed:.2f} s")
 
 
 async def test_symlinks_are_never_indexed(
     tmp_path: Path, footage: dict[str, list[Rendered]], start_agent: Any
 ) -> None:
     config = make_config(tmp_path)
-    client = await start_agent(config)
-    await wait_for(lambda: scan_complete(client), what="first scan")
+    client = await started(start_agent, config)
     link = config.recordings.root / config.layout.format("linked", T0)
     link.parent.mkdir(parents=True)
     link.symlink_to(footage["ts"][0].path)
@@ -113,8 +109,7 @@ async def test_ffmpeg_segment_muxer_writing_in_place(tmp_path: Path, start_agent
     """A real recorder: ffmpeg in real time, writing each segment in place, then the next.
     No observation of the index ever shows a segment at other than its final size."""
     config = make_config(tmp_path)
-    client = await start_agent(config)
-    await wait_for(lambda: scan_complete(client), what="first scan")
+    client = await started(start_agent, config)
     index = client.server.app[INDEX]
     day = config.recordings.root / "live" / datetime.now(UTC).strftime("%Y-%m-%d")
     day.mkdir(parents=True)
@@ -189,8 +184,7 @@ async def test_directory_moved_in_is_indexed(
     tmp_path: Path, footage: dict[str, list[Rendered]], start_agent: Any
 ) -> None:
     config = make_config(tmp_path)
-    client = await start_agent(config)
-    await wait_for(lambda: scan_complete(client), what="first scan")
+    client = await started(start_agent, config)
     outside = tmp_path / "elsewhere"
     place(footage["ts"], outside, config.layout, "moved", T0)
     os.rename(outside / "moved", config.recordings.root / "moved")
