@@ -13,7 +13,7 @@ from aiohttp import web
 from . import __version__
 from .app import create_app
 from .config import DEFAULT_PATH, load_config
-from .errors import ConfigError
+from .errors import ConfigError, StartupError
 
 PROG = "nvr-playback-agent"
 
@@ -40,8 +40,12 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     logging.getLogger(__name__).info(
         "%s %s: recordings %s, listening on %s:%d",
-        PROG, __version__, config.recordings.root, config.server.host, config.server.port,
-    )  # fmt: skip
+        PROG,
+        __version__,
+        config.recordings.root,
+        config.server.host,
+        config.server.port,
+    )
     try:
         web.run_app(
             create_app(config),
@@ -52,7 +56,7 @@ def main(argv: list[str] | None = None) -> int:
             shutdown_timeout=5,
             handle_signals=True,
         )
-    except (OSError, sqlite3.Error) as error:
+    except (OSError, sqlite3.Error, StartupError) as error:
         print(f"{PROG}: cannot start: {error}", file=sys.stderr)
         return 1
     return 0

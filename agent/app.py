@@ -2,11 +2,8 @@
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
-import logging
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 
 from aiohttp import web
 
@@ -15,18 +12,17 @@ from .admission import Limiter
 from .config import Config
 from .index import Index
 from .indexer import Indexer
-from .keys import CONFIG, INDEX, INDEXER, LIMITER, MEDIA, OPENAPI, SESSIONS, STARTED
+from .keys import CONFIG, INDEX, INDEXER, LIMITER, OPENAPI, PLAYBACK, SESSIONS, STARTED, TASKS
 from .media import MediaService
 from .openapi import document
+from .playback import Playback
 from .sessions import SessionStore
 from .sweep import sweep_forever
-
-log = logging.getLogger(__name__)
-
-_TASK_STOP_SECONDS = 5.0
+from .tasks import Supervisor
 
 
-def create_app(config: Config) -> web.Application:
+def create_app(config: Config, clock: Callable[[], float] = time.time) -> web.Application:
+    """The agent's application; `clock` (wall-clock seconds) is the sessions' clock."""
     app = web.Application(
         client_max_size=routes.MAX_BODY,
         middlewares=[routes.error_middleware, routes.auth_middleware(config.server.api_token)],
@@ -34,12 +30,20 @@ def create_app(config: Config) -> web.Application:
     app[CONFIG] = config
     app[STARTED] = time.monotonic()
     app[OPENAPI] = document()
+    app.cleanup_ctx.append(_tasks)
     app.cleanup_ctx.append(_index)
     app.cleanup_ctx.append(_indexer)
     app.cleanup_ctx.append(_admission)
-    app.cleanup_ctx.append(_sessions)
+    app.cleanup_ctx.append(_sessions(clock))
     routes.setup(app)
     return app
+
+
+async def _tasks(app: web.Application) -> AsyncIterator[None]:
+    supervisor = Supervisor()
+    app[TASKS] = supervisor
+    yield
+    await supervisor.stop()
 
 
 async def _index(app: web.Application) -> AsyncIterator[None]:
@@ -53,6 +57,7 @@ async def _index(app: web.Application) -> AsyncIterator[None]:
     await index.open()
     app[INDEX] = index
     yield
+    await app[TASKS].stop()  # nothing may use the index once it is closed
     await index.close()
 
 
@@ -60,10 +65,11 @@ async def _indexer(app: web.Application) -> AsyncIterator[None]:
     config = app[CONFIG]
     indexer = Indexer(config.recordings.root, config.layout, app[INDEX])
     app[INDEXER] = indexer
-    stop = asyncio.Event()
-    task = asyncio.create_task(indexer.run(stop), name="indexer")
+    tasks = app[TASKS]
+    tasks.start("index-scan", indexer.reconcile_forever)
+    tasks.start("index-watch", indexer.watch)
+    tasks.start("index-pending", indexer.settle_forever)
     yield
-    await _stop(task, stop)
 
 
 async def _admission(app: web.Application) -> AsyncIterator[None]:
@@ -72,35 +78,24 @@ async def _admission(app: web.Application) -> AsyncIterator[None]:
     app[LIMITER] = limiter
     config.playback.dir.mkdir(parents=True, exist_ok=True)
     await limiter.sample()
-    stop = asyncio.Event()
-    task = asyncio.create_task(limiter.sample_forever(stop), name="admission-sampler")
+    app[TASKS].start("admission-sampler", limiter.sample_forever)
     yield
-    await _stop(task, stop)
 
 
-async def _sessions(app: web.Application) -> AsyncIterator[None]:
-    config = app[CONFIG]
-    store = SessionStore(config.playback.dir, config.playback.session_ttl_seconds, app[INDEX])
-    await store.load()
-    app[SESSIONS] = store
-    media = MediaService(config, store, app[LIMITER])
-    app[MEDIA] = media
-    stop = asyncio.Event()
-    interval = config.playback.sweep_interval_seconds
-    task = asyncio.create_task(sweep_forever(store, interval, stop), name="sweep")
-    yield
-    await _stop(task, stop)
-    await media.close()
+def _sessions(clock: Callable[[], float]) -> Callable[[web.Application], AsyncIterator[None]]:
+    async def sessions(app: web.Application) -> AsyncIterator[None]:
+        config = app[CONFIG]
+        store = SessionStore(
+            config.playback.dir, config.playback.session_ttl_seconds, app[INDEX], clock
+        )
+        await store.load()
+        app[SESSIONS] = store
+        media = MediaService(config, store, app[LIMITER])
+        app[PLAYBACK] = Playback(config, app[INDEX], store, media, app[LIMITER])
+        interval = config.playback.sweep_interval_seconds
+        app[TASKS].start("sweep", lambda stop: sweep_forever(store, interval, stop))
+        yield
+        await app[TASKS].stop()
+        await media.close()
 
-
-async def _stop(task: asyncio.Task[None], stop: asyncio.Event) -> None:
-    """Ask a background task to stop; cancel it if it does not within a few seconds."""
-    stop.set()
-    try:
-        await asyncio.wait_for(asyncio.shield(task), _TASK_STOP_SECONDS)
-    except TimeoutError:
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
-    except Exception:
-        log.exception("background task %s failed", task.get_name())
+    return sessions

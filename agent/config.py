@@ -60,7 +60,6 @@ class AdmissionConfig:
 @dataclass(frozen=True)
 class FfmpegConfig:
     ffmpeg: str = "ffmpeg"
-    ffprobe: str = "ffprobe"
 
 
 @dataclass(frozen=True)
@@ -159,7 +158,7 @@ _SCHEMA: dict[str, tuple[type, dict[str, Check]]] = {
             "queue_timeout_seconds": _int(0, 3600),
         },
     ),
-    "ffmpeg": (FfmpegConfig, {"ffmpeg": _nonempty, "ffprobe": _nonempty}),
+    "ffmpeg": (FfmpegConfig, {"ffmpeg": _nonempty}),
 }
 
 T = TypeVar("T")

@@ -56,21 +56,54 @@ async def render_run(
     out_dir.mkdir(parents=True, exist_ok=True)
     listing = out_dir / "segments.csv"
     argv = [
-        ffmpeg_bin, "-hide_banner", "-nostdin", "-loglevel", "error", "-y",
-        "-f", "lavfi", "-i", f"testsrc2=size={size}:rate={rate}",
-        "-f", "lavfi", "-i", "sine=frequency=440:sample_rate=48000",
-        "-t", f"{seconds:g}",
-        "-c:v", "libx264", "-preset", "veryfast", "-bf", "2", "-pix_fmt", "yuv420p",
-        *(["-b:v", video_bitrate, "-maxrate", video_bitrate, "-bufsize", video_bitrate]
-          if video_bitrate else []),
-        "-force_key_frames", f"expr:gte(t,n_forced*{keyframe_seconds or segment_seconds:g})",
-        "-c:a", "aac", "-b:a", "64k",
-        "-f", "segment", "-segment_format", segment_format,
-        "-segment_time", f"{segment_seconds:g}",
-        "-segment_list", str(listing), "-segment_list_type", "csv",
+        ffmpeg_bin,
+        "-hide_banner",
+        "-nostdin",
+        "-loglevel",
+        "error",
+        "-y",
+        "-f",
+        "lavfi",
+        "-i",
+        f"testsrc2=size={size}:rate={rate}",
+        "-f",
+        "lavfi",
+        "-i",
+        "sine=frequency=440:sample_rate=48000",
+        "-t",
+        f"{seconds:g}",
+        "-c:v",
+        "libx264",
+        "-preset",
+        "veryfast",
+        "-bf",
+        "2",
+        "-pix_fmt",
+        "yuv420p",
+        *(
+            ["-b:v", video_bitrate, "-maxrate", video_bitrate, "-bufsize", video_bitrate]
+            if video_bitrate
+            else []
+        ),
+        "-force_key_frames",
+        f"expr:gte(t,n_forced*{keyframe_seconds or segment_seconds:g})",
+        "-c:a",
+        "aac",
+        "-b:a",
+        "64k",
+        "-f",
+        "segment",
+        "-segment_format",
+        segment_format,
+        "-segment_time",
+        f"{segment_seconds:g}",
+        "-segment_list",
+        str(listing),
+        "-segment_list_type",
+        "csv",
         *extra,
         str(out_dir / f"seg%05d{suffix}"),
-    ]  # fmt: skip
+    ]
     await ffmpeg.run(argv, time_limit=600)
     rows = list(csv.reader((await asyncio.to_thread(listing.read_text)).splitlines()))
     # Each segment starts where the video of the one before ends, as a recorder names them.

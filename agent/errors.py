@@ -41,3 +41,11 @@ class InsufficientStorage(AgentError):
 
 class ConfigError(Exception):
     """A bad configuration: the message names the key, the value and what is expected."""
+
+
+class ProbeError(Exception):
+    """A recording is not (or not yet) a segment whose facts can be read."""
+
+
+class StartupError(Exception):
+    """The agent cannot start (its index is locked by another process, say): one line."""

@@ -1,4 +1,4 @@
-"""The one place that runs ffmpeg and ffprobe: argument lists, no shell, a deadline,
+"""The one place that runs ffmpeg: argument lists, no shell, a deadline,
 stderr drained, and on timeout or cancellation SIGTERM, a grace period, SIGKILL, reaped."""
 
 from __future__ import annotations
@@ -7,7 +7,6 @@ import asyncio
 import contextlib
 import logging
 import signal
-from dataclasses import dataclass
 
 log = logging.getLogger(__name__)
 
@@ -23,26 +22,19 @@ class FfmpegError(Exception):
         self.detail = detail
 
 
-@dataclass(frozen=True)
-class Result:
-    returncode: int
-    stdout: bytes
-    stderr: str
-
-
-async def run(argv: list[str], time_limit: float, capture_stdout: bool = False) -> Result:
+async def run(argv: list[str], time_limit: float) -> None:
     """Run `argv`; raise FfmpegError if it cannot start, exits non-zero or overruns the limit."""
     try:
         process = await asyncio.create_subprocess_exec(
             *argv,
             stdin=asyncio.subprocess.DEVNULL,
-            stdout=asyncio.subprocess.PIPE if capture_stdout else asyncio.subprocess.DEVNULL,
+            stdout=asyncio.subprocess.DEVNULL,
             stderr=asyncio.subprocess.PIPE,
         )
     except OSError as error:
         raise FfmpegError(f"cannot run {argv[0]}: {error.strerror or error}") from None
     try:
-        stdout, stderr = await asyncio.wait_for(process.communicate(), time_limit)
+        _, stderr = await asyncio.wait_for(process.communicate(), time_limit)
     except TimeoutError:
         await stop(process)
         raise FfmpegError(f"{argv[0]} did not finish within {time_limit:g} s") from None
@@ -52,7 +44,6 @@ async def run(argv: list[str], time_limit: float, capture_stdout: bool = False) 
     text = stderr.decode("utf-8", "replace")[-_STDERR_KEEP:]
     if process.returncode != 0:
         raise FfmpegError(f"{argv[0]} exited with status {process.returncode}", text.strip())
-    return Result(process.returncode, stdout or b"", text)
 
 
 async def stop(process: asyncio.subprocess.Process) -> None:

@@ -16,8 +16,9 @@ from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
 
+from .errors import StartupError
 from .probe import MediaFacts
 
 log = logging.getLogger(__name__)
@@ -77,7 +78,7 @@ _COLUMNS = (
 )
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class Segment:
     path: str
     camera: str
@@ -95,22 +96,22 @@ class Segment:
 
     @classmethod
     def from_facts(
-        cls, path: str, camera: str, start_us: int, size: int, mtime_ns: int, facts: MediaFacts
+        cls, *, path: str, camera: str, start_us: int, size: int, mtime_ns: int, facts: MediaFacts
     ) -> Segment:
         return cls(
-            path,
-            camera,
-            start_us,
-            start_us + facts.duration_us,
-            size,
-            mtime_ns,
-            facts.container,
-            facts.video_codec,
-            facts.has_audio,
-            facts.timescale,
-            facts.first_pts,
-            facts.duration,
-            facts.frame_ticks,
+            path=path,
+            camera=camera,
+            start_us=start_us,
+            end_us=start_us + facts.duration_us,
+            size=size,
+            mtime_ns=mtime_ns,
+            container=facts.container,
+            video_codec=facts.video_codec,
+            has_audio=facts.has_audio,
+            timescale=facts.timescale,
+            first_pts=facts.first_pts,
+            duration=facts.duration,
+            frame_ticks=facts.frame_ticks,
         )
 
     @property
@@ -127,7 +128,17 @@ class CameraSummary:
     mean_segment_us: int
 
 
+def _segment(row: tuple[Any, ...]) -> Segment:
+    """A Segment from a row of `_COLUMNS`."""
+    values = dict(zip(_FIELDS, row, strict=True))
+    values["has_audio"] = bool(values["has_audio"])
+    return Segment(**values)
+
+
+_FIELDS = tuple(name.strip() for name in _COLUMNS.split(","))
 T = TypeVar("T")
+# SQLite's answers that the file is not a database it can use: only these mean rebuild.
+_UNUSABLE = {sqlite3.SQLITE_CORRUPT, sqlite3.SQLITE_NOTADB}
 
 
 def _prefix_range(directory: str) -> tuple[str, str]:
@@ -171,6 +182,10 @@ class Index:
         try:
             db = self._prepare(self._connect())
         except sqlite3.DatabaseError as error:
+            if getattr(error, "sqlite_errorcode", None) not in _UNUSABLE:
+                # Locked by another process, or the disk failed: never delete the files of
+                # a database that someone else may be using.
+                raise StartupError(f"index database {self.path}: {error}") from None
             log.warning(
                 "index %s is unreadable (%s); rebuilding it from the recordings", self.path, error
             )
@@ -222,6 +237,18 @@ class Index:
         assert self._read_db is not None, "index is not open"
         return self._read_db
 
+    async def _write(self, work: Callable[[sqlite3.Connection], T]) -> T:
+        """Run `work` in one transaction on the writer thread (committed, or rolled back
+        if it raises)."""
+
+        def transaction() -> T:
+            db = self._w()
+            with db:
+                db.execute("BEGIN")
+                return work(db)
+
+        return await self._on(self._writer, transaction)
+
     # -- writes ------------------------------------------------------------------------
 
     async def put(self, segments: Iterable[Segment]) -> None:
@@ -247,17 +274,14 @@ class Index:
         if not rows:
             return
 
-        def write() -> None:
-            db = self._w()
-            with db:
-                db.execute("BEGIN")
-                db.executemany("DELETE FROM segments WHERE path = ?", [(r[0],) for r in rows])
-                db.executemany(
-                    f"INSERT INTO segments ({_COLUMNS}) VALUES ({', '.join('?' * 13)})",  # noqa: S608
-                    rows,
-                )
+        def write(db: sqlite3.Connection) -> None:
+            db.executemany("DELETE FROM segments WHERE path = ?", [(r[0],) for r in rows])
+            db.executemany(
+                f"INSERT INTO segments ({_COLUMNS}) VALUES ({', '.join('?' * len(_FIELDS))})",  # noqa: S608
+                rows,
+            )
 
-        await self._on(self._writer, write)
+        await self._write(write)
 
     async def remove(self, paths: Iterable[str]) -> int:
         """Forget segments by path; returns how many were indexed."""
@@ -265,27 +289,19 @@ class Index:
         if not keys:
             return 0
 
-        def write() -> int:
-            db = self._w()
-            with db:
-                db.execute("BEGIN")
-                return db.executemany("DELETE FROM segments WHERE path = ?", keys).rowcount
-
-        return await self._on(self._writer, write)
+        return await self._write(
+            lambda db: db.executemany("DELETE FROM segments WHERE path = ?", keys).rowcount
+        )
 
     async def remove_under(self, directory: str) -> int:
         """Forget every segment below a directory (relative path) that has gone."""
         low, high = _prefix_range(directory)
 
-        def write() -> int:
-            db = self._w()
-            with db:
-                db.execute("BEGIN")
-                return db.execute(
-                    "DELETE FROM segments WHERE path >= ? AND path < ?", (low, high)
-                ).rowcount
-
-        return await self._on(self._writer, write)
+        return await self._write(
+            lambda db: db.execute(
+                "DELETE FROM segments WHERE path >= ? AND path < ?", (low, high)
+            ).rowcount
+        )
 
     # -- reads -------------------------------------------------------------------------
 
@@ -394,46 +410,34 @@ class Index:
             " AND start_us >= ? AND end_us > ? ORDER BY start_us, path",
             (camera, to_us, from_us - row[0], from_us),
         ).fetchall()
-        return [
-            Segment(p, c, s, e, z, m, ct, vc, bool(a), ts, fp, d, ft)
-            for p, c, s, e, z, m, ct, vc, a, ts, fp, d, ft in rows
-        ]
+        return [_segment(row) for row in rows]
 
     async def lock(self, session_id: str, paths: Iterable[str]) -> None:
         """Record that `session_id` needs these segments."""
         rows = [(path, session_id) for path in set(paths)]
 
-        def write() -> None:
-            db = self._w()
-            with db:
-                db.execute("BEGIN")
-                db.executemany("INSERT OR IGNORE INTO locks (path, session_id) VALUES (?, ?)", rows)
-
-        await self._on(self._writer, write)
+        await self._write(
+            lambda db: db.executemany(
+                "INSERT OR IGNORE INTO locks (path, session_id) VALUES (?, ?)", rows
+            )
+        )
 
     async def unlock(self, session_id: str) -> None:
         """Release every segment `session_id` held; others' locks on them stay."""
 
-        def write() -> None:
-            db = self._w()
-            with db:
-                db.execute("BEGIN")
-                db.execute("DELETE FROM locks WHERE session_id = ?", (session_id,))
-
-        await self._on(self._writer, write)
+        await self._write(
+            lambda db: db.execute("DELETE FROM locks WHERE session_id = ?", (session_id,))
+        )
 
     async def reset_locks(self, held: dict[str, list[str]]) -> None:
         """Make the locks exactly those of `held` (session id -> segment paths)."""
         rows = [(path, sid) for sid, paths in held.items() for path in set(paths)]
 
-        def write() -> None:
-            db = self._w()
-            with db:
-                db.execute("BEGIN")
-                db.execute("DELETE FROM locks")
-                db.executemany("INSERT INTO locks (path, session_id) VALUES (?, ?)", rows)
+        def write(db: sqlite3.Connection) -> None:
+            db.execute("DELETE FROM locks")
+            db.executemany("INSERT INTO locks (path, session_id) VALUES (?, ?)", rows)
 
-        await self._on(self._writer, write)
+        await self._write(write)
 
     async def locked_paths(self) -> dict[str, int]:
         """Each locked segment path with the number of sessions that hold it."""

@@ -14,6 +14,7 @@ A file that changes after it was indexed is read again.
 from __future__ import annotations
 
 import asyncio
+import enum
 import logging
 import os
 import time
@@ -55,6 +56,15 @@ class IndexerStatus:
     scans: int = 0
 
 
+class Outcome(enum.Enum):
+    """What probing a pending file found, besides its facts."""
+
+    READY = "ready"  # facts read (or, on a final look, whatever could be read)
+    GONE = "gone"  # removed before it could be read
+    INCOMPLETE = "incomplete"  # readable, but maybe still being written: look again
+    UNREADABLE = "unreadable"  # not a segment whose facts can be read
+
+
 @dataclass
 class _Candidate:
     relpath: str
@@ -62,8 +72,9 @@ class _Candidate:
     state: FileState
 
 
-def leaf_dirs(root: Path, layout: Layout) -> list[str]:
-    """Relative paths of the directories that may hold segments, sorted (blocking)."""
+def leaf_dirs(root: Path, layout: Layout, under: str = "") -> list[str]:
+    """Relative paths of the directories that may hold segments, sorted (blocking);
+    only those at or below directory `under` ("" for the whole root)."""
     found: list[str] = []
 
     def visit(directory: Path, prefix: str, level: int) -> None:
@@ -80,8 +91,14 @@ def leaf_dirs(root: Path, layout: Layout) -> list[str]:
             if entry.is_dir(follow_symlinks=False) and layout.dir_may_match(level, entry.name):
                 visit(Path(entry.path), f"{prefix}{entry.name}/", level + 1)
 
-    if root.is_dir():
+    if not root.is_dir():
+        return found
+    if not under:
         visit(root, "", 0)
+        return found
+    parts = under.split("/")
+    if all(layout.dir_may_match(level, part) for level, part in enumerate(parts)):
+        visit(root / under, f"{under}/", len(parts))
     return found
 
 
@@ -107,26 +124,40 @@ def list_dir(root: Path, layout: Layout, reldir: str) -> dict[str, FileState]:
     return found
 
 
-def _probe_many(
-    root: Path, items: list[_Candidate], final: bool
-) -> list[tuple[_Candidate, MediaFacts | None, str]]:
-    """Probe files (blocking); `final` accepts any readable file, else only whole ones."""
-    results: list[tuple[_Candidate, MediaFacts | None, str]] = []
+_Probed = tuple[_Candidate, Outcome, MediaFacts | None, str]
+
+
+def _probe_many(root: Path, items: list[_Candidate], final: bool) -> list[_Probed]:
+    """Probe files (blocking); `final` accepts any readable file, else only whole ones.
+    Each result is (file, outcome, facts when read, the problem when unreadable)."""
+    results: list[_Probed] = []
     for item in items:
         path = root / item.relpath
         try:
             stat = path.stat()
             facts = probe(path)
         except FileNotFoundError:
-            results.append((item, None, "gone"))
+            results.append((item, Outcome.GONE, None, ""))
             continue
         except (ProbeError, OSError) as error:
-            results.append((item, None, str(error)))
+            results.append((item, Outcome.UNREADABLE, None, str(error)))
             continue
         item.state = FileState(stat.st_size, stat.st_mtime_ns)
         whole = facts.container != "mpegts" or stat.st_size % 188 == 0
-        results.append((item, facts, "" if whole or final else "incomplete"))
+        outcome = Outcome.READY if whole or final else Outcome.INCOMPLETE
+        results.append((item, outcome, facts, ""))
     return results
+
+
+def _settle_states(root: Path, relpaths: list[str]) -> dict[str, os.stat_result | OSError]:
+    """lstat of each pending file (blocking), or the error that stopped it."""
+    found: dict[str, os.stat_result | OSError] = {}
+    for relpath in relpaths:
+        try:
+            found[relpath] = os.lstat(root / relpath)
+        except OSError as error:
+            found[relpath] = error
+    return found
 
 
 class Indexer:
@@ -143,29 +174,20 @@ class Indexer:
         self._inflight: set[str] = set()  # pending files being probed right now
         self._has_pending = asyncio.Event()
 
-    # -- entry point -------------------------------------------------------------------
+    # -- entry points: three loops, each run (and restarted) by the app's supervisor ---
 
-    async def run(self, stop: asyncio.Event) -> None:
-        """Watch and reconcile until `stop` is set."""
-        tasks = [
-            asyncio.create_task(self._watch(stop), name="index-watch"),
-            asyncio.create_task(self._recheck_pending(stop), name="index-pending"),
-        ]
-        try:
-            while not stop.is_set():
-                await self.reconcile()
-                await _wait(stop, RECONCILE_SECONDS)
-        finally:
-            for task in tasks:
-                task.cancel()
-            await asyncio.gather(*tasks, return_exceptions=True)
+    async def reconcile_forever(self, stop: asyncio.Event) -> None:
+        """The first scan, then a reconcile every RECONCILE_SECONDS, until `stop`."""
+        while not stop.is_set():
+            await self.reconcile()
+            await _wait(stop, RECONCILE_SECONDS)
 
-    async def _recheck_pending(self, stop: asyncio.Event) -> None:
+    async def settle_forever(self, stop: asyncio.Event) -> None:
         """Look at pending files every tick while there are any; sleep otherwise."""
         while not stop.is_set():
             if not self._pending:
                 self._has_pending.clear()
-                await self._has_pending.wait()
+                await _first_of(self._has_pending, stop)
             if await _wait(stop, _TICK_SECONDS):
                 return
             await self._settle()
@@ -200,6 +222,16 @@ class Indexer:
                 status.scan = "complete"
                 log.info("index: first scan done in %.1f s", status.scan_seconds)
             status.scans += 1
+
+    async def reconcile_under(self, reldir: str) -> None:
+        """Reconcile one new directory (and what is below it), not the whole archive."""
+        try:
+            dirs = await asyncio.to_thread(leaf_dirs, self.root, self.layout, reldir)
+        except OSError as error:
+            log.warning("index: cannot list %s: %s", reldir, error)
+            return
+        for leaf in dirs:
+            await self._reconcile_dir(leaf)
 
     async def _reconcile_dir(self, reldir: str) -> int:
         on_disk = await asyncio.to_thread(list_dir, self.root, self.layout, reldir)
@@ -239,11 +271,13 @@ class Indexer:
             return None
         return None if relpath in ("", ".") else relpath
 
-    async def _watch(self, stop: asyncio.Event) -> None:
+    async def watch(self, stop: asyncio.Event) -> None:
+        """Follow the recordings with watchfiles until `stop`; each batch is a hint to
+        index or forget those files."""
         while not stop.is_set():
-            if not self.root.is_dir():
+            if not await asyncio.to_thread(self.root.is_dir):
                 log.warning("index: recordings root %s does not exist yet; waiting", self.root)
-                while not self.root.is_dir():
+                while not await asyncio.to_thread(self.root.is_dir):
                     if await _wait(stop, 2.0):
                         return
                 await self.reconcile()
@@ -272,14 +306,17 @@ class Indexer:
         # A batch is a set: an add and a delete of one path come unordered, so what
         # counts is whether the path exists now.
         touched = {r for _, path in changes if (r := self._relative(path)) is not None}
+        existing = await asyncio.to_thread(
+            lambda: {r for r in touched if os.path.lexists(self.root / r)}
+        )
         gone: list[str] = []
-        rescan = False
-        for relpath in touched:
+        new_dirs: list[str] = []
+        for relpath in sorted(touched):
             name = self.layout.parse(relpath)
-            exists = os.path.lexists(self.root / relpath)
+            exists = relpath in existing
             if name is None:
                 if exists:
-                    rescan = True  # a new directory: files moved in with it raise no event
+                    new_dirs.append(relpath)  # files moved in with it raise no event
                 elif await self.index.remove_under(relpath):
                     log.info("index: directory %s removed", relpath)
             elif exists:
@@ -292,8 +329,9 @@ class Indexer:
         removed = await self.index.remove(gone)
         if removed:
             log.info("index: %d segment(s) deleted", removed)
-        if rescan:
-            await self.reconcile()
+        for reldir in new_dirs:
+            if not any(reldir.startswith(f"{other}/") for other in new_dirs):
+                await self.reconcile_under(reldir)
 
     def _note_newest(self, name: SegmentName) -> None:
         if name.start_us > self._newest.get(name.camera, -1):
@@ -306,14 +344,16 @@ class Indexer:
         now = time.time()
         quiet: list[_Candidate] = []
         final: list[_Candidate] = []
-        for relpath, item in list(self._pending.items()):
-            if relpath in self._inflight:
-                continue
-            try:
-                stat = os.lstat(self.root / relpath)
-            except OSError as error:
-                if not isinstance(error, FileNotFoundError):
-                    log.warning("index: cannot read %s: %s", relpath, error.strerror)
+        looked = [relpath for relpath in self._pending if relpath not in self._inflight]
+        states = await asyncio.to_thread(_settle_states, self.root, looked)
+        for relpath in looked:
+            item = self._pending.get(relpath)
+            if item is None or relpath in self._inflight:
+                continue  # settled meanwhile by a concurrent pass
+            stat = states[relpath]
+            if isinstance(stat, OSError):
+                if not isinstance(stat, FileNotFoundError):
+                    log.warning("index: cannot read %s: %s", relpath, stat.strerror)
                 del self._pending[relpath]
                 continue
             if not S_ISREG(stat.st_mode):
@@ -342,11 +382,11 @@ class Indexer:
     async def _index_batch(self, batch: list[_Candidate], final: bool) -> None:
         results = await asyncio.to_thread(_probe_many, self.root, batch, final)
         ready: list[Segment] = []
-        for item, facts, problem in results:
-            if problem == "incomplete":
+        for item, outcome, facts, problem in results:
+            if outcome is Outcome.INCOMPLETE:
                 continue  # still pending
             self._pending.pop(item.relpath, None)
-            if problem == "gone":
+            if outcome is Outcome.GONE:
                 continue
             if facts is None:
                 if final:
@@ -359,15 +399,22 @@ class Indexer:
             self._unreadable.pop(item.relpath, None)
             ready.append(
                 Segment.from_facts(
-                    item.relpath,
-                    item.name.camera,
-                    item.name.start_us,
-                    item.state.size,
-                    item.state.mtime_ns,
-                    facts,
+                    path=item.relpath,
+                    camera=item.name.camera,
+                    start_us=item.name.start_us,
+                    size=item.state.size,
+                    mtime_ns=item.state.mtime_ns,
+                    facts=facts,
                 )
             )
-        await self.index.put(ready)
+        try:
+            await self.index.put(ready)
+        except BaseException:
+            for item in batch:  # not indexed: look at them again once the index works
+                if item.relpath not in self._unreadable:
+                    self._pending.setdefault(item.relpath, item)
+            self._has_pending.set()
+            raise
         for segment in ready:
             log.debug(
                 "index: %s %s +%.3fs",
@@ -375,6 +422,16 @@ class Indexer:
                 segment.path,
                 (segment.end_us - segment.start_us) / 1e6,
             )
+
+
+async def _first_of(*events: asyncio.Event) -> None:
+    """Wait until any of `events` is set."""
+    waiters = [asyncio.ensure_future(event.wait()) for event in events]
+    try:
+        await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for waiter in waiters:
+            waiter.cancel()
 
 
 async def _wait(stop: asyncio.Event, seconds: float) -> bool:

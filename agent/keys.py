@@ -10,8 +10,9 @@ from .admission import Limiter
 from .config import Config
 from .index import Index
 from .indexer import Indexer
-from .media import MediaService
+from .playback import Playback
 from .sessions import SessionStore
+from .tasks import Supervisor
 
 CONFIG = web.AppKey("config", Config)
 INDEX = web.AppKey("index", Index)
@@ -19,5 +20,6 @@ INDEXER = web.AppKey("indexer", Indexer)
 STARTED = web.AppKey("started", float)
 LIMITER = web.AppKey("limiter", Limiter)
 SESSIONS = web.AppKey("sessions", SessionStore)
-MEDIA = web.AppKey("media", MediaService)
+PLAYBACK = web.AppKey("playback", Playback)
+TASKS = web.AppKey("tasks", Supervisor)
 OPENAPI = web.AppKey("openapi", dict[str, Any])

@@ -12,6 +12,7 @@ from datetime import datetime
 from zoneinfo import ZoneInfo
 
 from .errors import ConfigError
+from .ids import CAMERA_ID_PATTERN
 from .times import from_us, to_us
 
 PRESETS: dict[str, str] = {
@@ -20,17 +21,17 @@ PRESETS: dict[str, str] = {
     "frigate": "%Y-%m-%d/%H/{camera}/%M.%S.mp4",
 }
 
-_FIELDS = {
-    "Y": r"\d{4}",
-    "m": r"\d{2}",
-    "d": r"\d{2}",
-    "H": r"\d{2}",
-    "M": r"\d{2}",
-    "S": r"\d{2}",
-    "f": r"\d{1,9}",
+_FIELDS = {  # ASCII digits only: \d would take other scripts' digits too
+    "Y": "[0-9]{4}",
+    "m": "[0-9]{2}",
+    "d": "[0-9]{2}",
+    "H": "[0-9]{2}",
+    "M": "[0-9]{2}",
+    "S": "[0-9]{2}",
+    "f": "[0-9]{1,9}",
 }
 _REQUIRED = "YmdHMS"
-_CAMERA = r"[A-Za-z0-9_.\-]+"
+_CAMERA = CAMERA_ID_PATTERN
 _TOKEN = re.compile(r"\{camera\}|%(.)|[^%{]+|\{")
 
 

@@ -23,8 +23,9 @@ from . import ffmpeg
 from .admission import Limiter
 from .config import Config
 from .errors import AgentError, NotFound
+from .files import write_file
+from .mpegts import cc_suffix, ts_end_counters
 from .playlists import MediaItem
-from .probe import cc_suffix, ts_end_counters
 from .sessions import Session, SessionStore
 
 log = logging.getLogger(__name__)
@@ -37,20 +38,24 @@ class MediaFailed(AgentError):
     status = 500
 
 
-@dataclass(frozen=True)
+PLAYLIST_TYPE = "application/vnd.apple.mpegurl"
+TS_TYPE = "video/mp2t"
+
+
+@dataclass(frozen=True, kw_only=True)
 class Served:
-    """A media segment's bytes: a file, then `suffix` (continuity-counter stuffing)."""
+    """What to send for a session's URL: a file of the agent's choosing, then `suffix`
+    (continuity-counter stuffing); `gzip_path`, where set, is the same content compressed."""
 
     path: Path
-    suffix: bytes
+    content_type: str
+    suffix: bytes = b""
+    gzip_path: Path | None = None
+    max_age: int = 0
 
 
 def _append_suffix(path: Path) -> None:
-    suffix = cc_suffix(ts_end_counters(path))
-    with open(path, "ab") as handle:
-        handle.write(suffix)
-        handle.flush()
-        os.fsync(handle.fileno())
+    write_file(path, cc_suffix(ts_end_counters(path)), mode="ab")
 
 
 def remux_argv(ffmpeg_bin: str, source: Path, item: MediaItem, output: Path) -> list[str]:
@@ -96,13 +101,13 @@ class MediaService:
             path = self.store.path(session.id) / item.name
             if not await asyncio.to_thread(path.is_file):
                 path = await asyncio.shield(self._build_task(session, item, wait=True))
-            served = Served(path, b"")  # its suffix was written when it was made
-        self._read_ahead(session, number)
+            served = Served(path=path, content_type=TS_TYPE)  # suffix written when made
+        await self._read_ahead(session, number)
         return served
 
     def _as_recorded(self, item: MediaItem) -> Served:
         path = self.recording(item)
-        return Served(path, _suffix_for(path))
+        return Served(path=path, content_type=TS_TYPE, suffix=_suffix_for(path))
 
     def _build_task(self, session: Session, item: MediaItem, wait: bool) -> asyncio.Task[Path]:
         key = (session.id, item.name)
@@ -110,58 +115,67 @@ class MediaService:
         if task is None:
             task = asyncio.create_task(self._build(session, item, wait), name=f"build {key}")
             self._builds[key] = task
-            self.store.busy[session.id] = self.store.busy.get(session.id, 0) + 1
-            task.add_done_callback(lambda _: self._done(key))
+            task.add_done_callback(lambda _: self._builds.pop(key, None))
         return task
 
-    def _done(self, key: tuple[str, str]) -> None:
-        self._builds.pop(key, None)
-        left = self.store.busy.get(key[0], 1) - 1
-        if left:
-            self.store.busy[key[0]] = left
-        else:
-            self.store.busy.pop(key[0], None)
+    async def _read_ahead(self, session: Session, number: int) -> None:
+        if self.limiter.running >= self.limiter.max_builds:
+            return
+        directory = self.store.path(session.id)
+        upcoming = [
+            item
+            for item in session.plan.items[number + 1 : number + 1 + READ_AHEAD]
+            if item.remux and (session.id, item.name) not in self._builds
+        ]
+        made = await asyncio.to_thread(
+            lambda: {item.name for item in upcoming if (directory / item.name).exists()}
+        )
+        for item in upcoming:
+            if item.name not in made and (session.id, item.name) not in self._builds:
+                task = self._build_task(session, item, wait=False)
+                task.add_done_callback(_read_ahead_done)
 
-    def _read_ahead(self, session: Session, number: int) -> None:
-        for item in session.plan.items[number + 1 : number + 1 + READ_AHEAD]:
-            key = (session.id, item.name)
-            if (
-                not item.remux
-                or key in self._builds
-                or self.limiter.running >= self.limiter.max_builds
-            ):
-                continue
-            if (self.store.path(session.id) / item.name).exists():
-                continue
-            task = self._build_task(session, item, wait=False)
-            task.add_done_callback(_read_ahead_done)
+    def _gone(self, session: Session) -> NotFound:
+        log.info("media: session %s was deleted while a segment was being made", session.id)
+        return NotFound(f"playback session {session.id} was deleted")
 
     async def _build(self, session: Session, item: MediaItem, wait: bool) -> Path:
-        directory = self.store.path(session.id)
-        target = directory / item.name
-        source = await asyncio.to_thread(self.recording, item)
-        async with self.limiter.slot(item.size, wait=wait):
-            if await asyncio.to_thread(target.is_file):
-                return target  # made meanwhile
-            temporary = directory / f".{item.name}.{secrets.token_hex(4)}.tmp"
-            argv = remux_argv(self.config.ffmpeg.ffmpeg, source, item, temporary)
-            try:
-                await ffmpeg.run(argv, self.config.playback.build_timeout_seconds)
-                await asyncio.to_thread(_append_suffix, temporary)
-                await asyncio.to_thread(os.replace, temporary, target)
-            except ffmpeg.FfmpegError as error:
-                log.error("media: session %s segment %s from %s failed: %s %s", session.id,
-                          item.name, item.source, error, error.detail)  # fmt: skip
-                raise MediaFailed(
-                    f"could not prepare {item.name} of this session; the agent logged why"
-                ) from None
-            except FileNotFoundError:
-                raise NotFound(f"playback session {session.id} was deleted") from None
-            finally:
-                with contextlib.suppress(FileNotFoundError):
-                    await asyncio.to_thread(temporary.unlink)
-        log.info("media: session %s made %s", session.id, item.name)
-        return target
+        with self.store.hold(session.id):
+            directory = self.store.path(session.id)
+            target = directory / item.name
+            source = await asyncio.to_thread(self.recording, item)
+            async with self.limiter.slot(item.size, wait=wait):
+                if not self.store.live(session.id):
+                    raise self._gone(session)
+                if await asyncio.to_thread(target.is_file):
+                    return target  # made meanwhile
+                temporary = directory / f".{item.name}.{secrets.token_hex(4)}.tmp"
+                argv = remux_argv(self.config.ffmpeg.ffmpeg, source, item, temporary)
+                try:
+                    await ffmpeg.run(argv, self.config.playback.build_timeout_seconds)
+                    await asyncio.to_thread(_append_suffix, temporary)
+                    await asyncio.to_thread(os.replace, temporary, target)
+                except ffmpeg.FfmpegError as error:
+                    if not self.store.live(session.id):
+                        raise self._gone(session) from None
+                    log.error(
+                        "media: session %s segment %s from %s failed: %s %s",
+                        session.id,
+                        item.name,
+                        item.source,
+                        error,
+                        error.detail,
+                    )
+                    raise MediaFailed(
+                        f"could not prepare {item.name} of this session; the agent logged why"
+                    ) from None
+                except FileNotFoundError:
+                    raise self._gone(session) from None
+                finally:
+                    with contextlib.suppress(FileNotFoundError):
+                        await asyncio.to_thread(temporary.unlink)
+            log.info("media: session %s made %s", session.id, item.name)
+            return target
 
     async def close(self) -> None:
         """Stop every build (their ffmpeg processes are terminated and reaped)."""

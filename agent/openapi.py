@@ -8,10 +8,11 @@ from __future__ import annotations
 from typing import Any
 
 from . import __version__
+from .ids import CAMERA_ID_PATTERN, SESSION_ID_PATTERN
 
 _TIME = {"type": "string", "format": "date-time", "examples": ["2026-11-20T08:00:00Z"]}
-_SESSION_ID = {"type": "string", "pattern": "^pbs_[0-9a-f]{32}$"}
-_CAMERA_ID = {"type": "string", "pattern": "^[A-Za-z0-9_.-]{1,128}$"}
+_SESSION_ID = {"type": "string", "pattern": f"^{SESSION_ID_PATTERN}$"}
+_CAMERA_ID = {"type": "string", "pattern": f"^{CAMERA_ID_PATTERN}$"}
 
 
 def _ref(name: str) -> dict[str, str]:
@@ -96,7 +97,7 @@ def document() -> dict[str, Any]:
                         "last_end": _TIME,
                         "segment_seconds": {"type": "number"},
                     },
-                },  # fmt: skip
+                },
                 "Span": {
                     "type": "object",
                     "required": ["from", "to", "segment_count"],
@@ -137,7 +138,7 @@ def document() -> dict[str, Any]:
                         "segment_count": {"type": "integer"},
                         "expires_at": _TIME,
                     },
-                },  # fmt: skip
+                },
             },
         },
         "paths": {
@@ -168,7 +169,7 @@ def document() -> dict[str, Any]:
                     },
                     ("400", "401"),
                     security=[{"bearer": []}, {}],
-                )  # fmt: skip
+                )
             },
             "/api/cameras/{camera_id}/recordings": {
                 "get": _op(
@@ -193,7 +194,7 @@ def document() -> dict[str, Any]:
                         {"name": "to", "in": "query", "schema": _TIME},
                     ],
                     security=[{"bearer": []}, {}],
-                )  # fmt: skip
+                )
             },
             "/api/playback": {
                 "post": _op(
@@ -221,7 +222,7 @@ def document() -> dict[str, Any]:
                     ("400", "401", "404"),
                     security=[{"bearer": []}, {}],
                 ),
-            },  # fmt: skip
+            },
             "/media/playback/{session_id}/{name}": {
                 "parameters": media_path,
                 "get": _op(
@@ -233,7 +234,7 @@ def document() -> dict[str, Any]:
                 "options": _op(
                     "CORS preflight",
                     {"204": {"description": "Allowed: GET, HEAD, OPTIONS with Range"}},
-                    (),
+                    ("400",),
                 ),
             },
         },

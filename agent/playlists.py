@@ -15,14 +15,14 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from .index import Segment
+from .mpegts import pts_delta
 from .timeline import is_gap
 from .times import format_us
 
-_TS_WRAP = 1 << 33
 REMUX_TIMELINE_START = 10.0  # where remuxed MP4 footage starts on the output timeline
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class MediaItem:
     """One media segment of a session's playlist."""
 
@@ -56,8 +56,7 @@ def _continues(prev: Segment, seg: Segment) -> bool:
     """Whether `seg`'s own timestamps carry straight on from `prev`'s (MPEG-TS only)."""
     if prev.container != "mpegts" or seg.container != "mpegts":
         return False
-    gap = (seg.first_pts - prev.first_pts - prev.duration) % _TS_WRAP
-    gap = gap - _TS_WRAP if gap > _TS_WRAP // 2 else gap
+    gap = pts_delta(seg.first_pts, prev.first_pts + prev.duration)
     return abs(gap) * 2 <= max(prev.frame_ticks, 1)
 
 

@@ -19,9 +19,11 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+from . import mpegts
+from .errors import ProbeError
+from .mpegts import PACKET, PTS_WRAP, pes_times, streams
 
-class ProbeError(Exception):
-    """The file is not (or not yet) a segment whose facts can be read."""
+__all__ = ["MediaFacts", "ProbeError", "keyframes", "probe"]
 
 
 @dataclass(frozen=True)
@@ -45,7 +47,11 @@ def probe(path: Path | str) -> MediaFacts:
     try:
         size = os.fstat(fd).st_size
         head = os.pread(fd, 65536, 0)
-        if len(head) >= _TS and head[0] == 0x47 and (len(head) < 2 * _TS or head[_TS] == 0x47):
+        if (
+            len(head) >= PACKET
+            and head[0] == 0x47
+            and (len(head) < 2 * PACKET or head[PACKET] == 0x47)
+        ):
             return _probe_ts(fd, size, head)
         if len(head) >= 8 and head[4:8] in (b"ftyp", b"styp", b"moov", b"free", b"wide"):
             return _probe_mp4(fd, size)
@@ -57,16 +63,15 @@ def probe(path: Path | str) -> MediaFacts:
 def keyframes(path: Path | str) -> list[int]:
     """Presentation times of the video keyframes, in the ticks and origin of `probe`'s facts.
 
-    Reads the whole file for MPEG-TS (a few milliseconds for a short segment); only the
-    sample tables for MP4.
+    Reads MPEG-TS in bounded chunks (an hour-long recording never sits in memory whole);
+    only the sample tables for MP4.
     """
     fd = os.open(path, os.O_RDONLY)
     try:
         size = os.fstat(fd).st_size
         head = os.pread(fd, 65536, 0)
-        if len(head) >= _TS and head[0] == 0x47:
-            video_pid = _ts_streams(head)[0]
-            return sorted(_ts_keyframes(os.pread(fd, size, 0), video_pid))
+        if len(head) >= PACKET and head[0] == 0x47:
+            return sorted(mpegts.file_keyframes(fd, size, mpegts.streams(head)[0]))
         return [pts for pts, _, sync in _mp4_video_samples(fd, size)[1] if sync]
     finally:
         os.close(fd)
@@ -74,124 +79,13 @@ def keyframes(path: Path | str) -> list[int]:
 
 # --- MPEG-TS --------------------------------------------------------------------------
 
-_TS = 188
-_WRAP = 1 << 33  # PTS and DTS are 33-bit counters of a 90 kHz clock
-_VIDEO_TYPES = {0x1B: "h264", 0x24: "hevc", 0x02: "mpeg2video", 0x10: "mpeg4"}
-_AUDIO_TYPES = {0x03, 0x04, 0x0F, 0x11, 0x81, 0x87}
 _MIN_TAIL_FRAMES = 8  # beyond any B-frame reorder depth a camera uses
-
-
-def _pusi_packets(buf: bytes, offset: int, pid: int) -> Iterator[int]:
-    """Offsets of the packets of `pid` that start a PES or a section, in order.
-
-    Works on every 188th byte at once (bytes.find runs in C), so a megabyte costs
-    microseconds rather than a Python loop over 5,000 packets.
-    """
-    second = buf[offset + 1 :: _TS]
-    third = buf[offset + 2 :: _TS]
-    high, low = 0x40 | (pid >> 8), pid & 0xFF
-    index = second.find(high)
-    while index != -1:
-        position = offset + index * _TS
-        if third[index] == low and position + _TS <= len(buf) and buf[position] == 0x47:
-            yield position
-        index = second.find(high, index + 1)
-
-
-def _payload_start(buf: bytes, position: int) -> int | None:
-    control = (buf[position + 3] >> 4) & 3
-    start = position + 4
-    if control & 2:
-        start += 1 + buf[position + 4]
-    if not control & 1 or start >= position + _TS:
-        return None
-    return start
-
-
-def _section(buf: bytes, offset: int, pid: int) -> bytes | None:
-    """The first PSI section carried on `pid` (PAT and PMT fit one packet in practice)."""
-    for position in _pusi_packets(buf, offset, pid):
-        start = _payload_start(buf, position)
-        if start is None:
-            continue
-        start += 1 + buf[start]  # pointer_field
-        end = position + _TS
-        if start + 3 > end:
-            continue
-        length = ((buf[start + 1] & 0x0F) << 8) | buf[start + 2]
-        return buf[start : min(end, start + 3 + length)]
-    return None
-
-
-def _timestamp(buf: bytes, at: int) -> int:
-    return (
-        ((buf[at] >> 1) & 0x07) << 30
-        | buf[at + 1] << 22
-        | (buf[at + 2] >> 1) << 15
-        | buf[at + 3] << 7
-        | buf[at + 4] >> 1
-    )
-
-
-def _pes_times(buf: bytes, offset: int, pid: int) -> list[tuple[int, int]]:
-    """(pts, dts) of each PES of `pid` that starts in `buf`, in file order."""
-    times = []
-    for position in _pusi_packets(buf, offset, pid):
-        start = _payload_start(buf, position)
-        if start is None or start + 19 > position + _TS or buf[start : start + 3] != b"\0\0\1":
-            continue
-        flags = buf[start + 7] >> 6
-        if not flags & 2:
-            continue
-        pts = _timestamp(buf, start + 9)
-        dts = _timestamp(buf, start + 14) if flags == 3 else pts
-        times.append((pts, dts))
-    return times
-
-
-def _ts_streams(head: bytes) -> tuple[int, str, bool]:
-    """(video PID, video codec, has audio) from the PAT and PMT at the head of a file."""
-    pat = _section(head, 0, 0)
-    if pat is None or len(pat) < 12:
-        raise ProbeError("MPEG-TS without a program table in its first 64 KiB")
-    pmt_pid = None
-    for at in range(8, len(pat) - 4 - 3, 4):
-        if (pat[at] << 8 | pat[at + 1]) != 0:
-            pmt_pid = ((pat[at + 2] & 0x1F) << 8) | pat[at + 3]
-            break
-    pmt = _section(head, 0, pmt_pid) if pmt_pid is not None else None
-    if pmt is None or len(pmt) < 12:
-        raise ProbeError("MPEG-TS without a program map in its first 64 KiB")
-    video_pid, codec, has_audio = None, "", False
-    at = 12 + (((pmt[10] & 0x0F) << 8) | pmt[11])
-    while at + 5 <= len(pmt) - 4:
-        stream_type = pmt[at]
-        pid = ((pmt[at + 1] & 0x1F) << 8) | pmt[at + 2]
-        if stream_type in _VIDEO_TYPES and video_pid is None:
-            video_pid, codec = pid, _VIDEO_TYPES[stream_type]
-        has_audio = has_audio or stream_type in _AUDIO_TYPES
-        at += 5 + (((pmt[at + 3] & 0x0F) << 8) | pmt[at + 4])
-    if video_pid is None:
-        raise ProbeError("MPEG-TS without a video stream")
-    return video_pid, codec, has_audio
-
-
-def _ts_keyframes(data: bytes, video_pid: int) -> list[int]:
-    """PTS of the video PES packets flagged as random access points."""
-    found = []
-    for position in _pusi_packets(data, 0, video_pid):
-        control = data[position + 3] >> 4
-        if control & 2 and data[position + 4] and data[position + 5] & 0x40:
-            start = _payload_start(data, position)
-            if start is not None and start + 14 <= position + _TS and data[start + 7] & 0x80:
-                found.append(_timestamp(data, start + 9))
-    return found
 
 
 def _probe_ts(fd: int, size: int, head: bytes) -> MediaFacts:
     offset = 0
-    video_pid, codec, has_audio = _ts_streams(head)
-    first = _pes_times(head, offset, video_pid)
+    video_pid, codec, has_audio = streams(head)
+    first = pes_times(head, offset, video_pid)
     if not first:
         raise ProbeError("MPEG-TS without a timestamped video frame in its first 64 KiB")
     first_pts = first[0][0]
@@ -200,61 +94,17 @@ def _probe_ts(fd: int, size: int, head: bytes) -> MediaFacts:
     while True:
         start = max(0, size - tail_size)
         tail = os.pread(fd, size - start, start)
-        tail_offset = (offset - start) % _TS
-        last = _pes_times(tail, tail_offset, video_pid)
+        tail_offset = (offset - start) % PACKET
+        last = pes_times(tail, tail_offset, video_pid)
         if len(last) >= _MIN_TAIL_FRAMES or start == 0:
             break
         tail_size *= 4
     if len(last) < 2:
         raise ProbeError("MPEG-TS with fewer than two video frames")
-    steps = [(b - a) % _WRAP for (_, a), (_, b) in itertools.pairwise(last)]
+    steps = [(b - a) % PTS_WRAP for (_, a), (_, b) in itertools.pairwise(last)]
     frame_ticks = int(statistics.median_low([s for s in steps if s > 0] or [0]))
-    end = max(((pts - first_pts) % _WRAP for pts, _ in last), default=0) + frame_ticks
+    end = max(((pts - first_pts) % PTS_WRAP for pts, _ in last), default=0) + frame_ticks
     return MediaFacts("mpegts", codec, has_audio, 90000, first_pts, end, frame_ticks)
-
-
-def ts_end_counters(path: Path | str) -> dict[int, int]:
-    """The last continuity counter of every PID in an MPEG-TS file (from its tail)."""
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        size = os.fstat(fd).st_size
-        head = os.pread(fd, 65536, 0)
-        wanted = {
-            ((head[at + 1] & 0x1F) << 8) | head[at + 2] for at in range(0, len(head) - 187, _TS)
-        }
-        wanted.discard(0x1FFF)  # null packets carry no counter
-        found: dict[int, int] = {}
-        end = size - size % _TS
-        window = 32768 - 32768 % _TS
-        while end > 0 and not wanted <= found.keys():
-            start = max(0, end - window)
-            window = min(window * 4, 1 << 20)
-            chunk = os.pread(fd, end - start, start)
-            for at in range(len(chunk) - _TS, -1, -_TS):
-                pid = ((chunk[at + 1] & 0x1F) << 8) | chunk[at + 2]
-                if pid not in found and pid != 0x1FFF and chunk[at] == 0x47:
-                    found[pid] = chunk[at + 3] & 0x0F
-            end = start
-        return found
-    finally:
-        os.close(fd)
-
-
-def cc_suffix(counters: dict[int, int]) -> bytes:
-    """Packets that bring every PID's continuity counter to 15, so that a following file
-    whose counters start at 0 continues it without a discontinuity.
-
-    Each packet is all adaptation-field stuffing and one payload byte: a zero byte after
-    a video access unit (a trailing zero that H.264 and H.265 allow), ignored after a
-    PES of known length or a complete PSI section.
-    """
-    packets = []
-    for pid, last in sorted(counters.items()):
-        for counter in range(last + 1, 16):
-            header = bytes((0x47, (pid >> 8) & 0x1F, pid & 0xFF, 0x30 | counter))
-            adaptation = bytes((182, 0x00)) + b"\xff" * 181
-            packets.append(header + adaptation + b"\x00")
-    return b"".join(packets)
 
 
 # --- MP4 and fragmented MP4 --------------------------------------------------------------

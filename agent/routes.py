@@ -6,8 +6,6 @@ import asyncio
 import hmac
 import json
 import logging
-import os
-import re
 import shutil
 import time
 from collections.abc import Awaitable, Callable
@@ -16,17 +14,15 @@ from typing import Any
 from aiohttp import web
 from aiohttp.typedefs import Middleware
 
-from . import __version__, timeline
-from .errors import AgentError, BadRequest, NotFound, Unauthorized
-from .keys import CONFIG, INDEX, INDEXER, LIMITER, MEDIA, OPENAPI, SESSIONS, STARTED
-from .media import Served
-from .sessions import PLAYLIST, Session, SessionStore, open_session
+from . import __version__, serve
+from .errors import AgentError, BadRequest, Unauthorized
+from .ids import check_camera_id, check_session_id
+from .keys import CONFIG, INDEX, INDEXER, LIMITER, OPENAPI, PLAYBACK, SESSIONS, STARTED, TASKS
 from .times import format_us, parse_rfc3339
 
 log = logging.getLogger(__name__)
 
 MAX_BODY = 64 * 1024
-_CAMERA_ID = re.compile(r"[A-Za-z0-9_.\-]{1,128}")
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 # -- middleware ---------------------------------------------------------------------------
@@ -75,7 +71,8 @@ def auth_middleware(token: str) -> Middleware:
     @web.middleware
     async def check(request: web.Request, handler: Handler) -> web.StreamResponse:
         if token and request.path.startswith("/api/") and request.path != "/api/openapi.json":
-            given = request.headers.get("Authorization", "").encode()
+            # aiohttp hands over undecodable header bytes as surrogates: keep them as bytes.
+            given = request.headers.get("Authorization", "").encode("utf-8", "surrogateescape")
             if not hmac.compare_digest(given, expected):
                 raise Unauthorized("missing or wrong bearer token")
         return await handler(request)
@@ -99,11 +96,8 @@ def _query(request: web.Request, allowed: set[str]) -> dict[str, str]:
     return params
 
 
-def _camera_id(request: web.Request) -> str:
-    camera = request.match_info["camera_id"]
-    if not _CAMERA_ID.fullmatch(camera):
-        raise BadRequest("camera id must be 1 to 128 letters, digits, '-', '_' or '.'")
-    return camera
+def _optional_time(params: dict[str, str], key: str) -> int | None:
+    return parse_rfc3339(params[key], key) if key in params else None
 
 
 # -- handlers -----------------------------------------------------------------------------
@@ -114,16 +108,20 @@ async def healthz(request: web.Request) -> web.Response:
     config = app[CONFIG]
     status = app[INDEXER].status
     segments, cameras = await app[INDEX].counts()
+    root = config.recordings.root
+    root_found, ffmpeg_found = await asyncio.to_thread(
+        lambda: (root.is_dir(), shutil.which(config.ffmpeg.ffmpeg) is not None)
+    )
     problems = []
-    if not config.recordings.root.is_dir():
-        problems.append("the recordings root does not exist")
+    if not root_found:
+        problems.append(f"the recordings root {root} (recordings.root) does not exist")
     elif not status.watching:
-        problems.append("the recordings root is not being watched")
+        problems.append(f"the recordings root {root} is not being watched")
     if status.last_error:
         problems.append(status.last_error)
-    ffmpeg_found = shutil.which(config.ffmpeg.ffmpeg) is not None
+    problems.extend(app[TASKS].down.values())
     if not ffmpeg_found:
-        problems.append("ffmpeg is not installed")
+        problems.append(f"ffmpeg ({config.ffmpeg.ffmpeg}, ffmpeg.ffmpeg) is not installed")
     body: dict[str, Any] = {
         "status": "degraded" if problems else "ok",
         "version": __version__,
@@ -165,20 +163,11 @@ async def cameras(request: web.Request) -> web.Response:
 
 
 async def recordings(request: web.Request) -> web.Response:
-    camera = _camera_id(request)
+    camera = check_camera_id(request.match_info["camera_id"])
     params = _query(request, {"from", "to"})
-    from_us = parse_rfc3339(params["from"], "from") if "from" in params else None
-    to_us = parse_rfc3339(params["to"], "to") if "to" in params else None
-    if from_us is not None and to_us is not None and to_us <= from_us:
-        raise BadRequest("`to` must be after `from`")
-    index = request.app[INDEX]
-    if not await index.has_camera(camera):
-        raise NotFound(f"camera {camera} has no recordings")
-    low = from_us if from_us is not None else -(1 << 62)
-    high = to_us if to_us is not None else 1 << 62
-    found = await index.segments(camera, low, high)
-    resolution = request.app[CONFIG].layout.name_resolution_us
-    spans = timeline.clip(timeline.spans(found, resolution), low, high)
+    spans = await request.app[PLAYBACK].spans(
+        camera, _optional_time(params, "from"), _optional_time(params, "to")
+    )
     return web.json_response(
         {
             "camera_id": camera,
@@ -214,22 +203,10 @@ async def create_playback(request: web.Request) -> web.Response:
     extra = sorted(set(body) - expected)
     if extra:
         raise BadRequest(f"unknown field `{extra[0]}`; expected camera_id, from and to")
-    camera = body["camera_id"]
-    if not isinstance(camera, str) or not _CAMERA_ID.fullmatch(camera):
-        raise BadRequest("`camera_id` must be 1 to 128 letters, digits, '-', '_' or '.'")
-    from_us = parse_rfc3339(body["from"], "from")
-    to_us = parse_rfc3339(body["to"], "to")
-    app = request.app
-    config = app[CONFIG]
-    session = await open_session(
-        app[SESSIONS],
-        app[LIMITER],
-        config.recordings.root,
-        config.layout.name_resolution_us,
-        config.playback.max_seconds,
-        camera,
-        from_us,
-        to_us,
+    session = await request.app[PLAYBACK].open(
+        check_camera_id(body["camera_id"], "`camera_id`"),
+        parse_rfc3339(body["from"], "from"),
+        parse_rfc3339(body["to"], "to"),
     )
     return web.json_response(
         session.public(), status=201, headers={"Location": f"/api/playback/{session.id}"}
@@ -237,97 +214,25 @@ async def create_playback(request: web.Request) -> web.Response:
 
 
 async def get_playback(request: web.Request) -> web.Response:
-    session = request.app[SESSIONS].get(request.match_info["session_id"])
+    session = request.app[PLAYBACK].get(request.match_info["session_id"])
     return web.json_response(session.public())
 
 
 async def delete_playback(request: web.Request) -> web.Response:
-    await request.app[SESSIONS].delete(request.match_info["session_id"])
+    await request.app[PLAYBACK].delete(request.match_info["session_id"])
     return web.Response(status=204)
-
-
-_MEDIA_TYPES = {".m3u8": "application/vnd.apple.mpegurl", ".ts": "video/mp2t"}
 
 
 async def media(request: web.Request) -> web.StreamResponse:
     """The playlist or a media segment of a session: only names the session lists."""
-    app = request.app
-    store = app[SESSIONS]
-    session = store.get(request.match_info["session_id"])
-    name = request.match_info["name"]
-    if name == PLAYLIST:
-        store.touch(session)
-        # FileResponse sends index.m3u8.gz when the client accepts gzip.
-        return web.FileResponse(
-            store.path(session.id) / PLAYLIST, headers=_media_headers(session, store, ".m3u8")
-        )
-    found = session.item(name)
-    if found is None:
-        raise NotFound(f"this session has no media named {name}")
-    served = await app[MEDIA].file_for(session, *found)
-    store.touch(session)
-    return await _send(request, served, _media_headers(session, store, ".ts"))
-
-
-def _media_headers(session: Session, store: SessionStore, suffix: str) -> dict[str, str]:
-    seconds = max(0, (session.expires_us - store.now_us()) // 1_000_000)
-    return {"Content-Type": _MEDIA_TYPES[suffix], "Cache-Control": f"private, max-age={seconds}"}
-
-
-_CHUNK = 256 * 1024
-
-
-async def _send(
-    request: web.Request, served: Served, headers: dict[str, str]
-) -> web.StreamResponse:
-    """A media segment (file + suffix), whole or one byte range, never compressed."""
-    fd = await asyncio.to_thread(os.open, served.path, os.O_RDONLY | os.O_NOFOLLOW)
-    try:
-        info = await asyncio.to_thread(os.fstat, fd)
-        size = info.st_size
-        total = size + len(served.suffix)
-        headers = {**headers, "Accept-Ranges": "bytes",
-                   "ETag": f'"{info.st_mtime_ns:x}-{total:x}"'}  # fmt: skip
-        try:
-            wanted = request.http_range
-        except ValueError:
-            wanted = slice(total, None)
-        start, stop = wanted.start, wanted.stop
-        ranged = start is not None or stop is not None
-        if start is None:
-            start = 0
-        elif start < 0:  # bytes=-N: the last N bytes
-            start, stop = max(0, total + start), None
-        stop = total if stop is None else min(stop, total)
-        if ranged and start >= min(stop, total):
-            raise web.HTTPRequestRangeNotSatisfiable(headers={"Content-Range": f"bytes */{total}"})
-        if ranged:
-            headers["Content-Range"] = f"bytes {start}-{stop - 1}/{total}"
-        headers["Content-Length"] = str(stop - start)
-        response = web.StreamResponse(status=206 if ranged else 200, headers=headers)
-        await response.prepare(request)
-        if request.method == "HEAD":
-            return response
-        position = start
-        try:
-            while position < min(stop, size):
-                length = min(_CHUNK, stop - position)
-                chunk = await asyncio.to_thread(os.pread, fd, length, position)
-                if not chunk:
-                    break  # the file shrank: the client sees a short body
-                await response.write(chunk)
-                position += len(chunk)
-            if stop > size:
-                await response.write(served.suffix[max(0, start - size) : stop - size])
-            await response.write_eof()
-        except ConnectionResetError:
-            pass  # the player went away (a seek, a closed tab): nothing to report
-        return response
-    finally:
-        await asyncio.to_thread(os.close, fd)
+    served = await request.app[PLAYBACK].media_for(
+        request.match_info["session_id"], request.match_info["name"]
+    )
+    return await serve.send(request, served)
 
 
 async def media_preflight(request: web.Request) -> web.Response:
+    check_session_id(request.match_info["session_id"])
     return web.Response(
         status=204,
         headers={

@@ -20,41 +20,29 @@ import logging
 import math
 import os
 import re
-import secrets
 import shutil
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from .admission import Limiter
 from .errors import BadRequest, NotFound
+from .files import fsync_dir, replace_file, write_file
+from .ids import SESSION_ID, check_session_id, new_session_id
 from .index import Index
-from .playlists import MediaItem, Plan, plan, render
-from .probe import ProbeError, keyframes
+from .playlists import MediaItem, Plan, render
 from .times import format_us, parse_rfc3339
 
 log = logging.getLogger(__name__)
 
-SESSION_ID = re.compile(r"pbs_[0-9a-f]{32}")
-MEDIA_NAME = re.compile(r"s\d{6}\.ts")
+MEDIA_NAME = re.compile(r"s[0-9]{6}\.ts")
 META = "session.json"
 PLAYLIST = "index.m3u8"
 FORMAT = 1
 CREATING, DELETING = ".creating", ".deleting"
 # A watched session's new expiry is written to disk when it has moved this far.
 PERSIST_AFTER_US = 60_000_000
-
-
-def check_id(session_id: str) -> str:
-    if not SESSION_ID.fullmatch(session_id):
-        raise BadRequest("session id must be pbs_ followed by 32 lowercase hex digits")
-    return session_id
-
-
-def new_id() -> str:
-    return "pbs_" + secrets.token_hex(16)
 
 
 def safe_relpath(path: object) -> str:
@@ -164,26 +152,9 @@ def _time(value: object) -> int:
         raise ValueError(f"bad time {value!r}") from None
 
 
-def _write_file(path: Path, data: bytes) -> None:
-    with open(path, "wb") as handle:
-        handle.write(data)
-        handle.flush()
-        os.fsync(handle.fileno())
-
-
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
 def _write_meta(directory: Path, session: Session) -> None:
     """Replace session.json atomically (write, fsync, rename)."""
-    temporary = directory / f".{META}.tmp"
-    _write_file(temporary, json.dumps(session.to_json(), indent=1).encode())
-    os.replace(temporary, directory / META)
+    replace_file(directory / META, json.dumps(session.to_json(), indent=1).encode())
 
 
 class SessionStore:
@@ -202,13 +173,28 @@ class SessionStore:
         self.clock = clock
         self.sessions: dict[str, Session] = {}
         self.creating: set[str] = set()
-        self.busy: dict[str, int] = {}  # session id -> media builds running for it
+        self._held: dict[str, int] = {}  # session id -> work in progress that needs it
 
     def now_us(self) -> int:
         return int(self.clock() * 1_000_000)
 
+    @contextlib.contextmanager
+    def hold(self, session_id: str) -> Iterator[None]:
+        """Keep the sweep off `session_id` while the body works on it (a media build)."""
+        self._held[session_id] = self._held.get(session_id, 0) + 1
+        try:
+            yield
+        finally:
+            left = self._held.pop(session_id) - 1
+            if left:
+                self._held[session_id] = left
+
+    def live(self, session_id: str) -> bool:
+        """Whether `session_id` is still a session (not deleted, not swept)."""
+        return session_id in self.sessions
+
     def path(self, session_id: str) -> Path:
-        return self.directory / check_id(session_id)
+        return self.directory / check_session_id(session_id)
 
     # -- start-up ------------------------------------------------------------------------
 
@@ -247,7 +233,7 @@ class SessionStore:
     ) -> Session:
         now = self.now_us()
         session = Session(
-            id=new_id(),
+            id=new_session_id(),
             camera_id=camera_id,
             from_us=from_us,
             to_us=to_us,
@@ -279,23 +265,23 @@ class SessionStore:
         self.directory.mkdir(parents=True, exist_ok=True)
         staging.mkdir()
         text = render(session.plan).encode()
-        _write_file(staging / PLAYLIST, text)
-        _write_file(staging / f"{PLAYLIST}.gz", gzip.compress(text, 6, mtime=0))
+        write_file(staging / PLAYLIST, text)
+        write_file(staging / f"{PLAYLIST}.gz", gzip.compress(text, 6, mtime=0))
         _write_meta(staging, session)
 
     def _commit(self, staging: Path, final: Path) -> None:
         os.rename(staging, final)
-        _fsync_dir(self.directory)
+        fsync_dir(self.directory)
 
     def get(self, session_id: str) -> Session:
         """The live session, or NotFound (an expired one is gone even before the sweep)."""
-        session = self.sessions.get(check_id(session_id))
+        session = self.sessions.get(check_session_id(session_id))
         if session is None or session.expires_us <= self.now_us():
             raise NotFound(f"playback session {session_id} does not exist or has expired")
         return session
 
     async def delete(self, session_id: str) -> None:
-        session = self.sessions.pop(check_id(session_id), None)
+        session = self.sessions.pop(check_session_id(session_id), None)
         if session is None:
             raise NotFound(f"playback session {session_id} does not exist or has expired")
         await self._remove(session)
@@ -327,48 +313,8 @@ class SessionStore:
         now = self.now_us()
         gone = []
         for session in list(self.sessions.values()):
-            if session.expires_us <= now and not self.busy.get(session.id):
+            if session.expires_us <= now and session.id not in self._held:
                 self.sessions.pop(session.id, None)
                 await self._remove(session)
                 gone.append(session.id)
         return gone
-
-
-async def open_session(
-    store: SessionStore,
-    limiter: Limiter,
-    recordings_root: Path,
-    name_resolution_us: int,
-    max_seconds: int,
-    camera_id: str,
-    from_us: int,
-    to_us: int,
-) -> Session:
-    """Check a request, plan its playlist from the index and create the session."""
-    if to_us <= from_us:
-        raise BadRequest("`to` must be after `from`")
-    if to_us - from_us > max_seconds * 1_000_000:
-        raise BadRequest(
-            f"the range is {(to_us - from_us) / 1e6:.0f} s long; at most {max_seconds} s"
-        )
-    index = store.index
-    if not await index.has_camera(camera_id):
-        raise NotFound(f"camera {camera_id} has no recordings")
-    segments = await index.segments(camera_id, from_us, to_us)
-    if not segments:
-        raise NotFound(f"camera {camera_id} has no recorded footage in that range")
-    try:
-        first_keyframes = await asyncio.to_thread(keyframes, recordings_root / segments[0].path)
-    except (OSError, ProbeError) as error:
-        log.warning("sessions: cannot find keyframes in %s (%s)", segments[0].path, error)
-        first_keyframes = []
-    found = plan(segments, from_us, name_resolution_us, first_keyframes)
-    # The session writes its playlist and metadata now, its first segment soon after.
-    first = found.items[0]
-    limiter.check_disk(len(found.items) * 400 + (first.size if first.remux else 0))
-    session = await store.create(
-        camera_id, from_us, to_us, [segment.path for segment in segments], found
-    )
-    log.info("sessions: %s created for %s, %d segment(s), %.0f s", session.id, camera_id,
-             len(segments), session.duration_s)  # fmt: skip
-    return session

@@ -14,9 +14,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from .index import Segment
+from .mpegts import pts_delta
 
 GAP_SLACK_US = 20_000
-_TS_WRAP = 1 << 33
 
 
 @dataclass(frozen=True)
@@ -34,7 +34,7 @@ def _pts_hole_us(prev: Segment, nxt: Segment) -> int | None:
         return None
     ticks = nxt.first_pts - prev.first_pts - prev.duration
     if prev.container == "mpegts":
-        ticks = (ticks + _TS_WRAP // 2) % _TS_WRAP - _TS_WRAP // 2
+        ticks = pts_delta(ticks, 0)
     return ticks * 1_000_000 // prev.timescale
 
 

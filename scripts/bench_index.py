@@ -74,10 +74,19 @@ def ffprobe_baseline(sources: list[Path], samples: int = 20) -> float:
     started = time.perf_counter()
     for n in range(samples):
         subprocess.run(
-            ["ffprobe", "-v", "error", "-show_entries", "format=duration", "-of", "json",
-             str(sources[n % len(sources)])],
-            check=True, capture_output=True,
-        )  # fmt: skip
+            [
+                "ffprobe",
+                "-v",
+                "error",
+                "-show_entries",
+                "format=duration",
+                "-of",
+                "json",
+                str(sources[n % len(sources)]),
+            ],
+            check=True,
+            capture_output=True,
+        )
     return (time.perf_counter() - started) / samples
 
 
@@ -173,9 +182,23 @@ async def bench_queries(work: Path, rows: int) -> None:
     for camera in range(cameras):
         for k in range(per_camera):
             start = T0 + k * 10 * S
-            batch.append(Segment(f"cam{camera:02d}/{k:08d}.ts", f"cam{camera:02d}", start,
-                                 start + 10 * S, 2_500_000, 1, "mpegts", "h264", True, 90000,
-                                 k * 900000, 900000, 3600))  # fmt: skip
+            batch.append(
+                Segment(
+                    path=f"cam{camera:02d}/{k:08d}.ts",
+                    camera=f"cam{camera:02d}",
+                    start_us=start,
+                    end_us=start + 10 * S,
+                    size=2_500_000,
+                    mtime_ns=1,
+                    container="mpegts",
+                    video_codec="h264",
+                    has_audio=True,
+                    timescale=90000,
+                    first_pts=k * 900000,
+                    duration=900000,
+                    frame_ticks=3600,
+                )
+            )
             if len(batch) == 50_000:
                 await index.put(batch)
                 batch = []
@@ -195,8 +218,9 @@ async def bench_queries(work: Path, rows: int) -> None:
         t = time.perf_counter()
         old = db.execute(
             "SELECT * FROM segments WHERE camera = ? AND start_us < ? AND end_us > ?"
-            " ORDER BY start_us", (camera, end, start),
-        ).fetchall()  # fmt: skip
+            " ORDER BY start_us",
+            (camera, end, start),
+        ).fetchall()
         theirs.append(time.perf_counter() - t)
         assert len(old) == len(found)
     await index.close()

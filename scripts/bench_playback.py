@@ -55,11 +55,30 @@ def make_footage(work: Path, seconds: int) -> Path:
     long = work / "long"
     long.mkdir()
     subprocess.run(
-        ["ffmpeg", "-hide_banner", "-nostdin", "-loglevel", "error", "-f", "concat", "-safe",
-         "0", "-i", str(listing), "-c", "copy", "-f", "segment", "-segment_time", "10",
-         "-segment_format", "mpegts", str(long / "seg%05d.ts")],
+        [
+            "ffmpeg",
+            "-hide_banner",
+            "-nostdin",
+            "-loglevel",
+            "error",
+            "-f",
+            "concat",
+            "-safe",
+            "0",
+            "-i",
+            str(listing),
+            "-c",
+            "copy",
+            "-f",
+            "segment",
+            "-segment_time",
+            "10",
+            "-segment_format",
+            "mpegts",
+            str(long / "seg%05d.ts"),
+        ],
         check=True,
-    )  # fmt: skip
+    )
     root = work / "recordings"
     layout = make_layout("ffmpeg", "UTC")
     offset = 0
@@ -105,13 +124,37 @@ def original(root: Path, work: Path, start_us: int, seconds: int) -> tuple[float
     cpu = children_cpu()
     started = time.perf_counter()
     subprocess.run(
-        ["ffmpeg", "-hide_banner", "-loglevel", "error", "-f", "concat", "-safe", "0", "-i",
-         str(listing), "-ss", f"{ss:.3f}", "-t", f"{seconds:.3f}", "-c", "copy",
-         "-avoid_negative_ts", "make_zero", "-f", "hls", "-hls_time", "10",
-         "-hls_playlist_type", "vod", "-hls_segment_filename", str(out / "seg_%05d.ts"),
-         str(out / "index.m3u8")],
+        [
+            "ffmpeg",
+            "-hide_banner",
+            "-loglevel",
+            "error",
+            "-f",
+            "concat",
+            "-safe",
+            "0",
+            "-i",
+            str(listing),
+            "-ss",
+            f"{ss:.3f}",
+            "-t",
+            f"{seconds:.3f}",
+            "-c",
+            "copy",
+            "-avoid_negative_ts",
+            "make_zero",
+            "-f",
+            "hls",
+            "-hls_time",
+            "10",
+            "-hls_playlist_type",
+            "vod",
+            "-hls_segment_filename",
+            str(out / "seg_%05d.ts"),
+            str(out / "index.m3u8"),
+        ],
         check=True,
-    )  # fmt: skip
+    )
     elapsed = time.perf_counter() - started
     listing.unlink()
     return elapsed, du(out), children_cpu() - cpu
@@ -143,9 +186,16 @@ def main() -> None:
             f'[playback]\ndir = "{work / "playback"}"\nmax_seconds = {longest}\n'
         )
         agent = subprocess.Popen(
-            [sys.executable, "-m", "agent", "--config", str(work / "agent.toml"),
-             "--log-level", "WARNING"],
-        )  # fmt: skip
+            [
+                sys.executable,
+                "-m",
+                "agent",
+                "--config",
+                str(work / "agent.toml"),
+                "--log-level",
+                "WARNING",
+            ],
+        )
         base = f"http://127.0.0.1:{port}"
         try:
             while True:
@@ -162,9 +212,17 @@ def main() -> None:
                 start_us = T0 + 3_500_000  # mid-segment, between keyframes
                 before = process.cpu_times()
                 started = time.perf_counter()
-                session = json.loads(get(f"{base}/api/playback", "POST", {
-                    "camera_id": "cam", "from": format_us(start_us),
-                    "to": format_us(start_us + seconds * S)}))  # fmt: skip
+                session = json.loads(
+                    get(
+                        f"{base}/api/playback",
+                        "POST",
+                        {
+                            "camera_id": "cam",
+                            "from": format_us(start_us),
+                            "to": format_us(start_us + seconds * S),
+                        },
+                    )
+                )
                 posted = time.perf_counter() - started
                 written = du(work / "playback" / session["id"])
                 playlist = get(base + session["playlist_url"]).decode()
@@ -180,21 +238,39 @@ def main() -> None:
                 )
                 agent_cpu = (after.user + after.system) - (before.user + before.system)
                 old_time, old_bytes, old_cpu = original(root, work, start_us, seconds)
-                rows.append((label, posted, first, written, ffmpeg_cpu, agent_cpu,
-                             old_time, old_bytes, old_cpu, len(names)))  # fmt: skip
+                rows.append(
+                    (
+                        label,
+                        posted,
+                        first,
+                        written,
+                        ffmpeg_cpu,
+                        agent_cpu,
+                        old_time,
+                        old_bytes,
+                        old_cpu,
+                        len(names),
+                    )
+                )
                 get(f"{base}/api/playback/{session['id']}", "DELETE")
         finally:
             agent.terminate()
             agent.wait(10)
     print()
-    print(f"{'range':7}| {'to first segment':>22} | {'written before watching':>25} |"
-          f" {'ffmpeg CPU, whole session':>27} | agent CPU")  # fmt: skip
-    print(f"{'':7}| {'original':>10} {'agent':>11} | {'original':>12} {'agent':>12} |"
-          f" {'original':>13} {'agent':>13} | serving all")  # fmt: skip
+    print(
+        f"{'range':7}| {'to first segment':>22} | {'written before watching':>25} |"
+        f" {'ffmpeg CPU, whole session':>27} | agent CPU"
+    )
+    print(
+        f"{'':7}| {'original':>10} {'agent':>11} | {'original':>12} {'agent':>12} |"
+        f" {'original':>13} {'agent':>13} | serving all"
+    )
     for label, posted, first, written, cpu, agent_cpu, o_time, o_bytes, o_cpu, n in rows:
-        print(f"{label:7}| {o_time:>9.2f}s {first:>10.3f}s | {o_bytes / 1e6:>10.1f}MB"
-              f" {written / 1e6:>10.3f}MB | {o_cpu:>12.2f}s {cpu:>12.2f}s |"
-              f" {agent_cpu:.2f}s ({n} segments; POST {posted * 1e3:.0f} ms)")  # fmt: skip
+        print(
+            f"{label:7}| {o_time:>9.2f}s {first:>10.3f}s | {o_bytes / 1e6:>10.1f}MB"
+            f" {written / 1e6:>10.3f}MB | {o_cpu:>12.2f}s {cpu:>12.2f}s |"
+            f" {agent_cpu:.2f}s ({n} segments; POST {posted * 1e3:.0f} ms)"
+        )
 
 
 if __name__ == "__main__":

@@ -9,6 +9,7 @@ import shutil
 import time
 from collections.abc import Awaitable, Callable, Coroutine
 from concurrent.futures import ThreadPoolExecutor
+from fractions import Fraction
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -21,6 +22,9 @@ from agent.config import Config, parse_config
 from agent.demo import Rendered, place, render_run
 from agent.layout import Layout
 from agent.openapi import document
+from agent.times import format_us, parse_rfc3339
+
+from .hls import parse
 
 SEGMENT_S = 2
 T = TypeVar("T")
@@ -92,9 +96,9 @@ def start_agent(
 ) -> Callable[[Config], Awaitable[TestClient[Any, Any]]]:
     """Start the real app on loopback for a config; it is stopped after the test."""
 
-    async def start(config: Config) -> TestClient[Any, Any]:
+    async def start(config: Config, clock: Callable[[], float] = time.time) -> TestClient[Any, Any]:
         config.recordings.root.mkdir(parents=True, exist_ok=True)
-        app = create_app(config)
+        app = create_app(config, clock)
         app.middlewares.insert(0, documented_statuses)
         return await aiohttp_client(app)
 
@@ -146,3 +150,77 @@ async def started(start_agent: Any, config: Config) -> TestClient[Any, Any]:
 async def scan_complete(client: TestClient[Any, Any]) -> bool:
     body = await (await client.get("/healthz")).json()
     return bool(body["index"]["scan"] == "complete")
+
+
+# -- playback sessions over a real agent ---------------------------------------------------
+
+T0 = parse_rfc3339("2026-11-20T08:00:00Z", "t")
+S = 1_000_000
+FRAME = Fraction(1, 25)
+
+
+async def start_with(
+    start_agent: Any,
+    tmp_path: Path,
+    footage: dict[str, list[Rendered]],
+    kind: str = "ts",
+    clock: Callable[[], float] = time.time,
+    **sections: dict[str, Any],
+) -> TestClient[Any, Any]:
+    """An agent on camera `cam`: footage at 08:00:00-08:00:06 and 08:00:20-08:00:26."""
+    layout = {"ts": "ffmpeg", "mp4": "frigate", "fmp4": "mediamtx"}[kind]
+    sections.setdefault("recordings", {})["layout"] = layout
+    config = make_config(tmp_path, **sections)
+    place_old(footage[kind], config.recordings.root, config.layout, "cam", T0)
+    place_old(footage[kind], config.recordings.root, config.layout, "cam", T0 + 20 * S)
+    client: TestClient[Any, Any] = await start_agent(config, clock)
+
+    async def indexed() -> bool:
+        return await camera_counts(client) == {"cam": 6}
+
+    await wait_for(indexed, what="footage indexed")
+    return client
+
+
+async def post(client: TestClient[Any, Any], body: Any) -> tuple[int, dict[str, Any]]:
+    response = await client.post("/api/playback", json=body)
+    return response.status, await response.json()
+
+
+def at(seconds: float) -> str:
+    return format_us(T0 + int(seconds * S))
+
+
+async def fetch_all(
+    client: TestClient[Any, Any], session: dict[str, Any], into: Path
+) -> list[Path]:
+    """Download the playlist's every segment; returns their paths, in order."""
+    text = await (await client.get(session["playlist_url"])).text()
+    base = session["playlist_url"].rsplit("/", 1)[0]
+    paths = []
+    into.mkdir(parents=True, exist_ok=True)
+    for entry in parse(text).entries:
+        response = await client.get(f"{base}/{entry.uri}")
+        assert response.status == 200, await response.text()
+        assert response.content_type == "video/mp2t"
+        path = into / entry.uri
+        path.write_bytes(await response.read())
+        paths.append(path)
+    return paths
+
+
+async def run_player(*argv: str, limit: float = 60) -> tuple[int | None, str]:
+    """Run a player; (exit status, output), or (None, output) if it hung and was killed."""
+    process = await asyncio.create_subprocess_exec(
+        *argv,
+        stdin=asyncio.subprocess.DEVNULL,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.STDOUT,
+    )
+    try:
+        out, _ = await asyncio.wait_for(process.communicate(), limit)
+        return process.returncode or 0, out.decode(errors="replace")
+    except TimeoutError:
+        process.kill()
+        out, _ = await process.communicate()
+        return None, out.decode(errors="replace")

@@ -64,10 +64,23 @@ class VideoFacts:
 def _video_packets(path: Path) -> tuple[Fraction, list[dict[str, str]]]:
     """The video stream's time base and packets (pts, duration, flags), from ffprobe."""
     out = subprocess.run(
-        ["ffprobe", "-v", "error", "-select_streams", "v", "-show_entries",
-         "packet=pts,duration,flags:stream=time_base", "-of", "json", str(path)],
-        capture_output=True, text=True, check=True, timeout=60,
-    ).stdout  # fmt: skip
+        [
+            "ffprobe",
+            "-v",
+            "error",
+            "-select_streams",
+            "v",
+            "-show_entries",
+            "packet=pts,duration,flags:stream=time_base",
+            "-of",
+            "json",
+            str(path),
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=60,
+    ).stdout
     data = json.loads(out)
     return Fraction(data["streams"][0]["time_base"]), data["packets"]
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import logging
 from pathlib import Path
 from typing import Any
 
@@ -55,16 +57,20 @@ async def test_spans_across_a_gap(gap_client: TestClient[Any, Any]) -> None:
 @pytest.mark.parametrize(
     ("query", "expected"),
     [
-        ("?from=2026-11-20T08:00:03Z&to=2026-11-20T08:00:21Z",
-         [("08:00:03", "08:00:06", 2), ("08:00:20", "08:00:21", 1)]),
-        ("?from=2026-11-20T09:00:03%2B01:00&to=2026-11-20T08:00:06Z",
-         [("08:00:03", "08:00:06", 2)]),
+        (
+            "?from=2026-11-20T08:00:03Z&to=2026-11-20T08:00:21Z",
+            [("08:00:03", "08:00:06", 2), ("08:00:20", "08:00:21", 1)],
+        ),
+        (
+            "?from=2026-11-20T09:00:03%2B01:00&to=2026-11-20T08:00:06Z",
+            [("08:00:03", "08:00:06", 2)],
+        ),
         ("?from=2026-11-20T08:00:06Z&to=2026-11-20T08:00:20Z", []),
         ("?from=2026-11-20T08:00:25Z", [("08:00:25", "08:00:26", 1)]),
         ("?to=2026-11-20T08:00:01Z", [("08:00:00", "08:00:01", 1)]),
         ("?from=2026-11-19T00:00:00Z&to=2026-11-19T23:00:00Z", []),
     ],
-)  # fmt: skip
+)
 async def test_spans_at_range_edges(
     gap_client: TestClient[Any, Any], query: str, expected: list[tuple[str, str, int]]
 ) -> None:
@@ -94,11 +100,17 @@ async def test_cameras_shape(gap_client: TestClient[Any, Any]) -> None:
         ("/api/cameras/cam/recordings?from=2026-11-20T08:00:00", 400, "`from`"),
         ("/api/cameras/cam/recordings?from=yesterday", 400, "`from`"),
         ("/api/cameras/cam/recordings?to=2026-11-20", 400, "`to`"),
-        ("/api/cameras/cam/recordings?from=2026-11-20T08:00:10Z&to=2026-11-20T08:00:10Z",
-         400, "after"),
+        (
+            "/api/cameras/cam/recordings?from=2026-11-20T08:00:10Z&to=2026-11-20T08:00:10Z",
+            400,
+            "after",
+        ),
         ("/api/cameras/cam/recordings?start=2026-11-20T08:00:10Z", 400, "unknown query"),
-        ("/api/cameras/cam/recordings?from=2026-11-20T08:00:10Z&from=2026-11-20T08:00:10Z",
-         400, "twice"),
+        (
+            "/api/cameras/cam/recordings?from=2026-11-20T08:00:10Z&from=2026-11-20T08:00:10Z",
+            400,
+            "twice",
+        ),
         ("/api/cameras?x=1", 400, "unknown query"),
         ("/api/cameras/" + "c" * 129 + "/recordings", 400, "camera id"),
         ("/api/cameras/a%20b/recordings", 400, "camera id"),
@@ -106,7 +118,7 @@ async def test_cameras_shape(gap_client: TestClient[Any, Any]) -> None:
         ("/api/nothing-here", 404, "no such"),
         ("/media/../../etc/passwd", 404, "no such"),
     ],
-)  # fmt: skip
+)
 async def test_errors(gap_client: TestClient[Any, Any], path: str, status: int, words: str) -> None:
     response = await gap_client.get(path)
     assert response.status == status
@@ -133,6 +145,23 @@ async def test_token(tmp_path: Path, start_agent: Any) -> None:
     response = await client.get("/api/cameras", headers={"Authorization": "Bearer s3cret-token"})
     assert response.status == 200
     assert (await client.get("/healthz")).status == 200  # open for monitoring
+
+
+async def test_token_that_is_not_utf8_is_401(
+    tmp_path: Path, start_agent: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    client = await start_agent(make_config(tmp_path, server={"api_token": "s3cret-token"}))
+    reader, writer = await asyncio.open_connection(client.host, client.port)
+    writer.write(
+        b"GET /api/cameras HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer \xff\xfe\x80\r\n"
+        b"Connection: close\r\n\r\n"
+    )
+    await writer.drain()
+    answer = await reader.read()
+    writer.close()
+    assert answer.startswith(b"HTTP/1.1 401 "), answer[:200]
+    assert b'{"error": ' in answer
+    assert not [r for r in caplog.records if r.levelno >= logging.ERROR]
 
 
 async def test_unexpected_failure_is_a_plain_500(

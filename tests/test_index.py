@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import sqlite3
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 
+from agent.errors import StartupError
 from agent.index import Index, Segment
 
 S = 1_000_000
@@ -15,11 +18,20 @@ FINGERPRINT = {"root": "/r", "layout": "{camera}/%Y-%m-%d/%H-%M-%S.ts", "timezon
 
 def seg(camera: str, start_s: int, dur_s: int = 10) -> Segment:
     return Segment(
-        path=f"{camera}/{start_s:08d}.ts", camera=camera, start_us=start_s * S,
-        end_us=(start_s + dur_s) * S, size=1000, mtime_ns=5, container="mpegts",
-        video_codec="h264", has_audio=True, timescale=90000, first_pts=0,
-        duration=dur_s * 90000, frame_ticks=3600,
-    )  # fmt: skip
+        path=f"{camera}/{start_s:08d}.ts",
+        camera=camera,
+        start_us=start_s * S,
+        end_us=(start_s + dur_s) * S,
+        size=1000,
+        mtime_ns=5,
+        container="mpegts",
+        video_codec="h264",
+        has_audio=True,
+        timescale=90000,
+        first_pts=0,
+        duration=dur_s * 90000,
+        frame_ticks=3600,
+    )
 
 
 @pytest.fixture
@@ -101,3 +113,41 @@ async def test_locks_are_readable_by_another_process(index: Index) -> None:
         assert outside.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
     finally:
         outside.close()
+
+
+async def test_a_locked_index_is_never_deleted(tmp_path: Path) -> None:
+    """Another process holding the database: start-up fails with one line, files intact."""
+    path = tmp_path / "index.sqlite3"
+    script = (
+        "import sqlite3, sys\n"
+        "db = sqlite3.connect(sys.argv[1], isolation_level=None)\n"
+        "db.execute('CREATE TABLE mine (x)')\n"
+        "db.execute('BEGIN EXCLUSIVE')\n"
+        "db.execute('INSERT INTO mine VALUES (42)')\n"
+        "print('locked', flush=True)\n"
+        "sys.stdin.readline()\n"
+        "db.execute('COMMIT')\n"
+    )
+    holder = subprocess.Popen(
+        [sys.executable, "-c", script, str(path)],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert holder.stdout is not None
+        assert holder.stdout.readline() == "locked\n"
+        index = Index(path, FINGERPRINT)
+        with pytest.raises(StartupError, match="locked"):
+            await index.open()
+        await index.close()
+        assert path.exists()
+    finally:
+        assert holder.stdin is not None
+        holder.stdin.write("\n")
+        holder.stdin.close()
+        holder.wait(timeout=30)
+        assert holder.stdout is not None
+        holder.stdout.close()
+    with sqlite3.connect(path) as db:
+        assert db.execute("SELECT x FROM mine").fetchall() == [(42,)]

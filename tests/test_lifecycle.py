@@ -92,11 +92,18 @@ def test_kill_9_loses_no_session(tmp_path: Path, footage: dict[str, list[Rendere
             assert time.monotonic() < deadline
             time.sleep(0.05)
         sessions = [
-            call(port, "POST", "/api/playback",
-                 {"camera_id": "cam", "from": format_us(T0 + k * 500_000),
-                  "to": format_us(T0 + 5_000_000)})[1]
+            call(
+                port,
+                "POST",
+                "/api/playback",
+                {
+                    "camera_id": "cam",
+                    "from": format_us(T0 + k * 500_000),
+                    "to": format_us(T0 + 5_000_000),
+                },
+            )[1]
             for k in range(1, 4)
-        ]  # fmt: skip
+        ]
         call(port, "GET", sessions[0]["playlist_url"].replace("index.m3u8", "s000000.ts"))
         process.kill()
         process.communicate()
@@ -106,10 +113,21 @@ def test_kill_9_loses_no_session(tmp_path: Path, footage: dict[str, list[Rendere
             assert status == 200
             assert again == session
             played = subprocess.run(
-                ["ffmpeg", "-v", "error", "-nostdin", "-i",
-                 f"http://127.0.0.1:{port}{session['playlist_url']}", "-f", "null", "-"],
-                capture_output=True, text=True, timeout=60,
-            )  # fmt: skip
+                [
+                    "ffmpeg",
+                    "-v",
+                    "error",
+                    "-nostdin",
+                    "-i",
+                    f"http://127.0.0.1:{port}{session['playlist_url']}",
+                    "-f",
+                    "null",
+                    "-",
+                ],
+                capture_output=True,
+                text=True,
+                timeout=60,
+            )
             assert played.returncode == 0, played.stderr
             assert played.stderr == ""
     finally:

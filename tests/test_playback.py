@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import gzip
 import shutil
 from fractions import Fraction
@@ -10,64 +9,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from aiohttp.test_utils import TestClient
 
 from agent.demo import Rendered
 from agent.keys import INDEX
-from agent.times import format_us, parse_rfc3339
 
-from .conftest import camera_counts, make_config, place_old, wait_for
+from .conftest import FRAME, at, fetch_all, post, run_player, start_with
 from .hls import parse, video_facts
-
-T0 = parse_rfc3339("2026-11-20T08:00:00Z", "t")
-S = 1_000_000
-FRAME = Fraction(1, 25)
-
-
-async def start_with(
-    start_agent: Any, tmp_path: Path, footage: dict[str, list[Rendered]], kind: str = "ts",
-    **sections: dict[str, Any],
-) -> TestClient[Any, Any]:  # fmt: skip
-    """An agent on camera `cam`: footage at 08:00:00-08:00:06 and 08:00:20-08:00:26."""
-    layout = {"ts": "ffmpeg", "mp4": "frigate", "fmp4": "mediamtx"}[kind]
-    sections.setdefault("recordings", {})["layout"] = layout
-    config = make_config(tmp_path, **sections)
-    place_old(footage[kind], config.recordings.root, config.layout, "cam", T0)
-    place_old(footage[kind], config.recordings.root, config.layout, "cam", T0 + 20 * S)
-    client: TestClient[Any, Any] = await start_agent(config)
-
-    async def indexed() -> bool:
-        return await camera_counts(client) == {"cam": 6}
-
-    await wait_for(indexed, what="footage indexed")
-    return client
-
-
-async def post(client: TestClient[Any, Any], body: Any) -> tuple[int, dict[str, Any]]:
-    response = await client.post("/api/playback", json=body)
-    return response.status, await response.json()
-
-
-def at(seconds: float) -> str:
-    return format_us(T0 + int(seconds * S))
-
-
-async def fetch_all(
-    client: TestClient[Any, Any], session: dict[str, Any], into: Path
-) -> list[Path]:
-    """Download the playlist's every segment; returns their paths, in order."""
-    text = await (await client.get(session["playlist_url"])).text()
-    base = session["playlist_url"].rsplit("/", 1)[0]
-    paths = []
-    into.mkdir(parents=True, exist_ok=True)
-    for entry in parse(text).entries:
-        response = await client.get(f"{base}/{entry.uri}")
-        assert response.status == 200, await response.text()
-        assert response.content_type == "video/mp2t"
-        path = into / entry.uri
-        path.write_bytes(await response.read())
-        paths.append(path)
-    return paths
 
 
 @pytest.mark.parametrize("kind", ["ts", "mp4", "fmp4"])
@@ -106,21 +53,6 @@ async def test_playlist_follows_the_rules(
             assert abs(facts[n].start - facts[n - 1].end) <= FRAME / 2, f"jump before {n}"
 
 
-async def _run(*argv: str, limit: float = 60) -> tuple[int | None, str]:
-    """Run a player; (exit status, output), or (None, output) if it hung and was killed."""
-    process = await asyncio.create_subprocess_exec(
-        *argv, stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.STDOUT,
-    )  # fmt: skip
-    try:
-        out, _ = await asyncio.wait_for(process.communicate(), limit)
-        return process.returncode or 0, out.decode(errors="replace")
-    except TimeoutError:
-        process.kill()
-        out, _ = await process.communicate()
-        return None, out.decode(errors="replace")
-
-
 @pytest.mark.parametrize("kind", ["ts", "mp4"])
 async def test_players_play_the_whole_session(
     tmp_path: Path, footage: dict[str, list[Rendered]], start_agent: Any, kind: str
@@ -128,22 +60,28 @@ async def test_players_play_the_whole_session(
     client = await start_with(start_agent, tmp_path, footage, kind)
     _, session = await post(client, {"camera_id": "cam", "from": at(0.5), "to": at(26)})
     url = str(client.make_url(session["playlist_url"]))
-    code, out = await _run("ffmpeg", "-hide_banner", "-nostdin", "-v", "warning", "-i", url,
-                           "-f", "null", "-")  # fmt: skip
+    code, out = await run_player(
+        "ffmpeg", "-hide_banner", "-nostdin", "-v", "warning", "-i", url, "-f", "null", "-"
+    )
     assert code == 0, out
     assert "corrupt" not in out.lower(), out
     assert "error" not in out.lower(), out
     if shutil.which("gst-launch-1.0") is None:
         pytest.fail("GStreamer is not installed (scripts/setup-dev.sh installs it)")
-    gst = ("gst-launch-1.0", "playbin", f"uri={url}",
-           "video-sink=fakesink sync=false", "audio-sink=fakesink sync=false")  # fmt: skip
-    code, out = await _run(*gst)
+    gst = (
+        "gst-launch-1.0",
+        "playbin",
+        f"uri={url}",
+        "video-sink=fakesink sync=false",
+        "audio-sink=fakesink sync=false",
+    )
+    code, out = await run_player(*gst)
     if code is None:
         # GStreamer 1.22's hlsdemux sometimes stalls at the start of a playlist with
         # EXT-X-START (about 1 run in 40, the same with Python's http.server serving the
         # same bytes; never without EXT-X-START). A stall is retried once; an error is not.
         print(f"gst-launch-1.0 stalled; trying once more. It said:\n{out[-2000:]}")
-        code, out = await _run(*gst)
+        code, out = await run_player(*gst)
     assert code == 0, out
     assert "EOS" in out, out
     assert "ERROR" not in out, out
@@ -157,8 +95,20 @@ async def test_continuity_counters_run_on_across_segments(
     paths = await fetch_all(client, session, tmp_path / "got")
     joined = tmp_path / "joined.ts"
     joined.write_bytes(b"".join(p.read_bytes() for p in paths))
-    code, out = await _run("ffmpeg", "-hide_banner", "-nostdin", "-v", "warning", "-i",
-                           str(joined), "-c", "copy", "-f", "null", "-")  # fmt: skip
+    code, out = await run_player(
+        "ffmpeg",
+        "-hide_banner",
+        "-nostdin",
+        "-v",
+        "warning",
+        "-i",
+        str(joined),
+        "-c",
+        "copy",
+        "-f",
+        "null",
+        "-",
+    )
     assert code == 0
     assert out == ""
 
@@ -170,8 +120,10 @@ async def test_unwatched_session_writes_only_its_playlist(
     _, session = await post(client, {"camera_id": "cam", "from": at(0), "to": at(26)})
     directory = tmp_path / "state" / "playback" / session["id"]
     assert sorted(p.name for p in directory.iterdir()) == [
-        "index.m3u8", "index.m3u8.gz", "session.json",
-    ]  # fmt: skip
+        "index.m3u8",
+        "index.m3u8.gz",
+        "session.json",
+    ]
     assert sum(p.stat().st_size for p in directory.iterdir()) < 64 * 1024
 
 
@@ -210,13 +162,42 @@ async def test_serving_headers(
     beyond = await client.get(media, headers={"Range": f"bytes={len(body)}-"})
     assert beyond.status == 416
     assert beyond.headers["Content-Range"] == f"bytes */{len(body)}"
+    empty = await client.get(media, headers={"Range": "bytes=-0"})
+    assert empty.status == 416
+    etag = whole.headers["ETag"]
+    assert (await client.get(media, headers={"If-None-Match": etag})).status == 304
+    stale = await client.get(media, headers={"Range": "bytes=0-187", "If-Range": '"other"'})
+    assert stale.status == 200
+    assert await stale.read() == body
+    fresh = await client.get(media, headers={"Range": "bytes=0-187", "If-Range": etag})
+    assert fresh.status == 206
     preflight = await client.options(
-        media, headers={"Origin": "http://other.lan", "Access-Control-Request-Method": "GET",
-                        "Access-Control-Request-Headers": "range"},
-    )  # fmt: skip
+        media,
+        headers={
+            "Origin": "http://other.lan",
+            "Access-Control-Request-Method": "GET",
+            "Access-Control-Request-Headers": "range",
+        },
+    )
     assert preflight.status == 204
     assert preflight.headers["Access-Control-Allow-Origin"] == "*"
     assert "Range" in preflight.headers["Access-Control-Allow-Headers"]
+    malformed = await client.options("/media/playback/pbs_nope/index.m3u8")
+    assert malformed.status == 400
+    assert list(await malformed.json()) == ["error"]
+
+
+async def test_a_vanished_session_directory_is_a_json_404(
+    tmp_path: Path, footage: dict[str, list[Rendered]], start_agent: Any
+) -> None:
+    client = await start_with(start_agent, tmp_path, footage, "ts")
+    _, session = await post(client, {"camera_id": "cam", "from": at(2), "to": at(6)})
+    shutil.rmtree(tmp_path / "state" / "playback" / session["id"])
+    for headers in ({}, {"Accept-Encoding": "gzip"}):
+        response = await client.get(session["playlist_url"], headers=headers)
+        assert response.status == 404
+        assert "gone" in (await response.json())["error"]
+    assert (await client.get("/healthz")).status == 200
 
 
 async def test_overlapping_sessions_count_their_locks(
@@ -259,30 +240,66 @@ async def test_get_session_and_it_is_gone_after_delete(
         ("not json", 400, "JSON object"),
         ([1, 2], 400, "JSON object"),
         ({"camera_id": "cam", "from": "2026-11-20T08:00:00Z"}, 400, "missing field `to`"),
-        ({"camera_id": "cam", "from": "2026-11-20T08:00:00Z", "to": "2026-11-20T08:00:05Z",
-          "speed": 2}, 400, "unknown field `speed`"),
-        ({"camera_id": "cam", "from": "2026-11-20T08:00:00", "to": "2026-11-20T08:00:05Z"},
-         400, "`from`"),
-        ({"camera_id": "cam", "from": "2026-11-20T08:00:05Z", "to": "2026-11-20T08:00:05Z"},
-         400, "after"),
-        ({"camera_id": "cam", "from": "2026-11-20T08:00:00Z", "to": "2026-11-20T12:00:01Z"},
-         400, "at most 14400 s"),
-        ({"camera_id": "../cam", "from": "2026-11-20T08:00:00Z", "to": "2026-11-20T08:00:05Z"},
-         400, "camera_id"),
-        ({"camera_id": 7, "from": "2026-11-20T08:00:00Z", "to": "2026-11-20T08:00:05Z"},
-         400, "camera_id"),
-        ({"camera_id": "nobody", "from": "2026-11-20T08:00:00Z", "to": "2026-11-20T08:00:05Z"},
-         404, "nobody"),
-        ({"camera_id": "cam", "from": "2026-11-20T08:00:07Z", "to": "2026-11-20T08:00:19Z"},
-         404, "no recorded footage"),
-        ({"camera_id": "cam", "from": "2026-11-20T07:00:00Z", "to": "2026-11-20T07:59:00Z"},
-         404, "no recorded footage"),
+        (
+            {
+                "camera_id": "cam",
+                "from": "2026-11-20T08:00:00Z",
+                "to": "2026-11-20T08:00:05Z",
+                "speed": 2,
+            },
+            400,
+            "unknown field `speed`",
+        ),
+        (
+            {"camera_id": "cam", "from": "2026-11-20T08:00:00", "to": "2026-11-20T08:00:05Z"},
+            400,
+            "`from`",
+        ),
+        (
+            {"camera_id": "cam", "from": "2026-11-20T08:00:05Z", "to": "2026-11-20T08:00:05Z"},
+            400,
+            "after",
+        ),
+        (
+            {"camera_id": "cam", "from": "2026-11-20T08:00:00Z", "to": "2026-11-20T12:00:01Z"},
+            400,
+            "at most 14400 s",
+        ),
+        (
+            {"camera_id": "../cam", "from": "2026-11-20T08:00:00Z", "to": "2026-11-20T08:00:05Z"},
+            400,
+            "camera_id",
+        ),
+        (
+            {"camera_id": 7, "from": "2026-11-20T08:00:00Z", "to": "2026-11-20T08:00:05Z"},
+            400,
+            "camera_id",
+        ),
+        (
+            {"camera_id": "nobody", "from": "2026-11-20T08:00:00Z", "to": "2026-11-20T08:00:05Z"},
+            404,
+            "nobody",
+        ),
+        (
+            {"camera_id": "cam", "from": "2026-11-20T08:00:07Z", "to": "2026-11-20T08:00:19Z"},
+            404,
+            "no recorded footage",
+        ),
+        (
+            {"camera_id": "cam", "from": "2026-11-20T07:00:00Z", "to": "2026-11-20T07:59:00Z"},
+            404,
+            "no recorded footage",
+        ),
     ],
-)  # fmt: skip
+)
 async def test_bad_requests_change_nothing(
-    tmp_path: Path, footage: dict[str, list[Rendered]], start_agent: Any,
-    body: Any, status: int, words: str,
-) -> None:  # fmt: skip
+    tmp_path: Path,
+    footage: dict[str, list[Rendered]],
+    start_agent: Any,
+    body: Any,
+    status: int,
+    words: str,
+) -> None:
     client = await start_with(start_agent, tmp_path, footage, "ts")
     if isinstance(body, str):
         response = await client.post("/api/playback", data=body)

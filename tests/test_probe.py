@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+import tracemalloc
 from fractions import Fraction
 from pathlib import Path
 
@@ -74,3 +75,21 @@ def test_big_frames_grow_the_tail_read(tmp_path: Path) -> None:
     assert run[0].path.stat().st_size > 3 * 131072
     facts = probe(run[0].path)
     assert Fraction(facts.duration, facts.timescale) == video_facts(run[0].path).duration
+
+
+def test_keyframes_of_a_long_recording_are_read_in_bounded_memory(
+    tmp_path: Path, footage: dict[str, list[Rendered]]
+) -> None:
+    """An hour-long TS recording must not sit in memory whole to find its keyframes."""
+    one = footage["ts"][0].path.read_bytes()
+    long = tmp_path / "long.ts"
+    copies = 1 + (12 << 20) // len(one)
+    long.write_bytes(one * copies)
+    tracemalloc.start()
+    try:
+        found = keyframes(long)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert len(found) == copies * len(keyframes(footage["ts"][0].path))
+    assert peak < 4 << 20, f"peak {peak / 2**20:.1f} MiB for a {long.stat().st_size >> 20} MiB file"

@@ -2,22 +2,26 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
+import logging
 import os
 import time
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from agent.app import create_app
 from agent.demo import Rendered
+from agent.ids import new_session_id as new_id
 from agent.index import Index
-from agent.keys import INDEX, LIMITER, SESSIONS
+from agent.keys import INDEX, LIMITER
 from agent.playlists import MediaItem, Plan
-from agent.sessions import SessionStore, new_id
+from agent.sessions import SessionStore
 from agent.sweep import is_stray, sweep_once
 
-from .conftest import make_config, wait_for
-from .test_playback import at, fetch_all, post, start_with
+from .conftest import at, fetch_all, make_config, post, start_with, wait_for
 
 
 async def test_sessions_survive_a_restart(
@@ -53,7 +57,17 @@ def _store(tmp_path: Path, index: Index, now: list[float]) -> SessionStore:
 
 
 def _plan() -> Plan:
-    item = MediaItem("s000000.ts", "cam/a.ts", False, None, None, 2.0, 0, False, 100)
+    item = MediaItem(
+        name="s000000.ts",
+        source="cam/a.ts",
+        remux=False,
+        seek=None,
+        offset=None,
+        duration=2.0,
+        pdt_us=0,
+        discontinuity=False,
+        size=100,
+    )
     return Plan((item,), 0.0)
 
 
@@ -67,7 +81,8 @@ async def test_sweep_expires_sessions_and_strays(tmp_path: Path) -> None:
         watched = await store.create("cam", 0, 10, ["cam/a.ts"], _plan())
         idle = await store.create("cam", 0, 10, ["cam/a.ts", "cam/b.ts"], _plan())
         building = await store.create("cam", 0, 10, ["cam/b.ts"], _plan())
-        store.busy[building.id] = 1
+        held = store.hold(building.id)  # a media build is working on it
+        held.__enter__()
         stray_old = store.directory / "leftover-old"
         stray_new = store.directory / "leftover-new"
         stray_old.mkdir()
@@ -87,7 +102,7 @@ async def test_sweep_expires_sessions_and_strays(tmp_path: Path) -> None:
         on_disk = json.loads((store.directory / watched.id / "session.json").read_text())
         assert on_disk["expires_at"] == watched.public()["expires_at"]  # written through
 
-        del store.busy[building.id]
+        held.__exit__(None, None, None)
         now[0] += 3600
         await sweep_once(store)
         assert store.sessions == {}
@@ -109,14 +124,16 @@ def test_stray_policy() -> None:
 async def test_watching_extends_the_expiry(
     tmp_path: Path, footage: dict[str, list[Rendered]], start_agent: Any
 ) -> None:
-    client = await start_with(start_agent, tmp_path, footage, "ts")
-    store = client.server.app[SESSIONS]
+    later = [0.0]
+    client = await start_with(
+        start_agent, tmp_path, footage, "ts", clock=lambda: time.time() + later[0]
+    )
     _, session = await post(client, {"camera_id": "cam", "from": at(0), "to": at(4)})
-    store.clock = lambda: time.time() + 1800
+    later[0] = 1800
     await client.get(session["playlist_url"])
     after = await (await client.get(f"/api/playback/{session['id']}")).json()
     assert after["expires_at"] > session["expires_at"]
-    store.clock = lambda: time.time() + 7200  # nobody watched for two hours
+    later[0] = 7200  # nobody watched for two hours
     assert (await client.get(f"/api/playback/{session['id']}")).status == 404
 
 
@@ -143,14 +160,15 @@ async def test_ffmpeg_failures_are_clear_and_survivable(
 async def test_missing_ffmpeg_is_a_clear_error(
     tmp_path: Path, footage: dict[str, list[Rendered]], start_agent: Any
 ) -> None:
-    client = await start_with(start_agent, tmp_path, footage, "mp4",
-                              ffmpeg={"ffmpeg": "/nonexistent/ffmpeg"})  # fmt: skip
+    client = await start_with(
+        start_agent, tmp_path, footage, "mp4", ffmpeg={"ffmpeg": "/nonexistent/ffmpeg"}
+    )
     status, session = await post(client, {"camera_id": "cam", "from": at(0), "to": at(5)})
     assert status == 201
     response = await client.get(session["playlist_url"].replace("index.m3u8", "s000000.ts"))
     assert response.status == 500
     health = await (await client.get("/healthz")).json()
-    assert "ffmpeg is not installed" in health["problems"]
+    assert any("is not installed" in problem for problem in health["problems"])
 
 
 async def test_admission_under_many_requests(
@@ -158,9 +176,13 @@ async def test_admission_under_many_requests(
 ) -> None:
     import asyncio
 
-    client = await start_with(start_agent, tmp_path, footage, "mp4",
-                              admission={"max_builds": 1, "queue_timeout_seconds": 0,
-                                         "max_cpu_percent": 100})  # fmt: skip
+    client = await start_with(
+        start_agent,
+        tmp_path,
+        footage,
+        "mp4",
+        admission={"max_builds": 1, "queue_timeout_seconds": 0, "max_cpu_percent": 100},
+    )
     sessions = [
         (await post(client, {"camera_id": "cam", "from": at(0), "to": at(26)}))[1] for _ in range(4)
     ]
@@ -194,9 +216,43 @@ async def test_admission_under_many_requests(
 async def test_no_disk_headroom_is_507(
     tmp_path: Path, footage: dict[str, list[Rendered]], start_agent: Any
 ) -> None:
-    client = await start_with(start_agent, tmp_path, footage, "mp4",
-                              admission={"min_free_disk_mb": 1 << 30})  # fmt: skip
+    client = await start_with(
+        start_agent, tmp_path, footage, "mp4", admission={"min_free_disk_mb": 1 << 30}
+    )
     status, body = await post(client, {"camera_id": "cam", "from": at(0), "to": at(5)})
     assert status == 507
     assert list(body) == ["error"]
+    assert list((tmp_path / "state" / "playback").iterdir()) == []
+
+
+async def test_deleting_a_session_while_its_segment_is_made_is_404(
+    tmp_path: Path,
+    footage: dict[str, list[Rendered]],
+    start_agent: Any,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    client = await start_with(
+        start_agent,
+        tmp_path,
+        footage,
+        "mp4",
+        admission={"max_builds": 1, "queue_timeout_seconds": 60},
+    )
+    _, session = await post(client, {"camera_id": "cam", "from": at(0), "to": at(26)})
+    limiter = client.server.app[LIMITER]
+    async with limiter.slot(0):  # every build slot taken: the request waits for one
+        request = asyncio.create_task(
+            client.get(session["playlist_url"].replace("index.m3u8", "s000001.ts"))
+        )
+
+        async def waiting() -> bool:
+            state = (await (await client.get("/healthz")).json())["admission"]
+            return bool(state["waiting"] == 1)
+
+        await wait_for(waiting, what="the request to wait for a build slot")
+        assert (await client.delete(f"/api/playback/{session['id']}")).status == 204
+    response = await request
+    assert response.status == 404
+    assert "deleted" in (await response.json())["error"]
+    assert not [r for r in caplog.records if r.levelno >= logging.ERROR]
     assert list((tmp_path / "state" / "playback").iterdir()) == []

@@ -9,15 +9,29 @@ S = 1_000_000
 FRAME = 3600  # 40 ms at 90 kHz
 
 
-def seg(start_s: float, dur_s: float = 10, pts: int | None = None, container: str = "mpegts",
-        timescale: int = 90000) -> Segment:  # fmt: skip
+def seg(
+    start_s: float,
+    dur_s: float = 10,
+    pts: int | None = None,
+    container: str = "mpegts",
+    timescale: int = 90000,
+) -> Segment:
     first = pts if pts is not None else 126000
     return Segment(
-        path=f"c/{start_s}", camera="c", start_us=int(start_s * S),
-        end_us=int(start_s * S + dur_s * S), size=1, mtime_ns=1, container=container,
-        video_codec="h264", has_audio=False, timescale=timescale, first_pts=first,
-        duration=int(dur_s * timescale), frame_ticks=FRAME * timescale // 90000,
-    )  # fmt: skip
+        path=f"c/{start_s}",
+        camera="c",
+        start_us=int(start_s * S),
+        end_us=int(start_s * S + dur_s * S),
+        size=1,
+        mtime_ns=1,
+        container=container,
+        video_codec="h264",
+        has_audio=False,
+        timescale=timescale,
+        first_pts=first,
+        duration=int(dur_s * timescale),
+        frame_ticks=FRAME * timescale // 90000,
+    )
 
 
 def test_back_to_back_segments_are_one_span() -> None:

@@ -1,0 +1,127 @@
+"""The playback service: what the HTTP handlers ask for, one call each.
+
+It checks a request against the rules (range, camera, footage), plans the playlist from
+the index, creates the session, and says what to send for each of a session's URLs. The
+session store owns the sessions on disk; the media service makes and finds segments.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from dataclasses import replace
+
+from .admission import Limiter
+from .config import Config
+from .errors import BadRequest, NotFound
+from .index import Index
+from .media import PLAYLIST_TYPE, MediaService, Served
+from .playlists import plan
+from .probe import ProbeError, keyframes
+from .sessions import PLAYLIST, Session, SessionStore
+from .timeline import Span, clip, spans
+
+log = logging.getLogger(__name__)
+
+# Bytes a session writes per playlist entry before anyone watches (playlist, its gzip
+# twin and session.json), counted against the disk floor.
+WRITTEN_PER_ITEM = 400
+# The whole timeline, for a recordings query without `from` or `to`.
+ALL_TIME_US = 1 << 62
+
+
+def check_range(from_us: int | None, to_us: int | None) -> None:
+    """A range's own rule: `to` after `from` (either may be open)."""
+    if from_us is not None and to_us is not None and to_us <= from_us:
+        raise BadRequest("`to` must be after `from`")
+
+
+class Playback:
+    def __init__(
+        self,
+        config: Config,
+        index: Index,
+        store: SessionStore,
+        media: MediaService,
+        limiter: Limiter,
+    ) -> None:
+        self.config = config
+        self.index = index
+        self.store = store
+        self.media = media
+        self.limiter = limiter
+
+    async def _require_camera(self, camera_id: str) -> None:
+        if not await self.index.has_camera(camera_id):
+            raise NotFound(f"camera {camera_id} has no recordings")
+
+    async def spans(self, camera_id: str, from_us: int | None, to_us: int | None) -> list[Span]:
+        """The camera's contiguous recorded spans, cut to [from, to]."""
+        check_range(from_us, to_us)
+        await self._require_camera(camera_id)
+        low = from_us if from_us is not None else -ALL_TIME_US
+        high = to_us if to_us is not None else ALL_TIME_US
+        found = await self.index.segments(camera_id, low, high)
+        return clip(spans(found, self.config.layout.name_resolution_us), low, high)
+
+    async def open(self, camera_id: str, from_us: int, to_us: int) -> Session:
+        """Check a request, plan its playlist from the index and create the session."""
+        check_range(from_us, to_us)
+        max_seconds = self.config.playback.max_seconds
+        if to_us - from_us > max_seconds * 1_000_000:
+            raise BadRequest(
+                f"the range is {(to_us - from_us) / 1e6:.0f} s long; at most {max_seconds} s"
+            )
+        await self._require_camera(camera_id)
+        segments = await self.index.segments(camera_id, from_us, to_us)
+        if not segments:
+            raise NotFound(f"camera {camera_id} has no recorded footage in that range")
+        first = self.config.recordings.root / segments[0].path
+        try:
+            first_keyframes = await asyncio.to_thread(keyframes, first)
+        except (OSError, ProbeError) as error:
+            log.warning("playback: cannot find keyframes in %s (%s)", segments[0].path, error)
+            first_keyframes = []
+        found = plan(segments, from_us, self.config.layout.name_resolution_us, first_keyframes)
+        # The session writes its playlist and metadata now, its first segment soon after.
+        head = found.items[0]
+        self.limiter.check_disk(
+            len(found.items) * WRITTEN_PER_ITEM + (head.size if head.remux else 0)
+        )
+        session = await self.store.create(
+            camera_id, from_us, to_us, [segment.path for segment in segments], found
+        )
+        log.info(
+            "playback: %s created for %s, %d segment(s), %.0f s",
+            session.id,
+            camera_id,
+            len(segments),
+            session.duration_s,
+        )
+        return session
+
+    def get(self, session_id: str) -> Session:
+        return self.store.get(session_id)
+
+    async def delete(self, session_id: str) -> None:
+        await self.store.delete(session_id)
+
+    async def media_for(self, session_id: str, name: str) -> Served:
+        """What to send for `name` of a session: its playlist or one of its segments."""
+        session = self.store.get(session_id)
+        if name == PLAYLIST:
+            directory = self.store.path(session.id)
+            served = Served(
+                path=directory / PLAYLIST,
+                gzip_path=directory / f"{PLAYLIST}.gz",
+                content_type=PLAYLIST_TYPE,
+            )
+        else:
+            found = session.item(name)
+            if found is None:
+                raise NotFound(f"this session has no media named {name}")
+            served = await self.media.file_for(session, *found)
+        self.store.touch(session)
+        # Clients may keep what they fetched for as long as the session lives.
+        max_age = max(0, (session.expires_us - self.store.now_us()) // 1_000_000)
+        return replace(served, max_age=max_age)

@@ -1,0 +1,117 @@
+"""Sending a session's files over HTTP: byte ranges, conditional requests, the playlist's
+gzip twin, and the continuity-counter suffix after a segment's own bytes.
+
+The media service decides what to send (paths the agent built, never the raw URL); this
+module only sends it, as aiohttp's FileResponse would, with the suffix it cannot add.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import re
+from pathlib import Path
+
+from aiohttp import web
+
+from .errors import NotFound
+from .media import Served
+
+_CHUNK = 256 * 1024
+_RANGE = re.compile(r"bytes=([0-9]*)-([0-9]*)")
+
+
+def _open(path: Path) -> tuple[int, os.stat_result]:
+    """Open a file (never through a symlink) and stat it, in one worker-thread hop."""
+    fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
+    try:
+        return fd, os.fstat(fd)
+    except BaseException:
+        os.close(fd)
+        raise
+
+
+def byte_range(header: str | None, total: int) -> tuple[int, int] | None:
+    """[start, stop) of a single-range `Range` header against `total` bytes, or None for
+    the whole file; raises ValueError if the range cannot be satisfied (pure)."""
+    if header is None:
+        return None
+    match = _RANGE.fullmatch(header.strip())
+    if match is None or match.group(1) == match.group(2) == "":
+        return None  # not a single byte range we serve: the whole file, as RFC 9110 allows
+    first, last = match.groups()
+    if first == "":  # bytes=-N: the last N bytes
+        suffix = int(last)
+        if suffix == 0 or total == 0:
+            raise ValueError("empty suffix range")
+        return max(0, total - suffix), total
+    start = int(first)
+    stop = total if last == "" else min(int(last) + 1, total)
+    if start >= total or stop <= start:
+        raise ValueError("range starts past the end")
+    return start, stop
+
+
+def _accepts_gzip(request: web.BaseRequest) -> bool:
+    return "gzip" in request.headers.get("Accept-Encoding", "").lower()
+
+
+async def send(request: web.Request, served: Served) -> web.StreamResponse:
+    """Send `served`: whole, one byte range, or 304; never compressed on the fly."""
+    headers = {
+        "Content-Type": served.content_type,
+        "Cache-Control": f"private, max-age={served.max_age}",
+        "Accept-Ranges": "bytes",
+    }
+    path, suffix = served.path, served.suffix
+    if served.gzip_path is not None:
+        headers["Vary"] = "Accept-Encoding"
+        if _accepts_gzip(request):
+            path = served.gzip_path
+            headers["Content-Encoding"] = "gzip"
+    try:
+        fd, info = await asyncio.to_thread(_open, path)
+    except (FileNotFoundError, NotADirectoryError):
+        raise NotFound("this session's file is gone; the session was deleted or expired") from None
+    try:
+        size = info.st_size
+        total = size + len(suffix)
+        etag = f'"{info.st_mtime_ns:x}-{total:x}"'
+        headers["ETag"] = etag
+        if request.headers.get("If-None-Match") in (etag, "*"):
+            return web.Response(status=304, headers={"ETag": etag})
+        wanted = request.headers.get("Range")
+        if_range = request.headers.get("If-Range")
+        if if_range is not None and if_range != etag:
+            wanted = None  # the client's copy is another version: send it all
+        try:
+            ranged = byte_range(wanted, total)
+        except ValueError:
+            raise web.HTTPRequestRangeNotSatisfiable(
+                headers={"Content-Range": f"bytes */{total}"}
+            ) from None
+        start, stop = ranged or (0, total)
+        if ranged is not None:
+            headers["Content-Range"] = f"bytes {start}-{stop - 1}/{total}"
+        headers["Content-Length"] = str(stop - start)
+        response = web.StreamResponse(status=206 if ranged else 200, headers=headers)
+        await response.prepare(request)
+        if request.method == "HEAD":
+            return response
+        try:
+            position = start
+            while position < min(stop, size):
+                length = min(_CHUNK, stop - position, size - position)
+                chunk = await asyncio.to_thread(os.pread, fd, length, position)
+                if not chunk:
+                    break  # the file shrank: the client sees a short body
+                await response.write(chunk)
+                position += len(chunk)
+            if stop > size and position >= size:
+                await response.write(suffix[max(0, start - size) : stop - size])
+            await response.write_eof()
+        except ConnectionResetError:
+            pass  # the player went away (a seek, a closed tab): nothing to report
+        return response
+    finally:
+        await asyncio.to_thread(os.close, fd)
