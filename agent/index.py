@@ -23,7 +23,7 @@ from .probe import MediaFacts
 
 log = logging.getLogger(__name__)
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 _SCHEMA = """
 CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL) WITHOUT ROWID;
 CREATE TABLE cameras (
@@ -43,10 +43,14 @@ CREATE TABLE segments (
     container TEXT NOT NULL,        -- mpegts, mp4, fmp4
     video_codec TEXT NOT NULL,
     has_audio INTEGER NOT NULL,
-    timescale INTEGER NOT NULL,     -- ticks per second of the next three
-    first_pts INTEGER NOT NULL,
-    duration INTEGER NOT NULL,
-    frame_ticks INTEGER NOT NULL
+    timescale INTEGER NOT NULL,     -- ticks per second of the next five
+    first_pts INTEGER NOT NULL,     -- earliest video presentation time
+    duration INTEGER NOT NULL,      -- to the end of the last video frame
+    frame_ticks INTEGER NOT NULL,
+    audio_start INTEGER,            -- audio's first and end time, relative to first_pts
+    audio_end INTEGER,
+    streams TEXT NOT NULL,          -- what the streams are; a change needs new decoders
+    counters TEXT NOT NULL          -- MPEG-TS: "pid:first:last,..." continuity counters
 );
 CREATE INDEX segments_by_time ON segments (camera, start_us);
 CREATE TABLE locks (
@@ -74,7 +78,7 @@ END;
 """
 _COLUMNS = (
     "path, camera, start_us, end_us, size, mtime_ns, container, video_codec, has_audio,"
-    " timescale, first_pts, duration, frame_ticks"
+    " timescale, first_pts, duration, frame_ticks, audio_start, audio_end, streams, counters"
 )
 
 
@@ -93,6 +97,10 @@ class Segment:
     first_pts: int
     duration: int
     frame_ticks: int
+    audio_start: int | None = None
+    audio_end: int | None = None
+    streams: str = ""
+    counters: str = ""
 
     @classmethod
     def from_facts(
@@ -112,6 +120,10 @@ class Segment:
             first_pts=facts.first_pts,
             duration=facts.duration,
             frame_ticks=facts.frame_ticks,
+            audio_start=facts.audio_start,
+            audio_end=facts.audio_end,
+            streams=facts.streams,
+            counters=facts.counters,
         )
 
     @property
@@ -268,6 +280,10 @@ class Index:
                 s.first_pts,
                 s.duration,
                 s.frame_ticks,
+                s.audio_start,
+                s.audio_end,
+                s.streams,
+                s.counters,
             )
             for s in segments
         ]

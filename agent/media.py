@@ -15,6 +15,7 @@ import contextlib
 import logging
 import os
 import secrets
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from stat import S_ISREG
@@ -24,8 +25,8 @@ from .admission import Limiter
 from .config import Config
 from .errors import AgentError, NotFound
 from .files import write_file
-from .mpegts import cc_suffix, ts_end_counters
-from .playlists import MediaItem
+from .mpegts import PACKET, renumber, rewrite
+from .playlists import CUT, MediaItem
 from .sessions import Session, SessionStore
 
 log = logging.getLogger(__name__)
@@ -42,20 +43,28 @@ PLAYLIST_TYPE = "application/vnd.apple.mpegurl"
 TS_TYPE = "video/mp2t"
 
 
+Rewrite = Callable[[bytearray], None]
+
+
 @dataclass(frozen=True, kw_only=True)
 class Served:
-    """What to send for a session's URL: a file of the agent's choosing, then `suffix`
-    (continuity-counter stuffing); `gzip_path`, where set, is the same content compressed."""
+    """What to send for a session's URL: `prefix`, then bytes `start` to the end of a file
+    of the agent's choosing, with `rewrite` applied to whole packets of that stream in
+    flight; `gzip_path`, where set, is the same content compressed."""
 
     path: Path
     content_type: str
-    suffix: bytes = b""
+    start: int = 0
+    prefix: bytes = b""
+    rewrite: Rewrite | None = None
     gzip_path: Path | None = None
     max_age: int = 0
 
 
-def _append_suffix(path: Path) -> None:
-    write_file(path, cc_suffix(ts_end_counters(path)), mode="ab")
+def _renumber(path: Path) -> None:
+    """Give a remuxed file counters that run 0..15 on every PID (see mpegts.renumber)."""
+    data = path.read_bytes()
+    write_file(path, renumber(data))
 
 
 def remux_argv(ffmpeg_bin: str, source: Path, item: MediaItem, output: Path) -> list[str]:
@@ -91,9 +100,9 @@ class MediaService:
     async def file_for(self, session: Session, number: int, item: MediaItem) -> Served:
         """What to serve for `item`, made first if it must be.
 
-        Every file a recorder or ffmpeg writes starts its continuity counters at 0, so
-        each served segment ends with them brought to 15: players then see one unbroken
-        stream across segments, as from a single muxer.
+        A recording served as recorded gets the session's timeline in flight: its PTS,
+        DTS and PCR moved by the plan's shift, its continuity counters carried on from
+        the segment before, so that players see one stream, as from a single muxer.
         """
         if not item.remux:
             served = await asyncio.to_thread(self._as_recorded, item)
@@ -101,13 +110,23 @@ class MediaService:
             path = self.store.path(session.id) / item.name
             if not await asyncio.to_thread(path.is_file):
                 path = await asyncio.shield(self._build_task(session, item, wait=True))
-            served = Served(path=path, content_type=TS_TYPE)  # suffix written when made
+            served = Served(path=path, content_type=TS_TYPE)  # made on the timeline
         await self._read_ahead(session, number)
         return served
 
     def _as_recorded(self, item: MediaItem) -> Served:
         path = self.recording(item)
-        return Served(path=path, content_type=TS_TYPE, suffix=_suffix_for(path))
+        prefix = b""
+        if item.kind == CUT:
+            prefix = _packets(path, item.prefix)
+        cc_shift = dict(item.cc_shift)
+        return Served(
+            path=path,
+            content_type=TS_TYPE,
+            start=item.cut_at,
+            prefix=prefix,
+            rewrite=lambda buf: rewrite(buf, item.shift, cc_shift),
+        )
 
     def _build_task(self, session: Session, item: MediaItem, wait: bool) -> asyncio.Task[Path]:
         key = (session.id, item.name)
@@ -153,7 +172,7 @@ class MediaService:
                 argv = remux_argv(self.config.ffmpeg.ffmpeg, source, item, temporary)
                 try:
                     await ffmpeg.run(argv, self.config.playback.build_timeout_seconds)
-                    await asyncio.to_thread(_append_suffix, temporary)
+                    await asyncio.to_thread(_renumber, temporary)
                     await asyncio.to_thread(os.replace, temporary, target)
                 except ffmpeg.FfmpegError as error:
                     if not self.store.live(session.id):
@@ -185,11 +204,13 @@ class MediaService:
         await asyncio.gather(*tasks, return_exceptions=True)
 
 
-def _suffix_for(path: Path) -> bytes:
+def _packets(path: Path, offsets: tuple[int, ...]) -> bytes:
+    """The whole packets of `path` at `offsets` (a cut segment's PAT and PMT)."""
+    fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
     try:
-        return cc_suffix(ts_end_counters(path))
-    except OSError:
-        return b""  # served as it is; the read that follows reports the problem
+        return b"".join(os.pread(fd, PACKET, offset) for offset in offsets)
+    finally:
+        os.close(fd)
 
 
 def _read_ahead_done(task: asyncio.Task[Path]) -> None:

@@ -8,14 +8,16 @@ that does their wrapping arithmetic.
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Iterator
-from pathlib import Path
+from dataclasses import dataclass
 
 from .errors import ProbeError
 
 PACKET = 188
 PTS_WRAP = 1 << 33  # PTS and DTS are 33-bit counters of a 90 kHz clock
 CLOCK = 90_000
+NULL_PID = 0x1FFF
 _VIDEO_TYPES = {0x1B: "h264", 0x24: "hevc", 0x02: "mpeg2video", 0x10: "mpeg4"}
 _AUDIO_TYPES = {0x03, 0x04, 0x0F, 0x11, 0x81, 0x87}
 _CHUNK = (1 << 20) - (1 << 20) % PACKET  # whole packets read at a time
@@ -94,8 +96,19 @@ def pes_times(buf: bytes, offset: int, pid: int) -> list[tuple[int, int]]:
     return times
 
 
-def streams(head: bytes) -> tuple[int, str, bool]:
-    """(video PID, video codec, has audio) from the PAT and PMT at the head of a file."""
+@dataclass(frozen=True)
+class Program:
+    """What the PAT and PMT at the head of a file say."""
+
+    pmt_pid: int
+    video_pid: int
+    video_codec: str
+    audio_pid: int | None
+    signature: str  # "pid:stream_type" of every stream: a change means new decoders
+
+
+def program(head: bytes) -> Program:
+    """The program of an MPEG-TS file from the PAT and PMT in its first bytes."""
     pat = section(head, 0, 0)
     if pat is None or len(pat) < 12:
         raise ProbeError("MPEG-TS without a program table in its first 64 KiB")
@@ -105,81 +118,272 @@ def streams(head: bytes) -> tuple[int, str, bool]:
             pmt_pid = ((pat[at + 2] & 0x1F) << 8) | pat[at + 3]
             break
     pmt = section(head, 0, pmt_pid) if pmt_pid is not None else None
-    if pmt is None or len(pmt) < 12:
+    if pmt_pid is None or pmt is None or len(pmt) < 12:
         raise ProbeError("MPEG-TS without a program map in its first 64 KiB")
-    video_pid, codec, has_audio = None, "", False
+    video_pid, codec, audio_pid = None, "", None
+    found = []
     at = 12 + (((pmt[10] & 0x0F) << 8) | pmt[11])
     while at + 5 <= len(pmt) - 4:
         stream_type = pmt[at]
         pid = ((pmt[at + 1] & 0x1F) << 8) | pmt[at + 2]
+        found.append(f"{pid}:{stream_type:02x}")
         if stream_type in _VIDEO_TYPES and video_pid is None:
             video_pid, codec = pid, _VIDEO_TYPES[stream_type]
-        has_audio = has_audio or stream_type in _AUDIO_TYPES
+        if stream_type in _AUDIO_TYPES and audio_pid is None:
+            audio_pid = pid
         at += 5 + (((pmt[at + 3] & 0x0F) << 8) | pmt[at + 4])
     if video_pid is None:
         raise ProbeError("MPEG-TS without a video stream")
-    return video_pid, codec, has_audio
+    return Program(pmt_pid, video_pid, codec, audio_pid, ",".join(found))
 
 
-def keyframes_in(data: bytes, video_pid: int) -> list[int]:
-    """PTS of the video PES packets in `data` (whole packets) flagged as random access."""
+def keyframes_in(data: bytes, video_pid: int, base: int = 0) -> list[tuple[int, int]]:
+    """(PTS, byte offset + `base`) of the video PES packets in `data` (whole packets)
+    flagged as random access points."""
     found = []
     for position in pusi_packets(data, 0, video_pid):
         control = data[position + 3] >> 4
         if control & 2 and data[position + 4] and data[position + 5] & 0x40:
             start = payload_start(data, position)
             if start is not None and start + 14 <= position + PACKET and data[start + 7] & 0x80:
-                found.append(read_timestamp(data, start + 9))
+                found.append((read_timestamp(data, start + 9), base + position))
     return found
 
 
-def file_keyframes(fd: int, size: int, video_pid: int) -> list[int]:
+def file_keyframes(fd: int, size: int, video_pid: int) -> list[tuple[int, int]]:
     """`keyframes_in` over a whole file, read in bounded chunks of whole packets."""
-    found: list[int] = []
+    found: list[tuple[int, int]] = []
     for position in range(0, size, _CHUNK):
-        found.extend(keyframes_in(os.pread(fd, _CHUNK, position), video_pid))
+        found.extend(keyframes_in(os.pread(fd, _CHUNK, position), video_pid, position))
     return found
 
 
-def ts_end_counters(path: Path | str) -> dict[int, int]:
-    """The last continuity counter of every PID in an MPEG-TS file (from its tail)."""
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        size = os.fstat(fd).st_size
-        head = os.pread(fd, 65536, 0)
-        wanted = {
-            ((head[at + 1] & 0x1F) << 8) | head[at + 2] for at in range(0, len(head) - 187, PACKET)
+def last_pusi_before(fd: int, offset: int, pid: int) -> int | None:
+    """Offset of the last packet of `pid` that starts a section or PES before `offset`."""
+    end = offset - offset % PACKET
+    while end > 0:
+        start = max(0, end - _CHUNK)
+        found = list(pusi_packets(os.pread(fd, end - start, start), 0, pid))
+        if found:
+            return start + found[-1]
+        end = start
+    return None
+
+
+def _has_payload(header_byte3: int) -> bool:
+    return bool(header_byte3 & 0x10)
+
+
+def counters(data: bytes, last: bool = False) -> dict[int, int]:
+    """The first (or last) continuity counter of each PID's payload packets in `data`."""
+    found: dict[int, int] = {}
+    count = len(data) // PACKET
+    order = range(count - 1, -1, -1) if last else range(count)
+    for n in order:
+        at = n * PACKET
+        pid = ((data[at + 1] & 0x1F) << 8) | data[at + 2]
+        if pid not in found and pid != NULL_PID and _has_payload(data[at + 3]):
+            found[pid] = data[at + 3] & 0x0F
+    return found
+
+
+def end_counters(fd: int, size: int, pids: set[int]) -> dict[int, int]:
+    """The last continuity counter of each of `pids`, read from the tail of a file."""
+    found: dict[int, int] = {}
+    end = size - size % PACKET
+    window = 32768 - 32768 % PACKET
+    while end > 0 and not pids <= found.keys():
+        start = max(0, end - window)
+        window = min(window * 4, _CHUNK)
+        for pid, counter in counters(os.pread(fd, end - start, start), last=True).items():
+            found.setdefault(pid, counter)
+        end = start
+    return {pid: found[pid] for pid in pids if pid in found}
+
+
+def encode_counters(first: dict[int, int], last: dict[int, int]) -> str:
+    """Each PID's first and last counter as "pid:first:last,..." (for the index)."""
+    return ",".join(f"{pid}:{first[pid]}:{last[pid]}" for pid in sorted(first) if pid in last)
+
+
+def decode_counters(text: str) -> dict[int, tuple[int, int]]:
+    found = {}
+    for part in filter(None, text.split(",")):
+        pid, first, last = (int(value) for value in part.split(":"))
+        found[pid] = (first, last)
+    return found
+
+
+_ADTS_RATES = (
+    96000,
+    88200,
+    64000,
+    48000,
+    44100,
+    32000,
+    24000,
+    22050,
+    16000,
+    12000,
+    11025,
+    8000,
+    7350,
+)
+
+
+def pes_payload(buf: bytes, position: int, pid: int) -> bytes:
+    """The payload of the PES of `pid` that starts in the packet at `position`, as far as
+    `buf` holds it (its header skipped)."""
+    data = bytearray()
+    at = position
+    while at + PACKET <= len(buf):
+        if (((buf[at + 1] & 0x1F) << 8) | buf[at + 2]) == pid:
+            if at != position and buf[at + 1] & 0x40:
+                break  # the next PES starts
+            start = payload_start(buf, at)
+            if start is not None:
+                data += buf[start : at + PACKET]
+        at += PACKET
+    if len(data) < 9 or data[:3] != b"\0\0\1":
+        return b""
+    return bytes(data[9 + data[8] :])
+
+
+def adts_ticks(payload: bytes) -> int | None:
+    """How long the whole ADTS (AAC) frames at the start of `payload` play, in 90 kHz
+    ticks; None if it does not start with one."""
+    at, ticks = 0, 0
+    while at + 7 <= len(payload) and payload[at] == 0xFF and payload[at + 1] & 0xF6 == 0xF0:
+        rate_index = (payload[at + 2] >> 2) & 0x0F
+        length = ((payload[at + 3] & 0x03) << 11) | (payload[at + 4] << 3) | (payload[at + 5] >> 5)
+        if rate_index >= len(_ADTS_RATES) or length < 7 or at + length > len(payload):
+            break
+        samples = 1024 * ((payload[at + 6] & 0x03) + 1)
+        ticks += samples * CLOCK // _ADTS_RATES[rate_index]
+        at += length
+    return ticks if at else None
+
+
+# --- rewriting served packets ---------------------------------------------------------
+
+_PUSI_MASK = bytes(1 if byte & 0x40 else 0 for byte in range(256))
+_AF_MASK = bytes(1 if byte & 0x20 else 0 for byte in range(256))
+_ONE = re.compile(b"\x01")
+# PES stream ids without the optional header (ISO/IEC 13818-1 table 2-21): no timestamps.
+_NO_PES_HEADER = {0xBC, 0xBE, 0xBF, 0xF0, 0xF1, 0xF2, 0xF8, 0xFF}
+
+
+def _shift_timestamp(buf: bytearray, at: int, shift: int) -> None:
+    value = (read_timestamp(buf, at) + shift) % PTS_WRAP
+    buf[at] = (buf[at] & 0xF1) | ((value >> 29) & 0x0E)
+    buf[at + 1] = (value >> 22) & 0xFF
+    buf[at + 2] = ((value >> 14) & 0xFE) | (buf[at + 2] & 0x01)
+    buf[at + 3] = (value >> 7) & 0xFF
+    buf[at + 4] = ((value << 1) & 0xFE) | (buf[at + 4] & 0x01)
+
+
+def _shift_pcr(buf: bytearray, at: int, shift: int) -> None:
+    base = buf[at] << 25 | buf[at + 1] << 17 | buf[at + 2] << 9 | buf[at + 3] << 1
+    base = ((base | buf[at + 4] >> 7) + shift) % PTS_WRAP
+    buf[at : at + 4] = (base >> 1).to_bytes(4, "big")
+    buf[at + 4] = ((base & 1) << 7) | (buf[at + 4] & 0x7F)
+
+
+def rewrite(buf: bytearray, shift: int, cc_shift: dict[int, int]) -> None:
+    """Move every PTS, DTS and PCR in `buf` (whole packets) by `shift` ticks, and every
+    continuity counter of a PID by `cc_shift[pid]`, in place: same length, same offsets."""
+    count = len(buf) // PACKET
+    b1 = bytes(buf[1 : count * PACKET : PACKET])
+    b3 = bytes(buf[3 : count * PACKET : PACKET])
+    if any(cc_shift.values()):
+        b2 = bytes(buf[2 : count * PACKET : PACKET])
+        tables = {
+            pid: bytes((c & 0xF0) | ((c + delta) & 0x0F) for c in range(256))
+            for pid, delta in cc_shift.items()
+            if delta
         }
-        wanted.discard(0x1FFF)  # null packets carry no counter
-        found: dict[int, int] = {}
-        end = size - size % PACKET
-        window = 32768 - 32768 % PACKET
-        while end > 0 and not wanted <= found.keys():
-            start = max(0, end - window)
-            window = min(window * 4, 1 << 20)
-            chunk = os.pread(fd, end - start, start)
-            for at in range(len(chunk) - PACKET, -1, -PACKET):
-                pid = ((chunk[at + 1] & 0x1F) << 8) | chunk[at + 2]
-                if pid not in found and pid != 0x1FFF and chunk[at] == 0x47:
-                    found[pid] = chunk[at + 3] & 0x0F
-            end = start
-        return found
-    finally:
-        os.close(fd)
+        new3 = bytearray(b3)
+        for n in range(count):
+            table = tables.get(((b1[n] & 0x1F) << 8) | b2[n])
+            if table is not None:
+                new3[n] = table[b3[n]]
+        buf[3 : count * PACKET : PACKET] = new3
+    if not shift % PTS_WRAP:
+        return
+    for match in _ONE.finditer(b3.translate(_AF_MASK)):
+        at = match.start() * PACKET
+        if buf[at] == 0x47 and buf[at + 4] >= 7 and buf[at + 5] & 0x10:
+            _shift_pcr(buf, at + 6, shift)
+    for match in _ONE.finditer(b1.translate(_PUSI_MASK)):
+        at = match.start() * PACKET
+        if buf[at] != 0x47:
+            continue
+        start = payload_start(buf, at)
+        if (
+            start is None
+            or start + 19 > at + PACKET
+            or buf[start : start + 3] != b"\0\0\1"
+            or buf[start + 3] in _NO_PES_HEADER
+        ):
+            continue  # a PSI section, or a PES header split across packets: left alone
+        flags = buf[start + 7] >> 6
+        if flags & 2:
+            _shift_timestamp(buf, start + 9, shift)
+        if flags == 3:
+            _shift_timestamp(buf, start + 14, shift)
 
 
-def cc_suffix(counters: dict[int, int]) -> bytes:
-    """Packets that bring every PID's continuity counter to 15, so that a following file
-    whose counters start at 0 continues it without a discontinuity.
+def _split(packet: bytes, extra: int) -> list[bytes]:
+    """`packet` as 1 + `extra` packets carrying the same payload bytes (the last `extra`
+    bytes one per packet), so that its PID's packet count grows by `extra` while every
+    demuxer reads the same PES or section (the counters are set afterwards)."""
+    start = payload_start(packet, 0)
+    assert start is not None
+    payload = packet[start:]
+    keep = len(payload) - extra
+    field = packet[4:start]  # the adaptation field, with its length byte, or nothing
+    room = PACKET - 4 - keep  # adaptation field bytes the first packet needs
+    if field:
+        field = bytes((room - 1,)) + field[1:] + b"\xff" * (room - len(field))
+    else:
+        field = b"\x00" if room == 1 else bytes((room - 1, 0)) + b"\xff" * (room - 2)
+    header = bytes((packet[0], packet[1], packet[2], (packet[3] & 0xC0) | 0x30))
+    pieces = [header + field + payload[:keep]]
+    follow = bytes((0x47, packet[1] & 0x9F, packet[2], (packet[3] & 0xC0) | 0x30))
+    stuffing = bytes((182, 0)) + b"\xff" * 181
+    pieces.extend(follow + stuffing + payload[keep + n : keep + n + 1] for n in range(extra))
+    return pieces
 
-    Each packet is all adaptation-field stuffing and one payload byte: a zero byte after
-    a video access unit (a trailing zero that H.264 and H.265 allow), ignored after a
-    PES of known length or a complete PSI section.
-    """
-    packets = []
-    for pid, last in sorted(counters.items()):
-        for counter in range(last + 1, 16):
-            header = bytes((0x47, (pid >> 8) & 0x1F, pid & 0xFF, 0x30 | counter))
-            adaptation = bytes((182, 0x00)) + b"\xff" * 181
-            packets.append(header + adaptation + b"\x00")
-    return b"".join(packets)
+
+def renumber(data: bytes) -> bytes:
+    """A whole MPEG-TS file whose every PID's counters run from 0 and end at 15, so that
+    any such file follows any other without a discontinuity. The counts are made
+    multiples of 16 by splitting one packet of each PID into several (no payload added)."""
+    count = len(data) // PACKET
+    packets = [data[n * PACKET : (n + 1) * PACKET] for n in range(count)]
+    totals: dict[int, int] = {}
+    for packet in packets:
+        pid = ((packet[1] & 0x1F) << 8) | packet[2]
+        if pid != NULL_PID and _has_payload(packet[3]):
+            totals[pid] = totals.get(pid, 0) + 1
+    missing = {pid: -total % 16 for pid, total in totals.items() if total % 16}
+    out: list[bytes] = []
+    counter: dict[int, int] = {}
+    for packet in packets:
+        pid = ((packet[1] & 0x1F) << 8) | packet[2]
+        pieces = [packet]
+        extra = missing.get(pid, 0)
+        if extra and _has_payload(packet[3]):
+            start = payload_start(packet, 0)
+            if start is not None and PACKET - start > extra:
+                pieces = _split(packet, extra)
+                del missing[pid]
+        for piece in pieces:
+            if pid == NULL_PID:
+                out.append(piece)
+                continue
+            if _has_payload(piece[3]):
+                counter[pid] = (counter.get(pid, -1) + 1) & 0x0F
+            value = counter.get(pid, 0)
+            out.append(piece[:3] + bytes(((piece[3] & 0xF0) | value,)) + piece[4:])
+    return b"".join(out) + data[count * PACKET :]

@@ -17,7 +17,7 @@ from .errors import BadRequest, NotFound
 from .index import Index
 from .media import PLAYLIST_TYPE, MediaService, Served
 from .playlists import plan
-from .probe import ProbeError, keyframes
+from .probe import ProbeError, cut_point
 from .sessions import PLAYLIST, Session, SessionStore
 from .timeline import Span, clip, spans
 
@@ -76,17 +76,20 @@ class Playback:
         segments = await self.index.segments(camera_id, from_us, to_us)
         if not segments:
             raise NotFound(f"camera {camera_id} has no recorded footage in that range")
-        first = self.config.recordings.root / segments[0].path
+        head = segments[0]
+        wanted = head.first_pts + (from_us - head.start_us) * head.timescale // 1_000_000
         try:
-            first_keyframes = await asyncio.to_thread(keyframes, first)
+            cut = await asyncio.to_thread(
+                cut_point, self.config.recordings.root / head.path, head.first_pts, wanted
+            )
         except (OSError, ProbeError) as error:
-            log.warning("playback: cannot find keyframes in %s (%s)", segments[0].path, error)
-            first_keyframes = []
-        found = plan(segments, from_us, self.config.layout.name_resolution_us, first_keyframes)
+            log.warning("playback: cannot find keyframes in %s (%s)", head.path, error)
+            cut = None
+        found = plan(segments, from_us, self.config.layout.name_resolution_us, cut)
         # The session writes its playlist and metadata now, its first segment soon after.
-        head = found.items[0]
+        first = found.items[0]
         self.limiter.check_disk(
-            len(found.items) * WRITTEN_PER_ITEM + (head.size if head.remux else 0)
+            len(found.items) * WRITTEN_PER_ITEM + (first.size if first.remux else 0)
         )
         session = await self.store.create(
             camera_id, from_us, to_us, [segment.path for segment in segments], found

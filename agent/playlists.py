@@ -1,25 +1,36 @@
 """HLS playlists (pure functions): which media segment comes from which recording, with
-what duration, wall-clock time and discontinuities, and the VOD playlist text.
+what duration, wall-clock time and timestamps, and the VOD playlist text.
 
-One HLS segment per recorded segment. An MPEG-TS recording that starts with a keyframe
-is already a valid HLS segment and is served as it is, timestamps and all; anything
-else (an MP4 recording, or the first segment cut at the keyframe before `from`) is
-remuxed with `ffmpeg -c copy` when first asked for. The playlist is complete from the
-start, so its durations come from the index, exact to the tick.
+One HLS segment per recorded segment, all on one timeline per session: every served
+segment's timestamps continue exactly where the previous one's ended, across recorder
+timestamp resets and gaps alike, as from one muxer (the wall clock after a gap is in
+EXT-X-PROGRAM-DATE-TIME). An MPEG-TS recording is served from its own bytes, its
+PTS/DTS/PCR and continuity counters rewritten in flight; the first one is cut at the
+keyframe before `from` the same way. An MP4 recording is remuxed to MPEG-TS by
+`ffmpeg -c copy` onto the same timeline when first asked for. The playlist is complete
+from the start, so its durations come from the index, exact to the tick.
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from typing import Any
 
 from .index import Segment
-from .mpegts import pts_delta
+from .mpegts import CLOCK, PTS_WRAP, decode_counters, pts_delta
+from .probe import Cut
 from .timeline import is_gap
 from .times import format_us
 
-REMUX_TIMELINE_START = 10.0  # where remuxed MP4 footage starts on the output timeline
+OUT_START = 10 * CLOCK  # where a session's timeline starts (90 kHz ticks)
+# The most a segment's video waits after the one before so that its audio, which a
+# recorder may start ahead of the video, does not overlap the audio before it. Beyond
+# this the audio overlaps instead: a longer pause in the picture would be seen.
+MAX_HOLD = CLOCK // 2
+RECORDED, CUT, REMUX = "recorded", "cut", "remux"
+KINDS = (RECORDED, CUT, REMUX)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -28,13 +39,21 @@ class MediaItem:
 
     name: str  # file name in the session's URL space, like s000000.ts
     source: str  # the recording's path relative to the recordings root
-    remux: bool  # False: served as recorded; True: made by ffmpeg -c copy on first use
-    seek: float | None  # start at the keyframe at this media time (seconds), or None
-    offset: float | None  # shift timestamps by this many seconds, or None to keep them
+    kind: str  # RECORDED, CUT (from a keyframe's packet, PAT and PMT in front) or REMUX
     duration: float  # EXTINF: real media duration in seconds
     pdt_us: int  # wall-clock time of the first frame (UTC microseconds)
-    discontinuity: bool  # a gap or a timestamp jump comes before this segment
+    discontinuity: bool  # the streams change before this segment (codec, PIDs, container)
     size: int  # bytes of the recording
+    shift: int = 0  # RECORDED, CUT: ticks added to every PTS, DTS and PCR (mod 2**33)
+    cc_shift: tuple[tuple[int, int], ...] = ()  # RECORDED: (PID, added to its counters)
+    cut_at: int = 0  # CUT: byte offset of the keyframe's first packet
+    prefix: tuple[int, ...] = ()  # CUT: offsets of the PAT and PMT packets sent first
+    seek: float | None = None  # REMUX: start at the keyframe at this media time (seconds)
+    offset: float | None = None  # REMUX: ffmpeg's -output_ts_offset (seconds)
+
+    @property
+    def remux(self) -> bool:
+        return self.kind == REMUX
 
 
 @dataclass(frozen=True)
@@ -52,23 +71,40 @@ def _round(seconds: float) -> int:
     return math.floor(seconds + 0.5)
 
 
-def _continues(prev: Segment, seg: Segment) -> bool:
-    """Whether `seg`'s own timestamps carry straight on from `prev`'s (MPEG-TS only)."""
-    if prev.container != "mpegts" or seg.container != "mpegts":
+def continues(prev: Segment, seg: Segment) -> bool:
+    """Whether `seg`'s own timestamps carry straight on from `prev`'s (one muxer's TS)."""
+    if prev.container != "mpegts" or seg.container != "mpegts" or prev.streams != seg.streams:
         return False
     gap = pts_delta(seg.first_pts, prev.first_pts + prev.duration)
     return abs(gap) * 2 <= max(prev.frame_ticks, 1)
+
+
+def _changes(prev: Segment, seg: Segment) -> bool:
+    """Whether a player needs new decoders between the two (a DISCONTINUITY)."""
+    return (
+        prev.video_codec != seg.video_codec
+        or (prev.container == "mpegts") != (seg.container == "mpegts")
+        or (prev.container == "mpegts" and prev.streams != seg.streams)
+        or prev.has_audio != seg.has_audio
+    )
+
+
+def _to_clock(ticks: int, scale: int) -> int:
+    return ticks * CLOCK // scale
 
 
 def plan(
     segments: Sequence[Segment],
     from_us: int,
     name_resolution_us: int,
-    first_keyframes: Sequence[int],
+    first_cut: Cut | None,
 ) -> Plan:
     """The media segments for `segments` (one camera's, by start) played from `from_us`.
 
-    `first_keyframes` are the keyframe times of segments[0] in its own ticks.
+    `first_cut` is the keyframe of segments[0] at or before `from_us`, if any. Where a
+    recording does not carry on its predecessor's timestamps, its timeline starts where
+    the predecessor's video ends or, if later, where its audio ends (by at most
+    MAX_HOLD), so that no stream overlaps itself.
     """
     chosen: list[Segment] = []
     for segment in segments:
@@ -76,52 +112,87 @@ def plan(
             continue  # wholly inside the previous one: a duplicate recording
         chosen.append(segment)
     items: list[MediaItem] = []
+    starts: list[int] = []  # each item's start on the timeline (90 kHz, unwrapped)
+    ends: list[int] = []  # where each item's video ends on the timeline
+    audio_ends: list[int | None] = []
+    begins: list[int] = []  # each item's first presented tick, in its recording's ticks
+    recorded_us: list[int] = []  # how long each item's video runs, by the recording
+    counters: dict[int, int] = {}  # PID -> the counter its next packet must carry
     start_offset = 0.0
-    out_end = REMUX_TIMELINE_START
     for n, seg in enumerate(chosen):
         scale = seg.timescale
-        begin = seg.first_pts
-        if n == 0:
-            wanted = seg.first_pts + (from_us - seg.start_us) * scale // 1_000_000
-            before = [k for k in first_keyframes if seg.first_pts <= k <= wanted]
-            if before:
-                begin = max(before)
-        duration = (seg.first_pts + seg.duration - begin) / scale
-        trimmed = begin != seg.first_pts
+        kind = RECORDED if seg.container == "mpegts" else REMUX
+        lead = 0  # ticks from the recording's earliest frame to where this item begins
+        cut = first_cut if n == 0 else None
+        if cut is not None and cut.offset != 0:
+            lead = max(
+                0,
+                pts_delta(cut.pts, seg.first_pts) if kind == RECORDED else cut.pts - seg.first_pts,
+            )
+            if lead and kind == RECORDED:
+                kind = CUT
+        begin = seg.first_pts + lead
         prev = chosen[n - 1] if n else None
-        discontinuity = prev is not None and (
-            is_gap(prev, seg, name_resolution_us)
-            or prev.video_codec != seg.video_codec
-            or (seg.container == "mpegts") != (prev.container == "mpegts")
-            or (seg.container == "mpegts" and not _continues(prev, seg))
+        if prev is None:
+            start = OUT_START
+        elif continues(prev, seg) and items[-1].kind != REMUX:
+            start = starts[-1] + pts_delta(seg.first_pts, begins[-1])  # as its muxer had it
+        else:
+            start = ends[-1]
+            audio_end = audio_ends[-1]
+            if audio_end is not None and seg.audio_start is not None:
+                wanted = audio_end - _to_clock(seg.audio_start - lead, scale)
+                start = max(start, min(wanted, start + MAX_HOLD))
+        starts.append(start)
+        begins.append(begin)
+        recorded_us.append((seg.duration - lead) * 1_000_000 // scale)
+        ends.append(start + _to_clock(seg.duration - lead, scale))
+        audio_ends.append(
+            None if seg.audio_end is None else start + _to_clock(seg.audio_end - lead, scale)
         )
-        if n == 0 or discontinuity:
-            pdt_us = seg.start_us + (begin - seg.first_pts) * 1_000_000 // scale
-        else:
-            last = items[-1]
-            pdt_us = last.pdt_us + round(last.duration * 1_000_000)
-        if seg.container == "mpegts":
-            offset = None  # keep the recorder's timestamps, continuous across its segments
-            out_end = REMUX_TIMELINE_START
-        else:
-            offset = out_end - begin / scale
-            out_end += duration
+        if prev is None or is_gap(prev, seg, name_resolution_us):
+            pdt_us = seg.start_us + lead * 1_000_000 // scale
+        else:  # chained, so that names rounded to the second add no jitter
+            pdt_us = items[-1].pdt_us + recorded_us[-1]
         if n == 0:
             start_offset = max(0.0, (from_us - pdt_us) / 1e6)
+        fields: dict[str, Any] = {}
+        if kind == REMUX:
+            fields.update(
+                seek=begin / scale if lead else None, offset=start / CLOCK - begin / scale
+            )
+            counters = {pid: 0 for pid in counters}  # remuxed files are renumbered 0..15
+        else:
+            recorded = decode_counters(seg.counters)
+            pairs = []
+            for pid, (first, last) in recorded.items():
+                delta = 0 if kind == CUT else (counters.get(pid, first) - first) & 0x0F
+                if delta:
+                    pairs.append((pid, delta))
+                counters[pid] = (last + delta + 1) & 0x0F
+            fields.update(shift=(start - begin) % PTS_WRAP, cc_shift=tuple(pairs))
+            if kind == CUT:
+                assert cut is not None
+                fields.update(cut_at=cut.offset, prefix=cut.prefix)
         items.append(
             MediaItem(
                 name=f"s{n:06d}.ts",
                 source=seg.path,
-                remux=trimmed or seg.container != "mpegts",
-                seek=begin / scale if trimmed else None,
-                offset=offset,
-                duration=duration,
+                kind=kind,
+                duration=0.0,  # set below, once the next item's start is known
                 pdt_us=pdt_us,
-                discontinuity=discontinuity,
+                discontinuity=prev is not None and _changes(prev, seg),
                 size=seg.size,
+                **fields,
             )
         )
-    return Plan(tuple(items), round(start_offset, 6))
+    timed = [
+        replace(
+            item, duration=((starts[n + 1] if n + 1 < len(items) else ends[n]) - starts[n]) / CLOCK
+        )
+        for n, item in enumerate(items)
+    ]
+    return Plan(tuple(timed), round(start_offset, 6))
 
 
 def render(found: Plan) -> str:

@@ -16,14 +16,25 @@ import itertools
 import os
 import statistics
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from . import mpegts
 from .errors import ProbeError
-from .mpegts import PACKET, PTS_WRAP, pes_times, streams
+from .mpegts import PACKET, PTS_WRAP, pes_times, pts_delta
 
-__all__ = ["MediaFacts", "ProbeError", "keyframes", "probe"]
+__all__ = ["Cut", "MediaFacts", "ProbeError", "cut_point", "keyframes", "probe"]
+
+
+@dataclass(frozen=True)
+class Cut:
+    """Where the first recording of a session is cut: a keyframe's time (its own ticks)
+    and, for MPEG-TS, its first packet's offset and the PAT and PMT packets to send in
+    front of it."""
+
+    pts: int
+    offset: int = -1
+    prefix: tuple[int, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -35,6 +46,11 @@ class MediaFacts:
     first_pts: int  # presentation time of the first video frame, in ticks
     duration: int  # first frame's start to last frame's end, in ticks
     frame_ticks: int  # the usual interval between frames, in ticks
+    # Audio, in the same ticks relative to first_pts: where it starts and ends (or None).
+    audio_start: int | None = None
+    audio_end: int | None = None
+    streams: str = ""  # what the streams are (PIDs and types): a change needs new decoders
+    counters: str = ""  # MPEG-TS: each PID's first and last continuity counter
 
     @property
     def duration_us(self) -> int:
@@ -60,8 +76,9 @@ def probe(path: Path | str) -> MediaFacts:
         os.close(fd)
 
 
-def keyframes(path: Path | str) -> list[int]:
-    """Presentation times of the video keyframes, in the ticks and origin of `probe`'s facts.
+def keyframes(path: Path | str) -> list[tuple[int, int]]:
+    """(presentation time, byte offset) of each video keyframe, in the ticks and origin of
+    `probe`'s facts, by time; the offset is that of its first TS packet (-1 for MP4).
 
     Reads MPEG-TS in bounded chunks (an hour-long recording never sits in memory whole);
     only the sample tables for MP4.
@@ -71,40 +88,108 @@ def keyframes(path: Path | str) -> list[int]:
         size = os.fstat(fd).st_size
         head = os.pread(fd, 65536, 0)
         if len(head) >= PACKET and head[0] == 0x47:
-            return sorted(mpegts.file_keyframes(fd, size, mpegts.streams(head)[0]))
-        return [pts for pts, _, sync in _mp4_video_samples(fd, size)[1] if sync]
+            video_pid = mpegts.program(head).video_pid
+            return sorted(mpegts.file_keyframes(fd, size, video_pid))
+        return [(pts, -1) for pts, _, sync in _mp4_samples(fd, size).samples if sync]
     finally:
         os.close(fd)
 
 
+def cut_point(path: Path | str, first_pts: int, wanted: int) -> Cut | None:
+    """Where to start serving a recording so that `wanted` (a time in its ticks) plays:
+    the last keyframe at or before it, or None if that is the recording's first keyframe
+    (serve it whole). For MPEG-TS the cut also names the PAT and PMT to send in front."""
+    found = keyframes(path)
+    before = [
+        (pts, offset)
+        for pts, offset in found
+        if 0 <= pts_delta(pts, first_pts) <= pts_delta(wanted, first_pts)
+    ]
+    if not before:
+        return None
+    pts, offset = max(before, key=lambda key: pts_delta(key[0], first_pts))
+    if (pts, offset) == min(found, key=lambda key: pts_delta(key[0], first_pts)):
+        return None
+    if offset < 0:
+        return Cut(pts)
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        program = mpegts.program(os.pread(fd, 65536, 0))
+        prefix = [mpegts.last_pusi_before(fd, offset, pid) for pid in (0, program.pmt_pid)]
+    finally:
+        os.close(fd)
+    if None in prefix:
+        return None  # no tables to send in front: serve the recording whole
+    return Cut(pts, offset, tuple(at for at in prefix if at is not None))
+
+
 # --- MPEG-TS --------------------------------------------------------------------------
 
-_MIN_TAIL_FRAMES = 8  # beyond any B-frame reorder depth a camera uses
+_MIN_FRAMES = 8  # beyond any B-frame reorder depth or open-GOP lead a camera uses
+
+
+def _earliest(times: list[tuple[int, int]]) -> int:
+    """The earliest PTS among `times` (a reordered or open GOP starts before its first)."""
+    return min((pts for pts, _ in times), key=lambda pts: pts_delta(pts, times[0][0]))
+
+
+def _step(times: list[tuple[int, int]]) -> int:
+    """The usual interval between consecutive PES of one stream, by DTS."""
+    steps = [(b - a) % PTS_WRAP for (_, a), (_, b) in itertools.pairwise(times)]
+    return int(statistics.median_low([s for s in steps if s > 0] or [0]))
 
 
 def _probe_ts(fd: int, size: int, head: bytes) -> MediaFacts:
-    offset = 0
-    video_pid, codec, has_audio = streams(head)
-    first = pes_times(head, offset, video_pid)
+    program = mpegts.program(head)
+    video_pid, audio_pid = program.video_pid, program.audio_pid
+    first = pes_times(head, 0, video_pid)
+    while len(first) < _MIN_FRAMES and len(head) < size:
+        head = os.pread(fd, min(size, len(head) * 4), 0)
+        first = pes_times(head, 0, video_pid)
     if not first:
-        raise ProbeError("MPEG-TS without a timestamped video frame in its first 64 KiB")
-    first_pts = first[0][0]
+        raise ProbeError("MPEG-TS without a timestamped video frame at its head")
+    first_pts = _earliest(first[:_MIN_FRAMES])
 
     tail_size = 131072
     while True:
         start = max(0, size - tail_size)
         tail = os.pread(fd, size - start, start)
-        tail_offset = (offset - start) % PACKET
+        tail_offset = -start % PACKET
         last = pes_times(tail, tail_offset, video_pid)
-        if len(last) >= _MIN_TAIL_FRAMES or start == 0:
+        if len(last) >= _MIN_FRAMES or start == 0:
             break
         tail_size *= 4
     if len(last) < 2:
         raise ProbeError("MPEG-TS with fewer than two video frames")
-    steps = [(b - a) % PTS_WRAP for (_, a), (_, b) in itertools.pairwise(last)]
-    frame_ticks = int(statistics.median_low([s for s in steps if s > 0] or [0]))
-    end = max(((pts - first_pts) % PTS_WRAP for pts, _ in last), default=0) + frame_ticks
-    return MediaFacts("mpegts", codec, has_audio, 90000, first_pts, end, frame_ticks)
+    frame_ticks = _step(last)
+    end = max(pts_delta(pts, first_pts) for pts, _ in last) + frame_ticks
+
+    audio_start = audio_end = None
+    if audio_pid is not None:
+        head_audio = pes_times(head, 0, audio_pid)
+        tail_audio = pes_times(tail, tail_offset, audio_pid)
+        if head_audio and tail_audio:
+            # The last PES's own length: its ADTS frames, else the usual PES interval.
+            positions = list(mpegts.pusi_packets(tail, tail_offset, audio_pid))
+            payload = mpegts.pes_payload(tail, positions[-1], audio_pid)
+            step = mpegts.adts_ticks(payload) or _step(tail_audio) or _step(head_audio)
+            audio_start = pts_delta(head_audio[0][0], first_pts)
+            audio_end = pts_delta(tail_audio[-1][0], first_pts) + step
+    first_counters = mpegts.counters(head)
+    last_counters = mpegts.end_counters(fd, size, set(first_counters))
+    return MediaFacts(
+        container="mpegts",
+        video_codec=program.video_codec,
+        has_audio=audio_pid is not None,
+        timescale=mpegts.CLOCK,
+        first_pts=first_pts,
+        duration=end,
+        frame_ticks=frame_ticks,
+        audio_start=audio_start,
+        audio_end=audio_end,
+        streams=program.signature,
+        counters=mpegts.encode_counters(first_counters, last_counters),
+    )
 
 
 # --- MP4 and fragmented MP4 --------------------------------------------------------------
@@ -174,6 +259,7 @@ class _Track:
     default_duration: int = 0  # from trex
     default_flags: int = 0  # from trex
     samples: list[tuple[int, int, bool]] | None = None  # (pts, duration, sync), plain MP4
+    shift: int = 0  # media time to presentation time (edit list), in ticks
 
 
 def _read_box(fd: int, body: int, end: int) -> bytes:
@@ -193,9 +279,7 @@ def _table(moov: bytes, box: tuple[int, int] | None, width: int) -> list[tuple[i
     return [tuple(_u32(moov, at + 4 * (n * width + k)) for k in range(width)) for n in range(count)]
 
 
-def _plain_samples(
-    moov: bytes, stbl: tuple[int, int], media_time: int
-) -> list[tuple[int, int, bool]]:
+def _plain_samples(moov: bytes, stbl: tuple[int, int], shift: int) -> list[tuple[int, int, bool]]:
     """(pts, duration, sync) of each sample from the stts, ctts and stss tables."""
     durations = [
         d for count, d in _table(moov, _child(moov, *stbl, b"stts"), 2) for _ in range(count)
@@ -214,14 +298,38 @@ def _plain_samples(
     dts = 0
     for n, duration in enumerate(durations):
         offset = offsets[n] if n < len(offsets) else 0
-        samples.append((dts + offset - media_time, duration, sync is None or n + 1 in sync))
+        samples.append((dts + offset + shift, duration, sync is None or n + 1 in sync))
         dts += duration
     return samples
+
+
+def _edit_shift(moov: bytes, elst: tuple[int, int], movie_scale: int, track_scale: int) -> int:
+    """Ticks from a track's media time to its presentation time, from its edit list:
+    leading empty edits delay it, the first real edit's media_time starts it later."""
+    version_1 = moov[elst[0]] == 1
+    width = 20 if version_1 else 12
+    empty = 0
+    for n in range(_u32(moov, elst[0] + 4)):
+        at = elst[0] + 8 + n * width
+        if version_1:
+            duration, media_time = _u64(moov, at), _u64(moov, at + 8)
+            media_time = media_time - (1 << 64) if media_time >= 1 << 63 else media_time
+        else:
+            duration, media_time = _u32(moov, at), _s32(moov, at + 4)
+        if media_time == -1:
+            empty += duration
+            continue
+        return empty * track_scale // max(movie_scale, 1) - media_time
+    return empty * track_scale // max(movie_scale, 1)
 
 
 def _tracks(moov: bytes) -> tuple[list[_Track], bool]:
     tracks: list[_Track] = []
     fragmented = False
+    movie_scale = 1000
+    mvhd = _child(moov, 0, len(moov), b"mvhd")
+    if mvhd is not None:
+        movie_scale = _u32(moov, mvhd[0] + (20 if moov[mvhd[0]] == 1 else 12))
     for kind, body, end in _boxes(moov, 0, len(moov)):
         if kind == b"mvex":
             fragmented = True
@@ -245,15 +353,10 @@ def _tracks(moov: bytes) -> tuple[list[_Track], bool]:
             continue
         track.timescale = _u32(moov, mdhd[0] + (20 if moov[mdhd[0]] == 1 else 12))
         track.handler = moov[hdlr[0] + 8 : hdlr[0] + 12]
-        media_time = 0
         edts = _child(moov, body, end, b"edts")
         elst = _child(moov, *edts, b"elst") if edts else None
-        if elst is not None and _u32(moov, elst[0] + 4) > 0:
-            version_1 = moov[elst[0]] == 1
-            at = elst[0] + 8 + (8 if version_1 else 4)  # after the first segment_duration
-            media_time = _u64(moov, at) if version_1 else _s32(moov, at)
-            if media_time < 0:  # an empty edit (a leading pause): no shift of the media
-                media_time = 0
+        if elst is not None:
+            track.shift = _edit_shift(moov, elst, movie_scale, track.timescale)
         minf = _child(moov, *mdia, b"minf")
         stbl = _child(moov, *minf, b"stbl") if minf else None
         if stbl is not None:
@@ -261,8 +364,8 @@ def _tracks(moov: bytes) -> tuple[list[_Track], bool]:
             if stsd is not None and _u32(moov, stsd[0] + 4) > 0:
                 tag = moov[stsd[0] + 12 : stsd[0] + 16]
                 track.codec = _CODECS.get(tag, tag.decode("latin-1").strip())
-            if track.handler == b"vide":
-                track.samples = _plain_samples(moov, stbl, media_time)
+            if track.handler in (b"vide", b"soun"):
+                track.samples = _plain_samples(moov, stbl, track.shift)
         tracks.append(track)
     return tracks, fragmented
 
@@ -286,9 +389,9 @@ def _traf_samples(moof: bytes, track: _Track) -> list[tuple[int, int, bool]]:
         if flags & 0x20:
             default_flags = _u32(moof, at)
         tfdt = _child(moof, body, end, b"tfdt")
-        dts = 0
+        dts = track.shift
         if tfdt is not None:
-            dts = _u64(moof, tfdt[0] + 4) if moof[tfdt[0]] == 1 else _u32(moof, tfdt[0] + 4)
+            dts += _u64(moof, tfdt[0] + 4) if moof[tfdt[0]] == 1 else _u32(moof, tfdt[0] + 4)
         for inner, ibody, _ in _boxes(moof, body, end):
             if inner != b"trun":
                 continue
@@ -317,40 +420,62 @@ def _traf_samples(moof: bytes, track: _Track) -> list[tuple[int, int, bool]]:
     return samples
 
 
-def _mp4_video_samples(
-    fd: int, size: int
-) -> tuple[_Track, list[tuple[int, int, bool]], bool, bool]:
-    """(video track, its samples, fragmented, has audio) of an MP4 file."""
-    video: _Track | None = None
-    fragmented = has_audio = False
-    samples: list[tuple[int, int, bool]] = []
+@dataclass
+class _Mp4:
+    video: _Track
+    fragmented: bool
+    audio_track: _Track | None
+    samples: list[tuple[int, int, bool]] = field(default_factory=list)  # video's
+    audio: list[tuple[int, int, bool]] = field(default_factory=list)
+
+
+def _mp4_samples(fd: int, size: int) -> _Mp4:
+    """The video and audio samples (pts, duration, sync) of an MP4 file, by track."""
+    found: _Mp4 | None = None
     for kind, body, end in _top_level(fd, size):
         if kind == b"moov":
             tracks, fragmented = _tracks(_read_box(fd, body, end))
             video = next((t for t in tracks if t.handler == b"vide"), None)
             if video is None or not video.timescale:
                 raise ProbeError("MP4 without a video track")
-            has_audio = any(t.handler == b"soun" for t in tracks)
-            samples = [] if fragmented else list(video.samples or [])
-        elif kind == b"moof" and video is not None:
-            samples.extend(_traf_samples(_read_box(fd, body, end), video))
-    if video is None:
+            audio = next((t for t in tracks if t.handler == b"soun" and t.timescale), None)
+            found = _Mp4(video, fragmented, audio)
+            if not fragmented:
+                found.samples = list(video.samples or [])
+                found.audio = list(audio.samples or []) if audio else []
+        elif kind == b"moof" and found is not None:
+            moof = _read_box(fd, body, end)
+            found.samples.extend(_traf_samples(moof, found.video))
+            if found.audio_track is not None:
+                found.audio.extend(_traf_samples(moof, found.audio_track))
+    if found is None:
         raise ProbeError("MP4 without a moov box (still being written?)")
-    if not samples:
+    if not found.samples:
         raise ProbeError("MP4 without video samples")
-    return video, samples, fragmented, has_audio
+    return found
 
 
 def _probe_mp4(fd: int, size: int) -> MediaFacts:
-    video, samples, fragmented, has_audio = _mp4_video_samples(fd, size)
+    mp4 = _mp4_samples(fd, size)
+    video, samples = mp4.video, mp4.samples
     first = min(pts for pts, _, _ in samples[:16])
-    duration = sum(d for _, d, _ in samples)
+    end = max(pts + d for pts, d, _ in samples[-16:])
+    audio_start = audio_end = None
+    audio_codec = ""
+    if mp4.audio_track is not None and mp4.audio:
+        scale = video.timescale / mp4.audio_track.timescale
+        audio_start = round(min(pts for pts, _, _ in mp4.audio[:4]) * scale) - first
+        audio_end = round(max(pts + d for pts, d, _ in mp4.audio[-4:]) * scale) - first
+        audio_codec = mp4.audio_track.codec
     return MediaFacts(
-        "fmp4" if fragmented else "mp4",
-        video.codec,
-        has_audio,
-        video.timescale,
-        first,
-        duration,
-        samples[0][1],
+        container="fmp4" if mp4.fragmented else "mp4",
+        video_codec=video.codec,
+        has_audio=mp4.audio_track is not None,
+        timescale=video.timescale,
+        first_pts=first,
+        duration=end - first,
+        frame_ticks=samples[0][1],
+        audio_start=audio_start,
+        audio_end=audio_end,
+        streams=f"mp4:{video.codec}:{audio_codec}",
     )

@@ -1,8 +1,9 @@
 """Sending a session's files over HTTP: byte ranges, conditional requests, the playlist's
-gzip twin, and the continuity-counter suffix after a segment's own bytes.
+gzip twin, and media segments rewritten in flight onto the session's timeline.
 
-The media service decides what to send (paths the agent built, never the raw URL); this
-module only sends it, as aiohttp's FileResponse would, with the suffix it cannot add.
+The media service decides what to send (paths the agent built, never the raw URL) and
+how to rewrite it; this module sends it, as aiohttp's FileResponse would, reading whole
+packets so that every byte range of a rewritten segment is the same bytes.
 """
 
 from __future__ import annotations
@@ -16,8 +17,9 @@ from aiohttp import web
 
 from .errors import NotFound
 from .media import Served
+from .mpegts import PACKET
 
-_CHUNK = 256 * 1024
+_CHUNK = PACKET * 1394  # about 256 KiB of whole MPEG-TS packets
 _RANGE = re.compile(r"bytes=([0-9]*)-([0-9]*)")
 
 
@@ -63,7 +65,7 @@ async def send(request: web.Request, served: Served) -> web.StreamResponse:
         "Cache-Control": f"private, max-age={served.max_age}",
         "Accept-Ranges": "bytes",
     }
-    path, suffix = served.path, served.suffix
+    path = served.path
     if served.gzip_path is not None:
         headers["Vary"] = "Accept-Encoding"
         if _accepts_gzip(request):
@@ -74,8 +76,8 @@ async def send(request: web.Request, served: Served) -> web.StreamResponse:
     except (FileNotFoundError, NotADirectoryError):
         raise NotFound("this session's file is gone; the session was deleted or expired") from None
     try:
-        size = info.st_size
-        total = size + len(suffix)
+        body = max(0, info.st_size - served.start)
+        total = len(served.prefix) + body
         etag = f'"{info.st_mtime_ns:x}-{total:x}"'
         headers["ETag"] = etag
         if request.headers.get("If-None-Match") in (etag, "*"):
@@ -100,18 +102,33 @@ async def send(request: web.Request, served: Served) -> web.StreamResponse:
             return response
         try:
             position = start
-            while position < min(stop, size):
-                length = min(_CHUNK, stop - position, size - position)
-                chunk = await asyncio.to_thread(os.pread, fd, length, position)
+            while position < stop:
+                chunk = await asyncio.to_thread(_read, fd, served, position, stop)
                 if not chunk:
                     break  # the file shrank: the client sees a short body
                 await response.write(chunk)
                 position += len(chunk)
-            if stop > size and position >= size:
-                await response.write(suffix[max(0, start - size) : stop - size])
             await response.write_eof()
         except ConnectionResetError:
             pass  # the player went away (a seek, a closed tab): nothing to report
         return response
     finally:
         await asyncio.to_thread(os.close, fd)
+
+
+def _read(fd: int, served: Served, position: int, stop: int) -> bytes:
+    """The served stream's bytes from `position` (up to a chunk, before `stop`). A stream
+    that is rewritten is read as whole packets from packet boundaries, so that any byte
+    range of it is the same bytes."""
+    aligned, limit = position, stop
+    if served.rewrite is not None:
+        aligned, limit = position - position % PACKET, stop + -stop % PACKET
+    end = min(aligned + _CHUNK, limit)
+    prefix = served.prefix
+    data = bytearray(prefix[aligned:end])
+    if end > len(prefix):
+        start = max(aligned, len(prefix))
+        data += os.pread(fd, end - start, start - len(prefix) + served.start)
+    if served.rewrite is not None:
+        served.rewrite(data)  # whole packets only; a truncated last one goes as it is
+    return bytes(data[position - aligned : stop - aligned])

@@ -31,7 +31,7 @@ from .errors import BadRequest, NotFound
 from .files import fsync_dir, replace_file, write_file
 from .ids import SESSION_ID, check_session_id, new_session_id
 from .index import Index
-from .playlists import MediaItem, Plan, render
+from .playlists import KINDS, MediaItem, Plan, render
 from .times import format_us, parse_rfc3339
 
 log = logging.getLogger(__name__)
@@ -39,7 +39,7 @@ log = logging.getLogger(__name__)
 MEDIA_NAME = re.compile(r"s[0-9]{6}\.ts")
 META = "session.json"
 PLAYLIST = "index.m3u8"
-FORMAT = 1
+FORMAT = 2  # 2: items carry their timeline shift and counter shifts
 CREATING, DELETING = ".creating", ".deleting"
 # A watched session's new expiry is written to disk when it has moved this far.
 PERSIST_AFTER_US = 60_000_000
@@ -123,8 +123,19 @@ class Session:
             raise ValueError("bad camera_id")
         items = []
         for n, raw in enumerate(data["media"]):
-            item = MediaItem(**raw)
-            if item.name != f"s{n:06d}.ts" or not math.isfinite(item.duration):
+            item = MediaItem(
+                **{
+                    **raw,
+                    "cc_shift": tuple((int(pid), int(delta)) for pid, delta in raw["cc_shift"]),
+                    "prefix": tuple(int(offset) for offset in raw["prefix"]),
+                }
+            )
+            if (
+                item.name != f"s{n:06d}.ts"
+                or not math.isfinite(item.duration)
+                or item.kind not in KINDS
+                or not isinstance(item.shift, int)
+            ):
                 raise ValueError(f"bad media entry {n}")
             safe_relpath(item.source)
             items.append(item)

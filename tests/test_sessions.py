@@ -60,9 +60,7 @@ def _plan() -> Plan:
     item = MediaItem(
         name="s000000.ts",
         source="cam/a.ts",
-        remux=False,
-        seek=None,
-        offset=None,
+        kind="recorded",
         duration=2.0,
         pdt_us=0,
         discontinuity=False,
