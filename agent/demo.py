@@ -50,9 +50,31 @@ async def render_run(
     ffmpeg_bin: str = "ffmpeg",
     keyframe_seconds: float | None = None,
     video_bitrate: str | None = None,
+    codec: str = "h264",
+    reset_timestamps: bool = False,
 ) -> list[Rendered]:
-    """Render one continuous recording (testsrc2 + a tone, H.264/AAC) cut into segments."""
+    """Render one continuous recording (testsrc2 + a tone, AAC audio) cut into segments.
+
+    `codec` "h264" is x264 with B-frames; "hevc" is x265 with its default open GOPs
+    (leading pictures shown before each keyframe). `reset_timestamps` restarts every
+    segment's timestamps at zero, as many recorders do (MP4 segments always do)."""
     segment_format, suffix, extra = _FORMATS[kind]
+    if reset_timestamps and "-reset_timestamps" not in extra:
+        extra = [*extra, "-reset_timestamps", "1"]
+    keyint = round((keyframe_seconds or segment_seconds) * rate)
+    if codec == "hevc":  # x265's own keyframe placement: open GOPs with leading pictures
+        video = ["-c:v", "libx265", "-x265-params", f"log-level=error:keyint={keyint}"]
+    else:
+        video = [
+            "-c:v",
+            "libx264",
+            "-preset",
+            "veryfast",
+            "-bf",
+            "2",
+            "-force_key_frames",
+            f"expr:gte(t,n_forced*{keyframe_seconds or segment_seconds:g})",
+        ]
     out_dir.mkdir(parents=True, exist_ok=True)
     listing = out_dir / "segments.csv"
     argv = [
@@ -72,12 +94,7 @@ async def render_run(
         "sine=frequency=440:sample_rate=48000",
         "-t",
         f"{seconds:g}",
-        "-c:v",
-        "libx264",
-        "-preset",
-        "veryfast",
-        "-bf",
-        "2",
+        *video,
         "-pix_fmt",
         "yuv420p",
         *(
@@ -85,8 +102,6 @@ async def render_run(
             if video_bitrate
             else []
         ),
-        "-force_key_frames",
-        f"expr:gte(t,n_forced*{keyframe_seconds or segment_seconds:g})",
         "-c:a",
         "aac",
         "-b:a",

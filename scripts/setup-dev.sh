@@ -1,17 +1,20 @@
 #!/usr/bin/env bash
 # Prepares a Debian machine for running the agent from this checkout and for its tests:
-# ffmpeg, GStreamer and python3-venv from apt when missing, then .venv with the project installed
-# at the versions Debian 13 ships (constraints.txt).
+# ffmpeg, GStreamer, VLC, Chromium and python3-venv from apt when missing, then .venv with
+# the project installed at the versions Debian 13 ships (constraints.txt).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 need=()
 command -v ffmpeg >/dev/null && command -v ffprobe >/dev/null || need+=(ffmpeg)
-# GStreamer plays sessions in the tests, as a second real player beside ffmpeg.
+# Real players play sessions in the tests beside ffmpeg: GStreamer's playbin3 (hlsdemux2),
+# VLC (run as an ordinary user) and Chromium's own <video>.
 command -v gst-launch-1.0 >/dev/null && gst-inspect-1.0 avdec_h264 >/dev/null 2>&1 \
-    && gst-inspect-1.0 hlsdemux >/dev/null 2>&1 \
+    && gst-inspect-1.0 hlsdemux2 >/dev/null 2>&1 && gst-inspect-1.0 avdec_h265 >/dev/null 2>&1 \
     || need+=(gstreamer1.0-tools gstreamer1.0-plugins-base gstreamer1.0-plugins-good
               gstreamer1.0-plugins-bad gstreamer1.0-libav)
+command -v cvlc >/dev/null || need+=(vlc-bin vlc-plugin-base)
+command -v chromium >/dev/null || need+=(chromium)
 [ -x .venv/bin/python ] || python3 -c 'import ensurepip, venv' 2>/dev/null || need+=(python3-venv)
 if ((${#need[@]})); then
     sudo=""

@@ -32,29 +32,37 @@ T = TypeVar("T")
 
 @pytest.fixture(scope="session")
 def footage(tmp_path_factory: pytest.TempPathFactory) -> dict[str, list[Rendered]]:
-    """Three 2-second segments (a keyframe each second) in each container, rendered
-    once: ts, mp4, fmp4."""
+    """Three 2-second segments (a keyframe each second) of each recorder style, rendered
+    once: ts (continuous MPEG-TS, x264 with B-frames), ts_reset (timestamps restart in
+    every segment), hevc (x265's open GOPs in MPEG-TS), mp4 (Frigate style: reset
+    timestamps, AAC) and fmp4 (fragmented MP4)."""
     if shutil.which("ffmpeg") is None:
         pytest.fail("ffmpeg is not installed (apt-get install ffmpeg)")
     base = tmp_path_factory.mktemp("footage")
+    styles: dict[str, dict[str, Any]] = {
+        "ts": {},
+        "ts_reset": {"reset_timestamps": True},
+        "hevc": {"codec": "hevc"},
+        "mp4": {"kind": "mp4"},
+        "fmp4": {"kind": "fmp4"},
+    }
 
     async def render() -> list[list[Rendered]]:
         return await asyncio.gather(
             *(
                 render_run(
-                    base / kind,
+                    base / name,
                     3 * SEGMENT_S,
                     SEGMENT_S,
-                    kind=kind,
                     size="320x240",
                     keyframe_seconds=1,
+                    **options,
                 )
-                for kind in ("ts", "mp4", "fmp4")
+                for name, options in styles.items()
             )
         )
 
-    ts, mp4, fmp4 = run_in_thread(render())
-    return {"ts": ts, "mp4": mp4, "fmp4": fmp4}
+    return dict(zip(styles, run_in_thread(render()), strict=True))
 
 
 def run_in_thread(coroutine: Coroutine[Any, Any, T]) -> T:
@@ -168,7 +176,7 @@ async def start_with(
     **sections: dict[str, Any],
 ) -> TestClient[Any, Any]:
     """An agent on camera `cam`: footage at 08:00:00-08:00:06 and 08:00:20-08:00:26."""
-    layout = {"ts": "ffmpeg", "mp4": "frigate", "fmp4": "mediamtx"}[kind]
+    layout = {"mp4": "frigate", "fmp4": "mediamtx"}.get(kind, "ffmpeg")
     sections.setdefault("recordings", {})["layout"] = layout
     config = make_config(tmp_path, **sections)
     place_old(footage[kind], config.recordings.root, config.layout, "cam", T0)
@@ -207,20 +215,3 @@ async def fetch_all(
         path.write_bytes(await response.read())
         paths.append(path)
     return paths
-
-
-async def run_player(*argv: str, limit: float = 60) -> tuple[int | None, str]:
-    """Run a player; (exit status, output), or (None, output) if it hung and was killed."""
-    process = await asyncio.create_subprocess_exec(
-        *argv,
-        stdin=asyncio.subprocess.DEVNULL,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.STDOUT,
-    )
-    try:
-        out, _ = await asyncio.wait_for(process.communicate(), limit)
-        return process.returncode or 0, out.decode(errors="replace")
-    except TimeoutError:
-        process.kill()
-        out, _ = await process.communicate()
-        return None, out.decode(errors="replace")

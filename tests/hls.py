@@ -61,15 +61,16 @@ class VideoFacts:
         return self.end - self.start
 
 
-def _video_packets(path: Path) -> tuple[Fraction, list[dict[str, str]]]:
-    """The video stream's time base and packets (pts, duration, flags), from ffprobe."""
+def _video_packets(path: Path, stream: str = "v") -> tuple[Fraction, list[dict[str, str]]]:
+    """A stream's time base and packets (pts, duration, flags), from ffprobe; the first
+    video stream unless `stream` is "a"."""
     out = subprocess.run(
         [
             "ffprobe",
             "-v",
             "error",
             "-select_streams",
-            "v",
+            f"{stream}:0",
             "-show_entries",
             "packet=pts,duration,flags:stream=time_base",
             "-of",
@@ -85,10 +86,13 @@ def _video_packets(path: Path) -> tuple[Fraction, list[dict[str, str]]]:
     return Fraction(data["streams"][0]["time_base"]), data["packets"]
 
 
-def video_facts(path: Path) -> VideoFacts:
-    base, packets = _video_packets(path)
+def video_facts(path: Path, stream: str = "v") -> VideoFacts:
+    """Where the video (or with `stream` "a", the audio) starts and ends, from ffprobe."""
+    base, packets = _video_packets(path, stream)
     start = min(int(p["pts"]) for p in packets) * base
-    end = max(int(p["pts"]) + int(p["duration"]) for p in packets) * base
+    # ffprobe gives no duration for the last audio packet of a fragment: the one before's.
+    last = [int(p["duration"]) for p in packets if "duration" in p][-1]
+    end = max(int(p["pts"]) + int(p.get("duration", last)) for p in packets) * base
     return VideoFacts(packets[0]["flags"].startswith("K"), start, end)
 
 

@@ -16,23 +16,47 @@ from .conftest import run_in_thread
 from .hls import video_facts, video_keyframes
 
 
-@pytest.mark.parametrize("kind", ["ts", "mp4", "fmp4"])
+@pytest.mark.parametrize("kind", ["ts", "ts_reset", "hevc", "mp4", "fmp4"])
 def test_duration_is_exact_to_the_tick(footage: dict[str, list[Rendered]], kind: str) -> None:
+    """From the earliest presentation time to the last frame's end, for every GOP
+    structure (x264 B-frames, x265 open GOPs whose leading pictures come before the
+    keyframe), and the audio's start and end, against ffprobe's packets."""
     for item in footage[kind]:
         facts = probe(item.path)
         video = video_facts(item.path)
         first, duration = video.start, video.duration
         assert Fraction(facts.duration, facts.timescale) == duration
-        assert facts.video_codec == "h264"
+        assert facts.video_codec == ("hevc" if kind == "hevc" else "h264")
         assert facts.has_audio
         assert Fraction(facts.frame_ticks, facts.timescale) == Fraction(1, 25)
         assert Fraction(facts.first_pts, facts.timescale) == first
+        audio = video_facts(item.path, stream="a")
+        assert facts.audio_start is not None
+        assert facts.audio_end is not None
+        tick = Fraction(1, facts.timescale)
+        assert (
+            abs(Fraction(facts.first_pts + facts.audio_start, facts.timescale) - audio.start)
+            <= tick
+        )
+        # MP4 may trim the last AAC frame by an edit list: within one frame there.
+        frame = tick if kind not in ("mp4", "fmp4") else Fraction(1024, 48000)
+        assert (
+            abs(Fraction(facts.first_pts + facts.audio_end, facts.timescale) - audio.end) <= frame
+        )
     assert {probe(i.path).container for i in footage[kind]} == {
-        {"ts": "mpegts", "mp4": "mp4", "fmp4": "fmp4"}[kind]
+        {"mp4": "mp4", "fmp4": "fmp4"}.get(kind, "mpegts")
     }
 
 
-@pytest.mark.parametrize("kind", ["ts", "mp4", "fmp4"])
+def test_open_gop_segments_start_before_their_keyframe(
+    footage: dict[str, list[Rendered]],
+) -> None:
+    later = footage["hevc"][1].path  # the first segment of a run has no leading pictures
+    facts = probe(later)
+    assert facts.first_pts < keyframes(later)[0][0]
+
+
+@pytest.mark.parametrize("kind", ["ts", "hevc", "mp4", "fmp4"])
 def test_keyframes_match_ffprobe(footage: dict[str, list[Rendered]], kind: str) -> None:
     for item in footage[kind]:
         facts = probe(item.path)
