@@ -15,6 +15,7 @@ command -v gst-launch-1.0 >/dev/null && gst-inspect-1.0 avdec_h264 >/dev/null 2>
               gstreamer1.0-plugins-bad gstreamer1.0-libav)
 command -v cvlc >/dev/null || need+=(vlc-bin vlc-plugin-base)
 command -v chromium >/dev/null || need+=(chromium)
+command -v npm >/dev/null || need+=(npm)
 [ -x .venv/bin/python ] || python3 -c 'import ensurepip, venv' 2>/dev/null || need+=(python3-venv)
 if ((${#need[@]})); then
     sudo=""
@@ -26,3 +27,12 @@ fi
 
 [ -x .venv/bin/python ] || python3 -m venv .venv
 .venv/bin/python -m pip install -q --disable-pip-version-check -c constraints.txt -e '.[test]'
+
+# hls.js plays sessions in Chromium in the tests: a test-only asset from npm, kept out of git.
+hlsjs=.cache/hls.js-1.7.4/hls.min.js
+if [ ! -f "$hlsjs" ]; then
+    mkdir -p "$(dirname "$hlsjs")"
+    tarball=$(cd .cache && npm pack --silent hls.js@1.7.4)
+    tar -xzf ".cache/$tarball" -C "$(dirname "$hlsjs")" --strip-components=2 package/dist/hls.min.js
+    rm ".cache/$tarball"
+fi

@@ -16,6 +16,9 @@ from typing import Any
 
 import aiohttp
 import pytest
+from aiohttp import web
+
+HLSJS = Path(__file__).parent.parent / ".cache" / "hls.js-1.7.4" / "hls.min.js"
 
 
 async def run(*argv: str, limit: float = 120) -> tuple[int | None, str]:
@@ -146,6 +149,9 @@ class Chromium:
                 assert "error" not in message, message
                 return dict(message.get("result", {}))
 
+    async def navigate(self, url: str) -> None:
+        await self.call("Page.navigate", url=url)
+
     async def evaluate(self, expression: str) -> Any:
         """The value of a JavaScript expression in the page (promises awaited)."""
         result = await self.call(
@@ -189,3 +195,56 @@ async def chromium_plays(url: str, seek_to: float) -> dict[str, Any]:
         )
         state = await browser.evaluate(_VIDEO_STATE)
         return {"duration": duration, **state}
+
+
+_HLSJS_PAGE = """<!doctype html><meta charset="utf-8"><title>hls.js</title>
+<video muted></video><script src="/hls.min.js"></script><script>
+window.errors = []; window.buffered = 0;
+const video = document.querySelector("video");
+const hls = new Hls({maxBufferLength: 600, maxMaxBufferLength: 600});
+hls.on(Hls.Events.ERROR, (_, d) => errors.push(
+  `${d.type}/${d.details}: ${d.reason || (d.error && d.error.message) || ""}`));
+hls.on(Hls.Events.FRAG_BUFFERED, () => { window.buffered += 1; });
+hls.loadSource(new URLSearchParams(location.search).get("src"));
+hls.attachMedia(video); video.play();
+</script>"""
+
+
+async def hlsjs_plays(url: str, segments: int) -> dict[str, Any]:
+    """hls.js (from npm) in Chromium, on a page of another origin (so CORS is exercised),
+    buffers every one of a session's `segments`; what it reported, ERROR events included."""
+    if not HLSJS.is_file():
+        pytest.fail(f"{HLSJS} is missing (scripts/setup-dev.sh fetches it from npm)")
+
+    async def page(_: web.Request) -> web.Response:
+        return web.Response(text=_HLSJS_PAGE, content_type="text/html")
+
+    async def script(_: web.Request) -> web.FileResponse:
+        return web.FileResponse(HLSJS)
+
+    app = web.Application()
+    app.router.add_get("/", page)
+    app.router.add_get("/hls.min.js", script)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = runner.addresses[0][1]
+    try:
+        async with Chromium() as browser:
+            query = aiohttp.helpers.quote(url, safe="")
+            # "localhost" is another origin than the agent's 127.0.0.1.
+            await browser.navigate(f"http://localhost:{port}/?src={query}")
+            await browser.wait_for(
+                f"window.errors !== undefined && (window.buffered >= {segments}"
+                " || window.errors.length > 0)"
+            )
+            await browser.wait_for("document.querySelector('video').currentTime > 0.5")
+            return dict(
+                await browser.evaluate(
+                    "({buffered: window.buffered, errors: window.errors,"
+                    " time: document.querySelector('video').currentTime})"
+                )
+            )
+    finally:
+        await runner.cleanup()

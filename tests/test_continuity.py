@@ -24,7 +24,14 @@ from .conftest import (
     wait_for,
 )
 from .hls import parse
-from .players import chromium_plays, ffmpeg_errors, gstreamer, video_packets, vlc_video_packets
+from .players import (
+    chromium_plays,
+    ffmpeg_errors,
+    gstreamer,
+    hlsjs_plays,
+    video_packets,
+    vlc_video_packets,
+)
 
 LAYOUTS = {"mp4": "frigate", "fmp4": "mediamtx"}
 RUN_S = 40  # VLC's file output drops a few frames at the very end of any stream: 1,000
@@ -122,6 +129,9 @@ async def test_every_player_sees_one_stream(
         seen = await chromium_plays(url, seek_to=sum(e.duration for e in playlist.entries) - 3)
         assert seen["e"] is None, seen
         assert abs(seen["duration"] - sum(e.duration for e in playlist.entries)) < 0.1, seen
+        played = await hlsjs_plays(url, len(playlist.entries))
+        assert played["errors"] == [], played
+        assert played["buffered"] == len(playlist.entries), played
 
     health = await (await client.get("/healthz")).json()
     if style != "mp4":  # MPEG-TS recordings are served without ffmpeg
