@@ -85,6 +85,7 @@ class MediaService:
         self.store = store
         self.limiter = limiter
         self._builds: dict[tuple[str, str], asyncio.Task[Path]] = {}
+        self._changed: set[tuple[Path, int]] = set()  # recordings that changed, said once
 
     def recording(self, item: MediaItem) -> Path:
         """The recording behind `item`, if it is still a regular file inside the root."""
@@ -116,6 +117,15 @@ class MediaService:
 
     def _as_recorded(self, item: MediaItem) -> Served:
         path = self.recording(item)
+        size = os.stat(path).st_size
+        if size != item.size and (path, size) not in self._changed:
+            # Served as it is now, on the plan's timeline: whole packets rewritten, a
+            # truncated last one sent as it is. Said once per file and size.
+            self._changed.add((path, size))
+            log.warning(
+                "media: %s is %d bytes, %d when its session was planned; serving it as it is",
+                item.source, size, item.size,
+            )  # fmt: skip
         prefix = b""
         if item.kind == CUT:
             prefix = _packets(path, item.prefix)

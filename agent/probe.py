@@ -319,8 +319,13 @@ def _edit_shift(moov: bytes, elst: tuple[int, int], movie_scale: int, track_scal
         if media_time == -1:
             empty += duration
             continue
-        return empty * track_scale // max(movie_scale, 1) - media_time
-    return empty * track_scale // max(movie_scale, 1)
+        return _rescale(empty, track_scale, movie_scale) - media_time
+    return _rescale(empty, track_scale, movie_scale)
+
+
+def _rescale(ticks: int, to_scale: int, from_scale: int) -> int:
+    """`ticks` of one timescale in another, rounded to the nearest (as ffmpeg does)."""
+    return (ticks * to_scale + max(from_scale, 1) // 2) // max(from_scale, 1)
 
 
 def _tracks(moov: bytes) -> tuple[list[_Track], bool]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gzip
+import os
 import shutil
 from fractions import Fraction
 from pathlib import Path
@@ -322,3 +323,25 @@ async def test_only_the_sessions_own_files_are_served(
         response = await client.get(path)
         assert response.status == status, path
         assert b"root:" not in await response.read()
+
+
+async def test_a_recording_truncated_mid_packet_is_served_as_it_is(
+    tmp_path: Path,
+    footage: dict[str, list[Rendered]],
+    start_agent: Any,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    client = await start_with(start_agent, tmp_path, footage, "ts_reset")
+    _, session = await post(client, {"camera_id": "cam", "from": at(0), "to": at(26)})
+    recording = sorted((tmp_path / "recordings").rglob("*.ts"))[1]
+    size = recording.stat().st_size - 100  # the last packet cut short
+    os.truncate(recording, size)
+    base = session["playlist_url"].rsplit("/", 1)[0]
+    for _ in range(2):
+        response = await client.get(f"{base}/s000001.ts")
+        assert response.status == 200
+        assert len(await response.read()) == size
+    said = [r for r in caplog.records if "when its session was planned" in r.getMessage()]
+    assert len(said) == 1
+    assert (await client.get(f"{base}/s000002.ts")).status == 200
+    assert (await client.get("/healthz")).status == 200

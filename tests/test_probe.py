@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+import subprocess
 import tracemalloc
 from fractions import Fraction
 from pathlib import Path
@@ -117,3 +118,63 @@ def test_keyframes_of_a_long_recording_are_read_in_bounded_memory(
         tracemalloc.stop()
     assert len(found) == copies * len(keyframes(footage["ts"][0].path))
     assert peak < 4 << 20, f"peak {peak / 2**20:.1f} MiB for a {long.stat().st_size >> 20} MiB file"
+
+
+def test_an_empty_edit_delays_the_video(tmp_path: Path) -> None:
+    """A Frigate recording whose audio starts before its video: the video track begins
+    with an empty edit, so it is presented later than its samples say."""
+
+    def ffmpeg(*argv: str) -> None:
+        subprocess.run(["ffmpeg", "-v", "error", "-y", *argv], check=True, timeout=60)
+
+    ffmpeg(
+        "-f",
+        "lavfi",
+        "-i",
+        "testsrc2=size=320x240:rate=25",
+        "-t",
+        "4",
+        "-c:v",
+        "libx264",
+        "-bf",
+        "2",
+        "-force_key_frames",
+        "expr:gte(t,n_forced*1)",
+        str(tmp_path / "v.mp4"),
+    )
+    ffmpeg(
+        "-f",
+        "lavfi",
+        "-i",
+        "sine=sample_rate=48000",
+        "-t",
+        "4",
+        "-c:a",
+        "aac",
+        str(tmp_path / "a.m4a"),
+    )
+    recording = tmp_path / "frigate.mp4"
+    ffmpeg(
+        "-i",
+        str(tmp_path / "a.m4a"),
+        "-itsoffset",
+        "0.127",
+        "-i",
+        str(tmp_path / "v.mp4"),
+        "-map",
+        "1:v",
+        "-map",
+        "0:a",
+        "-c",
+        "copy",
+        "-movflags",
+        "+faststart",
+        str(recording),
+    )
+    facts = probe(recording)
+    video = video_facts(recording)
+    assert video.start > Fraction(1, 10)  # ffprobe sees the delay too
+    assert Fraction(facts.first_pts, facts.timescale) == video.start
+    assert Fraction(facts.duration, facts.timescale) == video.duration
+    found = [Fraction(pts, facts.timescale) for pts, _ in keyframes(recording)]
+    assert found == video_keyframes(recording)
