@@ -1,9 +1,14 @@
 """Admission control: how much ffmpeg work may run, from the CPU and disk headroom.
 
-Every ffmpeg the agent runs takes a slot first: at most `max_builds` at once, none
-started while system CPU use is above `max_cpu_percent`, none that would leave less than
-`min_free_disk_mb` free on the playback filesystem. A request that cannot get a slot
-within `queue_timeout_seconds` is answered 503 with Retry-After.
+Every ffmpeg the agent runs takes a slot first: at most `max_builds` at once, none that
+would leave less than `min_free_disk_mb` free on the playback filesystem. Work has a
+kind, and the kinds are not equal:
+- a VIEWER's build is a segment a player is waiting for: the CPU rule does not hold it
+  back (it protects the recorder from new work, and cutting a stream that is being
+  watched is worse), it goes first when a slot frees, and it may wait longer;
+- READ_AHEAD (segments made before a player asks) and EXPORT start only while system
+  CPU is at most `max_cpu_percent` and no viewer is waiting.
+A request that cannot get a slot in time is answered 503 with Retry-After.
 """
 
 from __future__ import annotations
@@ -15,7 +20,7 @@ import logging
 import os
 import time
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import psutil
@@ -29,10 +34,20 @@ SAMPLE_SECONDS = 0.5
 _MB = 1 << 20
 
 
+# A player waiting for a segment may wait at least this long for a slot.
+VIEWER_WAIT_SECONDS = 15
+
+
 class Decision(enum.Enum):
     START = "start"
     WAIT = "wait"
     NO_DISK = "no-disk"
+
+
+class Kind(enum.Enum):
+    VIEWER = "viewer"  # a segment a player asked for
+    READ_AHEAD = "read_ahead"  # a segment made before anyone asks
+    EXPORT = "export"  # a download of a session's range
 
 
 def decide(
@@ -43,11 +58,15 @@ def decide(
     free_bytes: int,
     min_free_bytes: int,
     need_bytes: int,
+    kind: Kind,
+    viewers_waiting: int = 0,
 ) -> Decision:
-    """Whether a build that will write `need_bytes` may start now (pure policy)."""
+    """Whether a build of `kind` that will write `need_bytes` may start now (pure policy)."""
     if free_bytes - need_bytes < min_free_bytes:
         return Decision.NO_DISK
-    if running >= max_builds or cpu_percent > max_cpu_percent:
+    if running >= max_builds:
+        return Decision.WAIT
+    if kind is not Kind.VIEWER and (cpu_percent > max_cpu_percent or viewers_waiting):
         return Decision.WAIT
     return Decision.START
 
@@ -60,6 +79,7 @@ def build_slots(configured: int) -> int:
 @dataclass
 class Counters:
     started: int = 0
+    delayed: int = 0  # started after waiting for a slot or for CPU headroom
     rejected_busy: int = 0
     rejected_disk: int = 0
 
@@ -74,6 +94,8 @@ class Limiter:
         self.running = 0
         self.waiting = 0
         self.counters = Counters()
+        self.by_kind = {kind: Counters() for kind in Kind}
+        self._waiting_viewers = 0
         self.cpu_percent = 0.0
         self.free_bytes = 1 << 62
         self._changed = asyncio.Condition()
@@ -104,7 +126,7 @@ class Limiter:
         async with self._changed:
             self._changed.notify_all()
 
-    def _decide(self, need_bytes: int) -> Decision:
+    def _decide(self, need_bytes: int, kind: Kind) -> Decision:
         return decide(
             self.running,
             self.max_builds,
@@ -113,44 +135,67 @@ class Limiter:
             self.free_bytes,
             self.config.min_free_disk_mb * _MB,
             need_bytes,
+            kind,
+            self._waiting_viewers,
         )
 
-    def check_disk(self, need_bytes: int) -> None:
+    def _count(self, kind: Kind, field: str) -> None:
+        for counters in (self.counters, self.by_kind[kind]):
+            setattr(counters, field, getattr(counters, field) + 1)
+
+    def check_disk(self, need_bytes: int, kind: Kind = Kind.VIEWER) -> None:
         """Raise InsufficientStorage if writing `need_bytes` would break the disk floor."""
         if self.free_bytes - need_bytes < self.config.min_free_disk_mb * _MB:
-            self.counters.rejected_disk += 1
+            self._count(kind, "rejected_disk")
             raise InsufficientStorage(
                 "not enough free disk space on the playback filesystem for this request"
             )
 
+    def wait_seconds(self, kind: Kind) -> float:
+        """How long work of `kind` may wait for a slot before it is refused."""
+        queue = self.config.queue_timeout_seconds
+        return max(queue, VIEWER_WAIT_SECONDS) if kind is Kind.VIEWER else queue
+
     @contextlib.asynccontextmanager
-    async def slot(self, need_bytes: int, wait: bool = True) -> AsyncIterator[None]:
+    async def slot(
+        self, need_bytes: int, kind: Kind = Kind.VIEWER, wait: bool = True
+    ) -> AsyncIterator[None]:
         """Hold a build slot for the body; raise Busy or InsufficientStorage instead."""
-        deadline = time.monotonic() + (self.config.queue_timeout_seconds if wait else 0)
+        deadline = time.monotonic() + (self.wait_seconds(kind) if wait else 0)
+        viewer = kind is Kind.VIEWER
         self.waiting += 1
+        self._waiting_viewers += viewer
+        waited = False
         try:
             async with self._changed:
                 while True:
-                    decision = self._decide(need_bytes)
+                    decision = self._decide(need_bytes, kind)
                     if decision is Decision.NO_DISK:
-                        self.check_disk(need_bytes)
+                        self.check_disk(need_bytes, kind)
                     if decision is Decision.START:
                         break
                     remaining = deadline - time.monotonic()
                     if remaining <= 0:
-                        self.counters.rejected_busy += 1
+                        self._count(kind, "rejected_busy")
                         raise Busy(
                             "the agent is busy preparing other footage; try again shortly",
                             retry_after=max(1, self.config.queue_timeout_seconds),
                         )
+                    waited = True
                     with contextlib.suppress(TimeoutError):
                         await asyncio.wait_for(self._changed.wait(), remaining)
                 self.running += 1
-                self.counters.started += 1
+                self._count(kind, "started")
+                if waited:
+                    self._count(kind, "delayed")
                 # Disk fills as builds write: count this one against the free space now.
                 self.free_bytes -= need_bytes
         finally:
             self.waiting -= 1
+            self._waiting_viewers -= viewer
+            if viewer:  # work held back for this viewer may go now
+                async with self._changed:
+                    self._changed.notify_all()
         try:
             yield
         finally:
@@ -164,8 +209,10 @@ class Limiter:
             "running": self.running,
             "waiting": self.waiting,
             "started": self.counters.started,
+            "delayed": self.counters.delayed,
             "rejected_busy": self.counters.rejected_busy,
             "rejected_disk": self.counters.rejected_disk,
+            "by_kind": {kind.value: asdict(self.by_kind[kind]) for kind in Kind},
             "cpu_percent": round(self.cpu_percent, 1),
             "free_disk_mb": self.free_bytes // _MB,
         }

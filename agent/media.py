@@ -21,9 +21,9 @@ from pathlib import Path
 from stat import S_ISREG
 
 from . import ffmpeg
-from .admission import Limiter
+from .admission import Kind, Limiter
 from .config import Config
-from .errors import AgentError, NotFound
+from .errors import AgentError, Busy, NotFound
 from .files import write_file
 from .mpegts import PACKET, renumber, rewrite
 from .playlists import CUT, MediaItem
@@ -32,6 +32,7 @@ from .sessions import Session, SessionStore
 log = logging.getLogger(__name__)
 
 READ_AHEAD = 2
+_READ_AHEAD = "read-ahead"  # the name of a read-ahead build's task
 _SEEK_NUDGE = 0.0005  # seek just past the keyframe: ffmpeg starts at the keyframe before
 
 
@@ -110,10 +111,22 @@ class MediaService:
         else:
             path = self.store.path(session.id) / item.name
             if not await asyncio.to_thread(path.is_file):
-                path = await asyncio.shield(self._build_task(session, item, wait=True))
+                path = await self._made_for_viewer(session, item)
             served = Served(path=path, content_type=TS_TYPE)  # made on the timeline
         await self._read_ahead(session, number)
         return served
+
+    async def _made_for_viewer(self, session: Session, item: MediaItem) -> Path:
+        """The remuxed segment a player is waiting for. A read-ahead of it may be under
+        way already and shared; if that one was refused (read-ahead yields when the box is
+        busy), the viewer's own build follows, with a viewer's priority."""
+        task = self._build_task(session, item, wait=True)
+        try:
+            return await asyncio.shield(task)
+        except Busy:
+            if not task.get_name().startswith(_READ_AHEAD):
+                raise
+        return await asyncio.shield(self._build_task(session, item, wait=True))
 
     def _as_recorded(self, item: MediaItem) -> Served:
         path = self.recording(item)
@@ -142,7 +155,8 @@ class MediaService:
         key = (session.id, item.name)
         task = self._builds.get(key)
         if task is None:
-            task = asyncio.create_task(self._build(session, item, wait), name=f"build {key}")
+            name = f"{'build' if wait else _READ_AHEAD} {key}"
+            task = asyncio.create_task(self._build(session, item, wait), name=name)
             self._builds[key] = task
             task.add_done_callback(lambda _: self._builds.pop(key, None))
         return task
@@ -173,7 +187,8 @@ class MediaService:
             directory = self.store.path(session.id)
             target = directory / item.name
             source = await asyncio.to_thread(self.recording, item)
-            async with self.limiter.slot(item.size, wait=wait):
+            kind = Kind.VIEWER if wait else Kind.READ_AHEAD
+            async with self.limiter.slot(item.size, kind, wait=wait):
                 if not self.store.live(session.id):
                     raise self._gone(session)
                 if await asyncio.to_thread(target.is_file):

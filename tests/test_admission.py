@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from agent.admission import Decision, Limiter, build_slots, decide
+from agent.admission import Decision, Kind, Limiter, build_slots, decide
 from agent.config import AdmissionConfig
 from agent.errors import Busy, InsufficientStorage
 
@@ -25,7 +25,22 @@ MB = 1 << 20
     ],
 )
 def test_decide(running: int, cpu: float, free_mb: int, need_mb: int, expected: Decision) -> None:
-    assert decide(running, 2, cpu, 90, free_mb * MB, 512 * MB, need_mb * MB) is expected
+    found = decide(running, 2, cpu, 90, free_mb * MB, 512 * MB, need_mb * MB, Kind.READ_AHEAD)
+    assert found is expected
+
+
+def test_viewers_pass_the_cpu_rule_and_go_first() -> None:
+    busy_cpu = (0, 2, 95.0, 90, 1000 * MB, 512 * MB, 10 * MB)
+    assert decide(*busy_cpu, Kind.VIEWER) is Decision.START
+    assert decide(*busy_cpu, Kind.READ_AHEAD) is Decision.WAIT
+    assert decide(*busy_cpu, Kind.EXPORT) is Decision.WAIT
+    idle_cpu = (0, 2, 10.0, 90, 1000 * MB, 512 * MB, 10 * MB)
+    assert decide(*idle_cpu, Kind.READ_AHEAD, viewers_waiting=1) is Decision.WAIT
+    assert decide(*idle_cpu, Kind.READ_AHEAD) is Decision.START
+    full = (2, 2, 10.0, 90, 1000 * MB, 512 * MB, 10 * MB)
+    assert decide(*full, Kind.VIEWER) is Decision.WAIT  # slots still bound everyone
+    no_disk = (0, 2, 10.0, 90, 515 * MB, 512 * MB, 10 * MB)
+    assert decide(*no_disk, Kind.VIEWER) is Decision.NO_DISK
 
 
 def test_build_slots_from_cpu_count() -> None:
@@ -40,7 +55,7 @@ async def test_limiter_queues_then_rejects(tmp_path: Path) -> None:
     order: list[str] = []
 
     async def job(name: str, hold: float) -> None:
-        async with limiter.slot(0):
+        async with limiter.slot(0, Kind.EXPORT):
             order.append(name)
             await asyncio.sleep(hold)
 

@@ -6,6 +6,8 @@ import asyncio
 import json
 import logging
 import os
+import subprocess
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -22,6 +24,7 @@ from agent.sessions import SessionStore
 from agent.sweep import is_stray, sweep_once
 
 from .conftest import at, fetch_all, make_config, post, start_with, wait_for
+from .players import run
 
 
 async def test_sessions_survive_a_restart(
@@ -254,3 +257,40 @@ async def test_deleting_a_session_while_its_segment_is_made_is_404(
     assert "deleted" in (await response.json())["error"]
     assert not [r for r in caplog.records if r.levelno >= logging.ERROR]
     assert list((tmp_path / "state" / "playback").iterdir()) == []
+
+
+async def test_viewers_are_served_while_the_cpu_is_busy(
+    tmp_path: Path, footage: dict[str, list[Rendered]], start_agent: Any
+) -> None:
+    """With system CPU held over the limit by other work, a session whose segments need
+    ffmpeg still plays to the end: the CPU rule holds back read-ahead, not viewers."""
+    client = await start_with(
+        start_agent,
+        tmp_path,
+        footage,
+        "mp4",
+        admission={"max_cpu_percent": 50, "queue_timeout_seconds": 1},
+    )
+    hogs = [
+        subprocess.Popen([sys.executable, "-c", "while True: pass"])
+        for _ in range(os.cpu_count() or 1)
+    ]
+    try:
+
+        async def busy() -> bool:
+            state = (await (await client.get("/healthz")).json())["admission"]
+            return bool(state["cpu_percent"] > 50)
+
+        await wait_for(busy, what="system CPU over the limit")
+        _, session = await post(client, {"camera_id": "cam", "from": at(0.5), "to": at(26)})
+        url = str(client.make_url(session["playlist_url"]))
+        code, out = await run("ffmpeg", "-nostdin", "-v", "error", "-i", url, "-f", "null", "-")
+        assert code == 0
+        assert out == ""
+        state = (await (await client.get("/healthz")).json())["admission"]
+    finally:
+        for hog in hogs:
+            hog.kill()
+            hog.wait()
+    assert state["by_kind"]["viewer"]["started"] >= 1
+    assert state["by_kind"]["viewer"]["rejected_busy"] == 0
