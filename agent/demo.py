@@ -10,12 +10,15 @@ import csv
 import json
 import os
 import shutil
+import socket
 import sys
 import threading
 import time
 import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
+
+import psutil
 
 from . import ffmpeg
 from .layout import Layout, make_layout
@@ -177,16 +180,24 @@ dir = "{playback}"
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m agent.demo", description=__doc__)
     parser.add_argument("--dir", type=Path, default=Path("demo"), help="where to put it all")
-    parser.add_argument("--host", default="127.0.0.1")
-    parser.add_argument("--port", type=int, default=8080)
+    parser.add_argument(
+        "--host",
+        default="127.0.0.1",
+        help="address to listen on: 127.0.0.1 (the default) for this machine only, 0.0.0.0 to"
+        " open the URLs from other machines on the LAN (VLC or Safari on a laptop or phone)",
+    )
+    parser.add_argument("--port", type=int, default=8080, help="TCP port (default 8080)")
     args = parser.parse_args(argv)
     base = args.dir.resolve()
     root = base / "recordings"
     if shutil.which("ffmpeg") is None:
         print("ffmpeg is not installed: apt-get install ffmpeg", file=sys.stderr)
         return 1
-    shutil.rmtree(root, ignore_errors=True)
-    shutil.rmtree(base / "render", ignore_errors=True)
+    # Every run starts clean: the last run's footage, index and sessions go.
+    for leftover in (root, base / "render", base / "playback"):
+        shutil.rmtree(leftover, ignore_errors=True)
+    for suffix in ("", "-wal", "-shm"):
+        (base / f"index.sqlite3{suffix}").unlink(missing_ok=True)
     print(f"Rendering demo footage into {root} ...", flush=True)
     asyncio.run(make_demo_footage(root, base / "render", int(time.time() * 1e6)))
     shutil.rmtree(base / "render", ignore_errors=True)
@@ -200,10 +211,13 @@ def main(argv: list[str] | None = None) -> int:
             playback=base / "playback",
         )
     )
-    shown = "localhost" if args.host in ("0.0.0.0", "::", "127.0.0.1") else args.host
-    url = f"http://{shown}:{args.port}"
+    local = "127.0.0.1" if args.host in ("0.0.0.0", "::") else args.host
+    url = f"http://{'localhost' if local == '127.0.0.1' else local}:{args.port}"
+    shown = [url]
+    if args.host in ("0.0.0.0", "::"):
+        shown = [f"http://{address}:{args.port}" for address in _lan_addresses()] or shown
     print(f"\nStarting the agent with {config} ...", flush=True)
-    helper = threading.Thread(target=_announce, args=(url,), daemon=True)
+    helper = threading.Thread(target=_announce, args=(url, shown), daemon=True)
     helper.start()
     from .__main__ import main as agent_main
 
@@ -211,9 +225,19 @@ def main(argv: list[str] | None = None) -> int:
     return agent_main(["--config", str(config)])
 
 
-def _announce(url: str) -> None:
+def _lan_addresses() -> list[str]:
+    """This machine's IPv4 addresses other than loopback, for URLs that work from the LAN."""
+    return sorted(
+        address.address
+        for addresses in psutil.net_if_addrs().values()
+        for address in addresses
+        if address.family == socket.AF_INET and not address.address.startswith("127.")
+    )
+
+
+def _announce(url: str, shown: list[str]) -> None:
     """Once the agent has indexed the footage, open a session across the gap and print
-    the URLs to try."""
+    the URLs to try (`shown`: the bases a viewer can reach)."""
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
         try:
@@ -234,13 +258,15 @@ def _announce(url: str) -> None:
     request = urllib.request.Request(f"{url}/api/playback", body, method="POST")  # noqa: S310
     with urllib.request.urlopen(request, timeout=10) as response:  # noqa: S310
         session = json.load(response)
+    playlists = "".join(f"  {base}{session['playlist_url']}\n" for base in shown)
+    where = shown[0]
     print(
         "\nThe agent is running. Open the playback session (yard, four minutes with a 40 s gap)"
-        f" in VLC or Safari:\n\n  {url}{session['playlist_url']}\n\n"
-        f"  {url}/healthz\n"
-        f"  {url}/api/cameras\n"
-        f"  {url}/api/cameras/yard/recordings\n"
-        f"  {url}/api/playback/{session['id']}\n\n"
+        f" in VLC or Safari:\n\n{playlists}\n"
+        f"  {where}/healthz\n"
+        f"  {where}/api/cameras\n"
+        f"  {where}/api/cameras/yard/recordings\n"
+        f"  {where}/api/playback/{session['id']}\n\n"
         "Stop it with Ctrl-C.\n",
         flush=True,
     )

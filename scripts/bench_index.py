@@ -5,7 +5,8 @@
 
 1. Cold start on N existing segment files (hard links to a few rendered 720p 10 s TS
    segments, so the page cache is warm): time until /healthz answers and until the index
-   holds every file; the agent as a real process. Baseline: ffprobe on each file.
+   holds every file; the agent as a real process. Baseline: ffprobe, timed on 20 of the
+   files (one process each) and multiplied by the number of files.
 2. New segments while running: each is written under a temporary name and renamed into
    place; time until /api/cameras counts it, and the agent's CPU time per segment.
 3. Idle RSS of the agent after the scan.
@@ -120,7 +121,7 @@ def bench_agent(work: Path, root: Path, sources: list[Path], files: int) -> None
         complete = time.perf_counter() - started
         per_file = ffprobe_baseline(sources)
         print(f"\n1. Cold start on {files:,} segment files (warm page cache)")
-        print(f"   {'':32}{'agent':>12}{'ffprobe per file':>20}")
+        print(f"   {'':32}{'agent':>12}{'ffprobe (20 timed)':>20}")
         print(f"   {'API answers after':32}{api_up:>11.2f}s{'-':>20}")
         print(f"   {'index complete after':32}{complete:>11.2f}s{per_file * files:>19.1f}s")
         print(f"   {'per file':32}{complete / files * 1e3:>10.3f}ms{per_file * 1e3:>18.1f}ms")

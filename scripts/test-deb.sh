@@ -7,8 +7,12 @@
 #
 #   sudo bash scripts/test-deb.sh        (needs root, debootstrap and the Debian mirror)
 #
-# Base trees are cached under $NVR_DEB_CACHE (default /var/cache/nvr-playback-agent-test)
-# and refreshed after a week, so repeated runs on one machine take a minute or two.
+# Base trees are cached under $NVR_DEB_CACHE (default /var/cache/nvr-playback-agent-test,
+# about 800 MB) and rebuilt after a week, so repeated runs on one machine take a minute or
+# two; the first takes a few more. To free the space or force a rebuild:
+#   sudo rm -rf /var/cache/nvr-playback-agent-test
+# The test only stops the agent it started itself (by the PID it recorded), so running it
+# on a box where the package is installed leaves the installed service alone.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 repo=$PWD
@@ -27,9 +31,10 @@ fi
 
 work=$(mktemp -d /var/tmp/nvr-deb-test.XXXXXX)
 mounted=()
+agent=""  # the PID of the agent this test started, once it runs
 cleanup() {
+    if [ -n "$agent" ]; then kill -KILL "$agent" 2>/dev/null || true; fi
     for dir in "${mounted[@]}"; do umount -l "$dir" 2>/dev/null || true; done
-    pkill -f '^/usr/bin/python3 /usr/bin/nvr-playback-agent' 2>/dev/null || true
     rm -rf "$work"
 }
 trap cleanup EXIT
@@ -51,13 +56,17 @@ cached_tree() {  # cached_tree NAME PACKAGES...: a trixie tree with PACKAGES, as
     shift
     local tarball=$cache/$name.tar
     if [ -f "$tarball" ] && [ -z "$(find "$tarball" -mtime +7)" ]; then
+        ok "the $name tree is cached from $(date -r "$tarball" '+%Y-%m-%d %H:%M')"
         return
     fi
     mkdir -p "$cache"
     local tree=$work/$name.tree
+    echo "   building the $name tree: debootstrap (about half a minute) ..."
     debootstrap --variant=minbase trixie "$tree" "$mirror" >/dev/null
     if (($#)); then
-        in_root "$tree" apt-get install -y -qq --no-install-recommends "$@" >/dev/null
+        echo "   apt-get install $* (about half a minute) ..."
+        in_root "$tree" apt-get install -y -qq -o Dpkg::Use-Pty=0 --no-install-recommends "$@" \
+            >/dev/null
     fi
     in_root "$tree" apt-get clean
     umount -l "$tree/proc"
@@ -99,7 +108,10 @@ ok "Depends: $(dpkg-deb -f "$work/$deb" Depends)"
 ok "Installed-Size: $(dpkg-deb -f "$work/$deb" Installed-Size) KiB"
 
 step "lintian"
-in_root "$build" lintian --fail-on error,warning --display-info "/src/$deb" | tee "$work/lintian.log" \
+# As an ordinary user, as lintian recommends (as root it warns that it is root).
+chmod -R a+rX "$build/src"
+in_root "$build" setpriv --reuid=nobody --regid=nogroup --clear-groups env HOME=/tmp \
+    lintian --fail-on error,warning --display-info "/src/$deb" | tee "$work/lintian.log" \
     || fail "lintian"
 ok "no errors, no warnings ($(grep -c . "$work/lintian.log" || true) informational tags)"
 
@@ -109,7 +121,8 @@ unpack base "$root"
 cp "$work/$deb" "$root/tmp/"
 in_root "$root" apt-get update -qq
 before=$SECONDS
-in_root "$root" apt-get install -y -qq "/tmp/$deb" >"$work/apt.log" 2>&1 \
+echo "   apt-get install ./$deb (about half a minute) ..."
+in_root "$root" apt-get install -y -qq -o Dpkg::Use-Pty=0 "/tmp/$deb" >"$work/apt.log" 2>&1 \
     || { tail -n 30 "$work/apt.log"; fail "apt install"; }
 installed=$((SECONDS - before))
 ok "apt-get install ./$deb in $installed s"
@@ -156,9 +169,16 @@ sed -i "s/^port = 8080/port = $port/; s/^host = \"0.0.0.0\"/host = \"127.0.0.1\"
     "$root/etc/nvr-playback-agent/agent.toml"
 in_root "$root" install -d -o root -g nvr-playback-agent -m 0750 /var/lib/nvr/recordings
 unit_exec=$(sed -n 's/^ExecStart=//p' debian/nvr-playback-agent.service)
-in_root "$root" setpriv --reuid=nvr-playback-agent --regid=nvr-playback-agent --init-groups \
+# The shell records its PID, then becomes the agent: that PID is the agent's.
+in_root "$root" sh -c 'echo $$ >/tmp/test-agent.pid; exec "$@"' sh \
+    setpriv --reuid=nvr-playback-agent --regid=nvr-playback-agent --init-groups \
     --no-new-privs $unit_exec >"$work/agent.log" 2>&1 &
 agent_pid=$!
+for _ in $(seq 1 50); do
+    [ -s "$root/tmp/test-agent.pid" ] && break
+    sleep 0.1
+done
+agent=$(cat "$root/tmp/test-agent.pid") || fail "the agent did not start"
 launched=$SECONDS
 base="http://127.0.0.1:$port"
 for _ in $(seq 1 100); do
@@ -202,17 +222,17 @@ ok "the chroot's ffmpeg played the whole session over HTTP without an error"
 owner=$(in_root "$root" stat -c %U /var/lib/nvr-playback-agent/index.sqlite3)
 [ "$owner" = nvr-playback-agent ] || fail "index owned by $owner"
 ok "index and sessions written by the service user"
-# The background job is the chroot's parent shell; the agent is the python3 under it.
-kill -TERM "$(pgrep -n -f '^/usr/bin/python3 /usr/bin/nvr-playback-agent')"
+kill -TERM "$agent"
 wait "$agent_pid" || fail "the agent did not exit cleanly on SIGTERM: $(tail -n 5 "$work/agent.log")"
+agent=""
 ok "stopped on SIGTERM with status 0"
 
 step "apt remove keeps configuration and state; apt purge leaves nothing"
-in_root "$root" apt-get remove -y -qq nvr-playback-agent >/dev/null
+in_root "$root" apt-get remove -y -qq -o Dpkg::Use-Pty=0 nvr-playback-agent >/dev/null
 [ -f "$root/etc/nvr-playback-agent/agent.toml" ] || fail "remove lost the configuration"
 [ -d "$root/var/lib/nvr-playback-agent" ] || fail "remove lost the state"
 ok "after remove: /etc/nvr-playback-agent and /var/lib/nvr-playback-agent kept"
-in_root "$root" apt-get purge -y -qq nvr-playback-agent >/dev/null
+in_root "$root" apt-get purge -y -qq -o Dpkg::Use-Pty=0 nvr-playback-agent >/dev/null
 for path in /etc/nvr-playback-agent /var/lib/nvr-playback-agent /usr/share/nvr-playback-agent \
     /usr/bin/nvr-playback-agent /usr/lib/systemd/system/nvr-playback-agent.service; do
     [ ! -e "$root$path" ] || fail "$path is left after purge"
