@@ -96,6 +96,7 @@ class Limiter:
         self.counters = Counters()
         self.by_kind = {kind: Counters() for kind in Kind}
         self._waiting_viewers = 0
+        self.sample_error = ""  # why the last sample failed, if it did
         self.cpu_percent = 0.0
         self.free_bytes = 1 << 62
         self._changed = asyncio.Condition()
@@ -114,13 +115,17 @@ class Limiter:
         fresh_cpu = time.monotonic() - self._cpu_read_at >= 0.1
 
         def read() -> tuple[float, int]:
-            try:
-                free = psutil.disk_usage(str(self.playback_dir)).free
-            except OSError:
-                free = self.free_bytes
+            free = psutil.disk_usage(str(self.playback_dir)).free
             return (psutil.cpu_percent(interval=None) if fresh_cpu else self.cpu_percent), free
 
-        self.cpu_percent, self.free_bytes = await asyncio.to_thread(read)
+        try:
+            self.cpu_percent, self.free_bytes = await asyncio.to_thread(read)
+        except Exception as error:  # out of file descriptors, /proc unreadable, ...
+            if not self.sample_error:
+                log.warning("admission: cannot sample CPU and disk: %s", error)
+            self.sample_error = str(error) or type(error).__name__
+            return
+        self.sample_error = ""
         if fresh_cpu:
             self._cpu_read_at = time.monotonic()
         async with self._changed:
@@ -202,6 +207,19 @@ class Limiter:
             self.running -= 1
             async with self._changed:
                 self._changed.notify_all()
+
+    def problems(self) -> list[str]:
+        """What keeps new work from starting, in sentences for /healthz."""
+        found = []
+        floor = self.config.min_free_disk_mb
+        if self.free_bytes < floor * _MB:
+            found.append(
+                f"disk: {self.free_bytes // _MB} MB free on {self.playback_dir},"
+                f" under admission.min_free_disk_mb ({floor}): new sessions get 507"
+            )
+        if self.sample_error:
+            found.append(f"admission could not sample CPU and disk: {self.sample_error}")
+        return found
 
     def state(self) -> dict[str, object]:
         return {

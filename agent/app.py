@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import AsyncIterator, Callable
 
@@ -16,7 +17,7 @@ from .keys import CONFIG, INDEX, INDEXER, LIMITER, OPENAPI, PLAYBACK, SESSIONS, 
 from .media import MediaService
 from .openapi import document
 from .playback import Playback
-from .sessions import SessionStore
+from .sessions import SessionStore, StateLock
 from .sweep import sweep_forever
 from .tasks import Supervisor
 
@@ -24,12 +25,14 @@ from .tasks import Supervisor
 def create_app(config: Config, clock: Callable[[], float] = time.time) -> web.Application:
     """The agent's application; `clock` (wall-clock seconds) is the sessions' clock."""
     app = web.Application(
-        client_max_size=routes.MAX_BODY,
+        client_max_size=routes.MAX_BODY + 1,  # aiohttp refuses a body of this size or more
         middlewares=[routes.error_middleware, routes.auth_middleware(config.server.api_token)],
     )
+    routes.quiet_logs()
     app[CONFIG] = config
     app[STARTED] = time.monotonic()
     app[OPENAPI] = document()
+    app.cleanup_ctx.append(_exclusive)
     app.cleanup_ctx.append(_tasks)
     app.cleanup_ctx.append(_index)
     app.cleanup_ctx.append(_indexer)
@@ -37,6 +40,14 @@ def create_app(config: Config, clock: Callable[[], float] = time.time) -> web.Ap
     app.cleanup_ctx.append(_sessions(clock))
     routes.setup(app)
     return app
+
+
+async def _exclusive(app: web.Application) -> AsyncIterator[None]:
+    """One agent per state: a second one on the same playback.dir stops before it touches
+    anything (it would clean up the first one's work in progress)."""
+    lock = await asyncio.to_thread(StateLock.take, app[CONFIG].playback.dir)
+    yield
+    await asyncio.to_thread(lock.release)
 
 
 async def _tasks(app: web.Application) -> AsyncIterator[None]:
@@ -91,7 +102,9 @@ def _sessions(clock: Callable[[], float]) -> Callable[[web.Application], AsyncIt
         await store.load()
         app[SESSIONS] = store
         media = MediaService(config, store, app[LIMITER])
-        app[PLAYBACK] = Playback(config, app[INDEX], store, media, app[LIMITER])
+        app[PLAYBACK] = Playback(
+            config, app[INDEX], store, media, app[LIMITER], app[INDEXER].status
+        )
         interval = config.playback.sweep_interval_seconds
         app[TASKS].start("sweep", lambda stop: sweep_forever(store, interval, stop))
         yield

@@ -242,7 +242,8 @@ def _announce(url: str, shown: list[str]) -> None:
     while time.monotonic() < deadline:
         try:
             with urllib.request.urlopen(f"{url}/healthz", timeout=2) as response:  # noqa: S310
-                if json.load(response)["index"]["segments"] >= 44:
+                index = json.load(response)["index"]
+                if index["scan"] == "complete" and index["segments"] >= 44:
                     break
         except OSError:
             pass

@@ -5,8 +5,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ctypes
 import logging
+import os
 import signal
+from collections.abc import Callable
 
 log = logging.getLogger(__name__)
 
@@ -22,6 +25,22 @@ class FfmpegError(Exception):
         self.detail = detail
 
 
+_PR_SET_PDEATHSIG = 1
+
+
+def _die_with_parent(parent: int) -> Callable[[], None]:
+    """A preexec_fn: the child gets SIGKILL when the agent dies, even by kill -9, so no
+    ffmpeg outlives it (Linux's parent-death signal)."""
+    libc = ctypes.CDLL(None, use_errno=True)
+
+    def arrange() -> None:
+        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+        if os.getppid() != parent:  # the agent died before the line above ran
+            os._exit(1)
+
+    return arrange
+
+
 async def run(argv: list[str], time_limit: float) -> None:
     """Run `argv`; raise FfmpegError if it cannot start, exits non-zero or overruns the limit."""
     try:
@@ -30,6 +49,7 @@ async def run(argv: list[str], time_limit: float) -> None:
             stdin=asyncio.subprocess.DEVNULL,
             stdout=asyncio.subprocess.DEVNULL,
             stderr=asyncio.subprocess.PIPE,
+            preexec_fn=_die_with_parent(os.getpid()),
         )
     except OSError as error:
         raise FfmpegError(f"cannot run {argv[0]}: {error.strerror or error}") from None

@@ -23,7 +23,7 @@ from .probe import MediaFacts
 
 log = logging.getLogger(__name__)
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 _SCHEMA = """
 CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL) WITHOUT ROWID;
 CREATE TABLE cameras (
@@ -40,6 +40,7 @@ CREATE TABLE segments (
     end_us INTEGER NOT NULL,        -- start + media duration
     size INTEGER NOT NULL,
     mtime_ns INTEGER NOT NULL,
+    inode INTEGER NOT NULL,         -- with size and mtime_ns: whether the file changed
     container TEXT NOT NULL,        -- mpegts, mp4, fmp4
     video_codec TEXT NOT NULL,
     has_audio INTEGER NOT NULL,
@@ -77,7 +78,7 @@ CREATE TRIGGER segments_removed AFTER DELETE ON segments BEGIN
 END;
 """
 _COLUMNS = (
-    "path, camera, start_us, end_us, size, mtime_ns, container, video_codec, has_audio,"
+    "path, camera, start_us, end_us, size, mtime_ns, inode, container, video_codec, has_audio,"
     " timescale, first_pts, duration, frame_ticks, audio_start, audio_end, streams, counters"
 )
 
@@ -90,6 +91,7 @@ class Segment:
     end_us: int
     size: int
     mtime_ns: int
+    inode: int
     container: str
     video_codec: str
     has_audio: bool
@@ -104,7 +106,15 @@ class Segment:
 
     @classmethod
     def from_facts(
-        cls, *, path: str, camera: str, start_us: int, size: int, mtime_ns: int, facts: MediaFacts
+        cls,
+        *,
+        path: str,
+        camera: str,
+        start_us: int,
+        size: int,
+        mtime_ns: int,
+        inode: int,
+        facts: MediaFacts,
     ) -> Segment:
         return cls(
             path=path,
@@ -113,6 +123,7 @@ class Segment:
             end_us=start_us + facts.duration_us,
             size=size,
             mtime_ns=mtime_ns,
+            inode=inode,
             container=facts.container,
             video_codec=facts.video_codec,
             has_audio=facts.has_audio,
@@ -273,6 +284,7 @@ class Index:
                 s.end_us,
                 s.size,
                 s.mtime_ns,
+                s.inode,
                 s.container,
                 s.video_codec,
                 int(s.has_audio),
@@ -321,16 +333,17 @@ class Index:
 
     # -- reads -------------------------------------------------------------------------
 
-    async def files(self, under: str = "") -> dict[str, tuple[int, int]]:
-        """Indexed paths below directory `under` ("" for all) with their (size, mtime_ns)."""
+    async def files(self, under: str = "") -> dict[str, tuple[int, int, int]]:
+        """Indexed paths below directory `under` ("" for all) with their (size, mtime_ns,
+        inode): a file whose three differ in any way is read again."""
 
-        def read() -> dict[str, tuple[int, int]]:
-            query = "SELECT path, size, mtime_ns FROM segments"
+        def read() -> dict[str, tuple[int, int, int]]:
+            query = "SELECT path, size, mtime_ns, inode FROM segments"
             if not under:
-                return {path: (size, mtime) for path, size, mtime in self._r().execute(query)}
+                return {path: tuple(rest) for path, *rest in self._r().execute(query)}
             low, high = _prefix_range(under)
             rows = self._r().execute(query + " WHERE path >= ? AND path < ?", (low, high))
-            return {path: (size, mtime) for path, size, mtime in rows}
+            return {path: tuple(rest) for path, *rest in rows}
 
         return await self._on(self._reader, read)
 

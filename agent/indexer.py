@@ -42,6 +42,11 @@ _TICK_SECONDS = 0.25  # how often files still pending are looked at again
 class FileState:
     size: int
     mtime_ns: int
+    inode: int = -1
+
+    @classmethod
+    def of(cls, stat: os.stat_result) -> FileState:
+        return cls(stat.st_size, stat.st_mtime_ns, stat.st_ino)
 
 
 @dataclass
@@ -118,7 +123,7 @@ def list_dir(root: Path, layout: Layout, reldir: str) -> dict[str, FileState]:
         try:
             if entry.is_file(follow_symlinks=False) and layout.parse(relpath) is not None:
                 stat = entry.stat(follow_symlinks=False)
-                found[relpath] = FileState(stat.st_size, stat.st_mtime_ns)
+                found[relpath] = FileState.of(stat)
         except FileNotFoundError:
             continue  # removed while we looked
     return found
@@ -142,7 +147,7 @@ def _probe_many(root: Path, items: list[_Candidate], final: bool) -> list[_Probe
         except (ProbeError, OSError) as error:
             results.append((item, Outcome.UNREADABLE, None, str(error)))
             continue
-        item.state = FileState(stat.st_size, stat.st_mtime_ns)
+        item.state = FileState.of(stat)
         whole = facts.container != "mpegts" or stat.st_size % 188 == 0
         outcome = Outcome.READY if whole or final else Outcome.INCOMPLETE
         results.append((item, outcome, facts, ""))
@@ -245,7 +250,7 @@ class Indexer:
             name = self.layout.parse(relpath)
             assert name is not None
             self._note_newest(name)
-            unchanged = known.get(relpath) == (state.size, state.mtime_ns)
+            unchanged = known.get(relpath) == (state.size, state.mtime_ns, state.inode)
             if not unchanged and self._unreadable.get(relpath) != state:
                 self._pending.setdefault(relpath, _Candidate(relpath, name, state))
         await self._settle()
@@ -359,7 +364,7 @@ class Indexer:
             if not S_ISREG(stat.st_mode):
                 del self._pending[relpath]  # symlinks and the like are not recordings
                 continue
-            item.state = FileState(stat.st_size, stat.st_mtime_ns)
+            item.state = FileState.of(stat)
             idle = now - stat.st_mtime_ns / 1e9
             newer = self._newest.get(item.name.camera, -1) > item.name.start_us
             if newer or idle >= SETTLE_SECONDS:
@@ -382,6 +387,7 @@ class Indexer:
     async def _index_batch(self, batch: list[_Candidate], final: bool) -> None:
         results = await asyncio.to_thread(_probe_many, self.root, batch, final)
         ready: list[Segment] = []
+        unreadable: list[str] = []
         for item, outcome, facts, problem in results:
             if outcome is Outcome.INCOMPLETE:
                 continue  # still pending
@@ -393,6 +399,7 @@ class Indexer:
                     if self._unreadable.get(item.relpath) != item.state:
                         log.warning("index: skipping %s: %s", item.relpath, problem)
                     self._unreadable[item.relpath] = item.state
+                    unreadable.append(item.relpath)  # its old row, if any, goes
                 else:
                     self._pending[item.relpath] = item  # may still be being written
                 continue
@@ -404,10 +411,15 @@ class Indexer:
                     start_us=item.name.start_us,
                     size=item.state.size,
                     mtime_ns=item.state.mtime_ns,
+                    inode=item.state.inode,
                     facts=facts,
                 )
             )
         try:
+            if await self.index.remove(unreadable):
+                log.warning(
+                    "index: %d segment(s) became unreadable and left the index", len(unreadable)
+                )
             await self.index.put(ready)
         except BaseException:
             for item in batch:  # not indexed: look at them again once the index works

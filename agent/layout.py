@@ -6,6 +6,7 @@ strftime fields `%Y %m %d %H %M %S %f` give the segment's start time in the conf
 
 from __future__ import annotations
 
+import logging
 import re
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -14,6 +15,8 @@ from zoneinfo import ZoneInfo
 from .errors import ConfigError
 from .ids import CAMERA_ID_PATTERN
 from .times import from_us, to_us
+
+log = logging.getLogger(__name__)
 
 PRESETS: dict[str, str] = {
     "ffmpeg": "{camera}/%Y-%m-%d/%H-%M-%S.ts",
@@ -31,6 +34,8 @@ _FIELDS = {  # ASCII digits only: \d would take other scripts' digits too
     "f": "[0-9]{1,9}",
 }
 _REQUIRED = "YmdHMS"
+MIN_YEAR, MAX_YEAR = 1970, 2200  # years a segment's name may give
+_REPORTED: set[str] = set()
 _CAMERA = CAMERA_ID_PATTERN
 _TOKEN = re.compile(r"\{camera\}|%(.)|[^%{]+|\{")
 
@@ -112,6 +117,15 @@ class Layout:
         groups = match.groupdict()
         fraction = groups.get("f") or "0"
         micro = int((fraction + "000000")[:6])
+        if not MIN_YEAR <= int(groups["Y"]) <= MAX_YEAR:
+            # 0001 or 9999: a broken clock or a hostile name, not a recording. Said once
+            # per name (a bounded memory of names already reported).
+            if relpath not in _REPORTED and len(_REPORTED) < 10_000:
+                _REPORTED.add(relpath)
+                log.warning(
+                    "layout: ignoring %s: its year is outside %d-%d", relpath, MIN_YEAR, MAX_YEAR
+                )
+            return None
         try:
             local = datetime(
                 int(groups["Y"]),

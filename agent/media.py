@@ -89,13 +89,19 @@ class MediaService:
         self._changed: set[tuple[Path, int]] = set()  # recordings that changed, said once
 
     def recording(self, item: MediaItem) -> Path:
-        """The recording behind `item`, if it is still a regular file inside the root."""
-        path = self.config.recordings.root / item.source
+        """The recording behind `item`, if it is still a regular file inside the root,
+        reached through no symlink at any level below the root (blocking)."""
+        root = os.path.realpath(self.config.recordings.root)
+        path = Path(root, item.source)
         try:
             info = os.lstat(path)
+            resolved = os.path.realpath(path)
         except OSError:
             info = None
         if info is None or not S_ISREG(info.st_mode):
+            raise NotFound("the recording for this segment is no longer on disk")
+        if resolved != str(path):
+            log.warning("media: refusing %s: a directory on its way is a symlink", item.source)
             raise NotFound("the recording for this segment is no longer on disk")
         return path
 
@@ -170,6 +176,8 @@ class MediaService:
             for item in session.plan.items[number + 1 : number + 1 + READ_AHEAD]
             if item.remux and (session.id, item.name) not in self._builds
         ]
+        if not upcoming:
+            return  # served as recorded, or being made already
         made = await asyncio.to_thread(
             lambda: {item.name for item in upcoming if (directory / item.name).exists()}
         )

@@ -208,9 +208,9 @@ def encode_counters(first: dict[int, int], last: dict[int, int]) -> str:
 
 def decode_counters(text: str) -> dict[int, tuple[int, int]]:
     found = {}
-    for part in filter(None, text.split(",")):
-        pid, first, last = (int(value) for value in part.split(":"))
-        found[pid] = (first, last)
+    for part in text.split(",") if text else ():
+        pid, first, last = part.split(":")
+        found[int(pid)] = (int(first), int(last))
     return found
 
 

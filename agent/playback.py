@@ -13,8 +13,9 @@ from dataclasses import replace
 
 from .admission import Limiter
 from .config import Config
-from .errors import BadRequest, NotFound
+from .errors import BadRequest, Busy, NotFound
 from .index import Index
+from .indexer import IndexerStatus
 from .media import PLAYLIST_TYPE, MediaService, Served
 from .playlists import plan
 from .probe import ProbeError, cut_point
@@ -26,6 +27,7 @@ log = logging.getLogger(__name__)
 # Bytes a session writes per playlist entry before anyone watches (playlist, its gzip
 # twin and session.json), counted against the disk floor.
 WRITTEN_PER_ITEM = 400
+SCAN_RETRY_SECONDS = 2
 # The whole timeline, for a recordings query without `from` or `to`.
 ALL_TIME_US = 1 << 62
 
@@ -44,7 +46,9 @@ class Playback:
         store: SessionStore,
         media: MediaService,
         limiter: Limiter,
+        indexing: IndexerStatus,
     ) -> None:
+        self.indexing = indexing
         self.config = config
         self.index = index
         self.store = store
@@ -71,6 +75,12 @@ class Playback:
         if to_us - from_us > max_seconds * 1_000_000:
             raise BadRequest(
                 f"the range is {(to_us - from_us) / 1e6:.0f} s long; at most {max_seconds} s"
+            )
+        if self.indexing.scan != "complete":
+            # A session planned now would miss what the scan has not reached yet.
+            raise Busy(
+                "the agent is still indexing the recordings; try again shortly",
+                retry_after=SCAN_RETRY_SECONDS,
             )
         await self._require_camera(camera_id)
         segments = await self.index.segments(camera_id, from_us, to_us)

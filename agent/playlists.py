@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import Any
 
 from .index import Segment
@@ -111,7 +111,7 @@ def plan(
         if chosen and segment.end_us <= chosen[-1].end_us:
             continue  # wholly inside the previous one: a duplicate recording
         chosen.append(segment)
-    items: list[MediaItem] = []
+    pending: list[dict[str, Any]] = []  # each item's fields but its duration
     starts: list[int] = []  # each item's start on the timeline (90 kHz, unwrapped)
     ends: list[int] = []  # where each item's video ends on the timeline
     audio_ends: list[int | None] = []
@@ -135,7 +135,7 @@ def plan(
         prev = chosen[n - 1] if n else None
         if prev is None:
             start = OUT_START
-        elif continues(prev, seg) and items[-1].kind != REMUX:
+        elif continues(prev, seg) and pending[-1]["kind"] != REMUX:
             start = starts[-1] + pts_delta(seg.first_pts, begins[-1])  # as its muxer had it
         else:
             start = ends[-1]
@@ -153,7 +153,7 @@ def plan(
         if prev is None or is_gap(prev, seg, name_resolution_us):
             pdt_us = seg.start_us + lead * 1_000_000 // scale
         else:  # chained, so that names rounded to the second add no jitter
-            pdt_us = items[-1].pdt_us + recorded_us[-1]
+            pdt_us = pending[-1]["pdt_us"] + recorded_us[-1]
         if n == 0:
             start_offset = max(0.0, (from_us - pdt_us) / 1e6)
         fields: dict[str, Any] = {}
@@ -174,25 +174,22 @@ def plan(
             if kind == CUT:
                 assert cut is not None
                 fields.update(cut_at=cut.offset, prefix=cut.prefix)
-        items.append(
-            MediaItem(
-                name=f"s{n:06d}.ts",
-                source=seg.path,
-                kind=kind,
-                duration=0.0,  # set below, once the next item's start is known
-                pdt_us=pdt_us,
-                discontinuity=prev is not None and _changes(prev, seg),
-                size=seg.size,
-                **fields,
-            )
+        fields.update(
+            name=f"s{n:06d}.ts",
+            source=seg.path,
+            kind=kind,
+            pdt_us=pdt_us,
+            discontinuity=prev is not None and _changes(prev, seg),
+            size=seg.size,
         )
-    timed = [
-        replace(
-            item, duration=((starts[n + 1] if n + 1 < len(items) else ends[n]) - starts[n]) / CLOCK
-        )
-        for n, item in enumerate(items)
-    ]
-    return Plan(tuple(timed), round(start_offset, 6))
+        pending.append(fields)
+    # Each item's duration runs to where the next one starts on the timeline.
+    stops = [*starts[1:], ends[-1]] if starts else []
+    items = tuple(
+        MediaItem(duration=(stop - start) / CLOCK, **fields)
+        for fields, start, stop in zip(pending, starts, stops, strict=True)
+    )
+    return Plan(items, round(start_offset, 6))
 
 
 def render(found: Plan) -> str:

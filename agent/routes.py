@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import errno
 import hmac
 import json
 import logging
@@ -12,6 +13,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from aiohttp import web
+from aiohttp.http_exceptions import HttpProcessingError
 from aiohttp.typedefs import Middleware
 
 from . import __version__, serve
@@ -59,6 +61,12 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
         kept = ("allow", "retry-after", "content-range")
         keep = {k: v for k, v in error.headers.items() if k.lower() in kept}
         return _error(error.status, sentence, keep)
+    except OSError as error:
+        if error.errno in (errno.ENOSPC, errno.EDQUOT):
+            log.warning("%s %s: %s", request.method, request.path, error.strerror)
+            return _error(507, "the agent's disk is full; nothing was changed")
+        log.exception("unexpected error in %s %s", request.method, request.path)
+        return _error(500, "internal error; the agent logged the details")
     except Exception:
         log.exception("unexpected error in %s %s", request.method, request.path)
         return _error(500, "internal error; the agent logged the details")
@@ -78,6 +86,54 @@ def auth_middleware(token: str) -> Middleware:
         return await handler(request)
 
     return check
+
+
+# -- logging of what aiohttp and asyncio see below the handlers -------------------------
+
+
+class _MalformedRequests(logging.Filter):
+    """A request aiohttp cannot parse is the client's mistake: one warning line, no
+    traceback (aiohttp logs each at ERROR with one)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        error = record.exc_info[1] if record.exc_info else None
+        if isinstance(error, HttpProcessingError):
+            first = str(error.message).strip().splitlines()[0] if error.message else ""
+            said = record.getMessage()
+            record.msg, record.args = "%s: %s %s", (said, error.code, first)
+            record.levelno, record.levelname = logging.WARNING, "WARNING"
+            record.exc_info = record.exc_text = None
+        return True
+
+
+class _RateLimited(logging.Filter):
+    """At most one record of the same message per `seconds` (asyncio can log thousands a
+    second when the process runs out of file descriptors)."""
+
+    def __init__(self, seconds: float) -> None:
+        super().__init__()
+        self.seconds = seconds
+        self._last: dict[str, float] = {}
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        now = time.monotonic()
+        key = str(record.msg)
+        if now - self._last.get(key, -self.seconds) < self.seconds:
+            return False
+        if len(self._last) > 1000:
+            self._last.clear()
+        self._last[key] = now
+        return True
+
+
+def quiet_logs() -> None:
+    """Install the filters above once per process."""
+    server = logging.getLogger("aiohttp.server")
+    if not any(isinstance(f, _MalformedRequests) for f in server.filters):
+        server.addFilter(_MalformedRequests())
+    loop = logging.getLogger("asyncio")
+    if not any(isinstance(f, _RateLimited) for f in loop.filters):
+        loop.addFilter(_RateLimited(10.0))
 
 
 # -- helpers ------------------------------------------------------------------------------
@@ -122,6 +178,7 @@ async def healthz(request: web.Request) -> web.Response:
     problems.extend(app[TASKS].down.values())
     if not ffmpeg_found:
         problems.append(f"ffmpeg ({config.ffmpeg.ffmpeg}, ffmpeg.ffmpeg) is not installed")
+    problems.extend(app[LIMITER].problems())
     body: dict[str, Any] = {
         "status": "degraded" if problems else "ok",
         "version": __version__,
@@ -189,6 +246,8 @@ async def _json_object(request: web.Request) -> dict[str, Any]:
         body = json.loads(raw)
     except (ValueError, UnicodeDecodeError):
         raise BadRequest("the body must be a JSON object") from None
+    except RecursionError:
+        raise BadRequest("the body is nested too deeply to be a playback request") from None
     if not isinstance(body, dict):
         raise BadRequest("the body must be a JSON object")
     return body

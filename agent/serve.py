@@ -116,7 +116,7 @@ async def send(request: web.Request, served: Served) -> web.StreamResponse:
         await asyncio.to_thread(os.close, fd)
 
 
-def _read(fd: int, served: Served, position: int, stop: int) -> bytes:
+def _read(fd: int, served: Served, position: int, stop: int) -> memoryview:
     """The served stream's bytes from `position` (up to a chunk, before `stop`). A stream
     that is rewritten is read as whole packets from packet boundaries, so that any byte
     range of it is the same bytes."""
@@ -131,4 +131,4 @@ def _read(fd: int, served: Served, position: int, stop: int) -> bytes:
         data += os.pread(fd, end - start, start - len(prefix) + served.start)
     if served.rewrite is not None:
         served.rewrite(data)  # whole packets only; a truncated last one goes as it is
-    return bytes(data[position - aligned : stop - aligned])
+    return memoryview(data)[position - aligned : stop - aligned]

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import fcntl
 import gzip
 import json
 import logging
@@ -23,11 +24,11 @@ import re
 import shutil
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
-from .errors import BadRequest, NotFound
+from .errors import BadRequest, NotFound, StartupError
 from .files import fsync_dir, replace_file, write_file
 from .ids import SESSION_ID, check_session_id, new_session_id
 from .index import Index
@@ -41,6 +42,7 @@ META = "session.json"
 PLAYLIST = "index.m3u8"
 FORMAT = 2  # 2: items carry their timeline shift and counter shifts
 CREATING, DELETING = ".creating", ".deleting"
+MEDIA_FIELDS = [field.name for field in fields(MediaItem)]
 # A watched session's new expiry is written to disk when it has moved this far.
 PERSIST_AFTER_US = 60_000_000
 
@@ -107,7 +109,10 @@ class Session:
             created_at=format_us(self.created_us),
             segment_ids=self.segment_ids,
             start_offset=self.plan.start_offset,
-            media=[asdict(item) for item in self.plan.items],
+            # One row per media item, in the order of `media_fields`: a day's session is
+            # 8,640 items, so no key names repeated for each.
+            media_fields=MEDIA_FIELDS,
+            media=[[getattr(item, name) for name in MEDIA_FIELDS] for item in self.plan.items],
         )
         return body
 
@@ -122,7 +127,10 @@ class Session:
         if not isinstance(camera, str):
             raise ValueError("bad camera_id")
         items = []
-        for n, raw in enumerate(data["media"]):
+        if data["media_fields"] != MEDIA_FIELDS:
+            raise ValueError("media entries of another shape")
+        for n, row in enumerate(data["media"]):
+            raw = dict(zip(MEDIA_FIELDS, row, strict=True))
             item = MediaItem(
                 **{
                     **raw,
@@ -165,7 +173,33 @@ def _time(value: object) -> int:
 
 def _write_meta(directory: Path, session: Session) -> None:
     """Replace session.json atomically (write, fsync, rename)."""
-    replace_file(directory / META, json.dumps(session.to_json(), indent=1).encode())
+    replace_file(directory / META, json.dumps(session.to_json(), separators=(",", ":")).encode())
+
+
+class StateLock:
+    """An exclusive lock on the playback directory itself (flock on its descriptor, so
+    no file is added), held for the agent's life and dropped by the kernel at its end."""
+
+    def __init__(self, fd: int) -> None:
+        self._fd = fd
+
+    @classmethod
+    def take(cls, directory: Path) -> StateLock:
+        """Lock `directory` (blocking), or raise StartupError if another agent holds it."""
+        directory.mkdir(parents=True, exist_ok=True)
+        fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            raise StartupError(
+                f"another agent is using {directory} (playback.dir); stop it first,"
+                " or give this one its own directories"
+            ) from None
+        return cls(fd)
+
+    def release(self) -> None:
+        os.close(self._fd)  # closing drops the lock
 
 
 class SessionStore:

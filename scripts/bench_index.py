@@ -191,6 +191,7 @@ async def bench_queries(work: Path, rows: int) -> None:
                     end_us=start + 10 * S,
                     size=2_500_000,
                     mtime_ns=1,
+                    inode=1,
                     container="mpegts",
                     video_codec="h264",
                     has_audio=True,

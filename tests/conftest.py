@@ -184,7 +184,7 @@ async def start_with(
     client: TestClient[Any, Any] = await start_agent(config, clock)
 
     async def indexed() -> bool:
-        return await camera_counts(client) == {"cam": 6}
+        return await scan_complete(client) and await camera_counts(client) == {"cam": 6}
 
     await wait_for(indexed, what="footage indexed")
     return client

@@ -21,6 +21,7 @@ from .conftest import (
     place_old,
     post,
     run_in_thread,
+    scan_complete,
     wait_for,
 )
 from .hls import parse
@@ -72,7 +73,7 @@ async def agent_with(
     client: TestClient[Any, Any] = await start_agent(config)
 
     async def indexed() -> bool:
-        return await camera_counts(client) == {"cam": 2 * count}
+        return await scan_complete(client) and await camera_counts(client) == {"cam": 2 * count}
 
     await wait_for(indexed, what="footage indexed")
     return client

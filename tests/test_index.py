@@ -24,6 +24,7 @@ def seg(camera: str, start_s: int, dur_s: int = 10) -> Segment:
         end_us=(start_s + dur_s) * S,
         size=1000,
         mtime_ns=5,
+        inode=1,
         container="mpegts",
         video_codec="h264",
         has_audio=True,
@@ -75,7 +76,7 @@ async def test_put_replaces_by_path(index: Index) -> None:
     assert await index.counts() == (1, 1)
     (only,) = await index.segments("a", 0, S)
     assert only.end_us == 4 * S
-    assert await index.files() == {"a/00000000.ts": (1000, 5)}
+    assert await index.files() == {"a/00000000.ts": (1000, 5, 1)}
 
 
 async def test_other_settings_rebuild_the_index(tmp_path: Path) -> None:

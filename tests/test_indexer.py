@@ -146,7 +146,7 @@ async def test_ffmpeg_segment_muxer_writing_in_place(tmp_path: Path, start_agent
     seen: dict[str, set[int]] = {}
     try:
         while recorder.returncode is None:
-            for path, (size, _) in (await index.files()).items():
+            for path, (size, _, _) in (await index.files()).items():
                 seen.setdefault(path, set()).add(size)
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(recorder.wait(), 0.05)
@@ -270,6 +270,31 @@ async def test_restart_reconciles_with_disk(
         return await camera_counts(client) == {"cam": 2, "other": 3}
 
     await wait_for(reconciled, what="the second run to match the disk")
+
+
+async def test_files_replaced_by_garbage_leave_the_index(
+    tmp_path: Path, footage: dict[str, list[Rendered]], aiohttp_client: Any
+) -> None:
+    """Same size and same mtime, but another file (a new inode): read again at restart;
+    garbage or a truncated file leaves the index, running or not."""
+    from agent.app import create_app
+
+    config = make_config(tmp_path)
+    files = place(footage["ts"], config.recordings.root, config.layout, "cam", T0)
+    client = await aiohttp_client(create_app(config))
+    await wait_for(lambda: _count_is(client, "cam", 3), what="first run")
+    await client.close()
+    stat = files[1].stat()
+    garbage = files[1].with_name("garbage.tmp")
+    garbage.write_bytes(b"\x47" + b"\x00" * (stat.st_size - 1))
+    os.utime(garbage, ns=(stat.st_atime_ns, stat.st_mtime_ns))
+    os.replace(garbage, files[1])
+    client = await aiohttp_client(create_app(config))
+    await wait_for(lambda: _count_is(client, "cam", 2), what="the replaced file to leave")
+    with open(files[2], "r+b") as handle:
+        handle.truncate(100)
+    # The newest file may still be being written: it is judged after SETTLE_SECONDS.
+    await wait_for(lambda: _count_is(client, "cam", 1), 30, "the truncated file to leave")
 
 
 async def test_root_created_after_start(

@@ -12,6 +12,7 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
+import psutil
 import pytest
 
 from agent.demo import Rendered
@@ -57,6 +58,12 @@ def start(tmp_path: Path, port: int) -> subprocess.Popen[str]:
             time.sleep(0.05)
 
 
+def indexed(port: int, segments: int) -> bool:
+    """Whether the first scan is done and the index holds `segments` segments."""
+    index = call(port, "GET", "/healthz")[1]["index"]
+    return bool(index["scan"] == "complete" and index["segments"] >= segments)
+
+
 def call(port: int, method: str, path: str, body: object = None) -> tuple[int, Any]:
     data = None if body is None else json.dumps(body).encode()
     request = urllib.request.Request(f"http://127.0.0.1:{port}{path}", data, method=method)
@@ -88,7 +95,7 @@ def test_kill_9_loses_no_session(tmp_path: Path, footage: dict[str, list[Rendere
     process = start(tmp_path, port)
     try:
         deadline = time.monotonic() + 10
-        while call(port, "GET", "/healthz")[1]["index"]["segments"] < 3:
+        while not indexed(port, 3):
             assert time.monotonic() < deadline
             time.sleep(0.05)
         sessions = [
@@ -133,3 +140,54 @@ def test_kill_9_loses_no_session(tmp_path: Path, footage: dict[str, list[Rendere
     finally:
         process.terminate()
         process.communicate(timeout=10)
+
+
+def test_a_second_agent_on_the_same_state_stops_at_once(tmp_path: Path) -> None:
+    """It must not clean up the running agent's work: one line, exit status 1."""
+    port = free_port()
+    first = start(tmp_path, port)
+    try:
+        (tmp_path / "playback" / ".pbs_leftover.creating").mkdir()  # looks like a crash's
+        second_config = tmp_path / "second.toml"
+        second_config.write_text(
+            (tmp_path / "agent.toml").read_text().replace(str(port), str(free_port()))
+        )
+        second = subprocess.run(
+            [sys.executable, "-m", "agent", "--config", str(second_config)],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert second.returncode == 1
+        assert "another agent is using" in second.stderr
+        assert "Traceback" not in second.stderr
+        assert (tmp_path / "playback" / ".pbs_leftover.creating").exists()
+        assert call(port, "GET", "/healthz")[0] == 200
+    finally:
+        first.kill()
+        first.communicate()
+
+
+def test_ffmpeg_dies_with_the_agent(tmp_path: Path) -> None:
+    """kill -9 of the agent takes its ffmpeg with it (the parent-death signal)."""
+    script = (
+        "import asyncio, os, sys\n"
+        "from agent import ffmpeg\n"
+        "print(os.getpid(), flush=True)\n"
+        "asyncio.run(ffmpeg.run(['ffmpeg', '-nostdin', '-re', '-f', 'lavfi', '-i',"
+        " 'testsrc=size=64x64', '-t', '600', '-f', 'null', '-'], 900))\n"
+    )
+    agent = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True)
+    assert agent.stdout is not None
+    pid = int(agent.stdout.readline())
+    deadline = time.monotonic() + 20
+    while not (children := psutil.Process(pid).children()):
+        assert time.monotonic() < deadline, "ffmpeg did not start"
+        time.sleep(0.05)
+    (ffmpeg,) = children
+    agent.kill()
+    agent.communicate()
+    deadline = time.monotonic() + 10
+    while ffmpeg.is_running() and ffmpeg.status() != psutil.STATUS_ZOMBIE:
+        assert time.monotonic() < deadline, "ffmpeg outlived the agent"
+        time.sleep(0.05)

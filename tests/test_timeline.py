@@ -24,6 +24,7 @@ def seg(
         end_us=int(start_s * S + dur_s * S),
         size=1,
         mtime_ns=1,
+        inode=1,
         container=container,
         video_codec="h264",
         has_audio=False,
