@@ -15,6 +15,7 @@ log = logging.getLogger(__name__)
 
 GRACE_SECONDS = 2.0
 _STDERR_KEEP = 4000
+_WRITE_FAILED = ("Error writing trailer", "Error closing file", "No space left on device")
 
 
 class FfmpegError(Exception):
@@ -64,6 +65,9 @@ async def run(argv: list[str], time_limit: float) -> None:
     text = stderr.decode("utf-8", "replace")[-_STDERR_KEEP:]
     if process.returncode != 0:
         raise FfmpegError(f"{argv[0]} exited with status {process.returncode}", text.strip())
+    if any(sign in text for sign in _WRITE_FAILED):
+        # ffmpeg 5.1 and 7.1 exit 0 when writing the trailer or closing the output fails.
+        raise FfmpegError(f"{argv[0]} could not write its output", text.strip())
 
 
 async def stop(process: asyncio.subprocess.Process) -> None:

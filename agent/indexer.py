@@ -178,6 +178,8 @@ class Indexer:
         self._newest: dict[str, int] = {}  # camera -> latest start seen on disk
         self._inflight: set[str] = set()  # pending files being probed right now
         self._has_pending = asyncio.Event()
+        self._reported: set[bytes] = set()  # undecodable names already logged
+        self._round_over = asyncio.Event()
 
     # -- entry points: three loops, each run (and restarted) by the app's supervisor ---
 
@@ -286,28 +288,87 @@ class Indexer:
                     if await _wait(stop, 2.0):
                         return
                 await self.reconcile()
+            recursive, alone = await asyncio.to_thread(self._watch_plan)
+            # Ends this round of watching: the agent stops, or a directory watched alone
+            # got a new subdirectory, which the next plan must take in.
+            self._round_over = asyncio.Event()
+            relay = asyncio.create_task(_relay(stop, self._round_over))
             try:
                 self.status.watching = True
-                async for changes in awatch(
-                    self.root,
-                    watch_filter=self._filter,
-                    stop_event=stop,
-                    debounce=400,
-                    step=50,
-                    recursive=True,
-                    ignore_permission_denied=True,
-                ):
-                    await self._apply(changes)
-                    await self._settle()
+                streams = [
+                    self._follow(paths, deep, self._round_over)
+                    for paths, deep in ((recursive, True), (alone, False))
+                    if paths
+                ]
+                await asyncio.gather(*streams)
+                if not stop.is_set():
+                    continue  # a new plan; what changed meanwhile was reconciled
             except Exception:
                 log.exception("index: watching %s failed; starting again", self.root)
             finally:
                 self.status.watching = False
+                relay.cancel()
             if await _wait(stop, 1.0):
                 return
             await self.reconcile()  # catch up on what happened while not watching
 
-    async def _apply(self, changes: Iterable[tuple[Change, str]]) -> None:
+    async def _follow(self, paths: list[Path], recursive: bool, over: asyncio.Event) -> None:
+        async for changes in awatch(
+            *paths,
+            watch_filter=self._filter,
+            stop_event=over,
+            debounce=400,
+            step=50,
+            recursive=recursive,
+            ignore_permission_denied=True,
+        ):
+            new_dirs = await self._apply(changes)
+            await self._settle()
+            if new_dirs and not recursive:
+                over.set()
+
+    def _watch_plan(self) -> tuple[list[Path], list[Path]]:
+        """(directories to watch with all below them, directories to watch alone).
+
+        watchfiles stops on a name that is not UTF-8 anywhere in what it watches, so the
+        subtrees that hold one are watched directory by directory around it; such names
+        are reported once and left out (no layout matches them). Blocking."""
+        recursive: list[Path] = []
+        alone: list[Path] = []
+
+        def clean(directory: bytes) -> bool:
+            """Whether nothing below `directory` has an undecodable name; if something
+            does, plan its clean parts and watch `directory` itself alone."""
+            try:
+                children = [
+                    e.path for e in os.scandir(directory) if e.is_dir(follow_symlinks=False)
+                ]
+            except OSError:
+                return True
+            verdicts: dict[bytes, bool | None] = {}
+            for child in children:
+                name = os.path.basename(child)
+                try:
+                    name.decode("utf-8")
+                except UnicodeDecodeError:
+                    verdicts[child] = None
+                    if child not in self._reported:
+                        self._reported.add(child)
+                        log.warning("index: skipping %r: the name is not UTF-8", os.fsdecode(child))
+                    continue
+                verdicts[child] = clean(child)
+            if all(verdicts.values()):
+                return True
+            alone.append(Path(os.fsdecode(directory)))
+            recursive.extend(Path(os.fsdecode(c)) for c, ok in verdicts.items() if ok)
+            return False
+
+        if clean(os.fsencode(self.root)):
+            recursive.append(self.root)
+        return recursive, alone
+
+    async def _apply(self, changes: Iterable[tuple[Change, str]]) -> list[str]:
+        """Index or forget what a batch of changes touched; the new directories."""
         # A batch is a set: an add and a delete of one path come unordered, so what
         # counts is whether the path exists now.
         touched = {r for _, path in changes if (r := self._relative(path)) is not None}
@@ -337,6 +398,7 @@ class Indexer:
         for reldir in new_dirs:
             if not any(reldir.startswith(f"{other}/") for other in new_dirs):
                 await self.reconcile_under(reldir)
+        return new_dirs
 
     def _note_newest(self, name: SegmentName) -> None:
         if name.start_us > self._newest.get(name.camera, -1):
@@ -434,6 +496,12 @@ class Indexer:
                 segment.path,
                 (segment.end_us - segment.start_us) / 1e6,
             )
+
+
+async def _relay(source: asyncio.Event, target: asyncio.Event) -> None:
+    """Set `target` once `source` is set."""
+    await source.wait()
+    target.set()
 
 
 async def _first_of(*events: asyncio.Event) -> None:

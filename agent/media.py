@@ -23,7 +23,7 @@ from stat import S_ISREG
 from . import ffmpeg
 from .admission import Kind, Limiter
 from .config import Config
-from .errors import AgentError, Busy, NotFound
+from .errors import AgentError, Busy, InsufficientStorage, NotFound
 from .files import write_file
 from .mpegts import PACKET, renumber, rewrite
 from .playlists import CUT, MediaItem
@@ -210,6 +210,10 @@ class MediaService:
                 except ffmpeg.FfmpegError as error:
                     if not self.store.live(session.id):
                         raise self._gone(session) from None
+                    if "No space left on device" in error.detail:
+                        raise InsufficientStorage(
+                            "the playback disk is full; this segment could not be made"
+                        ) from None
                     log.error(
                         "media: session %s segment %s from %s failed: %s %s",
                         session.id,

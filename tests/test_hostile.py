@@ -5,15 +5,18 @@ agent up."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
+import os
 import shutil
+import subprocess
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from agent.demo import Rendered
+from agent.demo import Rendered, place
 
 from .conftest import (
     T0,
@@ -147,3 +150,75 @@ async def test_healthz_says_degraded_when_the_disk_is_under_the_floor(
     body = await (await client.get("/healthz")).json()
     assert body["status"] == "degraded"
     assert any(problem.startswith("disk:") for problem in body["problems"])
+
+
+@pytest.fixture
+def small_disk(tmp_path: Path) -> Any:
+    """The playback directory on a 1 MiB tmpfs of its own (mounting needs root)."""
+    if os.getuid() != 0:
+        pytest.skip("mounting a tmpfs needs root (CI runs as root)")
+    playback = tmp_path / "state" / "playback"
+    playback.mkdir(parents=True)
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(playback)], check=True)
+    yield playback
+    subprocess.run(["umount", "-l", str(playback)], check=True)
+
+
+async def test_a_full_playback_disk_is_507_and_leaves_nothing(
+    tmp_path: Path, footage: dict[str, list[Rendered]], start_agent: Any, small_disk: Path
+) -> None:
+    """The disk fills between the free-space samples: the write's own ENOSPC answers 507."""
+    client = await start_with(start_agent, tmp_path, footage, "mp4",
+                              admission={"min_free_disk_mb": 0})  # fmt: skip
+    _, kept = await post(client, {"camera_id": "cam", "from": at(0), "to": at(26)})
+    filler = small_disk / "filler"
+    with open(filler, "wb", buffering=0) as handle, contextlib.suppress(OSError):
+        while True:
+            handle.write(b"\0" * 4096)
+    before = sorted(p.name for p in small_disk.iterdir())
+    status, body = await post(client, {"camera_id": "cam", "from": at(0), "to": at(26)})
+    assert status == 507, body
+    assert list(body) == ["error"]
+    media = kept["playlist_url"].replace("index.m3u8", "s000001.ts")
+    made = await client.get(media)
+    assert made.status == 507
+    assert sorted(p.name for p in small_disk.iterdir()) == before  # nothing half-written
+    assert not list((small_disk / kept["id"]).glob(".*.tmp"))
+    filler.unlink()
+    status, _ = await post(client, {"camera_id": "cam", "from": at(0), "to": at(26)})
+    assert status == 201
+    assert (await client.get(media)).status == 200
+
+
+async def test_a_folder_name_that_is_not_utf8_is_skipped_and_watching_goes_on(
+    tmp_path: Path,
+    footage: dict[str, list[Rendered]],
+    start_agent: Any,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    config = make_config(tmp_path)
+    root = config.recordings.root
+    os.makedirs(os.fsencode(root) + b"/cam\xff/2024-06-01")
+    os.makedirs(os.fsencode(root) + b"/cam/2024\xfe")
+    place_old(footage["ts"], root, config.layout, "cam", T0)
+    client = await started(start_agent, config)
+
+    async def watching() -> bool:
+        body = await (await client.get("/healthz")).json()
+        return bool(body["index"]["watching"] and body["status"] == "ok")
+
+    await wait_for(watching, what="the watcher to run")
+    place(footage["ts"], root, config.layout, "live", T0)  # seen by the watcher, not a scan
+    await wait_for(lambda: _counts_are(client, {"cam": 3, "live": 3}), what="new files")
+    # The new camera's directory is watched too, for files that come later.
+    place(footage["ts"], root, config.layout, "live", T0 + 6 * S)
+    await wait_for(lambda: _counts_are(client, {"cam": 3, "live": 6}), what="later files")
+    said = [r for r in caplog.records if "is not UTF-8" in r.getMessage()]
+    assert len(said) == 2
+    assert not [
+        r for r in caplog.records if "watching" in r.getMessage() and "failed" in r.getMessage()
+    ]
+
+
+async def _counts_are(client: Any, expected: dict[str, int]) -> bool:
+    return bool(await camera_counts(client) == expected)
