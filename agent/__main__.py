@@ -3,17 +3,17 @@
 from __future__ import annotations
 
 import argparse
+import asyncio
 import logging
 import sqlite3
 import sys
 from pathlib import Path
 
-from aiohttp import web
-
 from . import __version__
 from .app import create_app
 from .config import DEFAULT_PATH, load_config
 from .errors import ConfigError, StartupError
+from .server import ConnectionGuard, serve
 
 PROG = "nvr-playback-agent"
 
@@ -46,15 +46,10 @@ def main(argv: list[str] | None = None) -> int:
         config.server.host,
         config.server.port,
     )
+    guard = ConnectionGuard()
     try:
-        web.run_app(
-            create_app(config),
-            host=config.server.host,
-            port=config.server.port,
-            print=None,
-            access_log=None,
-            shutdown_timeout=5,
-            handle_signals=True,
+        asyncio.run(
+            serve(create_app(config, guard=guard), guard, config.server.host, config.server.port)
         )
     except (OSError, sqlite3.Error, StartupError) as error:
         print(f"{PROG}: cannot start: {error}", file=sys.stderr)

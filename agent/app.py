@@ -13,21 +13,43 @@ from .admission import Limiter
 from .config import Config
 from .index import Index
 from .indexer import Indexer
-from .keys import CONFIG, INDEX, INDEXER, LIMITER, OPENAPI, PLAYBACK, SESSIONS, STARTED, TASKS
+from .keys import (
+    CONFIG,
+    GUARD,
+    INDEX,
+    INDEXER,
+    LIMITER,
+    OPENAPI,
+    PLAYBACK,
+    SESSIONS,
+    STARTED,
+    TASKS,
+)
 from .media import MediaService
 from .openapi import document
 from .playback import Playback
+from .server import ConnectionGuard
 from .sessions import SessionStore, StateLock
 from .sweep import sweep_forever
 from .tasks import Supervisor
 
 
-def create_app(config: Config, clock: Callable[[], float] = time.time) -> web.Application:
-    """The agent's application; `clock` (wall-clock seconds) is the sessions' clock."""
+def create_app(
+    config: Config,
+    clock: Callable[[], float] = time.time,
+    guard: ConnectionGuard | None = None,
+) -> web.Application:
+    """The agent's application; `clock` (wall-clock seconds) is the sessions' clock and
+    `guard` watches the connections of the server that serves it (server.serve)."""
     app = web.Application(
         client_max_size=routes.MAX_BODY + 1,  # aiohttp refuses a body of this size or more
-        middlewares=[routes.error_middleware, routes.auth_middleware(config.server.api_token)],
+        middlewares=[
+            routes.request_middleware,
+            routes.error_middleware,
+            routes.auth_middleware(config.server.api_token),
+        ],
     )
+    app[GUARD] = guard or ConnectionGuard()
     routes.quiet_logs()
     app[CONFIG] = config
     app[STARTED] = time.monotonic()
@@ -53,6 +75,7 @@ async def _exclusive(app: web.Application) -> AsyncIterator[None]:
 async def _tasks(app: web.Application) -> AsyncIterator[None]:
     supervisor = Supervisor()
     app[TASKS] = supervisor
+    supervisor.start("connection-guard", app[GUARD].sweep_forever)
     yield
     await supervisor.stop()
 

@@ -25,6 +25,10 @@ class NotFound(AgentError):
     status = 404
 
 
+class RequestTimeout(AgentError):
+    status = 408
+
+
 class Busy(AgentError):
     """No capacity right now; the client should retry after `retry_after` seconds."""
 

@@ -11,6 +11,7 @@ from .config import Config
 from .index import Index
 from .indexer import Indexer
 from .playback import Playback
+from .server import ConnectionGuard
 from .sessions import SessionStore
 from .tasks import Supervisor
 
@@ -22,4 +23,5 @@ LIMITER = web.AppKey("limiter", Limiter)
 SESSIONS = web.AppKey("sessions", SessionStore)
 PLAYBACK = web.AppKey("playback", Playback)
 TASKS = web.AppKey("tasks", Supervisor)
+GUARD = web.AppKey("guard", ConnectionGuard)
 OPENAPI = web.AppKey("openapi", dict[str, Any])

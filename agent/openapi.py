@@ -28,6 +28,7 @@ _ERRORS = {
     " `to` not after `from`, a range over `playback.max_seconds`, a malformed id",
     "401": "`server.api_token` is set and the bearer token is missing or wrong",
     "404": "Unknown camera, unknown or expired session, or no footage in the range",
+    "408": "The request body did not arrive within 10 s",
     "413": "Request body over 64 KiB",
     "500": "Unexpected failure (logged by the agent)",
     "503": "No build slot within `admission.queue_timeout_seconds`; see Retry-After",
@@ -200,7 +201,7 @@ def document() -> dict[str, Any]:
                 "post": _op(
                     "Create a playback session; its playlist plays as soon as this answers",
                     {"201": session},
-                    ("400", "401", "404", "413", "503", "507"),
+                    ("400", "401", "404", "408", "413", "503", "507"),
                     requestBody={
                         "required": True,
                         "content": {"application/json": {"schema": _ref("PlaybackRequest")}},

@@ -17,14 +17,26 @@ from aiohttp.http_exceptions import HttpProcessingError
 from aiohttp.typedefs import Middleware
 
 from . import __version__, serve
-from .errors import AgentError, BadRequest, Unauthorized
+from .errors import AgentError, BadRequest, RequestTimeout, Unauthorized
 from .ids import check_camera_id, check_session_id
-from .keys import CONFIG, INDEX, INDEXER, LIMITER, OPENAPI, PLAYBACK, SESSIONS, STARTED, TASKS
+from .keys import (
+    CONFIG,
+    GUARD,
+    INDEX,
+    INDEXER,
+    LIMITER,
+    OPENAPI,
+    PLAYBACK,
+    SESSIONS,
+    STARTED,
+    TASKS,
+)
 from .times import format_us, parse_rfc3339
 
 log = logging.getLogger(__name__)
 
 MAX_BODY = 64 * 1024
+BODY_SECONDS = 10  # a request body must arrive within this
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 # -- middleware ---------------------------------------------------------------------------
@@ -39,6 +51,17 @@ _HTTP_SENTENCES = {
 
 def _error(status: int, message: str, headers: dict[str, str] | None = None) -> web.Response:
     return web.json_response({"error": message}, status=status, headers=headers)
+
+
+@web.middleware
+async def request_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Tell the connection guard that this connection's request headers are complete."""
+    guard = request.app[GUARD]
+    guard.request_started(request.protocol)
+    try:
+        return await handler(request)
+    finally:
+        guard.request_finished(request.protocol)
 
 
 @web.middleware
@@ -116,6 +139,10 @@ class _RateLimited(logging.Filter):
         self._last: dict[str, float] = {}
 
     def filter(self, record: logging.LogRecord) -> bool:
+        error = record.exc_info[1] if record.exc_info else None
+        if isinstance(error, OSError) and error.errno in (errno.EMFILE, errno.ENFILE):
+            record.msg, record.args = "%s: %s", (record.getMessage(), error.strerror)
+            record.exc_info = record.exc_text = None  # the cause is known; no traceback
         now = time.monotonic()
         key = str(record.msg)
         if now - self._last.get(key, -self.seconds) < self.seconds:
@@ -196,6 +223,7 @@ async def healthz(request: web.Request) -> web.Response:
         "ffmpeg": ffmpeg_found,
         "sessions": len(app[SESSIONS].sessions),
         "admission": app[LIMITER].state(),
+        "connections": app[GUARD].state(),
     }
     return web.json_response(body)
 
@@ -241,7 +269,11 @@ async def recordings(request: web.Request) -> web.Response:
 
 
 async def _json_object(request: web.Request) -> dict[str, Any]:
-    raw = await request.read()  # over MAX_BODY: aiohttp raises 413
+    try:
+        async with asyncio.timeout(BODY_SECONDS):
+            raw = await request.read()  # over MAX_BODY: aiohttp raises 413
+    except TimeoutError:
+        raise RequestTimeout(f"the request body did not arrive within {BODY_SECONDS} s") from None
     try:
         body = json.loads(raw)
     except (ValueError, UnicodeDecodeError):

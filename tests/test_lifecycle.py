@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
+import resource
 import signal
 import socket
 import subprocess
@@ -30,8 +32,9 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def start(tmp_path: Path, port: int) -> subprocess.Popen[str]:
-    """The agent as a real process on `port`, once its /healthz answers."""
+def start(tmp_path: Path, port: int, files: int | None = None) -> subprocess.Popen[str]:
+    """The agent as a real process on `port`, once its /healthz answers; with `files`,
+    its limit of open files is that low."""
     config = tmp_path / "agent.toml"
     config.write_text(
         f'[server]\nhost = "127.0.0.1"\nport = {port}\n'
@@ -40,11 +43,17 @@ def start(tmp_path: Path, port: int) -> subprocess.Popen[str]:
         f'[playback]\ndir = "{tmp_path / "playback"}"\n'
     )
     (tmp_path / "rec").mkdir(exist_ok=True)
+
+    def limit() -> None:
+        if files is not None:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (files, files))
+
     process = subprocess.Popen(
         [sys.executable, "-m", "agent", "--config", str(config)],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
+        preexec_fn=limit,
     )
     deadline = time.monotonic() + 20
     while True:
@@ -191,3 +200,35 @@ def test_ffmpeg_dies_with_the_agent(tmp_path: Path) -> None:
     while ffmpeg.is_running() and ffmpeg.status() != psutil.STATUS_ZOMBIE:
         assert time.monotonic() < deadline, "ffmpeg outlived the agent"
         time.sleep(0.05)
+
+
+def test_half_sent_requests_cannot_exhaust_the_agent(tmp_path: Path) -> None:
+    """150 connections that each send half a request, against a 128-file limit: the agent
+    keeps answering, closes them once their headers are late, and logs no flood."""
+    port = free_port()
+    process = start(tmp_path, port, files=128)
+    held = []
+    try:
+        for _ in range(150):
+            connection = socket.create_connection(("127.0.0.1", port), timeout=5)
+            connection.sendall(b"GET /healthz HTTP/1.1\r\n")
+            held.append(connection)
+        for _ in range(20):
+            assert call(port, "GET", "/healthz")[0] == 200
+        health = call(port, "GET", "/healthz")[1]
+        assert health["connections"]["open"] <= health["connections"]["cap"]
+        assert health["admission"]["free_disk_mb"] > 0
+        # Those still open are closed once their headers are late.
+        deadline = time.monotonic() + 30
+        for connection in held:
+            connection.settimeout(max(0.1, deadline - time.monotonic()))
+            with contextlib.suppress(ConnectionResetError):
+                assert connection.recv(1024) == b""
+        assert call(port, "GET", "/healthz")[0] == 200
+    finally:
+        for connection in held:
+            connection.close()
+        process.terminate()
+        _, stderr = process.communicate(timeout=20)
+    assert len(stderr.splitlines()) < 30, stderr[-3000:]
+    assert "Traceback" not in stderr

@@ -1,0 +1,179 @@
+"""Serving the app on a socket, guarded against clients that hold connections open.
+
+aiohttp times out neither request headers nor a connection that never completes one,
+and 150 connections that each send half a request exhaust a 128-file limit. The guard
+sits between the socket and aiohttp's protocol: it counts connections against a cap below
+the process's file limit, evicts the connection that has waited longest for its headers
+when the cap is reached, and closes any that has not completed its request headers
+within HEADER_TIMEOUT_SECONDS.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import resource
+import signal
+import time
+from typing import Any
+
+from aiohttp import web
+from aiohttp.web_protocol import RequestHandler
+
+log = logging.getLogger(__name__)
+
+HEADER_TIMEOUT_SECONDS = 10.0
+KEEPALIVE_SECONDS = 75.0  # an idle keep-alive connection is closed after this
+MAX_CONNECTIONS = 1024
+_FILES_KEPT = 64  # descriptors left for recordings, sessions, SQLite and ffmpeg's pipes
+
+
+def connection_cap(soft_file_limit: int) -> int:
+    """How many connections may be open at once, given the process's file limit."""
+    return max(8, min(MAX_CONNECTIONS, (soft_file_limit - _FILES_KEPT) // 2))
+
+
+class ConnectionGuard:
+    """Which connections are open and since when each has waited for request headers."""
+
+    def __init__(self, cap: int | None = None) -> None:
+        soft = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+        self.cap = cap or connection_cap(soft if soft > 0 else 1024)
+        self._waiting: dict[RequestHandler, float | None] = {}  # None: in a request
+        self.evicted = 0
+        self.timed_out = 0
+
+    @property
+    def open(self) -> int:
+        return len(self._waiting)
+
+    def opened(self, handler: RequestHandler) -> None:
+        if len(self._waiting) >= self.cap:
+            # Make room: an idle keep-alive connection first, else the one that has waited
+            # longest for its headers; a connection whose request is being answered stays.
+            candidates = [(since != _IDLE, since, h) for h, since in self._waiting.items()
+                          if since is not None]  # fmt: skip
+            if not candidates:
+                handler.force_close()
+                return
+            *_, oldest = min(candidates, key=lambda entry: entry[:2])
+            self.evicted += 1
+            self._close(oldest)
+        self._waiting[handler] = time.monotonic()
+
+    def received(self, handler: RequestHandler) -> None:
+        """Bytes arrived: on an idle keep-alive connection they start a header clock."""
+        if self._waiting.get(handler) == _IDLE:
+            self._waiting[handler] = time.monotonic()
+
+    def closed(self, handler: RequestHandler) -> None:
+        self._waiting.pop(handler, None)
+
+    def request_started(self, handler: object) -> None:
+        if handler in self._waiting:
+            self._waiting[handler] = None  # type: ignore[index]
+
+    def request_finished(self, handler: object) -> None:
+        if handler in self._waiting:
+            # Idle keep-alive from now on: aiohttp's keep-alive timeout closes it, and the
+            # next request's first bytes start a header clock (received()).
+            self._waiting[handler] = _IDLE  # type: ignore[index]
+
+    def _close(self, handler: RequestHandler) -> None:
+        self._waiting.pop(handler, None)
+        handler.force_close()
+        if handler.transport is not None:
+            handler.transport.close()
+
+    async def sweep_forever(self, stop: asyncio.Event) -> None:
+        """Close connections that have waited too long for their request headers."""
+        while not stop.is_set():
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), 1.0)
+            deadline = time.monotonic() - HEADER_TIMEOUT_SECONDS
+            late = [
+                h for h, since in self._waiting.items() if since is not None and since < deadline
+            ]
+            for handler in late:
+                self.timed_out += 1
+                self._close(handler)
+
+    def state(self) -> dict[str, int]:
+        return {"open": self.open, "cap": self.cap, "evicted": self.evicted,
+                "header_timeouts": self.timed_out}  # fmt: skip
+
+
+_IDLE = float("inf")  # waiting for a next request that may never come: never "late"
+
+
+class _Guarded:
+    """The protocol the socket sees: aiohttp's own, with the guard told what happens."""
+
+    def __init__(self, guard: ConnectionGuard, handler: RequestHandler) -> None:
+        self._guard = guard
+        self._handler = handler
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self._handler.connection_made(transport)
+        self._guard.opened(self._handler)
+
+    def data_received(self, data: bytes) -> None:
+        self._guard.received(self._handler)
+        self._handler.data_received(data)
+
+    def eof_received(self) -> None:
+        self._handler.eof_received()
+
+    def connection_lost(self, error: BaseException | None) -> None:
+        self._guard.closed(self._handler)
+        self._handler.connection_lost(error)
+
+    def pause_writing(self) -> None:
+        self._handler.pause_writing()
+
+    def resume_writing(self) -> None:
+        self._handler.resume_writing()
+
+
+class GuardedSite(web.TCPSite):
+    """A TCP site whose connections go through a ConnectionGuard."""
+
+    def __init__(self, runner: web.AppRunner, guard: ConnectionGuard, **kwargs: Any) -> None:
+        super().__init__(runner, **kwargs)
+        self._guard = guard
+
+    async def start(self) -> None:
+        await web.BaseSite.start(self)
+        server = self._runner.server
+        assert server is not None
+        guard = self._guard
+        self._server = await asyncio.get_running_loop().create_server(
+            lambda: _Guarded(guard, server()),  # type: ignore[arg-type,return-value]
+            self._host,
+            self._port,
+            backlog=self._backlog,
+            reuse_address=self._reuse_address,
+            reuse_port=self._reuse_port,
+        )
+
+
+async def serve(app: web.Application, guard: ConnectionGuard, host: str, port: int) -> None:
+    """Serve `app` until SIGTERM or SIGINT, then shut it down cleanly."""
+    runner = web.AppRunner(
+        app, access_log=None, keepalive_timeout=KEEPALIVE_SECONDS, shutdown_timeout=5
+    )
+    await runner.setup()
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, stop.set)
+    try:
+        # asyncio accepts up to `backlog` connections at once before any is looked at:
+        # keep that well inside the descriptors the cap leaves free.
+        backlog = max(8, min(128, guard.cap // 4))
+        await GuardedSite(runner, guard, host=host, port=port, backlog=backlog).start()
+        log.info("server: listening on %s:%d, at most %d connections", host, port, guard.cap)
+        await stop.wait()
+    finally:
+        await runner.cleanup()
