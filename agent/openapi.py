@@ -32,7 +32,8 @@ _ERRORS = {
     "413": "Request body over 64 KiB",
     "500": "Unexpected failure (logged by the agent)",
     "503": "No build slot within `admission.queue_timeout_seconds`; see Retry-After",
-    "507": "The build would leave less than `admission.min_free_disk_mb` free",
+    "507": "The build would leave less than `admission.min_free_disk_mb` free, or a disk"
+    " the agent writes to (playback or index) is full; nothing was changed",
 }
 
 
@@ -220,7 +221,7 @@ def document() -> dict[str, Any]:
                 "delete": _op(
                     "End a session and release its footage",
                     {"204": {"description": "Deleted"}},
-                    ("400", "401", "404"),
+                    ("400", "401", "404", "507"),
                     security=[{"bearer": []}, {}],
                 ),
             },

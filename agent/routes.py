@@ -8,6 +8,7 @@ import hmac
 import json
 import logging
 import shutil
+import sqlite3
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -84,6 +85,12 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
         kept = ("allow", "retry-after", "content-range")
         keep = {k: v for k, v in error.headers.items() if k.lower() in kept}
         return _error(error.status, sentence, keep)
+    except sqlite3.OperationalError as error:
+        if getattr(error, "sqlite_errorcode", None) == sqlite3.SQLITE_FULL:
+            log.warning("%s %s: the index's disk is full", request.method, request.path)
+            return _error(507, "the agent's index disk is full; nothing was changed")
+        log.exception("unexpected error in %s %s", request.method, request.path)
+        return _error(500, "internal error; the agent logged the details")
     except OSError as error:
         if error.errno in (errno.ENOSPC, errno.EDQUOT):
             log.warning("%s %s: %s", request.method, request.path, error.strerror)

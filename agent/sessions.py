@@ -332,10 +332,21 @@ class SessionStore:
         await self._remove(session)
 
     async def _remove(self, session: Session) -> None:
+        """Remove a session (already out of `sessions`); if its locks cannot be released
+        (the index's disk is full, say), it is put back whole and the error raised."""
         doomed = self.directory / f".{session.id}{DELETING}"
-        with contextlib.suppress(FileNotFoundError):
+        moved = True
+        try:
             await asyncio.to_thread(os.rename, self.path(session.id), doomed)
-        await self.index.unlock(session.id)
+        except FileNotFoundError:
+            moved = False
+        try:
+            await self.index.unlock(session.id)
+        except BaseException:
+            if moved:
+                await asyncio.to_thread(os.rename, doomed, self.path(session.id))
+            self.sessions[session.id] = session
+            raise
         await asyncio.to_thread(shutil.rmtree, doomed, True)
 
     def touch(self, session: Session) -> None:

@@ -152,16 +152,34 @@ async def test_healthz_says_degraded_when_the_disk_is_under_the_floor(
     assert any(problem.startswith("disk:") for problem in body["problems"])
 
 
-@pytest.fixture
-def small_disk(tmp_path: Path) -> Any:
-    """The playback directory on a 1 MiB tmpfs of its own (mounting needs root)."""
+def _small_disk(directory: Path) -> Any:
+    """`directory` on a 1 MiB tmpfs of its own for the test (mounting needs root)."""
     if os.getuid() != 0:
         pytest.skip("mounting a tmpfs needs root (CI runs as root)")
-    playback = tmp_path / "state" / "playback"
-    playback.mkdir(parents=True)
-    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(playback)], check=True)
-    yield playback
-    subprocess.run(["umount", "-l", str(playback)], check=True)
+    directory.mkdir(parents=True)
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(directory)], check=True)
+    yield directory
+    subprocess.run(["umount", "-l", str(directory)], check=True)
+
+
+def _fill(directory: Path) -> Path:
+    filler = directory / "filler"
+    with open(filler, "wb", buffering=0) as handle, contextlib.suppress(OSError):
+        while True:
+            handle.write(b"\0" * 4096)
+    return filler
+
+
+@pytest.fixture
+def small_disk(tmp_path: Path) -> Any:
+    """The playback directory on a 1 MiB tmpfs."""
+    yield from _small_disk(tmp_path / "state" / "playback")
+
+
+@pytest.fixture
+def small_index_disk(tmp_path: Path) -> Any:
+    """The index's directory on a 1 MiB tmpfs."""
+    yield from _small_disk(tmp_path / "state" / "index")
 
 
 async def test_a_full_playback_disk_is_507_and_leaves_nothing(
@@ -171,10 +189,7 @@ async def test_a_full_playback_disk_is_507_and_leaves_nothing(
     client = await start_with(start_agent, tmp_path, footage, "mp4",
                               admission={"min_free_disk_mb": 0})  # fmt: skip
     _, kept = await post(client, {"camera_id": "cam", "from": at(0), "to": at(26)})
-    filler = small_disk / "filler"
-    with open(filler, "wb", buffering=0) as handle, contextlib.suppress(OSError):
-        while True:
-            handle.write(b"\0" * 4096)
+    filler = _fill(small_disk)
     before = sorted(p.name for p in small_disk.iterdir())
     status, body = await post(client, {"camera_id": "cam", "from": at(0), "to": at(26)})
     assert status == 507, body
@@ -222,3 +237,30 @@ async def test_a_folder_name_that_is_not_utf8_is_skipped_and_watching_goes_on(
 
 async def _counts_are(client: Any, expected: dict[str, int]) -> bool:
     return bool(await camera_counts(client) == expected)
+
+
+async def test_a_full_index_disk_is_507_and_loses_no_session(
+    tmp_path: Path, footage: dict[str, list[Rendered]], start_agent: Any, small_index_disk: Path
+) -> None:
+    database = str(small_index_disk / "index.sqlite3")
+    client = await start_with(start_agent, tmp_path, footage, "ts", index={"database": database})
+    _, kept = await post(client, {"camera_id": "cam", "from": at(0), "to": at(26)})
+    filler = _fill(small_index_disk)
+    for _ in range(20):  # until the index's free pages are used up
+        status, body = await post(client, {"camera_id": "cam", "from": at(0), "to": at(26)})
+        if status == 507:
+            break
+        assert status == 201, body
+    assert status == 507
+    assert list(body) == ["error"]
+    deleted = await client.delete(f"/api/playback/{kept['id']}")
+    if deleted.status == 507:  # refused whole: the session is still there and plays
+        assert (await client.get(f"/api/playback/{kept['id']}")).status == 200
+        assert (await client.get(kept["playlist_url"])).status == 200
+    else:
+        assert deleted.status == 204
+    assert not [p for p in (tmp_path / "state" / "playback").iterdir() if p.name.startswith(".")]
+    filler.unlink()
+    assert (await post(client, {"camera_id": "cam", "from": at(0), "to": at(26)}))[0] == 201
+    if deleted.status == 507:
+        assert (await client.delete(f"/api/playback/{kept['id']}")).status == 204
