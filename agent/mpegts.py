@@ -294,6 +294,7 @@ def _counter_table(delta: int) -> bytes:
 
 
 _IDENTITY = _counter_table(0)
+_PID_HIGH = bytes(byte & 0x1F for byte in range(256))
 
 
 def _shift_counters(b1: bytes, b2: bytes, b3: bytes, cc_shift: dict[int, int]) -> bytes:
@@ -303,7 +304,9 @@ def _shift_counters(b1: bytes, b2: bytes, b3: bytes, cc_shift: dict[int, int]) -
     (bytes.translate); only the other packets, a few percent, are looked at one by one.
     """
     tables = {pid: _counter_table(delta) for pid, delta in cc_shift.items() if delta}
-    main = max(tables, key=lambda pid: b2.count(pid & 0xFF))
+    high_bytes = b1.translate(_PID_HIGH)
+    # How many packets each PID has, at most: PAT, PMT and video often share a low byte.
+    main = max(tables, key=lambda pid: min(b2.count(pid & 0xFF), high_bytes.count(pid >> 8)))
     high, low = main >> 8, main & 0xFF
     other_low = bytes(0 if byte == low else 1 for byte in range(256))
     other_high = bytes(0 if byte & 0x1F == high else 1 for byte in range(256))

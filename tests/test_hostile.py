@@ -264,3 +264,16 @@ async def test_a_full_index_disk_is_507_and_loses_no_session(
     assert (await post(client, {"camera_id": "cam", "from": at(0), "to": at(26)}))[0] == 201
     if deleted.status == 507:
         assert (await client.delete(f"/api/playback/{kept['id']}")).status == 204
+
+
+async def test_full_width_digits_name_nothing(
+    tmp_path: Path, footage: dict[str, list[Rendered]], start_agent: Any
+) -> None:
+    """Unicode digits are digits to \\d: names must be ASCII to mean a segment."""
+    client = await start_with(start_agent, tmp_path, footage, "ts")
+    _, session = await post(client, {"camera_id": "cam", "from": at(0), "to": at(5)})
+    wide = session["playlist_url"].replace("index.m3u8", "s\uff10\uff10\uff10\uff10\uff10\uff11.ts")
+    assert (await client.get(wide)).status == 404
+    assert (
+        make_config(tmp_path).layout.parse("cam/\uff12\uff10\uff12\uff16-11-20/08-00-00.ts") is None
+    )

@@ -1,0 +1,246 @@
+#!/usr/bin/env python3
+"""Soak of hostile probes against a real agent: prints figures; asserts nothing.
+
+  .venv/bin/python scripts/soak_hostile.py [--seconds 60] [--files 256]
+
+The agent runs as a process with a limit of --files open files, on 30 s of footage and a
+hostile recordings root (a year-9999 name, a name that is not UTF-8, a symlinked folder).
+For --seconds it is probed at once by: 300 connections that send half a request and are
+reopened whenever the agent closes them; 20 slow readers taking media at about 1 KB/s;
+malformed requests; and a client creating and deleting sessions (some kept). Meanwhile
+/healthz is timed every 100 ms. At the end: /healthz latency (p50, p99, max, failures),
+what the guard did, and whether every session that answered 201 and was kept still
+plays (ffmpeg -v error). Needs about 50 MB under $TMPDIR.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import os
+import resource
+import shutil
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import aiohttp
+
+from agent.demo import place, render_run
+from agent.layout import make_layout
+from agent.times import format_us
+
+T0 = 1_795_161_600_000_000  # 2026-11-20T08:00:00Z
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+async def half_requests(port: int, count: int, stop: asyncio.Event, tally: dict[str, int]) -> None:
+    async def one() -> None:
+        while not stop.is_set():
+            try:
+                reader, writer = await asyncio.open_connection("127.0.0.1", port)
+                writer.write(b"GET /healthz HTTP/1.1\r\nHost: x\r\n")
+                await writer.drain()
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(reader.read(), 60)
+                tally["half closed by agent"] += 1
+                writer.close()
+            except OSError:
+                tally["half refused"] += 1
+                await asyncio.sleep(0.1)
+
+    await asyncio.gather(*(one() for _ in range(count)))
+
+
+async def slow_reader(url: str, stop: asyncio.Event, tally: dict[str, int]) -> None:
+    host, _, rest = url.removeprefix("http://").partition("/")
+    address, _, port = host.partition(":")
+    while not stop.is_set():
+        try:
+            reader, writer = await asyncio.open_connection(address, int(port))
+            writer.write(f"GET /{rest} HTTP/1.1\r\nHost: x\r\n\r\n".encode())
+            await writer.drain()
+            while not stop.is_set():
+                if not await reader.read(1024):
+                    break
+                await asyncio.sleep(1)  # about 1 KB a second
+            writer.close()
+            tally["slow reads ended"] += 1
+        except OSError:
+            await asyncio.sleep(0.5)
+
+
+async def malformed(port: int, stop: asyncio.Event, tally: dict[str, int]) -> None:
+    junk = [
+        b"GET /\xff HTTP/1.1\r\n\r\n",
+        b"GET / HTTP/1.1\r\nContent-Length: x\r\n\r\n",
+        b"\x00\x01\x02\r\n\r\n",
+        b"POST /api/playback HTTP/1.1\r\nContent-Length: 9\r\n\r\n{",
+    ]
+    n = 0
+    while not stop.is_set():
+        with contextlib.suppress(OSError):
+            reader, writer = await asyncio.open_connection("127.0.0.1", port)
+            writer.write(junk[n % len(junk)])
+            await writer.drain()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(reader.read(), 15)
+            writer.close()
+            tally["malformed sent"] += 1
+        n += 1
+        await asyncio.sleep(0.05)
+
+
+async def sessions(base: str, stop: asyncio.Event, kept: list[dict[str, str]],
+                   tally: dict[str, int]) -> None:  # fmt: skip
+    body = {"camera_id": "cam", "from": format_us(T0), "to": format_us(T0 + 30_000_000)}
+    async with aiohttp.ClientSession() as http:
+        n = 0
+        while not stop.is_set():
+            with contextlib.suppress(aiohttp.ClientError, TimeoutError):
+                async with http.post(f"{base}/api/playback", json=body) as answer:
+                    tally[f"POST {answer.status}"] += 1
+                    if answer.status == 201:
+                        session = await answer.json()
+                        if n % 3:
+                            async with http.delete(f"{base}/api/playback/{session['id']}") as gone:
+                                tally[f"DELETE {gone.status}"] += 1
+                        else:
+                            kept.append(session)
+            n += 1
+            await asyncio.sleep(0.1)
+
+
+async def soak(base: str, port: int, seconds: float) -> list[dict[str, str]]:
+    """Probe for `seconds`, print what was seen; the sessions that must still play."""
+    stop = asyncio.Event()
+    tally: dict[str, int] = {}
+
+    class Counter(dict[str, int]):
+        def __missing__(self, key: str) -> int:
+            return 0
+
+    tally = Counter()
+    kept: list[dict[str, str]] = []
+    async with aiohttp.ClientSession() as http:
+        async with http.post(f"{base}/api/playback", json={
+            "camera_id": "cam", "from": format_us(T0), "to": format_us(T0 + 30_000_000)
+        }) as answer:  # fmt: skip
+            first = await answer.json()
+        media = base + first["playlist_url"].replace("index.m3u8", "s000001.ts")
+        probes = [
+            asyncio.create_task(half_requests(port, 300, stop, tally)),
+            *(asyncio.create_task(slow_reader(media, stop, tally)) for _ in range(20)),
+            asyncio.create_task(malformed(port, stop, tally)),
+            asyncio.create_task(sessions(base, stop, kept, tally)),
+        ]
+        latencies: list[float] = []
+        failures = 0
+        deadline = time.monotonic() + seconds
+        while time.monotonic() < deadline:
+            started = time.perf_counter()
+            try:
+                async with http.get(f"{base}/healthz", timeout=aiohttp.ClientTimeout(total=5)) as r:
+                    health = await r.json()
+                latencies.append(time.perf_counter() - started)
+            except (aiohttp.ClientError, TimeoutError):
+                failures += 1
+            await asyncio.sleep(0.1)
+        stop.set()
+        for task in probes:
+            task.cancel()
+        await asyncio.gather(*probes, return_exceptions=True)
+    latencies.sort()
+    p99 = latencies[int(len(latencies) * 0.99) - 1] if latencies else float("nan")
+    print(f"\n/healthz, every 100 ms for {seconds:g} s under the probes: {len(latencies)} answers,"
+          f" {failures} failures; p50 {statistics.median(latencies) * 1e3:.1f} ms,"
+          f" p99 {p99 * 1e3:.1f} ms, max {latencies[-1] * 1e3:.1f} ms")  # fmt: skip
+    print(f"guard: {health['connections']}; status {health['status']}: {health['problems']}")
+    print("probes: " + ", ".join(f"{k} {v}" for k, v in sorted(tally.items())))
+    return [first, *kept]
+
+
+def lost(base: str, sessions: list[dict[str, str]]) -> int:
+    """How many of `sessions` no longer play to the end without an error."""
+    count = 0
+    for session in sessions:
+        played = subprocess.run(
+            ["ffmpeg", "-nostdin", "-v", "error", "-i", base + session["playlist_url"], "-f",
+             "null", "-"], capture_output=True, text=True, timeout=120,
+        )  # fmt: skip
+        count += played.returncode != 0 or played.stderr != ""
+    return count
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0],
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog=__doc__.split("\n\n", 2)[2],
+    )
+    parser.add_argument("--seconds", type=float, default=60, help="how long to probe (60)")
+    parser.add_argument("--files", type=int, default=256, help="the agent's open-file limit")
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory(prefix="soak-") as name:
+        work = Path(name)
+        print("Rendering 30 s of footage ...", flush=True)
+        run = asyncio.run(render_run(work / "render", 30, 10, size="320x240"))
+        root = work / "rec"
+        place(run, root, make_layout("ffmpeg", "UTC"), "cam", T0)
+        hostile = root / "hcam" / "9999-12-31"
+        hostile.mkdir(parents=True)
+        shutil.copyfile(run[0].path, hostile / "23-59-55.ts")
+        os.makedirs(os.fsencode(root) + b"/cam\xff/2024-06-01")
+        (work / "elsewhere").mkdir()
+        (root / "lcam").symlink_to(work / "elsewhere")
+        port = free_port()
+        (work / "agent.toml").write_text(
+            f'[server]\nhost = "127.0.0.1"\nport = {port}\n[recordings]\nroot = "{root}"\n'
+            f'[index]\ndatabase = "{work / "index.db"}"\n[playback]\ndir = "{work / "pb"}"\n'
+        )
+
+        def limit() -> None:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (args.files, args.files))
+
+        agent = subprocess.Popen(
+            [sys.executable, "-m", "agent", "--config", str(work / "agent.toml"),
+             "--log-level", "WARNING"],
+            preexec_fn=limit, stderr=subprocess.PIPE, text=True,
+        )  # fmt: skip
+        base = f"http://127.0.0.1:{port}"
+        try:
+            while True:
+                try:
+                    with contextlib.closing(socket.create_connection(("127.0.0.1", port))):
+                        pass
+                    import urllib.request
+
+                    with urllib.request.urlopen(f"{base}/healthz") as answer:
+                        if json.load(answer)["index"]["scan"] == "complete":
+                            break
+                except OSError:
+                    time.sleep(0.1)
+            print(f"Probing for {args.seconds:g} s (files limit {args.files}) ...", flush=True)
+            kept = asyncio.run(soak(base, port, args.seconds))
+            print(f"sessions kept: {len(kept)}, of which lost or not playable: {lost(base, kept)}")
+        finally:
+            agent.terminate()
+            _, stderr = agent.communicate(timeout=30)
+        lines = stderr.splitlines()
+        print(f"agent: exit {agent.returncode}, {len(lines)} log lines at WARNING or above,"
+              f" {sum('Traceback' in line for line in lines)} tracebacks")  # fmt: skip
+
+
+if __name__ == "__main__":
+    main()
