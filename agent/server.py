@@ -3,9 +3,10 @@
 aiohttp times out neither request headers nor a connection that never completes one,
 and 150 connections that each send half a request exhaust a 128-file limit. The guard
 sits between the socket and aiohttp's protocol: it counts connections against a cap below
-the process's file limit, evicts the connection that has waited longest for its headers
-when the cap is reached, and closes any that has not completed its request headers
-within HEADER_TIMEOUT_SECONDS.
+the process's file limit and a share of it per client address; at either limit it
+evicts that client's (or the busiest client's) connection that has waited longest for
+its headers; and it closes any that has not completed its request headers within
+HEADER_TIMEOUT_SECONDS. One client holding connections open hurts only itself.
 """
 
 from __future__ import annotations
@@ -41,6 +42,10 @@ class ConnectionGuard:
         soft = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
         self.cap = cap or connection_cap(soft if soft > 0 else 1024)
         self._waiting: dict[RequestHandler, float | None] = {}  # None: in a request
+        self._peers: dict[str, set[RequestHandler]] = {}  # client address -> connections
+        self._peer_of: dict[RequestHandler, str] = {}
+        # No one client may hold more than a quarter of the connections.
+        self.per_peer = max(4, self.cap // 4)
         self.evicted = 0
         self.timed_out = 0
 
@@ -49,18 +54,34 @@ class ConnectionGuard:
         return len(self._waiting)
 
     def opened(self, handler: RequestHandler) -> None:
-        if len(self._waiting) >= self.cap:
-            # Make room: an idle keep-alive connection first, else the one that has waited
-            # longest for its headers; a connection whose request is being answered stays.
-            candidates = [(since != _IDLE, since, h) for h, since in self._waiting.items()
-                          if since is not None]  # fmt: skip
-            if not candidates:
+        peer = _peer(handler)
+        mine = list(self._peers.get(peer, ()))
+        if len(mine) >= self.per_peer:
+            # One client holds its share: room is made among its own connections.
+            if not self._evict(mine):
                 handler.force_close()
                 return
-            *_, oldest = min(candidates, key=lambda entry: entry[:2])
-            self.evicted += 1
-            self._close(oldest)
+        elif len(self._waiting) >= self.cap:
+            # Room is made at the client that holds the most.
+            busiest = max(self._peers.values(), key=len)
+            if not self._evict(list(busiest)):
+                handler.force_close()
+                return
         self._waiting[handler] = time.monotonic()
+        self._peers.setdefault(peer, set()).add(handler)
+        self._peer_of[handler] = peer
+
+    def _evict(self, handlers: list[RequestHandler]) -> bool:
+        """Close the idle keep-alive connection, else the one that has waited longest for
+        its headers, among `handlers`; False if all are answering a request."""
+        candidates = [(self._waiting[h] != _IDLE, self._waiting[h], id(h), h) for h in handlers
+                      if self._waiting.get(h) is not None]  # fmt: skip
+        if not candidates:
+            return False
+        *_, oldest = min(candidates, key=lambda entry: entry[:3])
+        self.evicted += 1
+        self._close(oldest)
+        return True
 
     def received(self, handler: RequestHandler) -> None:
         """Bytes arrived: on an idle keep-alive connection they start a header clock."""
@@ -68,7 +89,15 @@ class ConnectionGuard:
             self._waiting[handler] = time.monotonic()
 
     def closed(self, handler: RequestHandler) -> None:
+        self._forget(handler)
+
+    def _forget(self, handler: RequestHandler) -> None:
         self._waiting.pop(handler, None)
+        peer = self._peer_of.pop(handler, None)
+        handlers = self._peers.get(peer, set()) if peer is not None else set()
+        handlers.discard(handler)
+        if peer is not None and not handlers:
+            self._peers.pop(peer, None)
 
     def request_started(self, handler: object) -> None:
         if handler in self._waiting:
@@ -81,7 +110,7 @@ class ConnectionGuard:
             self._waiting[handler] = _IDLE  # type: ignore[index]
 
     def _close(self, handler: RequestHandler) -> None:
-        self._waiting.pop(handler, None)
+        self._forget(handler)
         handler.force_close()
         if handler.transport is not None:
             handler.transport.close()
@@ -100,11 +129,17 @@ class ConnectionGuard:
                 self._close(handler)
 
     def state(self) -> dict[str, int]:
-        return {"open": self.open, "cap": self.cap, "evicted": self.evicted,
-                "header_timeouts": self.timed_out}  # fmt: skip
+        return {"open": self.open, "cap": self.cap, "per_client": self.per_peer,
+                "evicted": self.evicted, "header_timeouts": self.timed_out}  # fmt: skip
 
 
 _IDLE = float("inf")  # waiting for a next request that may never come: never "late"
+
+
+def _peer(handler: RequestHandler) -> str:
+    transport = handler.transport
+    address = transport.get_extra_info("peername") if transport is not None else None
+    return str(address[0]) if address else "?"
 
 
 class _Guarded:

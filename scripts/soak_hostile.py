@@ -5,9 +5,9 @@
 
 The agent runs as a process with a limit of --files open files, on 30 s of footage and a
 hostile recordings root (a year-9999 name, a name that is not UTF-8, a symlinked folder).
-For --seconds it is probed at once by: 300 connections that send half a request and are
-reopened whenever the agent closes them; 20 slow readers taking media at about 1 KB/s;
-malformed requests; and a client creating and deleting sessions (some kept). Meanwhile
+For --seconds it is probed at once by: 300 connections from 127.0.0.2 that send half a
+request and are reopened whenever the agent closes them; 20 slow readers taking media at
+about 1 KB/s; malformed requests; and a client creating and deleting sessions (some kept). Meanwhile
 /healthz is timed every 100 ms. At the end: /healthz latency (p50, p99, max, failures),
 what the guard did, and whether every session that answered 201 and was kept still
 plays (ffmpeg -v error). Needs about 50 MB under $TMPDIR.
@@ -37,6 +37,7 @@ from agent.layout import make_layout
 from agent.times import format_us
 
 T0 = 1_795_161_600_000_000  # 2026-11-20T08:00:00Z
+ATTACKER = "127.0.0.2"  # the half-sent requests come from another loopback address
 
 
 def free_port() -> int:
@@ -49,7 +50,9 @@ async def half_requests(port: int, count: int, stop: asyncio.Event, tally: dict[
     async def one() -> None:
         while not stop.is_set():
             try:
-                reader, writer = await asyncio.open_connection("127.0.0.1", port)
+                reader, writer = await asyncio.open_connection(
+                    "127.0.0.1", port, local_addr=(ATTACKER, 0)
+                )
                 writer.write(b"GET /healthz HTTP/1.1\r\nHost: x\r\n")
                 await writer.drain()
                 with contextlib.suppress(TimeoutError):
@@ -240,6 +243,8 @@ def main() -> None:
         lines = stderr.splitlines()
         print(f"agent: exit {agent.returncode}, {len(lines)} log lines at WARNING or above,"
               f" {sum('Traceback' in line for line in lines)} tracebacks")  # fmt: skip
+        for line in sorted({line for line in lines if line[:1].isupper() and ":" in line})[:10]:
+            print(f"  {line[:160]}")
 
 
 if __name__ == "__main__":
