@@ -47,6 +47,7 @@ class PlaybackConfig:
     session_ttl_seconds: int = 3600
     sweep_interval_seconds: int = 60
     build_timeout_seconds: int = 300
+    max_sessions: int = 1000
 
 
 @dataclass(frozen=True)
@@ -147,6 +148,7 @@ _SCHEMA: dict[str, tuple[type, dict[str, Check]]] = {
             "session_ttl_seconds": _int(10, 30 * _DAY),
             "sweep_interval_seconds": _int(1, _DAY),
             "build_timeout_seconds": _int(1, _DAY),
+            "max_sessions": _int(1, 1_000_000),
         },
     ),
     "admission": (

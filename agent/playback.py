@@ -28,6 +28,7 @@ log = logging.getLogger(__name__)
 # twin and session.json), counted against the disk floor.
 WRITTEN_PER_ITEM = 400
 SCAN_RETRY_SECONDS = 2
+SESSIONS_RETRY_SECONDS = 60
 # The whole timeline, for a recordings query without `from` or `to`.
 ALL_TIME_US = 1 << 62
 
@@ -81,6 +82,13 @@ class Playback:
             raise Busy(
                 "the agent is still indexing the recordings; try again shortly",
                 retry_after=SCAN_RETRY_SECONDS,
+            )
+        limit = self.config.playback.max_sessions
+        if len(self.store.sessions) + len(self.store.creating) >= limit:
+            raise Busy(
+                f"there are {limit} live playback sessions, the most playback.max_sessions"
+                " allows; delete one or wait for one to expire",
+                retry_after=SESSIONS_RETRY_SECONDS,
             )
         await self._require_camera(camera_id)
         segments = await self.index.segments(camera_id, from_us, to_us)

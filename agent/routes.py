@@ -228,7 +228,10 @@ async def healthz(request: web.Request) -> web.Response:
             "unreadable_files": status.unreadable,
         },
         "ffmpeg": ffmpeg_found,
-        "sessions": len(app[SESSIONS].sessions),
+        "sessions": {
+            "live": len(app[SESSIONS].sessions),
+            "max": config.playback.max_sessions,
+        },
         "admission": app[LIMITER].state(),
         "connections": app[GUARD].state(),
     }

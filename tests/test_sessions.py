@@ -294,3 +294,20 @@ async def test_viewers_are_served_while_the_cpu_is_busy(
             hog.wait()
     assert state["by_kind"]["viewer"]["started"] >= 1
     assert state["by_kind"]["viewer"]["rejected_busy"] == 0
+
+
+async def test_sessions_are_capped(
+    tmp_path: Path, footage: dict[str, list[Rendered]], start_agent: Any
+) -> None:
+    client = await start_with(start_agent, tmp_path, footage, "ts", playback={"max_sessions": 2})
+    body = {"camera_id": "cam", "from": at(0), "to": at(4)}
+    first = (await post(client, body))[1]
+    assert (await post(client, body))[0] == 201
+    response = await client.post("/api/playback", json=body)
+    assert response.status == 503
+    assert response.headers["Retry-After"]
+    assert "playback.max_sessions" in (await response.json())["error"]
+    health = await (await client.get("/healthz")).json()
+    assert health["sessions"] == {"live": 2, "max": 2}
+    assert (await client.delete(f"/api/playback/{first['id']}")).status == 204
+    assert (await post(client, body))[0] == 201
