@@ -19,6 +19,7 @@ from .keys import (
     INDEX,
     INDEXER,
     LIMITER,
+    METRICS,
     OPENAPI,
     PLAYBACK,
     SESSIONS,
@@ -26,6 +27,7 @@ from .keys import (
     TASKS,
 )
 from .media import MediaService
+from .metrics import Metrics
 from .openapi import document
 from .playback import Playback
 from .server import ConnectionGuard
@@ -50,6 +52,7 @@ def create_app(
         ],
     )
     app[GUARD] = guard or ConnectionGuard()
+    app[METRICS] = Metrics()
     routes.quiet_logs()
     app[CONFIG] = config
     app[STARTED] = time.monotonic()

@@ -10,6 +10,7 @@ from .admission import Limiter
 from .config import Config
 from .index import Index
 from .indexer import Indexer
+from .metrics import Metrics
 from .playback import Playback
 from .server import ConnectionGuard
 from .sessions import SessionStore
@@ -24,4 +25,5 @@ SESSIONS = web.AppKey("sessions", SessionStore)
 PLAYBACK = web.AppKey("playback", Playback)
 TASKS = web.AppKey("tasks", Supervisor)
 GUARD = web.AppKey("guard", ConnectionGuard)
+METRICS = web.AppKey("metrics", Metrics)
 OPENAPI = web.AppKey("openapi", dict[str, Any])

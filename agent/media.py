@@ -87,6 +87,7 @@ class MediaService:
         self.limiter = limiter
         self._builds: dict[tuple[str, str], asyncio.Task[Path]] = {}
         self._changed: set[tuple[Path, int]] = set()  # recordings that changed, said once
+        self.failed = 0  # ffmpeg runs that failed, since start
 
     def recording(self, item: MediaItem) -> Path:
         """The recording behind `item`, if it is still a regular file inside the root,
@@ -214,6 +215,7 @@ class MediaService:
                         raise InsufficientStorage(
                             "the playback disk is full; this segment could not be made"
                         ) from None
+                    self.failed += 1
                     log.error(
                         "media: session %s segment %s from %s failed: %s %s",
                         session.id,

@@ -154,6 +154,20 @@ def document() -> dict[str, Any]:
             "/api/openapi.json": {
                 "get": _op("This description", {"200": _json({"type": "object"}, "OpenAPI")}, ())
             },
+            "/metrics": {
+                "get": _op(
+                    "Prometheus metrics (text format): sessions, ffmpeg runs by kind,"
+                    " media served, requests by route and status, request latency, index",
+                    {
+                        "200": {
+                            "description": "Prometheus text exposition format 0.0.4",
+                            "content": {"text/plain": {"schema": {"type": "string"}}},
+                        }
+                    },
+                    ("401",),
+                    security=[{"bearer": []}, {}],
+                )
+            },
             "/api/cameras": {
                 "get": _op(
                     "Cameras with recordings",

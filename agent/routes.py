@@ -11,6 +11,7 @@ import shutil
 import sqlite3
 import time
 from collections.abc import Awaitable, Callable
+from dataclasses import asdict
 from typing import Any
 
 from aiohttp import web
@@ -26,12 +27,15 @@ from .keys import (
     INDEX,
     INDEXER,
     LIMITER,
+    METRICS,
     OPENAPI,
     PLAYBACK,
     SESSIONS,
     STARTED,
     TASKS,
 )
+from .metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
+from .metrics import Snapshot
 from .times import format_us, parse_rfc3339
 
 log = logging.getLogger(__name__)
@@ -56,13 +60,26 @@ def _error(status: int, message: str, headers: dict[str, str] | None = None) -> 
 
 @web.middleware
 async def request_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
-    """Tell the connection guard that this connection's request headers are complete."""
+    """Tell the connection guard that this connection's request headers are complete;
+    count the request and its time by route and status."""
     guard = request.app[GUARD]
     guard.request_started(request.protocol)
+    started = time.perf_counter()
+    status = 500
     try:
-        return await handler(request)
+        response = await handler(request)
+        status = response.status
+        return response
+    except web.HTTPException as error:
+        status = error.status
+        raise
     finally:
         guard.request_finished(request.protocol)
+        resource = request.match_info.route.resource
+        route = resource.canonical if resource is not None else "unmatched"
+        metrics = request.app[METRICS]
+        metrics.requests.labels(route, request.method, str(status)).inc()
+        metrics.latency.labels(route).observe(time.perf_counter() - started)
 
 
 @web.middleware
@@ -103,12 +120,14 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
 
 
 def auth_middleware(token: str) -> Middleware:
-    """Require `Authorization: Bearer <token>` on /api/* (but the OpenAPI description)."""
+    """Require `Authorization: Bearer <token>` on /api/* (but the OpenAPI description)
+    and /metrics."""
     expected = f"Bearer {token}".encode()
 
     @web.middleware
     async def check(request: web.Request, handler: Handler) -> web.StreamResponse:
-        if token and request.path.startswith("/api/") and request.path != "/api/openapi.json":
+        protected = request.path.startswith("/api/") or request.path == "/metrics"
+        if token and protected and request.path != "/api/openapi.json":
             # aiohttp hands over undecodable header bytes as surrogates: keep them as bytes.
             given = request.headers.get("Authorization", "").encode("utf-8", "surrogateescape")
             if not hmac.compare_digest(given, expected):
@@ -329,7 +348,35 @@ async def media(request: web.Request) -> web.StreamResponse:
     served = await request.app[PLAYBACK].media_for(
         request.match_info["session_id"], request.match_info["name"]
     )
-    return await serve.send(request, served)
+    response = await serve.send(request, served)
+    if served.gzip_path is None and request.method == "GET":  # a media segment
+        metrics = request.app[METRICS]
+        metrics.segments_served.inc()
+        metrics.bytes_served.inc(int(response.headers.get("Content-Length", 0)))
+    return response
+
+
+async def metrics(request: web.Request) -> web.Response:
+    """Prometheus text format: the agent's counters and state."""
+    app = request.app
+    segments, cameras = await app[INDEX].counts()
+    store, limiter, indexing = app[SESSIONS], app[LIMITER], app[INDEXER].status
+    snapshot = Snapshot(
+        sessions_live=len(store.sessions),
+        sessions_max=app[CONFIG].playback.max_sessions,
+        sessions_created=store.counts["created"],
+        sessions_expired=store.counts["expired"],
+        sessions_deleted=store.counts["deleted"],
+        ffmpeg_running=limiter.running,
+        ffmpeg_by_kind={kind.value: asdict(c) for kind, c in limiter.by_kind.items()},
+        ffmpeg_failed=app[PLAYBACK].media.failed,
+        index_segments=segments,
+        index_cameras=cameras,
+        index_pending=indexing.pending,
+        last_scan_seconds=indexing.scan_seconds,
+    )
+    body = app[METRICS].render(snapshot)
+    return web.Response(body=body, headers={"Content-Type": METRICS_CONTENT_TYPE})
 
 
 async def media_preflight(request: web.Request) -> web.Response:
@@ -361,6 +408,7 @@ def setup(app: web.Application) -> None:
     router = app.router
     router.add_get("/healthz", healthz)
     router.add_get("/api/openapi.json", openapi)
+    router.add_get("/metrics", metrics)
     router.add_get("/api/cameras", cameras)
     router.add_get("/api/cameras/{camera_id}/recordings", recordings)
     router.add_post("/api/playback", create_playback)

@@ -219,6 +219,7 @@ class SessionStore:
         self.sessions: dict[str, Session] = {}
         self.creating: set[str] = set()
         self._held: dict[str, int] = {}  # session id -> work in progress that needs it
+        self.counts = {"created": 0, "expired": 0, "deleted": 0}  # since start
 
     def now_us(self) -> int:
         return int(self.clock() * 1_000_000)
@@ -304,6 +305,7 @@ class SessionStore:
         finally:
             self.creating.discard(session.id)
         self.sessions[session.id] = session
+        self.counts["created"] += 1
         return session
 
     def _stage(self, staging: Path, session: Session) -> None:
@@ -330,6 +332,7 @@ class SessionStore:
         if session is None:
             raise NotFound(f"playback session {session_id} does not exist or has expired")
         await self._remove(session)
+        self.counts["deleted"] += 1
 
     async def _remove(self, session: Session) -> None:
         """Remove a session (already out of `sessions`); if its locks cannot be released
@@ -372,5 +375,6 @@ class SessionStore:
             if session.expires_us <= now and session.id not in self._held:
                 self.sessions.pop(session.id, None)
                 await self._remove(session)
+                self.counts["expired"] += 1
                 gone.append(session.id)
         return gone

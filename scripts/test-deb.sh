@@ -101,7 +101,7 @@ ok "built $deb ($(du -k "$work/$deb" | cut -f1) KiB)"
 version=$(sed -n 's/^__version__ = "\(.*\)"/\1/p' agent/__init__.py)
 [ "$(dpkg-deb -f "$work/$deb" Version)" = "$version" ] || fail "package version is not $version"
 ok "package version $version matches agent/__init__.py"
-for dep in python3-aiohttp python3-psutil python3-watchfiles ffmpeg python3; do
+for dep in python3-aiohttp python3-psutil python3-watchfiles python3-prometheus-client ffmpeg python3; do
     dpkg-deb -f "$work/$deb" Depends | grep -q "\b$dep\b" || fail "Depends lacks $dep"
 done
 ok "Depends: $(dpkg-deb -f "$work/$deb" Depends)"

@@ -15,7 +15,7 @@ from agent.app import create_app
 from agent.demo import Rendered
 from agent.times import parse_rfc3339
 
-from .conftest import camera_counts, make_config, place_old, wait_for
+from .conftest import at, camera_counts, make_config, place_old, start_with, wait_for
 
 T0 = parse_rfc3339("2026-11-20T08:00:00Z", "t")
 S = 1_000_000
@@ -192,3 +192,37 @@ async def test_healthz(gap_client: TestClient[Any, Any]) -> None:
     assert body["index"]["segments"] == 6
     assert body["index"]["cameras"] == 1
     assert body["index"]["watching"] is True
+
+
+async def test_metrics(
+    tmp_path: Path, footage: dict[str, list[Rendered]], start_agent: Any
+) -> None:
+    guarded = await start_agent(make_config(tmp_path / "guarded",
+                                            server={"api_token": "s3cret-token"}))  # fmt: skip
+    assert (await guarded.get("/metrics")).status == 401
+    auth = {"Authorization": "Bearer s3cret-token"}
+    assert (await guarded.get("/metrics", headers=auth)).status == 200
+    client = await start_with(start_agent, tmp_path, footage, "ts")
+    response = await client.post(
+        "/api/playback", json={"camera_id": "cam", "from": at(0), "to": at(5)}
+    )
+    session = await response.json()
+    media = await client.get(session["playlist_url"].replace("index.m3u8", "s000000.ts"))
+    size = len(await media.read())
+    response = await client.get("/metrics")
+    assert response.status == 200
+    assert response.headers["Content-Type"].startswith("text/plain")
+    found = {}
+    for line in (await response.text()).splitlines():
+        if line and not line.startswith("#"):
+            name, _, value = line.rpartition(" ")
+            found[name] = float(value)
+    assert found["nvr_playback_sessions_live"] == 1
+    assert found["nvr_playback_sessions_created_total"] == 1
+    assert found["nvr_playback_segments_served_total"] == 1
+    assert found["nvr_playback_bytes_served_total"] == size
+    assert found["nvr_playback_index_segments"] == 6
+    assert found['nvr_playback_ffmpeg_started_total{kind="viewer"}'] == 0
+    route = 'method="POST",route="/api/playback",status="201"'
+    assert found[f"nvr_playback_http_requests_total{{{route}}}"] == 1
+    assert found['nvr_playback_http_request_seconds_count{route="/api/playback"}'] == 1
