@@ -187,6 +187,25 @@ def document() -> dict[str, Any]:
                     security=[{"bearer": []}, {}],
                 )
             },
+            "/api/cameras/{camera_id}/playlist.m3u8": {
+                "get": _op(
+                    "Create a playback session and go to its playlist: a URL that VLC,"
+                    " players and scripts open directly",
+                    {
+                        "303": {
+                            "description": "The session was created; Location is its playlist",
+                            "headers": {"Location": {"schema": {"type": "string"}}},
+                        }
+                    },
+                    ("400", "401", "404", "408", "503", "507"),
+                    parameters=[
+                        _path_param("camera_id", _CAMERA_ID),
+                        {"name": "from", "in": "query", "required": True, "schema": _TIME},
+                        {"name": "to", "in": "query", "required": True, "schema": _TIME},
+                    ],
+                    security=[{"bearer": []}, {}],
+                )
+            },
             "/api/cameras/{camera_id}/recordings": {
                 "get": _op(
                     "Contiguous recorded spans of a camera, cut to [from, to]",

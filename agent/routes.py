@@ -333,6 +333,19 @@ async def create_playback(request: web.Request) -> web.Response:
     )
 
 
+async def playlist_redirect(request: web.Request) -> web.Response:
+    """A session from a URL alone: 303 See Other to its playlist."""
+    camera = check_camera_id(request.match_info["camera_id"])
+    params = _query(request, {"from", "to"})
+    missing = sorted({"from", "to"} - set(params))
+    if missing:
+        raise BadRequest(f"missing query parameter `{missing[0]}`; expected from and to")
+    session = await request.app[PLAYBACK].open(
+        camera, parse_rfc3339(params["from"], "from"), parse_rfc3339(params["to"], "to")
+    )
+    raise web.HTTPSeeOther(session.playlist_url)
+
+
 async def get_playback(request: web.Request) -> web.Response:
     session = request.app[PLAYBACK].get(request.match_info["session_id"])
     return web.json_response(session.public())
@@ -411,6 +424,7 @@ def setup(app: web.Application) -> None:
     router.add_get("/metrics", metrics)
     router.add_get("/api/cameras", cameras)
     router.add_get("/api/cameras/{camera_id}/recordings", recordings)
+    router.add_get("/api/cameras/{camera_id}/playlist.m3u8", playlist_redirect)
     router.add_post("/api/playback", create_playback)
     router.add_get("/api/playback/{session_id}", get_playback)
     router.add_delete("/api/playback/{session_id}", delete_playback)

@@ -16,7 +16,7 @@ from agent.keys import INDEX
 
 from .conftest import FRAME, at, fetch_all, post, start_with
 from .hls import parse, video_facts
-from .players import run
+from .players import ffmpeg_errors, gstreamer, run
 
 HOLD = 3 * FRAME  # the footage's audio starts up to 80 ms ahead of its video
 
@@ -345,3 +345,25 @@ async def test_a_recording_truncated_mid_packet_is_served_as_it_is(
     assert len(said) == 1
     assert (await client.get(f"{base}/s000002.ts")).status == 200
     assert (await client.get("/healthz")).status == 200
+
+
+async def test_a_playlist_url_alone_creates_a_session_and_plays(
+    tmp_path: Path, footage: dict[str, list[Rendered]], start_agent: Any
+) -> None:
+    """VLC, players and scripts open one URL: 303 See Other to a new session's playlist."""
+    client = await start_with(start_agent, tmp_path, footage, "ts")
+    query = f"from={at(0.5)}&to={at(26)}".replace("+", "%2B")
+    path = f"/api/cameras/cam/playlist.m3u8?{query}"
+    response = await client.get(path, allow_redirects=False)
+    assert response.status == 303
+    location = response.headers["Location"]
+    assert location.startswith("/media/playback/pbs_")
+    assert (await client.get(location)).status == 200
+    bad = await client.get("/api/cameras/cam/playlist.m3u8?from=2026-11-20T08:00:00Z")
+    assert bad.status == 400
+    assert "`to`" in (await bad.json())["error"]
+    url = str(client.make_url(path))
+    assert await ffmpeg_errors(url) == ""
+    code, out = await gstreamer(url)
+    assert code == 0, out
+    assert "EOS" in out, out
