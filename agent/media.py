@@ -149,7 +149,7 @@ class MediaService:
         prefix = b""
         if item.kind == CUT:
             prefix = _packets(path, item.prefix)
-        cc_shift = dict(item.cc_shift)
+        cc_shift = item.counter_shifts()
         return Served(
             path=path,
             content_type=TS_TYPE,

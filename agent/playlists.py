@@ -33,9 +33,9 @@ RECORDED, CUT, REMUX = "recorded", "cut", "remux"
 KINDS = (RECORDED, CUT, REMUX)
 
 
-@dataclass(frozen=True, kw_only=True)
+@dataclass(frozen=True, kw_only=True, slots=True)
 class MediaItem:
-    """One media segment of a session's playlist."""
+    """One media segment of a session's playlist (slots: a session keeps hundreds)."""
 
     name: str  # file name in the session's URL space, like s000000.ts
     source: str  # the recording's path relative to the recordings root
@@ -45,7 +45,7 @@ class MediaItem:
     discontinuity: bool  # the streams change before this segment (codec, PIDs, container)
     size: int  # bytes of the recording
     shift: int = 0  # RECORDED, CUT: ticks added to every PTS, DTS and PCR (mod 2**33)
-    cc_shift: tuple[tuple[int, int], ...] = ()  # RECORDED: (PID, added to its counters)
+    cc_shift: str = ""  # RECORDED: "pid:delta,...", added to each PID's counters
     cut_at: int = 0  # CUT: byte offset of the keyframe's first packet
     prefix: tuple[int, ...] = ()  # CUT: offsets of the PAT and PMT packets sent first
     seek: float | None = None  # REMUX: start at the keyframe at this media time (seconds)
@@ -54,6 +54,14 @@ class MediaItem:
     @property
     def remux(self) -> bool:
         return self.kind == REMUX
+
+    def counter_shifts(self) -> dict[int, int]:
+        """`cc_shift` as PID -> delta."""
+        found = {}
+        for part in self.cc_shift.split(",") if self.cc_shift else ():
+            pid, delta = part.split(":")
+            found[int(pid)] = int(delta)
+        return found
 
 
 @dataclass(frozen=True)
@@ -170,7 +178,8 @@ def plan(
                 if delta:
                     pairs.append((pid, delta))
                 counters[pid] = (last + delta + 1) & 0x0F
-            fields.update(shift=(start - begin) % PTS_WRAP, cc_shift=tuple(pairs))
+            cc_shift = ",".join(f"{pid}:{delta}" for pid, delta in pairs)
+            fields.update(shift=(start - begin) % PTS_WRAP, cc_shift=cc_shift)
             if kind == CUT:
                 assert cut is not None
                 fields.update(cut_at=cut.offset, prefix=cut.prefix)

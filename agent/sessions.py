@@ -22,6 +22,7 @@ import math
 import os
 import re
 import shutil
+import sys
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field, fields, replace
@@ -131,10 +132,11 @@ class Session:
             raise ValueError("media entries of another shape")
         for n, row in enumerate(data["media"]):
             raw = dict(zip(MEDIA_FIELDS, row, strict=True))
+            raw["source"] = sys.intern(raw["source"])  # one string per path, shared
             item = MediaItem(
                 **{
                     **raw,
-                    "cc_shift": tuple((int(pid), int(delta)) for pid, delta in raw["cc_shift"]),
+                    "kind": sys.intern(raw["kind"]),
                     "prefix": tuple(int(offset) for offset in raw["prefix"]),
                 }
             )
@@ -143,8 +145,10 @@ class Session:
                 or not math.isfinite(item.duration)
                 or item.kind not in KINDS
                 or not isinstance(item.shift, int)
+                or not isinstance(item.cc_shift, str)
             ):
                 raise ValueError(f"bad media entry {n}")
+            item.counter_shifts()  # raises ValueError if it does not parse
             safe_relpath(item.source)
             items.append(item)
         if not items:
@@ -158,7 +162,7 @@ class Session:
             to_us=_time(data["to"]),
             created_us=_time(data["created_at"]),
             expires_us=expires_us,
-            segment_ids=[safe_relpath(p) for p in data["segment_ids"]],
+            segment_ids=[sys.intern(safe_relpath(p)) for p in data["segment_ids"]],
             plan=Plan(tuple(items), start_offset),
             persisted_expiry_us=expires_us,
         )
