@@ -9,7 +9,7 @@ import ctypes
 import logging
 import os
 import signal
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 
 log = logging.getLogger(__name__)
 
@@ -68,6 +68,47 @@ async def run(argv: list[str], time_limit: float) -> None:
     if any(sign in text for sign in _WRITE_FAILED):
         # ffmpeg 5.1 and 7.1 exit 0 when writing the trailer or closing the output fails.
         raise FfmpegError(f"{argv[0]} could not write its output", text.strip())
+
+
+async def stream(
+    argv: list[str], time_limit: float, chunk: int = 256 * 1024
+) -> AsyncIterator[bytes]:
+    """Run `argv` and yield its standard output as it comes; when the consumer stops
+    early (a client went away) or `time_limit` passes, ffmpeg is stopped and reaped.
+    Raises FfmpegError if it cannot start or fails."""
+    try:
+        process = await asyncio.create_subprocess_exec(
+            *argv,
+            stdin=asyncio.subprocess.DEVNULL,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
+            preexec_fn=_die_with_parent(os.getpid()),
+        )
+    except OSError as error:
+        raise FfmpegError(f"cannot run {argv[0]}: {error.strerror or error}") from None
+    assert process.stdout is not None
+    assert process.stderr is not None
+    errors = asyncio.ensure_future(process.stderr.read())  # drained, never left to fill
+    deadline = asyncio.get_running_loop().time() + time_limit
+    try:
+        while True:
+            async with asyncio.timeout_at(deadline):
+                data = await process.stdout.read(chunk)
+            if not data:
+                break
+            yield data
+        async with asyncio.timeout_at(deadline):
+            await process.wait()
+        text = (await errors).decode("utf-8", "replace")[-_STDERR_KEEP:]
+        if process.returncode != 0 or any(sign in text for sign in _WRITE_FAILED):
+            raise FfmpegError(f"{argv[0]} exited with status {process.returncode}", text.strip())
+    except TimeoutError:
+        raise FfmpegError(f"{argv[0]} did not finish within {time_limit:g} s") from None
+    finally:
+        await stop(process)
+        errors.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await errors
 
 
 async def stop(process: asyncio.subprocess.Process) -> None:

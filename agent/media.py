@@ -15,7 +15,7 @@ import contextlib
 import logging
 import os
 import secrets
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from stat import S_ISREG
@@ -23,11 +23,13 @@ from stat import S_ISREG
 from . import ffmpeg
 from .admission import Kind, Limiter
 from .config import Config
-from .errors import AgentError, Busy, InsufficientStorage, NotFound
+from .errors import AgentError, Busy, InsufficientStorage, NotFound, ProbeError
 from .files import write_file
-from .mpegts import PACKET, renumber, rewrite
-from .playlists import CUT, MediaItem
+from .mpegts import CLOCK, PACKET, PTS_WRAP, renumber, rewrite
+from .playlists import CUT, OUT_START, MediaItem
+from .probe import probe
 from .sessions import Session, SessionStore
+from .times import format_us
 
 log = logging.getLogger(__name__)
 
@@ -78,6 +80,41 @@ def remux_argv(ffmpeg_bin: str, source: Path, item: MediaItem, output: Path) -> 
         argv += ["-output_ts_offset", f"{item.offset:.6f}"]
     argv += ["-muxdelay", "0", "-muxpreload", "0", "-f", "mpegts", str(output)]
     return argv
+
+
+MP4_TYPE = "video/mp4"
+
+
+def concat_listing(root: Path, items: Sequence[MediaItem]) -> str:
+    """ffmpeg's concat list for a session's items, the first from its keyframe (pure):
+    each file's duration is the item's, so timestamps run on across recorder resets."""
+    lines = ["ffconcat version 1.0"]
+    start = OUT_START
+    for n, item in enumerate(items):
+        path = str(root / item.source).replace("'", "'\\''")
+        lines.append(f"file '{path}'")
+        if n == 0 and item.kind == CUT:
+            begin = (start - item.shift) % PTS_WRAP  # the keyframe, in the file's own clock
+            lines.append(f"inpoint {begin / CLOCK:.6f}")
+        elif n == 0 and item.seek is not None:
+            lines.append(f"inpoint {item.seek:.6f}")
+        lines.append(f"duration {item.duration:.6f}")
+    return "\n".join(lines) + "\n"
+
+
+def export_argv(
+    ffmpeg_bin: str, listing: Path, seconds: float, creation_us: int, hevc: bool
+) -> list[str]:
+    """ffmpeg's arguments to stream a session's range as fragmented MP4 on stdout: stream
+    copy, `creation_time` the first frame's wall-clock time."""
+    return [
+        ffmpeg_bin, "-hide_banner", "-nostdin", "-loglevel", "error",
+        "-f", "concat", "-safe", "0", "-i", str(listing),
+        "-map", "0:v:0", "-map", "0:a?", "-c", "copy", *(["-tag:v", "hvc1"] if hevc else []),
+        "-bsf:a", "aac_adtstoasc",  # MPEG-TS carries AAC as ADTS; MP4 wants it raw
+        "-t", f"{seconds:.6f}", "-metadata", f"creation_time={format_us(creation_us)}",
+        "-movflags", "frag_keyframe+empty_moov+default_base_moof+skip_trailer", "-f", "mp4", "pipe:1",
+    ]  # fmt: skip
 
 
 class MediaService:
@@ -234,6 +271,39 @@ class MediaService:
                         await asyncio.to_thread(temporary.unlink)
             log.info("media: session %s made %s", session.id, item.name)
             return target
+
+    @contextlib.asynccontextmanager
+    async def export(self, session: Session) -> AsyncIterator[AsyncIterator[bytes]]:
+        """The session's range as fragmented MP4, streamed while it is made, under an
+        export slot (503 when the box is busy); ffmpeg stops when the consumer does."""
+        items = session.plan.items
+        first_us = items[0].pdt_us
+        seconds = max(0.0, (session.to_us - first_us) / 1e6)
+        directory = self.store.path(session.id)
+        listing = directory / f".export-{secrets.token_hex(4)}.ffconcat"
+        root = self.config.recordings.root
+        text = concat_listing(root, items)
+
+        def prepare() -> bool:
+            """Write the list; whether the video is HEVC (tagged hvc1 for Safari)."""
+            listing.write_text(text)
+            try:
+                return probe(root / items[0].source).video_codec == "hevc"
+            except (OSError, ProbeError):
+                return False
+
+        with self.store.hold(session.id):
+            async with self.limiter.slot(0, Kind.EXPORT):
+                try:
+                    hevc = await asyncio.to_thread(prepare)
+                except FileNotFoundError:
+                    raise self._gone(session) from None
+                argv = export_argv(self.config.ffmpeg.ffmpeg, listing, seconds, first_us, hevc)
+                try:
+                    yield ffmpeg.stream(argv, self.config.playback.build_timeout_seconds)
+                finally:
+                    with contextlib.suppress(FileNotFoundError):
+                        await asyncio.to_thread(listing.unlink)
 
     async def close(self) -> None:
         """Stop every build (their ffmpeg processes are terminated and reaped)."""

@@ -258,6 +258,15 @@ def document() -> dict[str, Any]:
                     security=[{"bearer": []}, {}],
                 ),
             },
+            "/media/playback/{session_id}/clip.mp4": {
+                "parameters": [_path_param("session_id", _SESSION_ID)],
+                "get": _op(
+                    "The session's range as one MP4 download (fragmented, streamed as it is"
+                    " made; Content-Disposition: attachment)",
+                    {"200": {"description": "The clip", "content": {"video/mp4": {}}}},
+                    ("400", "404", "503"),
+                ),
+            },
             "/media/playback/{session_id}/{name}": {
                 "parameters": media_path,
                 "get": _op(

@@ -21,6 +21,7 @@ from .playlists import plan
 from .probe import ProbeError, cut_point
 from .sessions import PLAYLIST, Session, SessionStore
 from .timeline import Span, clip, spans
+from .times import format_us
 
 log = logging.getLogger(__name__)
 
@@ -126,6 +127,16 @@ class Playback:
 
     async def delete(self, session_id: str) -> None:
         await self.store.delete(session_id)
+
+    def export(self, session_id: str) -> tuple[Session, str]:
+        """The session to export and the file name its download gets."""
+        session = self.store.get(session_id)
+        self.store.touch(session)
+
+        def stamp(us: int) -> str:
+            return format_us(us).replace("-", "").replace(":", "")
+
+        return session, f"{session.camera_id}_{stamp(session.from_us)}_{stamp(session.to_us)}.mp4"
 
     async def media_for(self, session_id: str, name: str) -> Served:
         """What to send for `name` of a session: its playlist or one of its segments."""

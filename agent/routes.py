@@ -20,6 +20,7 @@ from aiohttp.typedefs import Middleware
 
 from . import __version__, serve
 from .errors import AgentError, BadRequest, RequestTimeout, Unauthorized
+from .ffmpeg import FfmpegError
 from .ids import check_camera_id, check_session_id
 from .keys import (
     CONFIG,
@@ -34,6 +35,8 @@ from .keys import (
     STARTED,
     TASKS,
 )
+from .media import MP4_TYPE
+from .media import MediaFailed as ExportFailed
 from .metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from .metrics import Snapshot
 from .times import format_us, parse_rfc3339
@@ -369,6 +372,22 @@ async def media(request: web.Request) -> web.StreamResponse:
     return response
 
 
+async def clip(request: web.Request) -> web.StreamResponse:
+    """The session's range as one MP4 download, streamed as ffmpeg makes it."""
+    app = request.app
+    session, filename = app[PLAYBACK].export(request.match_info["session_id"])
+    async with app[PLAYBACK].media.export(session) as chunks:
+        headers = {
+            "Content-Type": MP4_TYPE,
+            "Content-Disposition": f'attachment; filename="{filename}"',
+        }
+        try:
+            return await serve.send_stream(request, chunks, headers)
+        except FfmpegError as error:
+            log.error("export of %s failed: %s %s", session.id, error, error.detail)
+            raise ExportFailed("the export could not be made; the agent logged why") from None
+
+
 async def metrics(request: web.Request) -> web.Response:
     """Prometheus text format: the agent's counters and state."""
     app = request.app
@@ -428,6 +447,7 @@ def setup(app: web.Application) -> None:
     router.add_post("/api/playback", create_playback)
     router.add_get("/api/playback/{session_id}", get_playback)
     router.add_delete("/api/playback/{session_id}", delete_playback)
+    router.add_get("/media/playback/{session_id}/clip.mp4", clip)
     router.add_get("/media/playback/{session_id}/{name}", media)
     router.add_route("OPTIONS", "/media/playback/{session_id}/{name}", media_preflight)
     app.on_response_prepare.append(add_cors)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import os
 import re
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 from aiohttp import web
@@ -132,3 +133,30 @@ def _read(fd: int, served: Served, position: int, stop: int) -> memoryview:
     if served.rewrite is not None:
         served.rewrite(data)  # whole packets only; a truncated last one goes as it is
     return memoryview(data)[position - aligned : stop - aligned]
+
+
+async def send_stream(
+    request: web.Request, chunks: AsyncIterator[bytes], headers: dict[str, str]
+) -> web.StreamResponse:
+    """Send bytes as they are made (no length known). A client that goes away stops the
+    producer at once (the iterator is closed); a producer that fails once the answer has
+    begun cuts the connection, so that the client sees a broken download, not a short
+    file (the producer's error is raised for the caller to log)."""
+    response = web.StreamResponse(headers={**headers, "Cache-Control": "no-store"})
+    try:
+        first = await anext(chunks, b"")  # errors before the first byte answer in JSON
+        await response.prepare(request)
+        try:
+            await response.write(first)
+            async for chunk in chunks:
+                await response.write(chunk)
+        except ConnectionResetError:
+            return response  # the download was cancelled
+        except Exception:
+            if request.transport is not None:
+                request.transport.abort()
+            raise
+        await response.write_eof()
+        return response
+    finally:
+        await chunks.aclose()  # type: ignore[attr-defined]

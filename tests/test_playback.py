@@ -367,3 +367,29 @@ async def test_a_playlist_url_alone_creates_a_session_and_plays(
     code, out = await gstreamer(url)
     assert code == 0, out
     assert "EOS" in out, out
+
+
+@pytest.mark.parametrize("kind", ["ts_reset", "mp4"])
+async def test_a_session_exports_as_one_mp4(
+    tmp_path: Path, footage: dict[str, list[Rendered]], start_agent: Any, kind: str
+) -> None:
+    client = await start_with(start_agent, tmp_path, footage, kind)
+    _, session = await post(client, {"camera_id": "cam", "from": at(1.5), "to": at(5.5)})
+    response = await client.get(session["playlist_url"].replace("index.m3u8", "clip.mp4"))
+    assert response.status == 200
+    assert response.headers["Content-Type"] == "video/mp4"
+    assert response.headers["Content-Disposition"] == (
+        'attachment; filename="cam_20261120T080001.5Z_20261120T080005.5Z.mp4"'
+    )
+    clip = tmp_path / "clip.mp4"
+    clip.write_bytes(await response.read())
+    facts = video_facts(clip)
+    assert facts.first_is_keyframe
+    # From the keyframe before `from` (08:00:01) to `to`: 4.5 s, within a GOP (1 s).
+    assert abs(facts.duration - Fraction(9, 2)) <= 1
+    code, out = await run("ffmpeg", "-nostdin", "-v", "error", "-i", str(clip), "-f", "null", "-")
+    assert code == 0
+    assert out == ""
+    state = (await (await client.get("/healthz")).json())["admission"]
+    assert state["by_kind"]["export"]["started"] == 1
+    assert not list((tmp_path / "state" / "playback" / session["id"]).glob(".export-*"))
