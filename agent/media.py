@@ -113,7 +113,8 @@ def export_argv(
         "-map", "0:v:0", "-map", "0:a?", "-c", "copy", *(["-tag:v", "hvc1"] if hevc else []),
         "-bsf:a", "aac_adtstoasc",  # MPEG-TS carries AAC as ADTS; MP4 wants it raw
         "-t", f"{seconds:.6f}", "-metadata", f"creation_time={format_us(creation_us)}",
-        "-movflags", "frag_keyframe+empty_moov+default_base_moof+skip_trailer", "-f", "mp4", "pipe:1",
+        "-movflags", "frag_keyframe+empty_moov+default_base_moof+skip_trailer",
+        "-f", "mp4", "pipe:1",
     ]  # fmt: skip
 
 
