@@ -106,8 +106,11 @@ async def stream(
         raise FfmpegError(f"{argv[0]} did not finish within {time_limit:g} s") from None
     finally:
         await stop(process)
-        errors.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
+        # The process is gone: what is left in the pipe (64 KiB at most) is read to its
+        # end so that asyncio closes the pipe.
+        with contextlib.suppress(OSError, ValueError):
+            await process.stdout.read()
+        with contextlib.suppress(asyncio.CancelledError, OSError):
             await errors
 
 

@@ -9,12 +9,26 @@ from fractions import Fraction
 from pathlib import Path
 from typing import Any
 
+import aiohttp
+import psutil
 import pytest
 
 from agent.demo import Rendered
 from agent.keys import INDEX
 
-from .conftest import FRAME, at, fetch_all, post, start_with
+from .conftest import (
+    FRAME,
+    T0,
+    S,
+    at,
+    fetch_all,
+    make_config,
+    place_old,
+    post,
+    start_with,
+    started,
+    wait_for,
+)
 from .hls import parse, video_facts
 from .players import ffmpeg_errors, gstreamer, run
 
@@ -393,3 +407,33 @@ async def test_a_session_exports_as_one_mp4(
     state = (await (await client.get("/healthz")).json())["admission"]
     assert state["by_kind"]["export"]["started"] == 1
     assert not list((tmp_path / "state" / "playback" / session["id"]).glob(".export-*"))
+
+
+async def test_an_export_stops_when_its_client_goes_away(
+    tmp_path: Path, footage: dict[str, list[Rendered]], start_agent: Any
+) -> None:
+    config = make_config(tmp_path)
+    for copy in range(40):  # four minutes: more than the socket and pipe buffers hold
+        place_old(footage["ts"], config.recordings.root, config.layout, "cam", T0 + copy * 6 * S)
+    client = await started(start_agent, config)
+    _, session = await post(client, {"camera_id": "cam", "from": at(0), "to": at(240)})
+    url = client.make_url(session["playlist_url"].replace("index.m3u8", "clip.mp4"))
+    async with aiohttp.ClientSession() as other:
+        response = await other.get(url)
+        assert response.status == 200
+        await response.content.read(65536)
+
+        async def exporting() -> bool:
+            return any(c.name() == "ffmpeg" for c in psutil.Process().children())
+
+        await wait_for(exporting, what="ffmpeg to run")
+        response.close()  # the viewer cancels the download
+
+    async def stopped() -> bool:
+        return not any(
+            c.name() == "ffmpeg" and c.status() != psutil.STATUS_ZOMBIE
+            for c in psutil.Process().children()
+        )
+
+    await wait_for(stopped, what="ffmpeg to stop")
+    assert (await client.get("/healthz")).status == 200
