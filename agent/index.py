@@ -265,7 +265,8 @@ class Index:
 
     async def _write(self, work: Callable[[sqlite3.Connection], T]) -> T:
         """Run `work` in one transaction on the writer thread (committed, or rolled back
-        if it raises)."""
+        if it raises). `work` must not return a cursor: one finalized later on another
+        thread, while the writer uses the connection, is SQLite API misuse."""
 
         def transaction() -> T:
             db = self._w()
@@ -448,18 +449,18 @@ class Index:
         """Record that `session_id` needs these segments."""
         rows = [(path, session_id) for path in set(paths)]
 
-        await self._write(
-            lambda db: db.executemany(
-                "INSERT OR IGNORE INTO locks (path, session_id) VALUES (?, ?)", rows
-            )
-        )
+        def write(db: sqlite3.Connection) -> None:
+            db.executemany("INSERT OR IGNORE INTO locks (path, session_id) VALUES (?, ?)", rows)
+
+        await self._write(write)
 
     async def unlock(self, session_id: str) -> None:
         """Release every segment `session_id` held; others' locks on them stay."""
 
-        await self._write(
-            lambda db: db.execute("DELETE FROM locks WHERE session_id = ?", (session_id,))
-        )
+        def write(db: sqlite3.Connection) -> None:
+            db.execute("DELETE FROM locks WHERE session_id = ?", (session_id,))
+
+        await self._write(write)
 
     async def reset_locks(self, held: dict[str, list[str]]) -> None:
         """Make the locks exactly those of `held` (session id -> segment paths)."""

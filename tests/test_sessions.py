@@ -311,3 +311,20 @@ async def test_sessions_are_capped(
     assert health["sessions"] == {"live": 2, "max": 2}
     assert (await client.delete(f"/api/playback/{first['id']}")).status == 204
     assert (await post(client, body))[0] == 201
+
+
+async def test_concurrent_posts_all_answer_and_lock(
+    tmp_path: Path, footage: dict[str, list[Rendered]], start_agent: Any
+) -> None:
+    """Sixteen clients creating sessions at once: every POST answers 201, and the locks
+    are exactly the sessions' segments (the index's writer is never misused)."""
+    client = await start_with(start_agent, tmp_path, footage, "ts")
+    body = {"camera_id": "cam", "from": at(0), "to": at(26)}
+
+    async def client_posts() -> list[int]:
+        return [(await post(client, body))[0] for _ in range(10)]
+
+    results = await asyncio.gather(*(client_posts() for _ in range(16)))
+    assert {status for statuses in results for status in statuses} == {201}
+    locks = await client.server.app[INDEX].locked_paths()
+    assert sorted(locks.values()) == [160] * 6
