@@ -42,18 +42,33 @@ def _die_with_parent(parent: int) -> Callable[[], None]:
     return arrange
 
 
-async def run(argv: list[str], time_limit: float) -> None:
-    """Run `argv`; raise FfmpegError if it cannot start, exits non-zero or overruns the limit."""
+async def _spawn(argv: list[str], stdout: int) -> asyncio.subprocess.Process:
+    """Start `argv`: no shell, no stdin, stderr piped, dying with the agent."""
     try:
-        process = await asyncio.create_subprocess_exec(
+        return await asyncio.create_subprocess_exec(
             *argv,
             stdin=asyncio.subprocess.DEVNULL,
-            stdout=asyncio.subprocess.DEVNULL,
+            stdout=stdout,
             stderr=asyncio.subprocess.PIPE,
             preexec_fn=_die_with_parent(os.getpid()),
         )
     except OSError as error:
         raise FfmpegError(f"cannot run {argv[0]}: {error.strerror or error}") from None
+
+
+def _failure(argv: list[str], returncode: int | None, text: str) -> FfmpegError | None:
+    """What went wrong in a finished run, from its status and the end of its stderr."""
+    if returncode != 0:
+        return FfmpegError(f"{argv[0]} exited with status {returncode}", text.strip())
+    if any(sign in text for sign in _WRITE_FAILED):
+        # ffmpeg 5.1 exits 0 when writing the trailer or closing the output fails.
+        return FfmpegError(f"{argv[0]} could not write its output", text.strip())
+    return None
+
+
+async def run(argv: list[str], time_limit: float) -> None:
+    """Run `argv`; raise FfmpegError if it cannot start, exits non-zero or overruns the limit."""
+    process = await _spawn(argv, asyncio.subprocess.DEVNULL)
     try:
         _, stderr = await asyncio.wait_for(process.communicate(), time_limit)
     except TimeoutError:
@@ -62,12 +77,9 @@ async def run(argv: list[str], time_limit: float) -> None:
     except BaseException:
         await stop(process)
         raise
-    text = stderr.decode("utf-8", "replace")[-_STDERR_KEEP:]
-    if process.returncode != 0:
-        raise FfmpegError(f"{argv[0]} exited with status {process.returncode}", text.strip())
-    if any(sign in text for sign in _WRITE_FAILED):
-        # ffmpeg 5.1 and 7.1 exit 0 when writing the trailer or closing the output fails.
-        raise FfmpegError(f"{argv[0]} could not write its output", text.strip())
+    failure = _failure(argv, process.returncode, stderr.decode("utf-8", "replace")[-_STDERR_KEEP:])
+    if failure is not None:
+        raise failure
 
 
 async def stream(
@@ -76,16 +88,7 @@ async def stream(
     """Run `argv` and yield its standard output as it comes; when the consumer stops
     early (a client went away) or `time_limit` passes, ffmpeg is stopped and reaped.
     Raises FfmpegError if it cannot start or fails."""
-    try:
-        process = await asyncio.create_subprocess_exec(
-            *argv,
-            stdin=asyncio.subprocess.DEVNULL,
-            stdout=asyncio.subprocess.PIPE,
-            stderr=asyncio.subprocess.PIPE,
-            preexec_fn=_die_with_parent(os.getpid()),
-        )
-    except OSError as error:
-        raise FfmpegError(f"cannot run {argv[0]}: {error.strerror or error}") from None
+    process = await _spawn(argv, asyncio.subprocess.PIPE)
     assert process.stdout is not None
     assert process.stderr is not None
     errors = asyncio.ensure_future(process.stderr.read())  # drained, never left to fill
@@ -100,8 +103,9 @@ async def stream(
         async with asyncio.timeout_at(deadline):
             await process.wait()
         text = (await errors).decode("utf-8", "replace")[-_STDERR_KEEP:]
-        if process.returncode != 0 or any(sign in text for sign in _WRITE_FAILED):
-            raise FfmpegError(f"{argv[0]} exited with status {process.returncode}", text.strip())
+        failure = _failure(argv, process.returncode, text)
+        if failure is not None:
+            raise failure
     except TimeoutError:
         raise FfmpegError(f"{argv[0]} did not finish within {time_limit:g} s") from None
     finally:
