@@ -21,6 +21,7 @@ from .keys import (
     LIMITER,
     METRICS,
     OPENAPI,
+    PAGE,
     PLAYBACK,
     SESSIONS,
     STARTED,
@@ -29,6 +30,7 @@ from .keys import (
 from .media import MediaService
 from .metrics import Metrics
 from .openapi import document
+from .page import load as load_page
 from .playback import Playback
 from .server import ConnectionGuard
 from .sessions import SessionStore, StateLock
@@ -58,6 +60,7 @@ def create_app(
     app[STARTED] = time.monotonic()
     app[OPENAPI] = document()
     app.cleanup_ctx.append(_exclusive)
+    app.cleanup_ctx.append(_page)
     app.cleanup_ctx.append(_tasks)
     app.cleanup_ctx.append(_index)
     app.cleanup_ctx.append(_indexer)
@@ -73,6 +76,11 @@ async def _exclusive(app: web.Application) -> AsyncIterator[None]:
     lock = await asyncio.to_thread(StateLock.take, app[CONFIG].playback.dir)
     yield
     await asyncio.to_thread(lock.release)
+
+
+async def _page(app: web.Application) -> AsyncIterator[None]:
+    app[PAGE] = await asyncio.to_thread(load_page, app[CONFIG])
+    yield
 
 
 async def _tasks(app: web.Application) -> AsyncIterator[None]:

@@ -48,6 +48,7 @@ class PlaybackConfig:
     sweep_interval_seconds: int = 60
     build_timeout_seconds: int = 300
     max_sessions: int = 1000
+    window_seconds: int = 3600
 
 
 @dataclass(frozen=True)
@@ -149,6 +150,7 @@ _SCHEMA: dict[str, tuple[type, dict[str, Check]]] = {
             "sweep_interval_seconds": _int(1, _DAY),
             "build_timeout_seconds": _int(1, _DAY),
             "max_sessions": _int(1, 1_000_000),
+            "window_seconds": _int(10, 7 * _DAY),
         },
     ),
     "admission": (

@@ -11,6 +11,7 @@ from .config import Config
 from .index import Index
 from .indexer import Indexer
 from .metrics import Metrics
+from .page import Asset
 from .playback import Playback
 from .server import ConnectionGuard
 from .sessions import SessionStore
@@ -27,3 +28,4 @@ TASKS = web.AppKey("tasks", Supervisor)
 GUARD = web.AppKey("guard", ConnectionGuard)
 METRICS = web.AppKey("metrics", Metrics)
 OPENAPI = web.AppKey("openapi", dict[str, Any])
+PAGE = web.AppKey("page", dict[str, Asset])

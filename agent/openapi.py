@@ -144,6 +144,33 @@ def document() -> dict[str, Any]:
             },
         },
         "paths": {
+            "/": {
+                "get": _op(
+                    "The operator's page: cameras, a day's timeline, the player with its wall"
+                    " clock, export; deep link /#camera=<id>&t=<RFC 3339>",
+                    {
+                        "200": {"description": "The page", "content": {"text/html": {}}},
+                        "304": {"description": "Not modified"},
+                    },
+                    (),
+                )
+            },
+            "/page/{name}": {
+                "parameters": [
+                    _path_param("name", {"type": "string", "examples": ["page.js", "page.css"]})
+                ],
+                "get": _op(
+                    "The page's script and style",
+                    {
+                        "200": {
+                            "description": "The file",
+                            "content": {"text/javascript": {}, "text/css": {}},
+                        },
+                        "304": {"description": "Not modified"},
+                    },
+                    ("404",),
+                ),
+            },
             "/healthz": {
                 "get": _op(
                     "Health, version, index and admission state",

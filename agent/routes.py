@@ -30,6 +30,7 @@ from .keys import (
     LIMITER,
     METRICS,
     OPENAPI,
+    PAGE,
     PLAYBACK,
     SESSIONS,
     STARTED,
@@ -39,6 +40,7 @@ from .media import MP4_TYPE
 from .media import MediaFailed as ExportFailed
 from .metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from .metrics import Snapshot
+from .page import SECURITY_HEADERS
 from .times import format_us, parse_rfc3339
 
 log = logging.getLogger(__name__)
@@ -436,8 +438,23 @@ async def openapi(request: web.Request) -> web.Response:
     return web.json_response(request.app[OPENAPI])
 
 
+async def page(request: web.Request) -> web.Response:
+    """The operator's page and its script and style, from the package."""
+    asset = request.app[PAGE].get(request.path)
+    if asset is None:
+        raise web.HTTPNotFound()
+    headers = {"ETag": asset.etag, "Cache-Control": "no-cache", **SECURITY_HEADERS}
+    if asset.etag in request.headers.get("If-None-Match", ""):
+        return web.Response(status=304, headers=headers)
+    return web.Response(
+        body=asset.body, content_type=asset.content_type, charset="utf-8", headers=headers
+    )
+
+
 def setup(app: web.Application) -> None:
     router = app.router
+    router.add_get("/", page)
+    router.add_get("/page/{name}", page)
     router.add_get("/healthz", healthz)
     router.add_get("/api/openapi.json", openapi)
     router.add_get("/metrics", metrics)

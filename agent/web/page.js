@@ -1,0 +1,521 @@
+// The operator's page: cameras, a day's timeline, the player with its wall clock, export.
+// Plain JavaScript against the agent's own HTTP API; nothing is loaded from another host.
+"use strict";
+
+(() => {
+  const settings = JSON.parse(document.getElementById("settings").textContent);
+  const $ = (id) => document.getElementById(id);
+  const video = $("video");
+  const TOKEN_KEY = "nvr-playback-agent.token";
+  const HLS = "application/vnd.apple.mpegurl";
+  const native = Boolean(video.canPlayType(HLS));
+
+  const state = {
+    cameras: new Map(), // id -> the camera as /api/cameras describes it
+    camera: null,
+    day: null, // "YYYY-MM-DD" in the box's zone
+    spans: [],
+    zoom: 0, // the timeline's length in ms; 0 for the whole day
+    viewFrom: null, // where a zoomed timeline starts (ms)
+    session: null, // the answer of POST /api/playback being played
+    shared: null, // the id of a session whose link was handed out: not deleted when left
+    entries: [], // the playlist: [{media, duration, wall}] (seconds, seconds, ms)
+    pending: null, // the wall-clock time to seek to once the video is loaded
+    wall: null, // the wall-clock time of the frame on screen (ms)
+    addressAt: 0,
+  };
+
+  // -- time in the box's display zone (recordings.timezone) -------------------------------
+
+  const zone = settings.timezone;
+  const partsFormat = new Intl.DateTimeFormat("en-CA", {
+    timeZone: zone, hourCycle: "h23", year: "numeric", month: "2-digit", day: "2-digit",
+    hour: "2-digit", minute: "2-digit", second: "2-digit",
+  });
+  const clockFormat = new Intl.DateTimeFormat(undefined, {
+    timeZone: zone, hourCycle: "h23", year: "numeric", month: "short", day: "numeric",
+    hour: "2-digit", minute: "2-digit", second: "2-digit",
+  });
+  const timeFormat = new Intl.DateTimeFormat(undefined, {
+    timeZone: zone, hourCycle: "h23", hour: "2-digit", minute: "2-digit", second: "2-digit",
+  });
+
+  function parts(ms) {
+    const found = {};
+    for (const part of partsFormat.formatToParts(new Date(ms))) found[part.type] = part.value;
+    return found;
+  }
+
+  function offset(ms) { // how far the zone's wall clock is ahead of UTC at `ms`
+    const p = parts(ms);
+    const wall = Date.UTC(+p.year, +p.month - 1, +p.day, +p.hour, +p.minute, +p.second);
+    return wall - Math.floor(ms / 1000) * 1000;
+  }
+
+  function zoned(year, month, day, hour = 0, minute = 0, second = 0) { // wall time -> ms
+    const naive = Date.UTC(year, month - 1, day, hour, minute, second);
+    return naive - offset(naive - offset(naive));
+  }
+
+  const dayOf = (ms) => { const p = parts(ms); return `${p.year}-${p.month}-${p.day}`; };
+  const dayStart = (day) => { const [y, m, d] = day.split("-").map(Number); return zoned(y, m, d); };
+  const shiftDay = (day, n) => {
+    const [y, m, d] = day.split("-").map(Number);
+    return new Date(Date.UTC(y, m - 1, d + n)).toISOString().slice(0, 10);
+  };
+  const iso = (ms) => new Date(Math.floor(ms / 1000) * 1000).toISOString().replace(".000Z", "Z");
+  const inputValue = (ms) => {
+    const p = parts(ms);
+    return `${p.year}-${p.month}-${p.day}T${p.hour}:${p.minute}:${p.second}`;
+  };
+  const fromInput = (value) => {
+    const m = /^(\d{4})-(\d\d)-(\d\d)T(\d\d):(\d\d)(?::(\d\d))?/.exec(value);
+    return m ? zoned(+m[1], +m[2], +m[3], +m[4], +m[5], +(m[6] || 0)) : NaN;
+  };
+
+  // -- messages and the API ----------------------------------------------------------------
+
+  class NeedToken extends Error {}
+
+  function say(text, isError = false) {
+    const status = $("status");
+    status.textContent = text;
+    status.classList.toggle("error", isError);
+  }
+
+  function report(error) {
+    if (!(error instanceof NeedToken)) say(error.message, true);
+  }
+
+  async function api(path, options = {}) {
+    const headers = { Accept: "application/json" };
+    const token = sessionStorage.getItem(TOKEN_KEY);
+    if (token) headers.Authorization = `Bearer ${token}`;
+    let body;
+    if (options.json !== undefined) {
+      headers["Content-Type"] = "application/json";
+      body = JSON.stringify(options.json);
+    }
+    const response = await fetch(path, { method: options.method || "GET", headers, body });
+    let data = null;
+    if (response.status !== 204) {
+      try { data = await response.json(); } catch { data = null; }
+    }
+    if (response.status === 401) {
+      sessionStorage.removeItem(TOKEN_KEY);
+      askToken(token ? "The box did not accept that token." : "");
+      throw new NeedToken();
+    }
+    if (!response.ok) {
+      throw new Error((data && data.error) || `The box answered ${response.status}.`);
+    }
+    return data;
+  }
+
+  function askToken(reason) {
+    $("main").hidden = true;
+    $("token-form").hidden = false;
+    $("token-error").textContent = reason;
+    $("token").focus();
+  }
+
+  $("token-form").addEventListener("submit", (event) => {
+    event.preventDefault();
+    sessionStorage.setItem(TOKEN_KEY, $("token").value);
+    $("token").value = "";
+    $("token-form").hidden = true;
+    $("main").hidden = false;
+    start();
+  });
+
+  // -- cameras and the day's timeline ------------------------------------------------------
+
+  async function loadCameras() {
+    const { cameras } = await api("/api/cameras");
+    state.cameras = new Map(cameras.map((camera) => [camera.id, camera]));
+    const list = $("cameras");
+    list.replaceChildren();
+    for (const camera of cameras) {
+      const button = document.createElement("button");
+      button.type = "button";
+      button.dataset.camera = camera.id;
+      button.setAttribute("aria-pressed", String(camera.id === state.camera));
+      const last = document.createElement("time");
+      last.dateTime = camera.last_end;
+      last.textContent = clockFormat.format(Date.parse(camera.last_end));
+      const line = document.createElement("span");
+      line.className = "last";
+      line.append("last recorded ", last);
+      button.append(camera.id, line);
+      button.addEventListener("click", () => selectCamera(camera.id, null).catch(report));
+      const item = document.createElement("li");
+      item.append(button);
+      list.append(item);
+    }
+    if (!cameras.length) say("No recordings are indexed yet.");
+  }
+
+  async function selectCamera(id, when) {
+    if (id !== state.camera) leaveSession();
+    state.camera = id;
+    $("camera-name").textContent = id;
+    for (const button of $("cameras").querySelectorAll("button")) {
+      button.setAttribute("aria-pressed", String(button.dataset.camera === id));
+    }
+    const camera = state.cameras.get(id);
+    await showDay(dayOf(when ?? (camera ? Date.parse(camera.last_end) - 1 : Date.now())));
+  }
+
+  async function showDay(day) {
+    if (!state.camera || !/^\d{4}-\d\d-\d\d$/.test(day)) return;
+    state.day = day;
+    $("day").value = day;
+    const from = dayStart(day);
+    const to = dayStart(shiftDay(day, 1));
+    const query = `from=${encodeURIComponent(iso(from))}&to=${encodeURIComponent(iso(to))}`;
+    const camera = encodeURIComponent(state.camera);
+    const { spans } = await api(`/api/cameras/${camera}/recordings?${query}`);
+    if (state.day !== day) return; // another day was asked for meanwhile
+    state.spans = spans;
+    state.viewFrom = null;
+    drawTimeline();
+  }
+
+  function view() { // [from, to) of the timeline: the day, or a part of it around the cursor
+    const dayFrom = dayStart(state.day);
+    const dayTo = dayStart(shiftDay(state.day, 1));
+    if (!state.zoom) return [dayFrom, dayTo];
+    const on = state.wall !== null && dayOf(state.wall) === state.day;
+    const last = state.spans.length ? Date.parse(state.spans[state.spans.length - 1].to) : dayFrom;
+    const centre = on ? state.wall : last;
+    if (state.viewFrom === null || centre < state.viewFrom || centre >= state.viewFrom + state.zoom) {
+      state.viewFrom = Math.min(Math.max(centre - state.zoom / 2, dayFrom), dayTo - state.zoom);
+    }
+    return [state.viewFrom, state.viewFrom + state.zoom];
+  }
+
+  const TICKS = { 0: 3 * 3600e3, 3600000: 600e3, 600000: 60e3 };
+
+  function drawTimeline() {
+    if (state.day === null) return;
+    const day = state.day;
+    const [from, to] = view();
+    const place = (ms) => `${((ms - from) / (to - from)) * 100}%`;
+    const box = $("spans");
+    box.replaceChildren();
+    for (const span of state.spans) {
+      const start = Math.max(Date.parse(span.from), from);
+      const end = Math.min(Date.parse(span.to), to);
+      if (end <= start) continue;
+      const bar = document.createElement("div");
+      bar.className = "span";
+      bar.dataset.from = span.from;
+      bar.dataset.to = span.to;
+      bar.style.left = place(start);
+      bar.style.width = `${((end - start) / (to - from)) * 100}%`;
+      bar.title = `${timeFormat.format(start)} to ${timeFormat.format(end)}`;
+      box.append(bar);
+    }
+    const hours = $("hours");
+    hours.replaceChildren();
+    const tick = TICKS[state.zoom];
+    const shift = offset(from);
+    for (let t = Math.ceil((from + shift) / tick) * tick - shift; t < to; t += tick) {
+      if (t <= from) continue;
+      const mark = document.createElement("span");
+      mark.className = "tick";
+      mark.style.left = place(t);
+      const p = parts(t);
+      mark.textContent = `${p.hour}:${p.minute}`;
+      hours.append(mark);
+    }
+    const count = state.spans.length;
+    $("timeline").setAttribute("aria-label",
+      `${state.camera}, ${day}: ${count} recorded span${count === 1 ? "" : "s"}; click to play from that time`);
+    drawnFrom = state.viewFrom;
+    moveCursor();
+  }
+
+  let drawnFrom = null;
+
+  function moveCursor() {
+    const cursor = $("cursor");
+    if (state.wall === null || state.day === null || dayOf(state.wall) !== state.day) {
+      cursor.hidden = true;
+      return;
+    }
+    const [from, to] = view();
+    if (state.viewFrom !== drawnFrom) drawTimeline(); // a zoomed timeline follows the cursor
+    cursor.style.left = `${((state.wall - from) / (to - from)) * 100}%`;
+    cursor.hidden = false;
+  }
+
+  $("timeline").addEventListener("click", (event) => {
+    if (!state.day) return;
+    const box = $("timeline").getBoundingClientRect();
+    const fraction = Math.min(Math.max((event.clientX - box.left) / box.width, 0), 1);
+    const [from, to] = view();
+    playAt(from + fraction * (to - from)).catch(report);
+  });
+  for (const button of document.querySelectorAll("#zoom button")) {
+    button.addEventListener("click", () => {
+      state.zoom = Number(button.dataset.zoom);
+      state.viewFrom = null;
+      for (const other of document.querySelectorAll("#zoom button")) {
+        other.setAttribute("aria-pressed", String(other === button));
+      }
+      drawTimeline();
+    });
+  }
+  $("prev-day").addEventListener("click", () => showDay(shiftDay(state.day, -1)).catch(report));
+  $("next-day").addEventListener("click", () => showDay(shiftDay(state.day, 1)).catch(report));
+  $("day").addEventListener("change", () => showDay($("day").value).catch(report));
+
+  // -- sessions, the playlist's clock and the player ------------------------------------------
+
+  function parsePlaylist(text) {
+    const entries = [];
+    let media = 0;
+    let duration = 0;
+    let wall = null;
+    let next = null;
+    for (const raw of text.split("\n")) {
+      const line = raw.trim();
+      if (line.startsWith("#EXT-X-PROGRAM-DATE-TIME:")) wall = Date.parse(line.slice(25));
+      else if (line.startsWith("#EXTINF:")) duration = parseFloat(line.slice(8));
+      else if (line && !line.startsWith("#")) {
+        const start = wall ?? next;
+        entries.push({ media, duration, wall: start });
+        media += duration;
+        next = start === null ? null : start + duration * 1000;
+        wall = null;
+      }
+    }
+    return entries;
+  }
+
+  function mediaToWall(seconds) {
+    let found = state.entries[0];
+    for (const entry of state.entries) {
+      if (entry.media > seconds + 1e-6) break;
+      found = entry;
+    }
+    return found.wall + Math.min(Math.max(seconds - found.media, 0), found.duration) * 1000;
+  }
+
+  function wallToMedia(ms) {
+    for (const entry of state.entries) {
+      if (ms < entry.wall) return entry.media; // in a gap: from the footage after it
+      if (ms < entry.wall + entry.duration * 1000) return entry.media + (ms - entry.wall) / 1000;
+    }
+    const last = state.entries[state.entries.length - 1];
+    return Math.max(last.media + last.duration - 0.5, 0);
+  }
+
+  function inSession(ms) {
+    const session = state.session;
+    return session !== null && session.camera_id === state.camera && state.entries.length > 0
+      && ms >= Date.parse(session.from) && ms < Date.parse(session.to);
+  }
+
+  function leaveSession() {
+    const session = state.session;
+    state.session = null;
+    if (session && session.id !== state.shared) {
+      api(`/api/playback/${session.id}`, { method: "DELETE" }).catch(() => {});
+    }
+  }
+
+  async function playAt(when) {
+    if (!state.camera) return;
+    if (inSession(when)) {
+      video.currentTime = wallToMedia(when);
+      if (video.paused) video.play().catch(() => {});
+      return;
+    }
+    const length = settings.window_seconds * 1000;
+    const lead = Math.min(length / 6, 600e3); // some footage before the moment, to step back
+    const from = Math.floor((when - lead) / 1000) * 1000;
+    const session = await api("/api/playback", {
+      method: "POST",
+      json: { camera_id: state.camera, from: iso(from), to: iso(from + length) },
+    });
+    const answer = await fetch(session.playlist_url);
+    if (!answer.ok) throw new Error(`The playlist could not be read (${answer.status}).`);
+    leaveSession();
+    state.session = session;
+    state.entries = parsePlaylist(await answer.text());
+    $("copy-vlc").disabled = false;
+    $("vlc-url").hidden = true;
+    $("export-from").value = inputValue(Math.max(when, state.entries[0].wall));
+    $("export-to").value = inputValue(Math.max(when, state.entries[0].wall) + 60e3);
+    say("");
+    if (!native) {
+      state.wall = Math.max(when, state.entries[0].wall);
+      showClock();
+      return;
+    }
+    state.pending = when;
+    video.src = session.playlist_url;
+  }
+
+  video.addEventListener("loadedmetadata", () => {
+    if (state.pending === null) return;
+    const when = state.pending;
+    state.pending = null;
+    video.currentTime = wallToMedia(when);
+    video.play().catch(() => say("Press play to start."));
+  });
+
+  function showClock() {
+    const clock = $("clock");
+    clock.dateTime = iso(state.wall);
+    clock.textContent = clockFormat.format(state.wall);
+    moveCursor();
+    if (state.day !== null && dayOf(state.wall) !== state.day) {
+      showDay(dayOf(state.wall)).catch(report);
+    }
+    const now = Date.now();
+    if (now - state.addressAt > 1000) { // the address bar follows what is on screen
+      state.addressAt = now;
+      const link = `#camera=${encodeURIComponent(state.camera)}&t=${iso(state.wall)}`;
+      history.replaceState(null, "", link);
+    }
+  }
+
+  function tick() {
+    if (state.pending !== null || !state.entries.length || state.entries[0].wall === null) return;
+    state.wall = mediaToWall(video.currentTime);
+    showClock();
+  }
+
+  for (const event of ["timeupdate", "seeking", "seeked"]) video.addEventListener(event, tick);
+
+  video.addEventListener("ended", () => renew().catch(report));
+  video.addEventListener("error", () => {
+    if (video.error && video.getAttribute("src")) {
+      say(`The video could not be played: ${video.error.message || video.error.code}`, true);
+    }
+  });
+
+  async function renew() { // playback ran past the session's end: on with the next window
+    const session = state.session;
+    if (!session) return;
+    const end = Date.parse(session.to);
+    const camera = encodeURIComponent(session.camera_id);
+    const { spans } = await api(`/api/cameras/${camera}/recordings?from=${encodeURIComponent(iso(end))}`);
+    const next = spans.find((span) => Date.parse(span.to) > end);
+    if (next) await playAt(Math.max(end, Date.parse(next.from)));
+    else say("This is the end of the recordings.");
+  }
+
+  function step(seconds) { // through the footage, as a player steps; past its ends by the clock
+    if (state.wall === null) return;
+    if (native && state.session !== null && video.readyState > 0) {
+      const target = video.currentTime + seconds;
+      if (target >= 0 && target <= video.duration) {
+        video.currentTime = target;
+        return;
+      }
+    }
+    playAt(state.wall + seconds * 1000).catch(report);
+  }
+
+  document.addEventListener("keydown", (event) => {
+    if (event.target.closest("input, select, textarea") || event.altKey || event.ctrlKey
+        || event.metaKey) return;
+    const steps = { ArrowLeft: -10, ArrowRight: 10, ArrowDown: -60, ArrowUp: 60 };
+    if (event.key in steps) {
+      event.preventDefault();
+      step(steps[event.key]);
+    } else if (event.key === " " && !event.target.closest("button")) {
+      event.preventDefault();
+      if (video.paused) video.play().catch(() => {}); else video.pause();
+    }
+  });
+
+  // -- the VLC link and the export --------------------------------------------------------------
+
+  $("copy-vlc").addEventListener("click", async () => {
+    if (!state.session) return;
+    const url = new URL(state.session.playlist_url, location.href).href;
+    state.shared = state.session.id;
+    const field = $("vlc-url");
+    field.value = url;
+    field.hidden = false;
+    field.select();
+    try {
+      await navigator.clipboard.writeText(url);
+      say("Link copied: in VLC, Media > Open Network Stream, then paste it.");
+    } catch {
+      say("Copy the selected link; in VLC, Media > Open Network Stream, then paste it.");
+    }
+  });
+
+  $("export").addEventListener("submit", async (event) => {
+    event.preventDefault();
+    try {
+      if (!state.camera) throw new Error("Choose a camera first.");
+      const from = fromInput($("export-from").value);
+      const to = fromInput($("export-to").value);
+      if (!Number.isFinite(from) || !Number.isFinite(to)) {
+        throw new Error("Enter the clip's start and end times.");
+      }
+      const session = await api("/api/playback", {
+        method: "POST", json: { camera_id: state.camera, from: iso(from), to: iso(to) },
+      });
+      const link = document.createElement("a");
+      link.href = session.playlist_url.replace(/index\.m3u8$/, "clip.mp4");
+      link.download = "";
+      document.body.append(link);
+      link.click();
+      link.remove();
+      say(`The clip of ${state.camera} from ${clockFormat.format(from)} is downloading.`);
+    } catch (error) {
+      report(error);
+    }
+  });
+
+  // -- deep links and start ---------------------------------------------------------------------
+
+  async function followLink() {
+    const link = new URLSearchParams(location.hash.slice(1));
+    const camera = link.get("camera");
+    const t = link.get("t");
+    if (!camera) {
+      const first = state.cameras.keys().next();
+      if (!first.done) await selectCamera(first.value, null);
+      return;
+    }
+    let when = null;
+    if (t !== null) {
+      when = Date.parse(t);
+      if (!/^\d{4}-\d\d-\d\dT\d\d:\d\d(:\d\d(\.\d+)?)?(Z|[+-]\d\d:\d\d)$/i.test(t)
+          || !Number.isFinite(when)) {
+        throw new Error(`The link's time "${t}" is not an RFC 3339 time like 2026-11-20T08:00:00Z.`);
+      }
+    }
+    await selectCamera(camera, when);
+    if (when !== null) await playAt(when);
+  }
+
+  window.addEventListener("hashchange", () => followLink().catch(report));
+
+  async function start() {
+    if (settings.token_required && !sessionStorage.getItem(TOKEN_KEY)) {
+      askToken("");
+      return;
+    }
+    try {
+      await loadCameras();
+      await followLink();
+    } catch (error) {
+      report(error);
+    }
+  }
+
+  $("zone").textContent = `Times are shown in ${zone}.`;
+  $("no-hls").hidden = native;
+  video.hidden = !native;
+  start();
+})();

@@ -1,0 +1,352 @@
+"""The operator's page at `/`, served by a real agent and driven in headless Chromium over
+the DevTools protocol: cameras, the day's timeline with its gaps, deep links, the wall
+clock (across seeks and gaps), the keyboard, the token prompt, export and bad input."""
+
+from __future__ import annotations
+
+import base64
+import json
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import pytest
+from aiohttp.test_utils import TestClient
+
+from agent.demo import Rendered
+from agent.page import load, settings
+from agent.times import parse_rfc3339
+
+from .conftest import T0, S, at, make_config, place_old, start_with, started, wait_for
+from .hls import parse, video_facts
+from .players import Chromium, ffmpeg_errors
+
+SCREENSHOTS = Path(__file__).resolve().parent.parent / "build" / "screenshots"
+PARIS = {"recordings": {"timezone": "Europe/Paris"}}
+
+
+def test_settings_are_what_the_page_needs(tmp_path: Path) -> None:
+    config = make_config(
+        tmp_path,
+        playback={"window_seconds": 7200, "max_seconds": 600},
+        server={"api_token": "s3cret"},
+        recordings={"timezone": "Europe/Paris"},
+    )
+    assert settings(config) == {
+        "timezone": "Europe/Paris",
+        "window_seconds": 600,  # never more than a session may cover
+        "token_required": True,
+    }
+    assert "s3cret" not in load(config)["/"].body.decode()
+
+
+def test_settings_cannot_close_the_script_element(tmp_path: Path) -> None:
+    html = load(make_config(tmp_path))["/"].body.decode()
+    data = html.split('<script id="settings" type="application/json">')[1].split("</script>")[0]
+    assert json.loads(data)["window_seconds"] == 3600
+    assert "<" not in data
+
+
+async def test_page_files_are_served_with_their_types_and_guards(
+    start_agent: Any, tmp_path: Path, footage: dict[str, list[Rendered]]
+) -> None:
+    client = await start_with(start_agent, tmp_path, footage)
+    page = await client.get("/")
+    assert page.status == 200
+    assert page.content_type == "text/html"
+    assert "default-src 'none'" in page.headers["Content-Security-Policy"]
+    assert page.headers["Referrer-Policy"] == "no-referrer"
+    again = await client.get("/", headers={"If-None-Match": page.headers["ETag"]})
+    assert again.status == 304
+    script = await client.get("/page/page.js")
+    assert (script.status, script.content_type) == (200, "text/javascript")
+    style = await client.head("/page/page.css")
+    assert (style.status, style.content_type) == (200, "text/css")
+    for name in ("nope.js", "..%2Fpage.py", "index.html"):
+        missing = await client.get(f"/page/{name}")
+        assert missing.status == 404
+        assert "error" in await missing.json()
+
+
+# -- in Chromium -----------------------------------------------------------------------------
+
+
+def _when(text: str) -> float:
+    return parse_rfc3339(text, "t") / S
+
+
+async def _open(browser: Chromium, url: str) -> None:
+    await browser.call(
+        "Emulation.setDeviceMetricsOverride",
+        width=1200, height=860, deviceScaleFactor=1, mobile=False,
+    )  # fmt: skip
+    await browser.navigate(url)
+    await browser.wait_for("document.readyState === 'complete'")
+
+
+async def _key(browser: Chromium, key: str, code: int) -> None:
+    for kind in ("keyDown", "keyUp"):
+        await browser.call(
+            "Input.dispatchKeyEvent", type=kind, key=key, code=key, windowsVirtualKeyCode=code
+        )
+
+
+async def _screen(browser: Chromium) -> dict[str, Any]:
+    """The frame on screen: the video's time, the clock and the address, read at once."""
+    return dict(
+        await browser.evaluate(
+            "({t: document.getElementById('video').currentTime,"
+            " seeking: document.getElementById('video').seeking,"
+            " clock: document.getElementById('clock').dateTime,"
+            " text: document.getElementById('clock').textContent,"
+            " src: document.getElementById('video').src, hash: location.hash,"
+            " status: document.getElementById('status').textContent})"
+        )
+    )
+
+
+async def _wall_clock(client: TestClient[Any, Any], src: str, media_s: float) -> float:
+    """Where `media_s` seconds into the playlist at `src` falls on the wall clock, from
+    its PROGRAM-DATE-TIME and EXTINF lines, worked out here apart from the page."""
+    path = src.split(str(client.make_url("")).rstrip("/"), 1)[1]
+    playlist = parse(await (await client.get(path)).text())
+    start = 0.0
+    wall = None
+    for entry in playlist.entries:
+        if entry.pdt is not None:
+            wall = datetime.fromisoformat(entry.pdt).timestamp()
+        assert wall is not None
+        if media_s < start + entry.duration:
+            return wall + max(media_s - start, 0)
+        start += entry.duration
+        wall += entry.duration
+    raise AssertionError(f"{media_s} s is past the playlist's end")
+
+
+async def _clock_is_right(client: TestClient[Any, Any], browser: Chromium) -> dict[str, Any]:
+    """Playing on: the clock shows the wall-clock time of the frame on screen within 1 s."""
+    screen = await _screen(browser)
+    expected = await _wall_clock(client, screen["src"], screen["t"])
+    assert abs(_when(screen["clock"]) - expected) <= 1, screen
+    return screen
+
+
+async def test_page_lists_cameras_and_shows_the_gap_in_the_day(
+    start_agent: Any, tmp_path: Path, footage: dict[str, list[Rendered]]
+) -> None:
+    client = await start_with(start_agent, tmp_path, footage, **PARIS)
+    async with Chromium() as browser:
+        await _open(browser, str(client.make_url("/")))
+        cameras = await browser.wait_for(
+            "[...document.querySelectorAll('#cameras button')].map(b => b.dataset.camera)"
+        )
+        assert cameras == ["cam"]
+        spans = await browser.wait_for(
+            "[...document.querySelectorAll('#spans .span')].map(s =>"
+            " ({from: s.dataset.from, to: s.dataset.to, left: parseFloat(s.style.left),"
+            " width: parseFloat(s.style.width)}))"
+        )
+        assert [(s["from"], s["to"]) for s in spans] == [(at(0), at(6)), (at(20), at(26))]
+        first, second = spans
+        assert first["left"] + first["width"] < second["left"]  # the gap is drawn empty
+        # The day is the box's day (Paris), whose midnight is 23:00 UTC the day before.
+        assert await browser.evaluate("document.getElementById('day').value") == "2026-11-20"
+        assert first["left"] == pytest.approx((9 * 3600) / 86400 * 100, abs=0.01)
+        assert await browser.evaluate("document.getElementById('status').textContent") == ""
+        # Zoomed to 10 minutes around the footage, its seconds are visible.
+        await browser.evaluate("document.querySelector('#zoom [data-zoom=\"600000\"]').click()")
+        widths = await browser.wait_for(
+            "(w => w.length === 2 && w[0] > 0.5 && w)([...document.querySelectorAll("
+            "'#spans .span')].map(s => parseFloat(s.style.width)))"
+        )
+        assert widths == [pytest.approx(1, abs=0.01), pytest.approx(1, abs=0.01)]
+        ticks = await browser.evaluate(
+            "[...document.querySelectorAll('#hours .tick')].map(t => t.textContent)"
+        )
+        assert "09:00" in ticks, ticks  # one a minute, in the box's zone
+
+
+async def test_deep_link_plays_with_the_wall_clock_across_seeks_and_gaps(
+    start_agent: Any, tmp_path: Path, footage: dict[str, list[Rendered]]
+) -> None:
+    client = await start_with(start_agent, tmp_path, footage, **PARIS)
+    async with Chromium() as browser:
+        await _open(browser, str(client.make_url(f"/#camera=cam&t={at(2)}")))
+        await browser.wait_for("document.getElementById('video').currentTime > 2.3")
+        screen = await _clock_is_right(client, browser)
+        assert _when(at(2)) <= _when(screen["clock"]) <= _when(at(6))
+        # The box's zone (Paris, UTC+1 in November) is the clock's text.
+        assert "09:00:0" in screen["text"], screen
+        # The address bar follows what is on screen.
+        await browser.wait_for("/t=2026-11-20T08:00:0[3-5]Z/.test(location.hash)")
+
+        # Playing on across the gap: the clock jumps from 08:00:06 to 08:00:20.
+        await browser.wait_for("document.getElementById('video').currentTime > 6.5")
+        screen = await _clock_is_right(client, browser)
+        assert _when(screen["clock"]) >= _when(at(20)), screen
+
+        await browser.evaluate("document.querySelector('#zoom [data-zoom=\"600000\"]').click()")
+        SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+        shot = await browser.call("Page.captureScreenshot", format="png")
+        (SCREENSHOTS / "page.png").write_bytes(base64.b64decode(shot["data"]))
+
+        # Keyboard: steps go through the footage, as a player's do, and the clock follows.
+        await browser.wait_for(
+            "(v => v.currentTime > 10.2 && (v.pause(), true))(document.getElementById('video'))"
+        )
+        await _key(browser, "ArrowLeft", 37)
+        await browser.wait_for(
+            "(v => !v.seeking && v.currentTime < 1)(document.getElementById('video'))"
+        )
+        screen = await _clock_is_right(client, browser)
+        assert _when(at(0)) <= _when(screen["clock"]) <= _when(at(1)), screen
+        await _key(browser, " ", 32)  # space plays on
+        await browser.wait_for("!document.getElementById('video').paused")
+        await _key(browser, "ArrowRight", 39)
+        await browser.wait_for(
+            "(v => !v.seeking && v.currentTime > 10)(document.getElementById('video'))"
+        )
+        screen = await _clock_is_right(client, browser)
+        assert _when(screen["clock"]) >= _when(at(24)), screen
+
+
+async def test_a_click_on_the_timeline_plays_from_there(
+    start_agent: Any, tmp_path: Path, footage: dict[str, list[Rendered]]
+) -> None:
+    client = await start_with(start_agent, tmp_path, footage)
+    async with Chromium() as browser:
+        await _open(browser, str(client.make_url("/")))
+        box = await browser.wait_for(
+            "(s => s && (r => ({x: r.left + r.width / 2, y: r.top + r.height / 2}))"
+            "(s.getBoundingClientRect()))(document.querySelector('#spans .span'))"
+        )
+        for kind in ("mousePressed", "mouseReleased"):
+            await browser.call(
+                "Input.dispatchMouseEvent", type=kind, x=box["x"], y=box["y"], button="left",
+                clickCount=1,
+            )  # fmt: skip
+        await browser.wait_for("document.getElementById('video').currentTime > 0.5")
+        screen = await _clock_is_right(client, browser)
+        assert _when(at(0)) <= _when(screen["clock"]) <= _when(at(26)), screen
+        # "Copy link for VLC": the session's playlist URL, which plays in a player.
+        await browser.evaluate("document.getElementById('copy-vlc').click()")
+        link = await browser.wait_for("document.getElementById('vlc-url').value")
+        assert link == screen["src"]
+        assert link.startswith(str(client.make_url("/media/playback/")))
+        assert await ffmpeg_errors(link) == ""
+
+
+async def test_playback_runs_on_into_the_next_session(
+    start_agent: Any, tmp_path: Path, footage: dict[str, list[Rendered]]
+) -> None:
+    client = await start_with(start_agent, tmp_path, footage, playback={"window_seconds": 10})
+    async with Chromium() as browser:
+        await _open(browser, str(client.make_url(f"/#camera=cam&t={at(1)}")))
+        first = await browser.wait_for(
+            "(v => v.currentTime > 0 && v.src)(document.getElementById('video'))"
+        )
+        # The first session ends before the gap; the next one starts after it.
+        await browser.wait_for(
+            f"(v => v.src !== {json.dumps(first)} && v.currentTime > 0.5)"
+            "(document.getElementById('video'))"
+        )
+        screen = await _clock_is_right(client, browser)
+        assert _when(at(20)) <= _when(screen["clock"]) <= _when(at(26)), screen
+
+
+async def test_export_from_the_page_downloads_the_clip(
+    start_agent: Any, tmp_path: Path, footage: dict[str, list[Rendered]]
+) -> None:
+    client = await start_with(start_agent, tmp_path, footage)
+    downloads = tmp_path / "downloads"
+    downloads.mkdir()
+    async with Chromium() as browser:
+        await browser.call(
+            "Browser.setDownloadBehavior", behavior="allow", downloadPath=str(downloads)
+        )
+        await _open(browser, str(client.make_url("/#camera=cam")))
+        await browser.wait_for("document.getElementById('day').value === '2026-11-20'")
+        await browser.evaluate(
+            "(() => { document.getElementById('export-from').value = '2026-11-20T08:00:01';"
+            " document.getElementById('export-to').value = '2026-11-20T08:00:05';"
+            " document.getElementById('export').requestSubmit(); })()"
+        )
+
+        async def downloaded() -> list[Path]:
+            return [p for p in downloads.iterdir() if p.suffix == ".mp4"]
+
+        files = await wait_for(downloaded, timeout=30, what="the clip downloaded")
+    assert files[0].name == "cam_20261120T080001Z_20261120T080005Z.mp4"
+    # From the keyframe at or before 08:00:01 (keyframes every second) to 08:00:05.
+    facts = video_facts(files[0])
+    assert facts.first_is_keyframe
+    assert abs(facts.duration - 4) <= 1
+    assert await ffmpeg_errors(str(files[0])) == ""
+
+
+async def test_token_prompt(
+    start_agent: Any, tmp_path: Path, footage: dict[str, list[Rendered]]
+) -> None:
+    config = make_config(tmp_path, server={"api_token": "s3cret"})
+    place_old(footage["ts"], config.recordings.root, config.layout, "cam", T0)
+    client = await started(start_agent, config)
+    async with Chromium() as browser:
+        await _open(browser, str(client.make_url("/#camera=cam")))
+        await browser.wait_for("!document.getElementById('token-form').hidden")
+        assert await browser.evaluate("document.getElementById('main').hidden")
+        submit = (
+            "(v => { document.getElementById('token').value = v;"
+            " document.getElementById('token-form').requestSubmit(); })"
+        )
+        await browser.evaluate(f"{submit}('wrong')")
+        await browser.wait_for(
+            "/did not accept/.test(document.getElementById('token-error').textContent)"
+        )
+        await browser.evaluate(f"{submit}('s3cret')")
+        cameras = await browser.wait_for(
+            "[...document.querySelectorAll('#cameras button')].map(b => b.dataset.camera)"
+        )
+        assert cameras == ["cam"]
+        assert (
+            await browser.evaluate("sessionStorage.getItem('nvr-playback-agent.token')") == "s3cret"
+        )
+        await browser.wait_for("document.querySelectorAll('#spans .span').length === 1")
+
+
+async def test_bad_links_show_the_apis_sentence(
+    start_agent: Any, tmp_path: Path, footage: dict[str, list[Rendered]]
+) -> None:
+    client = await start_with(start_agent, tmp_path, footage)
+    api = await client.get(f"/api/cameras/nope/recordings?from={at(0)}&to={at(60)}")
+    sentence = (await api.json())["error"]
+    async with Chromium() as browser:
+        await _open(browser, str(client.make_url("/#camera=nope&t=2026-11-20T08:00:00Z")))
+        status = "document.getElementById('status')"
+        await browser.wait_for(f"{status}.classList.contains('error')")
+        assert await browser.evaluate(f"{status}.textContent") == sentence
+        await _open(browser, str(client.make_url("/#camera=cam&t=yesterday")))
+        await browser.wait_for(f"/RFC 3339/.test({status}.textContent)")
+        # A link to a time without footage: the API's 404 sentence.
+        await _open(browser, str(client.make_url("/#camera=cam&t=2026-11-21T08:00:00Z")))
+        await browser.wait_for(f"/footage/.test({status}.textContent)")
+
+
+async def test_browsers_without_hls_get_a_clear_line_and_the_export(
+    start_agent: Any, tmp_path: Path, footage: dict[str, list[Rendered]]
+) -> None:
+    client = await start_with(start_agent, tmp_path, footage)
+    async with Chromium() as browser:
+        # As in Firefox: no native HLS.
+        await browser.call("Page.enable")
+        await browser.call(
+            "Page.addScriptToEvaluateOnNewDocument",
+            source="HTMLMediaElement.prototype.canPlayType = () => '';",
+        )
+        await _open(browser, str(client.make_url(f"/#camera=cam&t={at(3)}")))
+        await browser.wait_for("!document.getElementById('no-hls').hidden")
+        assert await browser.evaluate("document.getElementById('video').hidden")
+        await browser.wait_for("!document.getElementById('copy-vlc').disabled")
+        assert await browser.evaluate("document.getElementById('export-from').value") == (
+            "2026-11-20T08:00:03"
+        )
+        assert await browser.evaluate("document.getElementById('clock').dateTime") == at(3)
