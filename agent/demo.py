@@ -261,9 +261,11 @@ def _announce(url: str, shown: list[str]) -> None:
         session = json.load(response)
     playlists = "".join(f"  {base}{session['playlist_url']}\n" for base in shown)
     where = shown[0]
+    pages = "".join(f"  {base}/#camera=yard&t={yard['first_start']}\n" for base in shown)
     print(
-        "\nThe agent is running. Open the playback session (yard, four minutes with a 40 s gap)"
-        f" in VLC or Safari:\n\n{playlists}\n"
+        f"\nThe agent is running. Its page, in Chromium, Chrome, Edge or Safari:\n\n{pages}\n"
+        "The playback session (yard, four minutes with a 40 s gap), to open in VLC or Safari:"
+        f"\n\n{playlists}\n"
         f"  {where}/healthz\n"
         f"  {where}/api/cameras\n"
         f"  {where}/api/cameras/yard/recordings\n"
