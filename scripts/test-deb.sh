@@ -219,6 +219,10 @@ in_root "$root" ffmpeg -v error -nostdin -i "$base$session" -f null - >"$work/pl
     || { cat "$work/play.log"; fail "playing the session"; }
 [ ! -s "$work/play.log" ] || { cat "$work/play.log"; fail "ffmpeg reported errors"; }
 ok "the chroot's ffmpeg played the whole session over HTTP without an error"
+for page in / /page/page.js /page/page.css; do
+    curl -fsS -o /dev/null "$base$page" || fail "the page's $page is not served"
+done
+ok "the operator's page and its files are served from the package"
 owner=$(in_root "$root" stat -c %U /var/lib/nvr-playback-agent/index.sqlite3)
 [ "$owner" = nvr-playback-agent ] || fail "index owned by $owner"
 ok "index and sessions written by the service user"
