@@ -393,25 +393,27 @@ class Index:
     def _cameras(self) -> list[CameraSummary]:
         db = self._r()
         summaries = []
-        rows = db.execute(
-            "SELECT id, segment_count, total_us, max_duration_us FROM cameras ORDER BY id"
-        ).fetchall()
-        for camera, count, total_us, max_duration in rows:
-            first = db.execute(
-                "SELECT MIN(start_us) FROM segments WHERE camera = ?", (camera,)
-            ).fetchone()[0]
-            last_start = db.execute(
-                "SELECT MAX(start_us) FROM segments WHERE camera = ?", (camera,)
-            ).fetchone()[0]
-            if first is None:
-                continue
-            last_end = db.execute(
-                "SELECT MAX(end_us) FROM segments WHERE camera = ? AND start_us >= ?",
-                (camera, last_start - max_duration),
-            ).fetchone()[0]
-            summaries.append(
-                CameraSummary(camera, count, first, last_end, total_us // max(count, 1))
-            )
+        db.execute("BEGIN")  # one snapshot: the writer may remove a camera's files meanwhile
+        try:
+            rows = db.execute(
+                "SELECT id, segment_count, total_us, max_duration_us FROM cameras ORDER BY id"
+            ).fetchall()
+            for camera, count, total_us, max_duration in rows:
+                first, last_start = db.execute(
+                    "SELECT MIN(start_us), MAX(start_us) FROM segments WHERE camera = ?",
+                    (camera,),
+                ).fetchone()
+                if first is None:
+                    continue
+                last_end = db.execute(
+                    "SELECT MAX(end_us) FROM segments WHERE camera = ? AND start_us >= ?",
+                    (camera, last_start - max_duration),
+                ).fetchone()[0]
+                summaries.append(
+                    CameraSummary(camera, count, first, last_end, total_us // max(count, 1))
+                )
+        finally:
+            db.execute("COMMIT")
         return summaries
 
     async def has_camera(self, camera: str) -> bool:
@@ -462,13 +464,24 @@ class Index:
 
         await self._write(write)
 
-    async def reset_locks(self, held: dict[str, list[str]]) -> None:
-        """Make the locks exactly those of `held` (session id -> segment paths)."""
-        rows = [(path, sid) for sid, paths in held.items() for path in set(paths)]
+    async def lock_holders(self) -> set[str]:
+        """The sessions that hold locks."""
+
+        def read() -> set[str]:
+            rows = self._r().execute("SELECT DISTINCT session_id FROM locks")
+            return {str(sid) for (sid,) in rows}
+
+        return await self._on(self._reader, read)
+
+    async def relock(self, drop: Iterable[str], add: dict[str, list[str]]) -> None:
+        """Release every lock of the sessions in `drop` and record those of `add`
+        (session id -> segment paths), in one transaction."""
+        gone = [(sid,) for sid in drop]
+        rows = [(path, sid) for sid, paths in add.items() for path in set(paths)]
 
         def write(db: sqlite3.Connection) -> None:
-            db.execute("DELETE FROM locks")
-            db.executemany("INSERT INTO locks (path, session_id) VALUES (?, ?)", rows)
+            db.executemany("DELETE FROM locks WHERE session_id = ?", gone)
+            db.executemany("INSERT OR IGNORE INTO locks (path, session_id) VALUES (?, ?)", rows)
 
         await self._write(write)
 

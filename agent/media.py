@@ -26,7 +26,7 @@ from .config import Config
 from .errors import AgentError, Busy, InsufficientStorage, NotFound, ProbeError
 from .files import write_file
 from .mpegts import CLOCK, PACKET, PTS_WRAP, renumber, rewrite
-from .playlists import CUT, OUT_START, MediaItem
+from .playlists import CUT, OUT_START, MediaItem, Plan
 from .probe import probe
 from .sessions import Session, SessionStore
 from .times import format_us
@@ -144,7 +144,7 @@ class MediaService:
             raise NotFound("the recording for this segment is no longer on disk")
         return path
 
-    async def file_for(self, session: Session, number: int, item: MediaItem) -> Served:
+    async def file_for(self, session: Session, plan: Plan, number: int, item: MediaItem) -> Served:
         """What to serve for `item`, made first if it must be.
 
         A recording served as recorded gets the session's timeline in flight: its PTS,
@@ -158,7 +158,7 @@ class MediaService:
             if not await asyncio.to_thread(path.is_file):
                 path = await self._made_for_viewer(session, item)
             served = Served(path=path, content_type=TS_TYPE)  # made on the timeline
-        await self._read_ahead(session, number)
+        await self._read_ahead(session, plan, number)
         return served
 
     async def _made_for_viewer(self, session: Session, item: MediaItem) -> Path:
@@ -206,13 +206,13 @@ class MediaService:
             task.add_done_callback(lambda _: self._builds.pop(key, None))
         return task
 
-    async def _read_ahead(self, session: Session, number: int) -> None:
+    async def _read_ahead(self, session: Session, plan: Plan, number: int) -> None:
         if self.limiter.running >= self.limiter.max_builds:
             return
         directory = self.store.path(session.id)
         upcoming = [
             item
-            for item in session.plan.items[number + 1 : number + 1 + READ_AHEAD]
+            for item in plan.items[number + 1 : number + 1 + READ_AHEAD]
             if item.remux and (session.id, item.name) not in self._builds
         ]
         if not upcoming:
@@ -277,7 +277,7 @@ class MediaService:
     async def export(self, session: Session) -> AsyncIterator[AsyncIterator[bytes]]:
         """The session's range as fragmented MP4, streamed while it is made, under an
         export slot (503 when the box is busy); ffmpeg stops when the consumer does."""
-        items = session.plan.items
+        items = (await self.store.plan(session)).items
         first_us = items[0].pdt_us
         seconds = max(0.0, (session.to_us - first_us) / 1e6)
         directory = self.store.path(session.id)

@@ -19,7 +19,7 @@ from .indexer import IndexerStatus
 from .media import PLAYLIST_TYPE, MediaService, Served
 from .playlists import plan
 from .probe import ProbeError, cut_point
-from .sessions import PLAYLIST, Session, SessionStore
+from .sessions import PLAYLIST, Session, SessionStore, item
 from .timeline import Span, clip, spans
 from .times import format_us
 
@@ -149,10 +149,11 @@ class Playback:
                 content_type=PLAYLIST_TYPE,
             )
         else:
-            found = session.item(name)
+            plan = await self.store.plan(session)
+            found = item(plan, name)
             if found is None:
                 raise NotFound(f"this session has no media named {name}")
-            served = await self.media.file_for(session, *found)
+            served = await self.media.file_for(session, plan, *found)
         self.store.touch(session)
         # Clients may keep what they fetched for as long as the session lives.
         max_age = max(0, (session.expires_us - self.store.now_us()) // 1_000_000)

@@ -1,13 +1,18 @@
 """Playback sessions: their lifecycle, their directory and `session.json`.
 
-A session lives in `<playback.dir>/<id>/` with `session.json`, its playlist (and the
-playlist gzipped) and the media made for it. Everything the agent knows about a session
-is in that directory, so sessions survive restarts and crashes:
+A session lives in `<playback.dir>/<id>/` with `session.json` (what the API says of it and
+its expiry: a few hundred bytes), `plan.json` (its media items and the recordings it
+locks), its playlist (and the playlist gzipped) and the media made for it. Everything the
+agent knows about a session is in that directory, so sessions survive restarts and
+crashes:
 - creation writes everything into `.<id>.creating/` and renames it into place, so a
   session directory is either whole or absent;
 - deletion renames the directory to `.<id>.deleting/` before removing it, so a crash
   never brings a deleted session back;
-- at start, locks are rebuilt from the `session.json` files, and leftovers go.
+- at start, only the `session.json` files are read; locks of sessions that are gone are
+  dropped, and those of sessions the index lost are rebuilt from their `plan.json`.
+Plans are read when a session's media is asked for, and a few recent ones are kept, so
+memory does not grow with the number of sessions on disk.
 """
 
 from __future__ import annotations
@@ -24,6 +29,7 @@ import re
 import shutil
 import sys
 import time
+from collections import OrderedDict
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
@@ -40,8 +46,12 @@ log = logging.getLogger(__name__)
 
 MEDIA_NAME = re.compile(r"s[0-9]{6}\.ts")
 META = "session.json"
+PLAN = "plan.json"
 PLAYLIST = "index.m3u8"
-FORMAT = 2  # 2: items carry their timeline shift and counter shifts
+# 2: items carry their timeline shift and counter shifts, all in session.json;
+# 3: the plan and the locked recordings in plan.json, session.json a summary.
+FORMAT = 3
+PLANS_KEPT_ITEMS = 20_000  # plans kept in memory: about 8 MB, 55 one-hour sessions
 CREATING, DELETING = ".creating", ".deleting"
 MEDIA_FIELDS = [field.name for field in fields(MediaItem)]
 # A watched session's new expiry is written to disk when it has moved this far.
@@ -70,8 +80,7 @@ class Session:
     to_us: int
     created_us: int
     expires_us: int
-    segment_ids: list[str]
-    plan: Plan
+    segment_count: int
     persisted_expiry_us: int = field(default=0, compare=False)
 
     @property
@@ -82,13 +91,6 @@ class Session:
     def playlist_url(self) -> str:
         return f"/media/playback/{self.id}/{PLAYLIST}"
 
-    def item(self, name: str) -> tuple[int, MediaItem] | None:
-        if not MEDIA_NAME.fullmatch(name):
-            return None
-        number = int(name[1:7])
-        items = self.plan.items
-        return (number, items[number]) if number < len(items) else None
-
     def public(self) -> dict[str, Any]:
         """The API's view of the session."""
         return {
@@ -98,23 +100,14 @@ class Session:
             "from": format_us(self.from_us),
             "to": format_us(self.to_us),
             "duration_s": self.duration_s,
-            "segment_count": len(self.segment_ids),
+            "segment_count": self.segment_count,
             "expires_at": format_us(self.expires_us),
         }
 
     def to_json(self) -> dict[str, Any]:
         body = self.public()
         del body["playlist_url"]
-        body.update(
-            format=FORMAT,
-            created_at=format_us(self.created_us),
-            segment_ids=self.segment_ids,
-            start_offset=self.plan.start_offset,
-            # One row per media item, in the order of `media_fields`: a day's session is
-            # 8,640 items, so no key names repeated for each.
-            media_fields=MEDIA_FIELDS,
-            media=[[getattr(item, name) for name in MEDIA_FIELDS] for item in self.plan.items],
-        )
+        body.update(format=FORMAT, created_at=format_us(self.created_us))
         return body
 
     @classmethod
@@ -122,11 +115,54 @@ class Session:
         """Parse session.json; raises ValueError (or a subclass) on anything unexpected."""
         if not isinstance(data, dict) or data.get("format") != FORMAT:
             raise ValueError("not a session.json of this format")
+        return cls._summary(data, expected_id, data["segment_count"])
+
+    @classmethod
+    def _summary(cls, data: dict[str, Any], expected_id: str, segment_count: Any) -> Session:
         if data.get("id") != expected_id:
             raise ValueError("id does not match its directory")
         camera = data["camera_id"]
         if not isinstance(camera, str):
             raise ValueError("bad camera_id")
+        if isinstance(segment_count, bool) or not isinstance(segment_count, int):
+            raise ValueError("bad segment_count")
+        expires_us = _time(data["expires_at"])
+        return cls(
+            id=expected_id,
+            camera_id=camera,
+            from_us=_time(data["from"]),
+            to_us=_time(data["to"]),
+            created_us=_time(data["created_at"]),
+            expires_us=expires_us,
+            segment_count=segment_count,
+            persisted_expiry_us=expires_us,
+        )
+
+
+@dataclass(frozen=True)
+class Stored:
+    """What plan.json holds: the session's media items and the recordings it locks."""
+
+    plan: Plan
+    segment_ids: list[str]
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "format": FORMAT,
+            "segment_ids": self.segment_ids,
+            "start_offset": self.plan.start_offset,
+            # One row per media item, in the order of `media_fields`: a day's session is
+            # 8,640 items, so no key names repeated for each.
+            "media_fields": MEDIA_FIELDS,
+            "media": [[getattr(item, name) for name in MEDIA_FIELDS] for item in self.plan.items],
+        }
+
+    @classmethod
+    def from_json(cls, data: Any) -> Stored:
+        """Parse plan.json (or a format 2 session.json); raises ValueError (or a subclass)
+        on anything unexpected."""
+        if not isinstance(data, dict) or data.get("format") not in (2, FORMAT):
+            raise ValueError("not a plan of a known format")
         items = []
         if data["media_fields"] != MEDIA_FIELDS:
             raise ValueError("media entries of another shape")
@@ -153,19 +189,18 @@ class Session:
             items.append(item)
         if not items:
             raise ValueError("no media")
-        start_offset = float(data["start_offset"])
-        expires_us = _time(data["expires_at"])
         return cls(
-            id=expected_id,
-            camera_id=camera,
-            from_us=_time(data["from"]),
-            to_us=_time(data["to"]),
-            created_us=_time(data["created_at"]),
-            expires_us=expires_us,
+            plan=Plan(tuple(items), float(data["start_offset"])),
             segment_ids=[sys.intern(safe_relpath(p)) for p in data["segment_ids"]],
-            plan=Plan(tuple(items), start_offset),
-            persisted_expiry_us=expires_us,
         )
+
+
+def item(plan: Plan, name: str) -> tuple[int, MediaItem] | None:
+    """The media item a URL name stands for, with its number, or None."""
+    if not MEDIA_NAME.fullmatch(name):
+        return None
+    number = int(name[1:7])
+    return (number, plan.items[number]) if number < len(plan.items) else None
 
 
 def _time(value: object) -> int:
@@ -175,9 +210,36 @@ def _time(value: object) -> int:
         raise ValueError(f"bad time {value!r}") from None
 
 
+def _compact(data: dict[str, Any]) -> bytes:
+    return json.dumps(data, separators=(",", ":")).encode()
+
+
 def _write_meta(directory: Path, session: Session) -> None:
     """Replace session.json atomically (write, fsync, rename)."""
-    replace_file(directory / META, json.dumps(session.to_json(), separators=(",", ":")).encode())
+    replace_file(directory / META, _compact(session.to_json()))
+
+
+def _read_json(path: Path) -> Any:
+    with open(path, "rb") as handle:
+        return json.load(handle)
+
+
+def _read_session(directory: Path, name: str) -> Session:
+    """A session's summary from its directory; a format 2 session is rewritten as format 3
+    (plan.json first, so that a crash midway leaves it readable). Raises OSError,
+    ValueError, KeyError or TypeError."""
+    data = _read_json(directory / META)
+    if isinstance(data, dict) and data.get("format") == 2:
+        stored = Stored.from_json(data)
+        session = Session._summary(data, name, len(stored.segment_ids))
+        replace_file(directory / PLAN, _compact(stored.to_json()))
+        _write_meta(directory, session)
+        return session
+    return Session.from_json(data, name)
+
+
+def _read_stored(directory: Path) -> Stored:
+    return Stored.from_json(_read_json(directory / PLAN))
 
 
 class StateLock:
@@ -223,6 +285,9 @@ class SessionStore:
         self.sessions: dict[str, Session] = {}
         self.creating: set[str] = set()
         self._held: dict[str, int] = {}  # session id -> work in progress that needs it
+        self._plans: OrderedDict[str, Stored] = OrderedDict()  # recent plans, oldest first
+        self._plans_items = 0
+        self._reading: dict[str, asyncio.Future[Stored]] = {}
         self.counts = {"created": 0, "expired": 0, "deleted": 0}  # since start
 
     def now_us(self) -> int:
@@ -249,11 +314,29 @@ class SessionStore:
     # -- start-up ------------------------------------------------------------------------
 
     async def load(self) -> None:
-        """Read every session on disk, drop leftovers of interrupted work, rebuild locks."""
+        """Read every session's summary, drop leftovers of interrupted work, and make the
+        index's locks those of the sessions on disk."""
         loaded = await asyncio.to_thread(self._load)
         self.sessions = {s.id: s for s in loaded}
-        await self.index.reset_locks({s.id: s.segment_ids for s in loaded})
-        log.info("sessions: %d loaded from %s", len(loaded), self.directory)
+        holders = await self.index.lock_holders()
+        add = {}
+        for session in loaded:
+            if session.id in holders:
+                continue
+            try:  # the index was rebuilt: this session's locks come from its plan
+                stored = await asyncio.to_thread(_read_stored, self.path(session.id))
+            except (OSError, ValueError, KeyError, TypeError) as error:
+                log.warning("sessions: %s has no valid %s (%s)", session.id, PLAN, error)
+                del self.sessions[session.id]  # its directory goes with the sweep
+                continue
+            add[session.id] = stored.segment_ids
+        await self.index.relock(holders - self.sessions.keys(), add)
+        log.info(
+            "sessions: %d loaded from %s (locks rebuilt for %d)",
+            len(self.sessions),
+            self.directory,
+            len(add),
+        )
 
     def _load(self) -> list[Session]:
         self.directory.mkdir(parents=True, exist_ok=True)
@@ -265,16 +348,60 @@ class SessionStore:
                 continue
             if not SESSION_ID.fullmatch(name) or not entry.is_dir(follow_symlinks=False):
                 continue  # left for the sweep's rule on stray directories
+            directory = Path(entry.path)
             try:
-                with open(Path(entry.path) / META, "rb") as handle:
-                    session = Session.from_json(json.load(handle), name)
+                session = _read_session(directory, name)
             except (OSError, ValueError, KeyError, TypeError) as error:
                 log.warning("sessions: %s has no valid %s (%s)", name, META, error)
                 continue
-            for leftover in Path(entry.path).glob(".*.tmp"):
+            for leftover in directory.glob(".*.tmp"):
                 leftover.unlink(missing_ok=True)
             found.append(session)
         return found
+
+    # -- plans ---------------------------------------------------------------------------
+
+    async def plan(self, session: Session) -> Plan:
+        """The session's plan: from memory if it was used lately, else from its plan.json
+        (one read however many requests ask at once)."""
+        stored = self._plans.get(session.id)
+        if stored is not None:
+            self._plans.move_to_end(session.id)
+            return stored.plan
+        reading = self._reading.get(session.id)
+        if reading is None:
+            reading = asyncio.ensure_future(asyncio.to_thread(_read_stored, self.path(session.id)))
+            self._reading[session.id] = reading
+            reading.add_done_callback(lambda done: self._read_done(session.id, done))
+        try:
+            stored = await asyncio.shield(reading)
+        except (OSError, ValueError, KeyError, TypeError) as error:
+            if not self.live(session.id) or isinstance(error, FileNotFoundError):
+                raise NotFound(f"playback session {session.id} was deleted") from None
+            log.error("sessions: %s has no valid %s (%s)", session.id, PLAN, error)
+            raise NotFound(f"playback session {session.id} cannot be read") from None
+        if self.live(session.id):
+            self._keep(session.id, stored)
+        return stored.plan
+
+    def _read_done(self, session_id: str, done: asyncio.Future[Stored]) -> None:
+        self._reading.pop(session_id, None)
+        if not done.cancelled():
+            done.exception()  # seen here, whoever else awaits it
+
+    def _keep(self, session_id: str, stored: Stored) -> None:
+        if session_id in self._plans:
+            return
+        self._plans[session_id] = stored
+        self._plans_items += len(stored.plan.items)
+        while self._plans_items > PLANS_KEPT_ITEMS and len(self._plans) > 1:
+            _, oldest = self._plans.popitem(last=False)
+            self._plans_items -= len(oldest.plan.items)
+
+    def _forget(self, session_id: str) -> None:
+        stored = self._plans.pop(session_id, None)
+        if stored is not None:
+            self._plans_items -= len(stored.plan.items)
 
     # -- lifecycle -----------------------------------------------------------------------
 
@@ -289,14 +416,14 @@ class SessionStore:
             to_us=to_us,
             created_us=now,
             expires_us=now + self.ttl_us,
-            segment_ids=segment_ids,
-            plan=plan,
+            segment_count=len(segment_ids),
         )
         session.persisted_expiry_us = session.expires_us
+        stored = Stored(plan, segment_ids)
         staging = self.directory / f".{session.id}{CREATING}"
         self.creating.add(session.id)
         try:
-            await asyncio.to_thread(self._stage, staging, session)
+            await asyncio.to_thread(self._stage, staging, session, stored)
             await self.index.lock(session.id, segment_ids)
             try:
                 await asyncio.to_thread(self._commit, staging, self.path(session.id))
@@ -309,15 +436,17 @@ class SessionStore:
         finally:
             self.creating.discard(session.id)
         self.sessions[session.id] = session
+        self._keep(session.id, stored)  # a new session is about to be watched
         self.counts["created"] += 1
         return session
 
-    def _stage(self, staging: Path, session: Session) -> None:
+    def _stage(self, staging: Path, session: Session, stored: Stored) -> None:
         self.directory.mkdir(parents=True, exist_ok=True)
         staging.mkdir()
-        text = render(session.plan).encode()
+        text = render(stored.plan).encode()
         write_file(staging / PLAYLIST, text)
         write_file(staging / f"{PLAYLIST}.gz", gzip.compress(text, 6, mtime=0))
+        write_file(staging / PLAN, _compact(stored.to_json()))
         _write_meta(staging, session)
 
     def _commit(self, staging: Path, final: Path) -> None:
@@ -341,6 +470,7 @@ class SessionStore:
     async def _remove(self, session: Session) -> None:
         """Remove a session (already out of `sessions`); if its locks cannot be released
         (the index's disk is full, say), it is put back whole and the error raised."""
+        self._forget(session.id)
         doomed = self.directory / f".{session.id}{DELETING}"
         moved = True
         try:

@@ -20,6 +20,7 @@ import asyncio
 import json
 import shutil
 import socket
+import sqlite3
 import subprocess
 import sys
 import tempfile
@@ -192,6 +193,7 @@ def main() -> None:
         template = work / "template"
         shutil.copytree(made, template)
         meta = json.loads((template / "session.json").read_text())
+        segment_ids = json.loads((template / "plan.json").read_text())["segment_ids"]
         say(f"\n{'sessions on disk':>18} {'to /healthz':>12} {'RSS after start':>16}"
             f" {'RSS after a segment of each (up to 1,000)':>42}")  # fmt: skip
         for count in counts:
@@ -206,6 +208,13 @@ def main() -> None:
                 meta["id"] = session_id
                 (directory / "session.json").write_text(json.dumps(meta))
                 ids.append(session_id)
+            # Their locks, as the agent that made them left them in the index.
+            with sqlite3.connect(work / "index.db") as db:
+                db.execute("DELETE FROM locks")
+                db.executemany(
+                    "INSERT INTO locks (path, session_id) VALUES (?, ?)",
+                    ((path, sid) for sid in ids for path in set(segment_ids)),
+                )
             agent, base, up = start(work, root)  # the port opens once sessions are loaded
             try:
                 with urllib.request.urlopen(f"{base}/healthz", timeout=60):

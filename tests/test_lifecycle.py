@@ -3,14 +3,19 @@
 from __future__ import annotations
 
 import contextlib
+import http.client
 import json
+import random
 import resource
 import signal
 import socket
+import sqlite3
 import subprocess
 import sys
 import time
+import urllib.error
 import urllib.request
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -32,13 +37,15 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def start(tmp_path: Path, port: int, files: int | None = None) -> subprocess.Popen[str]:
+def start(
+    tmp_path: Path, port: int, files: int | None = None, layout: str = "ffmpeg"
+) -> subprocess.Popen[str]:
     """The agent as a real process on `port`, once its /healthz answers; with `files`,
     its limit of open files is that low."""
     config = tmp_path / "agent.toml"
     config.write_text(
         f'[server]\nhost = "127.0.0.1"\nport = {port}\n'
-        f'[recordings]\nroot = "{tmp_path / "rec"}"\n'
+        f'[recordings]\nroot = "{tmp_path / "rec"}"\nlayout = "{layout}"\n'
         f'[index]\ndatabase = "{tmp_path / "index.sqlite3"}"\n'
         f'[playback]\ndir = "{tmp_path / "playback"}"\n'
     )
@@ -146,6 +153,134 @@ def test_kill_9_loses_no_session(tmp_path: Path, footage: dict[str, list[Rendere
             )
             assert played.returncode == 0, played.stderr
             assert played.stderr == ""
+    finally:
+        process.terminate()
+        process.communicate(timeout=10)
+
+
+def _whole_ts(body: bytes) -> bool:
+    """A complete MPEG-TS file: whole packets, each with its sync byte."""
+    return len(body) > 0 and len(body) % 188 == 0 and body[::188] == b"G" * (len(body) // 188)
+
+
+def _load(port: int, until: float, created: list[dict[str, Any]], seed: int) -> list[str]:
+    """One client until `until` or until the agent dies: POSTs, playlists and segments of
+    the sessions created so far; what it saw that was wrong."""
+    chance = random.Random(seed)
+    wrong = []
+    while time.monotonic() < until:
+        try:
+            if not created or chance.random() < 0.3:
+                first = chance.randrange(0, 5000, 100)
+                status, session = call(
+                    port,
+                    "POST",
+                    "/api/playback",
+                    {
+                        "camera_id": "cam",
+                        "from": format_us(T0 + first * 1000),
+                        "to": format_us(T0 + (first + 800) * 1000 + 500_000),
+                    },
+                )
+                if status == 201:
+                    created.append(session)
+                continue
+            session = chance.choice(created)
+            playlist = call(port, "GET", session["playlist_url"])[1].decode()
+            name = chance.choice([line for line in playlist.splitlines() if line[:1] != "#"])
+            status, body = call(port, "GET", session["playlist_url"].replace("index.m3u8", name))
+            if status == 200 and not _whole_ts(body):
+                wrong.append(f"{session['id']}/{name}: {len(body)} bytes, not whole packets")
+        except urllib.error.HTTPError as error:
+            if error.code != 503:  # a busy box may say so
+                wrong.append(f"HTTP {error.code}: {error.read()[:200]!r}")
+        except (OSError, http.client.HTTPException):
+            return wrong  # the agent was killed
+    return wrong
+
+
+def _agent_ffmpeg(tmp_path: Path) -> list[psutil.Process]:
+    found = []
+    for process in psutil.process_iter(["name", "cmdline"]):
+        if process.info["name"] == "ffmpeg" and str(tmp_path) in " ".join(
+            process.info["cmdline"] or ()
+        ):
+            found.append(process)
+    return found
+
+
+@pytest.mark.timeout(600)
+def test_kill_9_in_a_loop_loses_nothing(tmp_path: Path, footage: dict[str, list[Rendered]]) -> None:
+    """30 times: clients POST, fetch playlists and segments (made by ffmpeg: MP4
+    recordings), and the agent is killed with SIGKILL at a random moment. Then every
+    session that answered 201 plays to its end, the locks are exactly the live sessions'
+    recordings, no ffmpeg is left, and nothing half-made was ever served."""
+    layout = make_layout("frigate", "UTC")
+    place_old(footage["mp4"], tmp_path / "rec", layout, "cam", T0)
+    chance = random.Random(8)
+    created: list[dict[str, Any]] = []
+    wrong: list[str] = []
+    port = free_port()
+    for cycle in range(30):
+        process = start(tmp_path, port, layout="frigate")
+        try:
+            deadline = time.monotonic() + 20
+            while not indexed(port, 3):
+                assert time.monotonic() < deadline, "not indexed"
+                time.sleep(0.05)
+            until = time.monotonic() + 5
+            with ThreadPoolExecutor(4) as pool:
+                clients = [
+                    pool.submit(_load, port, until, created, cycle * 10 + n) for n in range(4)
+                ]
+                time.sleep(chance.uniform(0.05, 1.5))
+                process.kill()
+                for client in clients:
+                    wrong.extend(client.result())
+        finally:
+            process.kill()
+            process.communicate()
+
+        def orphans() -> list[psutil.Process]:
+            return _agent_ffmpeg(tmp_path)
+
+        deadline = time.monotonic() + 5
+        while orphans():
+            assert time.monotonic() < deadline, f"cycle {cycle}: ffmpeg left: {orphans()}"
+            time.sleep(0.05)
+    assert wrong == []
+    assert len(created) >= 30
+
+    process = start(tmp_path, port, layout="frigate")
+    try:
+        playback = tmp_path / "playback"
+        # The live sessions: those that answered 201, and any whose answer a kill cut off.
+        live = {p.name for p in playback.iterdir() if not p.name.startswith(".")}
+        assert live >= {session["id"] for session in created}
+        held = set()
+        for session_id in live:
+            assert call(port, "GET", f"/api/playback/{session_id}")[0] == 200
+            plan = json.loads((playback / session_id / "plan.json").read_text())
+            held |= {(path, session_id) for path in plan["segment_ids"]}
+        for session in created:
+            status, again = call(port, "GET", f"/api/playback/{session['id']}")
+            assert (status, again) == (200, session)
+            playlist = call(port, "GET", session["playlist_url"])[1].decode()
+            base = session["playlist_url"].rsplit("/", 1)[0]
+            for name in [line for line in playlist.splitlines() if not line.startswith("#")]:
+                status, body = call(port, "GET", f"{base}/{name}")
+                assert status == 200
+                assert _whole_ts(body), f"{session['id']}/{name}"
+        with contextlib.closing(sqlite3.connect(tmp_path / "index.sqlite3")) as db:
+            locks = set(db.execute("SELECT path, session_id FROM locks"))
+        assert locks == held
+        for session in created[::10]:
+            played = subprocess.run(
+                ["ffmpeg", "-v", "error", "-nostdin", "-i",
+                 f"http://127.0.0.1:{port}{session['playlist_url']}", "-f", "null", "-"],
+                capture_output=True, text=True, timeout=60,
+            )  # fmt: skip
+            assert (played.returncode, played.stderr) == (0, "")
     finally:
         process.terminate()
         process.communicate(timeout=10)

@@ -113,6 +113,7 @@ async def test_unwatched_session_writes_only_its_playlist(
     assert sorted(p.name for p in directory.iterdir()) == [
         "index.m3u8",
         "index.m3u8.gz",
+        "plan.json",
         "session.json",
     ]
     assert sum(p.stat().st_size for p in directory.iterdir()) < 64 * 1024

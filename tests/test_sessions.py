@@ -6,6 +6,7 @@ import asyncio
 import json
 import logging
 import os
+import sqlite3
 import subprocess
 import sys
 import time
@@ -18,7 +19,7 @@ from agent.app import create_app
 from agent.demo import Rendered
 from agent.ids import new_session_id as new_id
 from agent.index import Index
-from agent.keys import INDEX, LIMITER
+from agent.keys import INDEX, LIMITER, SESSIONS
 from agent.playlists import MediaItem, Plan
 from agent.sessions import SessionStore
 from agent.sweep import is_stray, sweep_once
@@ -53,6 +54,58 @@ async def test_sessions_survive_a_restart(
     assert sorted(p.name for p in playback.iterdir()) == [kept["id"]]
     assert not list((playback / kept["id"]).glob(".*"))
     assert len(await fetch_all(client, kept, tmp_path / "after")) == 6
+
+
+async def test_a_restart_reads_summaries_and_plans_on_demand(
+    tmp_path: Path, footage: dict[str, list[Rendered]], start_agent: Any, aiohttp_client: Any
+) -> None:
+    client = await start_with(start_agent, tmp_path, footage, "ts")
+    sessions = [
+        (await post(client, {"camera_id": "cam", "from": at(0), "to": at(26)}))[1] for _ in range(3)
+    ]
+    locks = await client.server.app[INDEX].locked_paths()
+    await client.close()
+    config = make_config(tmp_path)
+    playback = config.playback.dir
+    first, second, third = (playback / s["id"] for s in sessions)
+    # A session written by the previous format (everything in session.json) is converted.
+    old = json.loads((second / "session.json").read_text())
+    old.update(json.loads((second / "plan.json").read_text()), format=2)
+    del old["segment_count"]
+    (second / "session.json").write_text(json.dumps(old))
+    (second / "plan.json").unlink()
+    # A plan.json that went bad: its session answers 404 with a sentence, the agent stays.
+    (third / "plan.json").write_text("{")
+    # The index is lost; a stale lock of a session that is gone must not come back.
+    config.index.database.unlink()
+
+    client = await aiohttp_client(create_app(config))
+    app = client.server.app
+    store = app[SESSIONS]
+    assert set(store.sessions) == {s["id"] for s in sessions[:2]}  # third: no plan for locks
+    assert await app[INDEX].locked_paths() == {path: 2 for path in locks}
+    assert json.loads((second / "session.json").read_text())["format"] == 3
+    assert (second / "plan.json").is_file()
+    store._plans.clear()  # as after a restart whose locks were whole: nothing read yet
+    assert len(await fetch_all(client, sessions[0], tmp_path / "after")) == 6
+    assert list(store._plans) == [sessions[0]["id"]]
+
+    await client.close()
+
+    # Restarted with the index whole, plus a stale lock of a session that never was.
+    with sqlite3.connect(config.index.database) as db:
+        db.execute("INSERT INTO locks (path, session_id) VALUES ('cam/x.ts', ?)", (new_id(),))
+    client = await aiohttp_client(create_app(config))
+    app = client.server.app
+    store = app[SESSIONS]
+    assert store._plans == {}  # the index kept the locks: no plan was read at start
+    assert await app[INDEX].locked_paths() == {path: 2 for path in locks}
+    (first / "plan.json").write_text("{")  # a plan that went bad while the agent ran
+    response = await client.get(sessions[0]["playlist_url"].replace("index.m3u8", "s000000.ts"))
+    assert response.status == 404
+    assert "cannot be read" in (await response.json())["error"]
+    assert len(await fetch_all(client, sessions[1], tmp_path / "converted")) == 6
+    assert (await client.get("/healthz")).status == 200
 
 
 def _store(tmp_path: Path, index: Index, now: list[float]) -> SessionStore:
