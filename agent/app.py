@@ -133,8 +133,9 @@ def _sessions(clock: Callable[[], float]) -> Callable[[web.Application], AsyncIt
         store = SessionStore(
             config.playback.dir, config.playback.session_ttl_seconds, app[INDEX], clock
         )
-        await store.load()
         app[SESSIONS] = store
+        # /healthz answers at once; requests that need a session wait for the loading.
+        app[TASKS].start("sessions-load", lambda _: store.load())
         media = MediaService(config, store, app[LIMITER])
         app[PLAYBACK] = Playback(
             config, app[INDEX], store, media, app[LIMITER], app[INDEXER].status

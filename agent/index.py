@@ -23,7 +23,7 @@ from .probe import MediaFacts
 
 log = logging.getLogger(__name__)
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 _SCHEMA = """
 CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL) WITHOUT ROWID;
 CREATE TABLE cameras (
@@ -59,6 +59,7 @@ CREATE TABLE locks (
     session_id TEXT NOT NULL,
     PRIMARY KEY (path, session_id)
 ) WITHOUT ROWID;
+CREATE INDEX locks_by_session ON locks (session_id);
 CREATE VIEW locked_segments AS
     SELECT path, COUNT(*) AS sessions FROM locks GROUP BY path;
 CREATE TRIGGER segments_added AFTER INSERT ON segments BEGIN

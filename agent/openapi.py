@@ -25,7 +25,8 @@ def _json(schema: dict[str, Any], description: str) -> dict[str, Any]:
 
 _ERRORS = {
     "400": "Bad input: malformed JSON, a missing or extra field, a time without an offset,"
-    " `to` not after `from`, a range over `playback.max_seconds`, a malformed id",
+    " `to` not after `from`, a range over `playback.max_seconds`, a malformed id; on any"
+    " route, a request that is not valid HTTP (a control character in a header, say)",
     "401": "`server.api_token` is set and the bearer token is missing or wrong",
     "404": "Unknown camera, unknown or expired session, or no footage in the range",
     "408": "The request body did not arrive within 10 s",
@@ -42,7 +43,8 @@ def _errors(*codes: str) -> dict[str, Any]:
 
 
 def _op(summary: str, ok: dict[str, Any], errors: tuple[str, ...], **extra: Any) -> dict[str, Any]:
-    return {"summary": summary, "responses": {**ok, **_errors(*errors, "500")}, **extra}
+    codes = sorted({*errors, "400", "500"})  # any request may be malformed HTTP
+    return {"summary": summary, "responses": {**ok, **_errors(*codes)}, **extra}
 
 
 def _path_param(name: str, schema: dict[str, Any]) -> dict[str, Any]:

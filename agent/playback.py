@@ -84,6 +84,7 @@ class Playback:
                 "the agent is still indexing the recordings; try again shortly",
                 retry_after=SCAN_RETRY_SECONDS,
             )
+        await self.store.ready()  # the sessions on disk count against the limit
         limit = self.config.playback.max_sessions
         if len(self.store.sessions) + len(self.store.creating) >= limit:
             raise Busy(
@@ -122,15 +123,15 @@ class Playback:
         )
         return session
 
-    def get(self, session_id: str) -> Session:
-        return self.store.get(session_id)
+    async def get(self, session_id: str) -> Session:
+        return await self.store.get(session_id)
 
     async def delete(self, session_id: str) -> None:
         await self.store.delete(session_id)
 
-    def export(self, session_id: str) -> tuple[Session, str]:
+    async def export(self, session_id: str) -> tuple[Session, str]:
         """The session to export and the file name its download gets."""
-        session = self.store.get(session_id)
+        session = await self.store.get(session_id)
         self.store.touch(session)
 
         def stamp(us: int) -> str:
@@ -140,7 +141,7 @@ class Playback:
 
     async def media_for(self, session_id: str, name: str) -> Served:
         """What to send for `name` of a session: its playlist or one of its segments."""
-        session = self.store.get(session_id)
+        session = await self.store.get(session_id)
         if name == PLAYLIST:
             directory = self.store.path(session.id)
             served = Served(

@@ -255,6 +255,7 @@ async def healthz(request: web.Request) -> web.Response:
         "sessions": {
             "live": len(app[SESSIONS].sessions),
             "max": config.playback.max_sessions,
+            "loading": not app[SESSIONS].loaded.is_set(),
         },
         "admission": app[LIMITER].state(),
         "connections": app[GUARD].state(),
@@ -352,7 +353,7 @@ async def playlist_redirect(request: web.Request) -> web.Response:
 
 
 async def get_playback(request: web.Request) -> web.Response:
-    session = request.app[PLAYBACK].get(request.match_info["session_id"])
+    session = await request.app[PLAYBACK].get(request.match_info["session_id"])
     return web.json_response(session.public())
 
 
@@ -377,7 +378,7 @@ async def media(request: web.Request) -> web.StreamResponse:
 async def clip(request: web.Request) -> web.StreamResponse:
     """The session's range as one MP4 download, streamed as ffmpeg makes it."""
     app = request.app
-    session, filename = app[PLAYBACK].export(request.match_info["session_id"])
+    session, filename = await app[PLAYBACK].export(request.match_info["session_id"])
     async with app[PLAYBACK].media.export(session) as chunks:
         headers = {
             "Content-Type": MP4_TYPE,

@@ -7,6 +7,9 @@ the process's file limit and a share of it per client address; at either limit i
 evicts that client's (or the busiest client's) connection that has waited longest for
 its headers; and it closes any that has not completed its request headers within
 HEADER_TIMEOUT_SECONDS. One client holding connections open hurts only itself.
+
+A request aiohttp cannot parse (a control character in a header, say) never reaches the
+app's middleware; its answer is still the API's JSON error, not aiohttp's plain text.
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ from typing import Any
 
 from aiohttp import web
 from aiohttp.web_protocol import RequestHandler
+from aiohttp.web_request import BaseRequest
 
 log = logging.getLogger(__name__)
 
@@ -142,6 +146,30 @@ def _peer(handler: RequestHandler) -> str:
     return str(address[0]) if address else "?"
 
 
+class _JsonErrors(RequestHandler):
+    """aiohttp's protocol, answering requests it cannot parse as the API does."""
+
+    __slots__ = ()
+
+    def handle_error(
+        self,
+        request: BaseRequest,
+        status: int = 500,
+        exc: BaseException | None = None,
+        message: str | None = None,
+    ) -> web.StreamResponse:
+        plain = super().handle_error(request, status, exc, message)  # logs; closes
+        if status == 500:
+            sentence = "internal error"
+        else:
+            first = (message or "").strip().splitlines()[:1]
+            detail = first[0].rstrip(":").strip() if first else ""
+            sentence = "the request is not valid HTTP" + (f": {detail}" if detail else "")
+        response = web.json_response({"error": sentence}, status=plain.status)
+        response.force_close()
+        return response
+
+
 class _Guarded:
     """The protocol the socket sees: aiohttp's own, with the guard told what happens."""
 
@@ -183,8 +211,16 @@ class GuardedSite(web.TCPSite):
         server = self._runner.server
         assert server is not None
         guard = self._guard
-        self._server = await asyncio.get_running_loop().create_server(
-            lambda: _Guarded(guard, server()),  # type: ignore[arg-type,return-value]
+        loop = asyncio.get_running_loop()
+
+        # As the runner's own handlers: no access log (None turns it off), our keep-alive.
+        options: dict[str, Any] = {"access_log": None, "keepalive_timeout": KEEPALIVE_SECONDS}
+
+        def protocol() -> _Guarded:
+            return _Guarded(guard, _JsonErrors(server, loop=loop, **options))
+
+        self._server = await loop.create_server(
+            protocol,  # type: ignore[arg-type]
             self._host,
             self._port,
             backlog=self._backlog,

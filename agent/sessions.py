@@ -288,6 +288,7 @@ class SessionStore:
         self._plans: OrderedDict[str, Stored] = OrderedDict()  # recent plans, oldest first
         self._plans_items = 0
         self._reading: dict[str, asyncio.Future[Stored]] = {}
+        self.loaded = asyncio.Event()  # set once the sessions on disk are known
         self.counts = {"created": 0, "expired": 0, "deleted": 0}  # since start
 
     def now_us(self) -> int:
@@ -313,9 +314,13 @@ class SessionStore:
 
     # -- start-up ------------------------------------------------------------------------
 
+    async def ready(self) -> None:
+        """Wait until the sessions on disk are loaded (at start, in the background)."""
+        await self.loaded.wait()
+
     async def load(self) -> None:
         """Read every session's summary, drop leftovers of interrupted work, and make the
-        index's locks those of the sessions on disk."""
+        index's locks those of the sessions on disk; then the store is ready."""
         loaded = await asyncio.to_thread(self._load)
         self.sessions = {s.id: s for s in loaded}
         holders = await self.index.lock_holders()
@@ -331,6 +336,7 @@ class SessionStore:
                 continue
             add[session.id] = stored.segment_ids
         await self.index.relock(holders - self.sessions.keys(), add)
+        self.loaded.set()
         log.info(
             "sessions: %d loaded from %s (locks rebuilt for %d)",
             len(self.sessions),
@@ -453,15 +459,20 @@ class SessionStore:
         os.rename(staging, final)
         fsync_dir(self.directory)
 
-    def get(self, session_id: str) -> Session:
-        """The live session, or NotFound (an expired one is gone even before the sweep)."""
-        session = self.sessions.get(check_session_id(session_id))
+    async def get(self, session_id: str) -> Session:
+        """The live session, or NotFound (an expired one is gone even before the sweep);
+        while the sessions on disk are being loaded, it waits for them."""
+        check_session_id(session_id)
+        await self.ready()
+        session = self.sessions.get(session_id)
         if session is None or session.expires_us <= self.now_us():
             raise NotFound(f"playback session {session_id} does not exist or has expired")
         return session
 
     async def delete(self, session_id: str) -> None:
-        session = self.sessions.pop(check_session_id(session_id), None)
+        check_session_id(session_id)
+        await self.ready()
+        session = self.sessions.pop(session_id, None)
         if session is None:
             raise NotFound(f"playback session {session_id} does not exist or has expired")
         await self._remove(session)

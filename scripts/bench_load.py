@@ -6,7 +6,8 @@
 On one hour of 320x240 footage in 10 s TS segments (rendered in a few seconds, about
 40 MB under $TMPDIR, plus about 25 MB per 1,000 sessions on disk):
 1. /healthz and /api/cameras latency (p50, p99) with nothing else running, and while 32
-   clients fetch media segments as fast as they can (media segments a second);
+   clients fetch media segments as fast as they can (media segments a second); /healthz
+   latency while 200 clients read media at 1 KB a second;
 2. POST /api/playback of one-hour sessions a second (16 clients);
 3. for each number of sessions on disk (copies of one real session, with ids of their
    own): the agent's RSS after start and after serving one segment of each of up to
@@ -25,6 +26,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import urllib.parse
 import urllib.request
 from pathlib import Path
 
@@ -114,6 +116,17 @@ async def load(base: str, seconds: float) -> None:
             say(f"{path:14} media-loaded:  p50 {p(found, 0.5)}, p99 {p(found, 0.99)}")
         out, _ = await fetcher.communicate()
         say(f"media segments served: {float(out):.0f} a second (32 clients, 85 kB segments)")
+        slow = await asyncio.create_subprocess_exec(
+            sys.executable, __file__, "--slow", media, str(seconds + 2),
+            stdout=asyncio.subprocess.PIPE,
+        )  # fmt: skip
+        await asyncio.sleep(2)  # all of them connected and reading
+        found = await latencies(http, base + "/healthz", seconds)
+        out, _ = await slow.communicate()
+        say(
+            f"/healthz       200 slow:      p50 {p(found, 0.5)}, p99 {p(found, 0.99)}"
+            f" (200 clients reading media at 1 KB/s; {int(out)} of them still reading at the end)"
+        )
         posted = 0
         stop = asyncio.Event()
 
@@ -130,6 +143,35 @@ async def load(base: str, seconds: float) -> None:
         stop.set()
         await asyncio.gather(*posters, return_exceptions=True)
         say(f"POST of one-hour sessions: {posted / (time.perf_counter() - started):.0f} a second")
+
+
+async def slow_readers(media: str, seconds: float) -> int:
+    """200 clients each reading a media segment at 1 KB a second, with a 4 KB receive
+    buffer so that the agent's writes wait on them; how many were still reading (not cut
+    off) at the end."""
+    url = urllib.parse.urlsplit(media)
+    deadline = time.monotonic() + seconds
+    reading = 0
+
+    async def reader(n: int) -> None:
+        nonlocal reading
+        sock = socket.socket()
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        sock.setblocking(False)
+        await asyncio.get_running_loop().sock_connect(sock, (url.hostname, url.port))
+        stream, writer = await asyncio.open_connection(sock=sock)
+        writer.write(f"GET {url.path}/s{n % 360:06d}.ts HTTP/1.1\r\nHost: x\r\n\r\n".encode())
+        try:
+            while time.monotonic() < deadline:
+                if not await stream.read(1024):
+                    return
+                await asyncio.sleep(1)
+            reading += 1
+        finally:
+            writer.close()
+
+    await asyncio.gather(*(reader(n) for n in range(200)), return_exceptions=True)
+    return reading
 
 
 async def touch_sessions(base: str, ids: list[str]) -> None:
@@ -161,6 +203,9 @@ async def fetch(media: str, seconds: float) -> float:
 def main() -> None:
     if len(sys.argv) == 4 and sys.argv[1] == "--fetch":
         print(asyncio.run(fetch(sys.argv[2], float(sys.argv[3]))))
+        return
+    if len(sys.argv) == 4 and sys.argv[1] == "--slow":
+        print(asyncio.run(slow_readers(sys.argv[2], float(sys.argv[3]))))
         return
     parser = argparse.ArgumentParser(
         description=__doc__.split("\n\n")[0],

@@ -38,13 +38,13 @@ def free_port() -> int:
 
 
 def start(
-    tmp_path: Path, port: int, files: int | None = None, layout: str = "ffmpeg"
+    tmp_path: Path, port: int, files: int | None = None, layout: str = "ffmpeg", token: str = ""
 ) -> subprocess.Popen[str]:
     """The agent as a real process on `port`, once its /healthz answers; with `files`,
     its limit of open files is that low."""
     config = tmp_path / "agent.toml"
     config.write_text(
-        f'[server]\nhost = "127.0.0.1"\nport = {port}\n'
+        f'[server]\nhost = "127.0.0.1"\nport = {port}\napi_token = "{token}"\n'
         f'[recordings]\nroot = "{tmp_path / "rec"}"\nlayout = "{layout}"\n'
         f'[index]\ndatabase = "{tmp_path / "index.sqlite3"}"\n'
         f'[playback]\ndir = "{tmp_path / "playback"}"\n'

@@ -9,12 +9,14 @@ import os
 import sqlite3
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from agent import sessions as sessions_module
 from agent.app import create_app
 from agent.demo import Rendered
 from agent.ids import new_session_id as new_id
@@ -46,6 +48,7 @@ async def test_sessions_survive_a_restart(
     (playback / f".{new_id()}.deleting").mkdir()
     client = await aiohttp_client(create_app(config))
     app = client.server.app
+    await app[SESSIONS].ready()
     assert await app[INDEX].locked_paths() == locks
     got = await client.get(f"/api/playback/{kept['id']}")
     assert got.status == 200
@@ -82,6 +85,7 @@ async def test_a_restart_reads_summaries_and_plans_on_demand(
     client = await aiohttp_client(create_app(config))
     app = client.server.app
     store = app[SESSIONS]
+    await store.ready()
     assert set(store.sessions) == {s["id"] for s in sessions[:2]}  # third: no plan for locks
     assert await app[INDEX].locked_paths() == {path: 2 for path in locks}
     assert json.loads((second / "session.json").read_text())["format"] == 3
@@ -98,6 +102,7 @@ async def test_a_restart_reads_summaries_and_plans_on_demand(
     client = await aiohttp_client(create_app(config))
     app = client.server.app
     store = app[SESSIONS]
+    await store.ready()
     assert store._plans == {}  # the index kept the locks: no plan was read at start
     assert await app[INDEX].locked_paths() == {path: 2 for path in locks}
     (first / "plan.json").write_text("{")  # a plan that went bad while the agent ran
@@ -106,6 +111,43 @@ async def test_a_restart_reads_summaries_and_plans_on_demand(
     assert "cannot be read" in (await response.json())["error"]
     assert len(await fetch_all(client, sessions[1], tmp_path / "converted")) == 6
     assert (await client.get("/healthz")).status == 200
+
+
+async def test_requests_wait_for_the_sessions_being_loaded(
+    tmp_path: Path,
+    footage: dict[str, list[Rendered]],
+    start_agent: Any,
+    aiohttp_client: Any,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    client = await start_with(start_agent, tmp_path, footage, "ts")
+    _, session = await post(client, {"camera_id": "cam", "from": at(0), "to": at(26)})
+    await client.close()
+    # Loading held up, as with tens of thousands of sessions on a slow card.
+    gate = threading.Event()
+    read = sessions_module._read_session
+
+    def held_up(directory: Path, name: str) -> Any:
+        gate.wait(30)
+        return read(directory, name)
+
+    monkeypatch.setattr(sessions_module, "_read_session", held_up)
+    client = await aiohttp_client(create_app(make_config(tmp_path)))
+    try:
+        health = await (await client.get("/healthz")).json()
+        assert health["sessions"]["loading"] is True
+        waiting = [
+            asyncio.ensure_future(client.get(f"/api/playback/{session['id']}")),
+            asyncio.ensure_future(client.get(session["playlist_url"])),
+        ]
+        await client.get("/healthz")  # a round trip later, they are still waiting
+        assert not any(request.done() for request in waiting)
+    finally:
+        gate.set()
+    assert [(await request).status for request in waiting] == [200, 200]
+    health = await (await client.get("/healthz")).json()
+    assert health["sessions"]["loading"] is False
+    assert health["sessions"]["live"] == 1
 
 
 def _store(tmp_path: Path, index: Index, now: list[float]) -> SessionStore:
@@ -361,7 +403,7 @@ async def test_sessions_are_capped(
     assert response.headers["Retry-After"]
     assert "playback.max_sessions" in (await response.json())["error"]
     health = await (await client.get("/healthz")).json()
-    assert health["sessions"] == {"live": 2, "max": 2}
+    assert health["sessions"] == {"live": 2, "max": 2, "loading": False}
     assert (await client.delete(f"/api/playback/{first['id']}")).status == 204
     assert (await post(client, body))[0] == 201
 
