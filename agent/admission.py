@@ -150,7 +150,13 @@ class Limiter:
 
     def check_disk(self, need_bytes: int, kind: Kind = Kind.VIEWER) -> None:
         """Raise InsufficientStorage if writing `need_bytes` would break the disk floor."""
-        if self.free_bytes - need_bytes < self.config.min_free_disk_mb * _MB:
+        floor = self.config.min_free_disk_mb * _MB
+        if self.free_bytes - need_bytes < floor:
+            # The last sample may be a second old, from before space was freed: look
+            # again before refusing (statvfs on the local playback disk takes microseconds).
+            with contextlib.suppress(OSError):
+                self.free_bytes = psutil.disk_usage(str(self.playback_dir)).free
+        if self.free_bytes - need_bytes < floor:
             self._count(kind, "rejected_disk")
             raise InsufficientStorage(
                 "not enough free disk space on the playback filesystem for this request"

@@ -49,6 +49,7 @@ class PlaybackConfig:
     build_timeout_seconds: int = 300
     max_sessions: int = 1000
     window_seconds: int = 3600
+    segment_seconds: int = 6
 
 
 @dataclass(frozen=True)
@@ -151,6 +152,7 @@ _SCHEMA: dict[str, tuple[type, dict[str, Check]]] = {
             "build_timeout_seconds": _int(1, _DAY),
             "max_sessions": _int(1, 1_000_000),
             "window_seconds": _int(10, 7 * _DAY),
+            "segment_seconds": _int(1, 60),
         },
     ),
     "admission": (

@@ -51,13 +51,14 @@ Rewrite = Callable[[bytearray], None]
 
 @dataclass(frozen=True, kw_only=True)
 class Served:
-    """What to send for a session's URL: `prefix`, then bytes `start` to the end of a file
-    of the agent's choosing, with `rewrite` applied to whole packets of that stream in
-    flight; `gzip_path`, where set, is the same content compressed."""
+    """What to send for a session's URL: `prefix`, then bytes `start` to `stop` (0: the
+    end) of a file of the agent's choosing, with `rewrite` applied to whole packets of
+    that stream in flight; `gzip_path`, where set, is the same content compressed."""
 
     path: Path
     content_type: str
     start: int = 0
+    stop: int = 0
     prefix: bytes = b""
     rewrite: Rewrite | None = None
     gzip_path: Path | None = None
@@ -192,6 +193,7 @@ class MediaService:
             path=path,
             content_type=TS_TYPE,
             start=item.cut_at,
+            stop=item.stop_at,
             prefix=prefix,
             rewrite=lambda buf: rewrite(buf, item.shift, cc_shift),
         )

@@ -21,6 +21,7 @@ NULL_PID = 0x1FFF
 _VIDEO_TYPES = {0x1B: "h264", 0x24: "hevc", 0x02: "mpeg2video", 0x10: "mpeg4"}
 _AUDIO_TYPES = {0x03, 0x04, 0x0F, 0x11, 0x81, 0x87}
 _CHUNK = (1 << 20) - (1 << 20) % PACKET  # whole packets read at a time
+_SCAN_CHUNK = PACKET * 349  # about 64 KiB: a scan for the next keyframe reads little more
 
 
 def pts_delta(later: int, earlier: int) -> int:
@@ -156,6 +157,20 @@ def file_keyframes(fd: int, size: int, video_pid: int) -> list[tuple[int, int]]:
     for position in range(0, size, _CHUNK):
         found.extend(keyframes_in(os.pread(fd, _CHUNK, position), video_pid, position))
     return found
+
+
+def keyframes_from(fd: int, size: int, video_pid: int, offset: int) -> Iterator[tuple[int, int]]:
+    """(PTS, byte offset) of the keyframes from `offset` (a packet boundary) on, in file
+    order, read a small chunk at a time: the caller stops reading when it has enough."""
+    position = offset - offset % PACKET
+    while position < size:
+        chunk = os.pread(fd, _SCAN_CHUNK, position)
+        if not chunk:
+            return
+        yield from keyframes_in(chunk[: len(chunk) - len(chunk) % PACKET], video_pid, position)
+        position += len(chunk) - len(chunk) % PACKET
+        if len(chunk) < PACKET:
+            return
 
 
 def last_pusi_before(fd: int, offset: int, pid: int) -> int | None:

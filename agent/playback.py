@@ -14,11 +14,11 @@ from dataclasses import replace
 from .admission import Limiter
 from .config import Config
 from .errors import BadRequest, Busy, NotFound
-from .index import Index
+from .index import Index, Segment
 from .indexer import IndexerStatus
 from .media import PLAYLIST_TYPE, MediaService, Served
 from .playlists import plan
-from .probe import ProbeError, cut_point
+from .probe import Cut, ProbeError, cut_point, ts_cut_after, ts_cut_before, ts_splits
 from .sessions import PLAYLIST, Session, SessionStore, item
 from .timeline import Span, clip, spans
 from .times import format_us
@@ -96,16 +96,8 @@ class Playback:
         segments = await self.index.segments(camera_id, from_us, to_us)
         if not segments:
             raise NotFound(f"camera {camera_id} has no recorded footage in that range")
-        head = segments[0]
-        wanted = head.first_pts + (from_us - head.start_us) * head.timescale // 1_000_000
-        try:
-            cut = await asyncio.to_thread(
-                cut_point, self.config.recordings.root / head.path, head.first_pts, wanted
-            )
-        except (OSError, ProbeError) as error:
-            log.warning("playback: cannot find keyframes in %s (%s)", head.path, error)
-            cut = None
-        found = plan(segments, from_us, self.config.layout.name_resolution_us, cut)
+        cut, splits, last = await asyncio.to_thread(self._cuts, segments, from_us, to_us)
+        found = plan(segments, from_us, self.config.layout.name_resolution_us, cut, splits, last)
         # The session writes its playlist and metadata now, its first segment soon after.
         first = found.items[0]
         self.limiter.check_disk(
@@ -122,6 +114,55 @@ class Playback:
             session.duration_s,
         )
         return session
+
+    def _cuts(
+        self, segments: list[Segment], from_us: int, to_us: int
+    ) -> tuple[Cut | None, dict[str, list[Cut]], Cut | None]:
+        """Where the session's first recording is cut (the keyframe at or before `from`),
+        and where its long MPEG-TS recordings are split into segments of about
+        `playback.segment_seconds` (the last at the keyframe after `to`): found by reading
+        near where those times lie, never a whole long recording (blocking)."""
+        root = self.config.recordings.root
+        seconds = self.config.playback.segment_seconds
+        head, tail = segments[0], segments[-1]
+
+        def ticks(segment: Segment, us: int) -> int:
+            return (us - segment.start_us) * segment.timescale // 1_000_000
+
+        def long(segment: Segment) -> bool:
+            return (
+                segment.container == "mpegts"
+                and segment.duration > segment.timescale * seconds * 3 // 2
+            )
+
+        wanted = head.first_pts + ticks(head, from_us)
+        cut: Cut | None = None
+        last: Cut | None = None  # where the session stops in its last recording
+        splits: dict[str, list[Cut]] = {}
+        for segment in segments:
+            path = root / segment.path
+            step = segment.timescale * seconds
+            try:
+                if segment is head and long(head):
+                    cut = ts_cut_before(path, head.first_pts, head.duration, wanted, step)
+                elif segment is head:
+                    cut = cut_point(path, head.first_pts, wanted)
+                if not long(segment):
+                    continue
+                low = max(0, ticks(segment, from_us)) if segment is head else 0
+                high = ticks(segment, to_us) if segment is tail else segment.duration
+                cuts = ts_splits(path, segment.first_pts, segment.duration, step, low, high)
+                if segment is tail and high < segment.duration:
+                    last = ts_cut_after(
+                        path, segment.first_pts, segment.duration,
+                        segment.first_pts + high, step,
+                    )  # fmt: skip
+                if last is not None:
+                    cuts = [c for c in cuts if c.offset < last.offset] + [last]
+                splits[segment.path] = cuts
+            except (OSError, ProbeError, ValueError) as error:
+                log.warning("playback: cannot find keyframes in %s (%s)", segment.path, error)
+        return cut, splits, last
 
     async def get(self, session_id: str) -> Session:
         return await self.store.get(session_id)

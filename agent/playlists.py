@@ -14,7 +14,7 @@ from the start, so its durations come from the index, exact to the tick.
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -47,6 +47,7 @@ class MediaItem:
     shift: int = 0  # RECORDED, CUT: ticks added to every PTS, DTS and PCR (mod 2**33)
     cc_shift: str = ""  # RECORDED: "pid:delta,...", added to each PID's counters
     cut_at: int = 0  # CUT: byte offset of the keyframe's first packet
+    stop_at: int = 0  # RECORDED, CUT: where in the recording this item ends (0: its end)
     prefix: tuple[int, ...] = ()  # CUT: offsets of the PAT and PMT packets sent first
     seek: float | None = None  # REMUX: start at the keyframe at this media time (seconds)
     offset: float | None = None  # REMUX: ffmpeg's -output_ts_offset (seconds)
@@ -106,6 +107,8 @@ def plan(
     from_us: int,
     name_resolution_us: int,
     first_cut: Cut | None,
+    splits: Mapping[str, Sequence[Cut]] | None = None,
+    last_cut: Cut | None = None,
 ) -> Plan:
     """The media segments for `segments` (one camera's, by start) played from `from_us`.
 
@@ -113,14 +116,23 @@ def plan(
     recording does not carry on its predecessor's timestamps, its timeline starts where
     the predecessor's video ends or, if later, where its audio ends (by at most
     MAX_HOLD), so that no stream overlaps itself.
+
+    A long MPEG-TS recording is served as several media segments, cut at the keyframes
+    `splits` gives for its path (by offset). `last_cut`, a keyframe of the last
+    recording, is where the session stops (the keyframe after `to`), so that a session
+    over part of an hour-long file lists just that part.
     """
+    splits = splits or {}
     chosen: list[Segment] = []
     for segment in segments:
         if chosen and segment.end_us <= chosen[-1].end_us:
             continue  # wholly inside the previous one: a duplicate recording
         chosen.append(segment)
     pending: list[dict[str, Any]] = []  # each item's fields but its duration
-    starts: list[int] = []  # each item's start on the timeline (90 kHz, unwrapped)
+    item_starts: list[int] = []  # each item's start on the timeline (90 kHz, unwrapped)
+    item_stops: list[int | None] = []  # where an item that is part of a recording ends
+    seg_pdts: list[int] = []  # each recording's first frame's wall-clock time
+    starts: list[int] = []  # each recording's start on the timeline (90 kHz, unwrapped)
     ends: list[int] = []  # where each item's video ends on the timeline
     audio_ends: list[int | None] = []
     begins: list[int] = []  # each item's first presented tick, in its recording's ticks
@@ -161,7 +173,8 @@ def plan(
         if prev is None or is_gap(prev, seg, name_resolution_us):
             pdt_us = seg.start_us + lead * 1_000_000 // scale
         else:  # chained, so that names rounded to the second add no jitter
-            pdt_us = pending[-1]["pdt_us"] + recorded_us[-1]
+            pdt_us = seg_pdts[-1] + recorded_us[-2]
+        seg_pdts.append(pdt_us)
         if n == 0:
             start_offset = max(0.0, (from_us - pdt_us) / 1e6)
         fields: dict[str, Any] = {}
@@ -184,19 +197,44 @@ def plan(
                 assert cut is not None
                 fields.update(cut_at=cut.offset, prefix=cut.prefix)
         fields.update(
-            name=f"s{n:06d}.ts",
             source=seg.path,
             kind=kind,
             pdt_us=pdt_us,
             discontinuity=prev is not None and _changes(prev, seg),
             size=seg.size,
         )
+        parts = [
+            part
+            for part in splits.get(seg.path, ())
+            if kind != REMUX
+            and part.offset > fields.get("cut_at", 0)
+            and 0 < pts_delta(part.pts, begin) < seg.duration - lead
+        ]
+        stop_cut = last_cut if n == len(chosen) - 1 and last_cut in parts else None
         pending.append(fields)
+        item_starts.append(start)
+        item_stops.append(None)
+        for part in parts:
+            at = _to_clock(pts_delta(part.pts, begin), scale)
+            pending[-1]["stop_at"] = part.offset
+            if part is stop_cut:
+                item_stops[-1] = start + at  # the session ends with the part before
+                break
+            part_pdt = pdt_us + at * 1_000_000 // CLOCK
+            pending.append(
+                {**fields, "kind": CUT, "cut_at": part.offset, "prefix": part.prefix,
+                 "stop_at": 0, "pdt_us": part_pdt, "discontinuity": False}
+            )  # fmt: skip
+            item_starts.append(start + at)
+            item_stops.append(None)
     # Each item's duration runs to where the next one starts on the timeline.
-    stops = [*starts[1:], ends[-1]] if starts else []
+    stops = [
+        stop if stop is not None else following
+        for stop, following in zip(item_stops, [*item_starts[1:], ends[-1]], strict=True)
+    ]
     items = tuple(
-        MediaItem(duration=(stop - start) / CLOCK, **fields)
-        for fields, start, stop in zip(pending, starts, stops, strict=True)
+        MediaItem(name=f"s{n:06d}.ts", duration=(stop - start) / CLOCK, **fields)
+        for n, (fields, start, stop) in enumerate(zip(pending, item_starts, stops, strict=True))
     )
     return Plan(items, round(start_offset, 6))
 

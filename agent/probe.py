@@ -23,7 +23,17 @@ from . import mpegts
 from .errors import ProbeError
 from .mpegts import PACKET, PTS_WRAP, pes_times, pts_delta
 
-__all__ = ["Cut", "MediaFacts", "ProbeError", "cut_point", "keyframes", "probe"]
+__all__ = [
+    "Cut",
+    "MediaFacts",
+    "ProbeError",
+    "cut_point",
+    "keyframes",
+    "probe",
+    "ts_cut_after",
+    "ts_cut_before",
+    "ts_splits",
+]
 
 
 @dataclass(frozen=True)
@@ -116,11 +126,143 @@ def cut_point(path: Path | str, first_pts: int, wanted: int) -> Cut | None:
     try:
         program = mpegts.program(os.pread(fd, 65536, 0))
         prefix = [mpegts.last_pusi_before(fd, offset, pid) for pid in (0, program.pmt_pid)]
+        if None in prefix:
+            return None  # no tables to send in front: serve the recording whole
+        tables = tuple(at for at in prefix if at is not None)
+        return Cut(pts, offset, tables)
     finally:
         os.close(fd)
-    if None in prefix:
-        return None  # no tables to send in front: serve the recording whole
-    return Cut(pts, offset, tuple(at for at in prefix if at is not None))
+
+
+# --- long MPEG-TS recordings: keyframes found near where their time should lie -----------
+
+_SCAN_LIMIT = 16 << 20  # no keyframe within this many bytes: the search gives up
+
+
+def _tables(fd: int, program: mpegts.Program, offset: int) -> tuple[int, ...] | None:
+    """Offsets of the last PAT and PMT before `offset`, to send in front of a cut there."""
+    prefix = [mpegts.last_pusi_before(fd, offset, pid) for pid in (0, program.pmt_pid)]
+    return None if None in prefix else tuple(at for at in prefix if at is not None)
+
+
+def _cut(fd: int, program: mpegts.Program, keyframe: int, offset: int) -> Cut | None:
+    """A cut at the keyframe at `offset`: its time is the earliest presentation time of
+    the frames from there (an open GOP's leading pictures come before its keyframe)."""
+    tables = _tables(fd, program, offset)
+    if tables is None:
+        return None
+    head = os.pread(fd, 1 << 18, offset)
+    times = pes_times(head[: len(head) - len(head) % PACKET], 0, program.video_pid)
+    earliest = _earliest(times[:_MIN_FRAMES]) if times else keyframe
+    return Cut(earliest, offset, tables)
+
+
+def _scan(fd: int, size: int, program: mpegts.Program, offset: int) -> Iterator[tuple[int, int]]:
+    for pts, at in mpegts.keyframes_from(fd, size, program.video_pid, offset):
+        if at - offset > _SCAN_LIMIT:
+            return
+        yield pts, at
+
+
+def _near(size: int, duration: int, at: int) -> int:
+    """The byte where `at` ticks into a recording of `duration` should lie (whole packets)."""
+    estimate = size * min(max(at, 0), duration) // max(duration, 1)
+    return estimate - estimate % PACKET
+
+
+def ts_splits(
+    path: Path | str, first_pts: int, duration: int, step: int, low: int = 0, high: int = -1
+) -> list[Cut]:
+    """Cuts about every `step` ticks through an MPEG-TS recording, between `low` and `high`
+    ticks after its first frame (none within half a step of either, nor of the end): each
+    at the first keyframe at or after the byte where its time should lie, a camera's
+    bitrate being steady enough, with the PAT and PMT to send in front. Reads about half
+    a GOP for each, never the whole file."""
+    high = duration if high < 0 else min(high, duration)
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        size = os.fstat(fd).st_size
+        program = mpegts.program(os.pread(fd, 65536, 0))
+        cuts: list[Cut] = []
+        last = low  # ticks after first_pts of the last cut
+        for k in range(low // step + 1, high // step + 1):
+            estimate = _near(size, duration, k * step)
+            if cuts and estimate <= cuts[-1].offset:
+                continue
+            found = next(_scan(fd, size, program, estimate), None)
+            if found is None:
+                break
+            pts, offset = found
+            at = pts_delta(pts, first_pts)
+            if at - last < step // 2 or min(high, duration) - at < step // 2:
+                continue
+            found_cut = _cut(fd, program, pts, offset)
+            if found_cut is not None:
+                cuts.append(found_cut)
+                last = at
+        return cuts
+    finally:
+        os.close(fd)
+
+
+def _scan_from_before(
+    fd: int, size: int, program: mpegts.Program, first_pts: int, duration: int, at: int, step: int
+) -> int:
+    """A keyframe's offset at or before `at` ticks (0 if none is found near it): looked
+    for a step back from where `at` should lie, then further back."""
+    back = step
+    while at - back > 0:
+        estimate = _near(size, duration, at - back)
+        found = next(_scan(fd, size, program, estimate), None)
+        if found is not None and pts_delta(found[0], first_pts) <= at:
+            return found[1]
+        back *= 4
+    return 0
+
+
+def ts_cut_before(
+    path: Path | str, first_pts: int, duration: int, wanted: int, step: int
+) -> Cut | None:
+    """The last keyframe at or before `wanted` (its ticks) in a long MPEG-TS recording,
+    found near where it should lie; None if that is the recording's first keyframe (serve
+    it from its start)."""
+    at = pts_delta(wanted, first_pts)
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        size = os.fstat(fd).st_size
+        program = mpegts.program(os.pread(fd, 65536, 0))
+        offset = _scan_from_before(fd, size, program, first_pts, duration, at, step)
+        best: tuple[int, int] | None = None
+        first = True
+        for pts, where in _scan(fd, size, program, offset):
+            if pts_delta(pts, first_pts) > at:
+                break
+            first, best = best is None and offset == 0, (pts, where)
+        if best is None or first:
+            return None
+        return _cut(fd, program, *best)
+    finally:
+        os.close(fd)
+
+
+def ts_cut_after(
+    path: Path | str, first_pts: int, duration: int, wanted: int, step: int
+) -> Cut | None:
+    """The first keyframe after `wanted` (its ticks) in a long MPEG-TS recording, found
+    near where it should lie: where a session that ends at `wanted` can stop; None if
+    there is none."""
+    at = pts_delta(wanted, first_pts)
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        size = os.fstat(fd).st_size
+        program = mpegts.program(os.pread(fd, 65536, 0))
+        offset = _scan_from_before(fd, size, program, first_pts, duration, at, step)
+        for pts, where in _scan(fd, size, program, offset):
+            if pts_delta(pts, first_pts) > at:
+                return _cut(fd, program, pts, where)
+        return None
+    finally:
+        os.close(fd)
 
 
 # --- MPEG-TS --------------------------------------------------------------------------

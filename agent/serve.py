@@ -77,7 +77,8 @@ async def send(request: web.Request, served: Served) -> web.StreamResponse:
     except (FileNotFoundError, NotADirectoryError):
         raise NotFound("this session's file is gone; the session was deleted or expired") from None
     try:
-        body = max(0, info.st_size - served.start)
+        end = min(info.st_size, served.stop) if served.stop else info.st_size
+        body = max(0, end - served.start)
         total = len(served.prefix) + body
         etag = f'"{info.st_mtime_ns:x}-{total:x}"'
         headers["ETag"] = etag
@@ -104,7 +105,7 @@ async def send(request: web.Request, served: Served) -> web.StreamResponse:
         try:
             position = start
             while position < stop:
-                chunk = await asyncio.to_thread(_read, fd, served, position, stop)
+                chunk = await asyncio.to_thread(_read, fd, served, position, stop, total)
                 if not chunk:
                     break  # the file shrank: the client sees a short body
                 await response.write(chunk)
@@ -117,13 +118,13 @@ async def send(request: web.Request, served: Served) -> web.StreamResponse:
         await asyncio.to_thread(os.close, fd)
 
 
-def _read(fd: int, served: Served, position: int, stop: int) -> memoryview:
-    """The served stream's bytes from `position` (up to a chunk, before `stop`). A stream
-    that is rewritten is read as whole packets from packet boundaries, so that any byte
-    range of it is the same bytes."""
+def _read(fd: int, served: Served, position: int, stop: int, total: int) -> memoryview:
+    """The served stream's bytes from `position` (up to a chunk, before `stop`; the stream
+    is `total` bytes). A stream that is rewritten is read as whole packets from packet
+    boundaries, so that any byte range of it is the same bytes."""
     aligned, limit = position, stop
     if served.rewrite is not None:
-        aligned, limit = position - position % PACKET, stop + -stop % PACKET
+        aligned, limit = position - position % PACKET, min(stop + -stop % PACKET, total)
     end = min(aligned + _CHUNK, limit)
     prefix = served.prefix
     data = bytearray(prefix[aligned:end])

@@ -164,10 +164,14 @@ class Stored:
         if not isinstance(data, dict) or data.get("format") not in (2, FORMAT):
             raise ValueError("not a plan of a known format")
         items = []
-        if data["media_fields"] != MEDIA_FIELDS:
+        names = data["media_fields"]
+        # Plans written before `stop_at` existed lack it: their items run to the end.
+        if not isinstance(names, list) or set(MEDIA_FIELDS) - set(names) - {"stop_at"}:
+            raise ValueError("media entries of another shape")
+        if set(names) - set(MEDIA_FIELDS):
             raise ValueError("media entries of another shape")
         for n, row in enumerate(data["media"]):
-            raw = dict(zip(MEDIA_FIELDS, row, strict=True))
+            raw = dict(zip(names, row, strict=True))
             raw["source"] = sys.intern(raw["source"])  # one string per path, shared
             item = MediaItem(
                 **{
@@ -182,6 +186,7 @@ class Stored:
                 or item.kind not in KINDS
                 or not isinstance(item.shift, int)
                 or not isinstance(item.cc_shift, str)
+                or not isinstance(item.stop_at, int)
             ):
                 raise ValueError(f"bad media entry {n}")
             item.counter_shifts()  # raises ValueError if it does not parse

@@ -18,6 +18,12 @@ For ranges of 5 min, 1 h, 6 h and 24 h (those within --hours) it measures:
   the agent's children);
 - the agent's own CPU per served segment (timestamps and counters rewritten in flight).
 The replaced design's remux of 24 h takes minutes; it runs only with --hours 24.
+
+Long recordings: the ten minutes six times over as one hour-long MPEG-TS file (camera
+`long`, about 0.9 GB), and sessions of 5 minutes in its middle and of the whole hour:
+POST, time to the first media segment, its size, bytes written, ffmpeg runs; beside what
+one segment of the session was before long files were served in parts (the whole file
+from the cut).
 """
 
 from __future__ import annotations
@@ -75,6 +81,55 @@ def make_footage(work: Path, seconds: int) -> Path:
     for item in segments:
         os.utime(item.path, (an_hour_ago, an_hour_ago))
     return root
+
+
+def long_file(work: Path, root: Path) -> Path:
+    """The rendered ten minutes, six times over, as one hour-long MPEG-TS file."""
+    say("Writing one hour-long MPEG-TS file (ffmpeg -c copy, about 0.9 GB) ...")
+    files = sorted((work / "ten").glob("*.ts"))
+    listing = work / "hour.ffconcat"
+    listing.write_text(
+        "ffconcat version 1.0\n" + "".join(f"file '{f}'\n" for _ in range(6) for f in files)
+    )
+    target = root / make_layout("ffmpeg", "UTC").format("long", T0)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    subprocess.run(
+        ["ffmpeg", "-nostdin", "-v", "error", "-f", "concat", "-safe", "0", "-i", str(listing),
+         "-c", "copy", "-f", "mpegts", str(target)],
+        check=True,
+    )  # fmt: skip
+    an_hour_ago = time.time() - 3600
+    os.utime(target, (an_hour_ago, an_hour_ago))
+    return target
+
+
+def long_sessions(base: str, work: Path, target: Path) -> None:
+    """Sessions over the hour-long file, timed as a player would use them."""
+    size = target.stat().st_size
+    print(f"\nOne {size / 1e9:.2f} GB, one-hour MPEG-TS recording:")
+    for label, offset, seconds in (("5 min", 1200, 300), ("1 h", 0, 3590)):
+        start_us = T0 + offset * S + 3_500_000
+        runs_before = json.loads(get(f"{base}/healthz"))["admission"]["started"]
+        started = time.perf_counter()
+        body = {"camera_id": "long", "from": format_us(start_us),
+                "to": format_us(start_us + seconds * S)}  # fmt: skip
+        session = json.loads(get(f"{base}/api/playback", "POST", body))
+        posted = time.perf_counter() - started
+        playlist = get(base + session["playlist_url"]).decode()
+        names = [line for line in playlist.splitlines() if line.endswith(".ts")]
+        media = base + session["playlist_url"].rsplit("/", 1)[0]
+        first_bytes = len(get(f"{media}/{names[0]}"))
+        first = time.perf_counter() - started
+        written = du(work / "playback" / session["id"])
+        runs = json.loads(get(f"{base}/healthz"))["admission"]["started"] - runs_before
+        whole = size * (3600 - offset) // 3600
+        print(
+            f"  {label:6} POST {posted * 1e3:4.0f} ms, first segment after {first:.3f} s"
+            f" ({first_bytes / 1e6:.1f} MB; before: the whole file from the cut, about"
+            f" {whole / 1e6:.0f} MB), {len(names)} segments, {written / 1e3:.0f} kB written,"
+            f" {runs} ffmpeg runs"
+        )
+        get(f"{base}/api/playback/{session['id']}", "DELETE")
 
 
 def rewrite_ms(root: Path) -> tuple[float, int]:
@@ -180,6 +235,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="bench-playback-") as name:
         work = Path(name)
         root = make_footage(work, longest + 20)
+        hour = long_file(work, root)
         per_segment_ms, segment_bytes = rewrite_ms(root)
         with socket.socket() as sock:
             sock.bind(("127.0.0.1", 0))
@@ -262,6 +318,7 @@ def main() -> None:
                     )
                 )
                 get(f"{base}/api/playback/{session['id']}", "DELETE")
+            long_sessions(base, work, hour)
         finally:
             agent.terminate()
             agent.wait(10)

@@ -202,8 +202,12 @@ _HLSJS_PAGE = """<!doctype html><meta charset="utf-8"><title>hls.js</title>
 window.errors = []; window.buffered = 0;
 const video = document.querySelector("video");
 const hls = new Hls({maxBufferLength: 600, maxMaxBufferLength: 600});
-hls.on(Hls.Events.ERROR, (_, d) => errors.push(
-  `${d.type}/${d.details}: ${d.reason || (d.error && d.error.message) || ""}`));
+window.fatal = false;
+hls.on(Hls.Events.ERROR, (_, d) => {
+  window.fatal ||= d.fatal;
+  const why = d.reason || (d.error && d.error.message) || "";
+  errors.push(`${d.fatal ? "fatal " : ""}${d.type}/${d.details}: ${why}`);
+});
 hls.on(Hls.Events.FRAG_BUFFERED, () => { window.buffered += 1; });
 hls.loadSource(new URLSearchParams(location.search).get("src"));
 hls.attachMedia(video); video.play();
@@ -236,8 +240,7 @@ async def hlsjs_plays(url: str, segments: int) -> dict[str, Any]:
             # "localhost" is another origin than the agent's 127.0.0.1.
             await browser.navigate(f"http://localhost:{port}/?src={query}")
             await browser.wait_for(
-                f"window.errors !== undefined && (window.buffered >= {segments}"
-                " || window.errors.length > 0)"
+                f"window.errors !== undefined && (window.buffered >= {segments} || window.fatal)"
             )
             await browser.wait_for("document.querySelector('video').currentTime > 0.5")
             return dict(

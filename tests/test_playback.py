@@ -60,6 +60,7 @@ async def test_playlist_follows_the_rules(
     # clock after the gap from PROGRAM-DATE-TIME.
     assert [e.discontinuity for e in playlist.entries] == [False] * 6
     assert playlist.entries[0].pdt == "2026-11-20T08:00:01.000Z"
+    assert playlist.entries[1].pdt == "2026-11-20T08:00:02.000Z"  # after a cut one
     assert playlist.entries[3].pdt == "2026-11-20T08:00:20.000Z"
     assert playlist.entries[0].duration == 1.0
 
