@@ -16,6 +16,9 @@ log = logging.getLogger(__name__)
 GRACE_SECONDS = 2.0
 _STDERR_KEEP = 4000
 _WRITE_FAILED = ("Error writing trailer", "Error closing file", "No space left on device")
+# The concat demuxer could not open a listed file (deleted meanwhile): ffmpeg 5.1 ends the
+# output there, short, and exits 0.
+_READ_FAILED = ("Impossible to open",)
 
 
 class FfmpegError(Exception):
@@ -63,6 +66,8 @@ def _failure(argv: list[str], returncode: int | None, text: str) -> FfmpegError 
     if any(sign in text for sign in _WRITE_FAILED):
         # ffmpeg 5.1 exits 0 when writing the trailer or closing the output fails.
         return FfmpegError(f"{argv[0]} could not write its output", text.strip())
+    if any(sign in text for sign in _READ_FAILED):
+        return FfmpegError(f"{argv[0]} could not read all of its input", text.strip())
     return None
 
 

@@ -16,7 +16,9 @@ For ranges of 5 min, 1 h, 6 h and 24 h (those within --hours) it measures:
 - bytes written before anyone watches;
 - ffmpeg runs and ffmpeg CPU to fetch every segment of the session (from /healthz and
   the agent's children);
-- the agent's own CPU per served segment (timestamps and counters rewritten in flight).
+- the agent's own CPU per served segment (timestamps and counters rewritten in flight);
+- the session's export (GET clip.mp4): time to its first byte, its size and time, and
+  the agent's largest RSS meanwhile (the MP4 is streamed as ffmpeg makes it).
 The replaced design's remux of 24 h takes minutes; it runs only with --hours 24.
 
 Long recordings: the ten minutes six times over as one hour-long MPEG-TS file (camera
@@ -81,6 +83,20 @@ def make_footage(work: Path, seconds: int) -> Path:
     for item in segments:
         os.utime(item.path, (an_hour_ago, an_hour_ago))
     return root
+
+
+def export(url: str, agent: psutil.Process) -> tuple[float, float, int, int]:
+    """GET a session's clip.mp4: seconds to the first byte, seconds in all, bytes, and the
+    agent's largest RSS seen while it streamed."""
+    started = time.perf_counter()
+    with urllib.request.urlopen(url, timeout=600) as answer:
+        size = len(answer.read(1))
+        first_byte = time.perf_counter() - started
+        rss = agent.memory_info().rss
+        while chunk := answer.read(1 << 20):
+            size += len(chunk)
+            rss = max(rss, agent.memory_info().rss)
+    return first_byte, time.perf_counter() - started, size, rss
 
 
 def long_file(work: Path, root: Path) -> Path:
@@ -269,6 +285,7 @@ def main() -> None:
                 time.sleep(0.1)
             process = psutil.Process(agent.pid)
             rows = []
+            exports: list[tuple[str, float, float, int, int]] = []
             for label, seconds in ranges:
                 say(f"Session of {label}: the agent, then the replaced design's remux ...")
                 start_us = T0 + 3_500_000  # mid-segment, between keyframes
@@ -301,6 +318,7 @@ def main() -> None:
                 )
                 agent_cpu = (after.user + after.system) - (before.user + before.system)
                 runs = json.loads(get(f"{base}/healthz"))["admission"]["started"] - runs_before
+                exports.append((label, *export(f"{media}/clip.mp4", process)))
                 old_time, old_bytes, old_cpu = original(root, work, start_us, seconds)
                 rows.append(
                     (
@@ -337,6 +355,11 @@ def main() -> None:
             f" {written / 1e6:>10.3f}MB | {o_cpu:>12.2f}s {cpu:>12.2f}s |"
             f" {agent_cpu / n * 1e3:.1f} ms CPU a segment, {runs} ffmpeg runs"
             f" ({n} segments; POST {posted * 1e3:.0f} ms)"
+        )
+    for label, first_byte, took, size, rss in exports:
+        print(
+            f"export {label:6} first byte after {first_byte:.3f} s, {size / 1e6:.0f} MB in"
+            f" {took:.1f} s, agent RSS at most {rss / 2**20:.0f} MB"
         )
     print(
         f"\nIn-flight rewrite of one {segment_bytes / 1e6:.1f} MB segment (timestamps and every"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import gzip
 import os
 import shutil
@@ -439,3 +440,43 @@ async def test_an_export_stops_when_its_client_goes_away(
 
     await wait_for(stopped, what="ffmpeg to stop")
     assert (await client.get("/healthz")).status == 200
+
+
+async def test_an_export_whose_recordings_vanish_ends_and_is_logged(
+    tmp_path: Path,
+    footage: dict[str, list[Rendered]],
+    start_agent: Any,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """The recorder's retention deletes the footage while it is being exported: the
+    download ends (broken, not passed off as whole), the agent says why and stays up."""
+    config = make_config(tmp_path)
+    placed = []
+    for copy in range(200):  # 20 minutes: far more than the socket and pipe buffers hold
+        placed += place_old(
+            footage["ts"], config.recordings.root, config.layout, "cam", T0 + copy * 6 * S
+        )
+    client = await started(start_agent, config)
+    _, session = await post(client, {"camera_id": "cam", "from": at(0), "to": at(1200)})
+    url = client.make_url(session["playlist_url"].replace("index.m3u8", "clip.mp4"))
+    async with aiohttp.ClientSession() as other:
+        response = await other.get(url)
+        assert response.status == 200
+        await response.content.read(65536)
+        for path in placed[len(placed) // 5 :]:
+            path.unlink()
+        broken = False
+        try:
+            async with asyncio.timeout(60):
+                while await response.content.read(65536):
+                    pass
+        except aiohttp.ClientPayloadError:
+            broken = True
+        assert broken  # the download does not end as if it were whole
+
+    async def logged() -> bool:
+        return any("export of" in r.getMessage() for r in caplog.records)
+
+    await wait_for(logged, what="the failure logged")
+    assert (await client.get("/healthz")).status == 200
+    assert (await client.get(session["playlist_url"])).status == 200
