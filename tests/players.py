@@ -56,7 +56,9 @@ async def video_packets(path: Path) -> int:
         "-show_entries", "stream=nb_read_packets", "-of", "csv=p=0", str(path),
     )  # fmt: skip
     assert code == 0, out
-    return int(out.strip().splitlines()[0] or 0)
+    # ffprobe may say something of the audio first (VLC's own MPEG-TS output of AAC).
+    counts = [line for line in out.splitlines() if line.strip().isdigit()]
+    return int(counts[0]) if counts else 0
 
 
 async def vlc_video_packets(url: str) -> tuple[int, str]:
