@@ -176,12 +176,14 @@ def keyframes_from(fd: int, size: int, video_pid: int, offset: int) -> Iterator[
 def last_pusi_before(fd: int, offset: int, pid: int) -> int | None:
     """Offset of the last packet of `pid` that starts a section or PES before `offset`."""
     end = offset - offset % PACKET
+    window = _SCAN_CHUNK  # tables repeat often: look close first, then further back
     while end > 0:
-        start = max(0, end - _CHUNK)
+        start = max(0, end - window)
         found = list(pusi_packets(os.pread(fd, end - start, start), 0, pid))
         if found:
             return start + found[-1]
         end = start
+        window = min(window * 4, _CHUNK)
     return None
 
 

@@ -151,8 +151,15 @@ def _cut(fd: int, program: mpegts.Program, keyframe: int, offset: int) -> Cut | 
     tables = _tables(fd, program, offset)
     if tables is None:
         return None
-    head = os.pread(fd, 1 << 18, offset)
-    times = pes_times(head[: len(head) - len(head) % PACKET], 0, program.video_pid)
+    times: list[tuple[int, int]] = []
+    position = offset
+    while len(times) < _MIN_FRAMES and position - offset < 1 << 19:
+        chunk = os.pread(fd, 1 << 16, position)
+        chunk = chunk[: len(chunk) - len(chunk) % PACKET]
+        if not chunk:
+            break
+        times += pes_times(chunk, 0, program.video_pid)
+        position += len(chunk)
     earliest = _earliest(times[:_MIN_FRAMES]) if times else keyframe
     return Cut(earliest, offset, tables)
 
