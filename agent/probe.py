@@ -227,29 +227,37 @@ def _scan_from_before(
     return 0
 
 
-def ts_cut_before(
-    path: Path | str, first_pts: int, duration: int, wanted: int, step: int
+def _keyframe_near(
+    path: Path | str, first_pts: int, duration: int, wanted: int, step: int, after: bool
 ) -> Cut | None:
-    """The last keyframe at or before `wanted` (its ticks) in a long MPEG-TS recording,
-    found near where it should lie; None if that is the recording's first keyframe (serve
-    it from its start)."""
     at = pts_delta(wanted, first_pts)
     fd = os.open(path, os.O_RDONLY)
     try:
         size = os.fstat(fd).st_size
         program = mpegts.program(os.pread(fd, 65536, 0))
         offset = _scan_from_before(fd, size, program, first_pts, duration, at, step)
-        best: tuple[int, int] | None = None
-        first = True
+        before: tuple[int, int] | None = None
+        first = True  # whether `before` is the recording's first keyframe
         for pts, where in _scan(fd, size, program, offset):
             if pts_delta(pts, first_pts) > at:
+                if after:
+                    return _cut(fd, program, pts, where)
                 break
-            first, best = best is None and offset == 0, (pts, where)
-        if best is None or first:
+            first, before = before is None and offset == 0, (pts, where)
+        if after or before is None or first:
             return None
-        return _cut(fd, program, *best)
+        return _cut(fd, program, *before)
     finally:
         os.close(fd)
+
+
+def ts_cut_before(
+    path: Path | str, first_pts: int, duration: int, wanted: int, step: int
+) -> Cut | None:
+    """The last keyframe at or before `wanted` (its ticks) in a long MPEG-TS recording,
+    found near where it should lie; None if that is the recording's first keyframe (serve
+    it from its start)."""
+    return _keyframe_near(path, first_pts, duration, wanted, step, after=False)
 
 
 def ts_cut_after(
@@ -258,18 +266,7 @@ def ts_cut_after(
     """The first keyframe after `wanted` (its ticks) in a long MPEG-TS recording, found
     near where it should lie: where a session that ends at `wanted` can stop; None if
     there is none."""
-    at = pts_delta(wanted, first_pts)
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        size = os.fstat(fd).st_size
-        program = mpegts.program(os.pread(fd, 65536, 0))
-        offset = _scan_from_before(fd, size, program, first_pts, duration, at, step)
-        for pts, where in _scan(fd, size, program, offset):
-            if pts_delta(pts, first_pts) > at:
-                return _cut(fd, program, pts, where)
-        return None
-    finally:
-        os.close(fd)
+    return _keyframe_near(path, first_pts, duration, wanted, step, after=True)
 
 
 # --- MPEG-TS --------------------------------------------------------------------------

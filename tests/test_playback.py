@@ -428,15 +428,30 @@ async def test_a_session_exports_as_one_mp4(
     assert not list((tmp_path / "state" / "playback" / session["id"]).glob(".export-*"))
 
 
+async def _export_of(
+    start_agent: Any, tmp_path: Path, footage: dict[str, list[Rendered]], minutes: int
+) -> tuple[Any, Any, list[Path]]:
+    """An agent with `minutes` of TS footage (copies of the 6 s run), and the export URL of
+    a session over all of it; with the recordings' paths."""
+    config = make_config(tmp_path)
+    placed = []
+    for copy in range(minutes * 10):
+        start = T0 + copy * 6 * S
+        placed += place_old(footage["ts"], config.recordings.root, config.layout, "cam", start)
+    client = await started(start_agent, config)
+    _, session = await post(client, {"camera_id": "cam", "from": at(0), "to": at(minutes * 60)})
+    return (
+        client,
+        client.make_url(session["playlist_url"].replace("index.m3u8", "clip.mp4")),
+        placed,
+    )
+
+
 async def test_an_export_stops_when_its_client_goes_away(
     tmp_path: Path, footage: dict[str, list[Rendered]], start_agent: Any
 ) -> None:
-    config = make_config(tmp_path)
-    for copy in range(40):  # four minutes: more than the socket and pipe buffers hold
-        place_old(footage["ts"], config.recordings.root, config.layout, "cam", T0 + copy * 6 * S)
-    client = await started(start_agent, config)
-    _, session = await post(client, {"camera_id": "cam", "from": at(0), "to": at(240)})
-    url = client.make_url(session["playlist_url"].replace("index.m3u8", "clip.mp4"))
+    # Four minutes: more than the socket and pipe buffers hold.
+    client, url, _ = await _export_of(start_agent, tmp_path, footage, minutes=4)
     async with aiohttp.ClientSession() as other:
         response = await other.get(url)
         assert response.status == 200
@@ -466,15 +481,8 @@ async def test_an_export_whose_recordings_vanish_ends_and_is_logged(
 ) -> None:
     """The recorder's retention deletes the footage while it is being exported: the
     download ends (broken, not passed off as whole), the agent says why and stays up."""
-    config = make_config(tmp_path)
-    placed = []
-    for copy in range(200):  # 20 minutes: far more than the socket and pipe buffers hold
-        placed += place_old(
-            footage["ts"], config.recordings.root, config.layout, "cam", T0 + copy * 6 * S
-        )
-    client = await started(start_agent, config)
-    _, session = await post(client, {"camera_id": "cam", "from": at(0), "to": at(1200)})
-    url = client.make_url(session["playlist_url"].replace("index.m3u8", "clip.mp4"))
+    # Twenty minutes: far more than the socket and pipe buffers hold.
+    client, url, placed = await _export_of(start_agent, tmp_path, footage, minutes=20)
     async with aiohttp.ClientSession() as other:
         response = await other.get(url)
         assert response.status == 200
@@ -495,4 +503,4 @@ async def test_an_export_whose_recordings_vanish_ends_and_is_logged(
 
     await wait_for(logged, what="the failure logged")
     assert (await client.get("/healthz")).status == 200
-    assert (await client.get(session["playlist_url"])).status == 200
+    assert (await client.get(url.path.replace("clip.mp4", "index.m3u8"))).status == 200
