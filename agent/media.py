@@ -52,14 +52,17 @@ Rewrite = Callable[[bytearray], None]
 @dataclass(frozen=True, kw_only=True)
 class Served:
     """What to send for a session's URL: `prefix`, then bytes `start` to `stop` (0: the
-    end) of a file of the agent's choosing, with `rewrite` applied to whole packets of
-    that stream in flight; `gzip_path`, where set, is the same content compressed."""
+    end) of a file of the agent's choosing with the packets at `nulls` (file offsets) sent
+    as null packets, then `suffix`; with `rewrite` applied to whole packets of that
+    stream in flight. `gzip_path`, where set, is the same content compressed."""
 
     path: Path
     content_type: str
     start: int = 0
     stop: int = 0
     prefix: bytes = b""
+    suffix: bytes = b""
+    nulls: tuple[int, ...] = ()
     rewrite: Rewrite | None = None
     gzip_path: Path | None = None
     max_age: int = 0
@@ -185,9 +188,7 @@ class MediaService:
                 "media: %s is %d bytes, %d when its session was planned; serving it as it is",
                 item.source, size, item.size,
             )  # fmt: skip
-        prefix = b""
-        if item.kind == CUT:
-            prefix = _packets(path, item.prefix)
+        prefix = _packets(path, item.prefix) if item.kind == CUT else b""
         cc_shift = item.counter_shifts()
         return Served(
             path=path,
@@ -195,6 +196,8 @@ class MediaService:
             start=item.cut_at,
             stop=item.stop_at,
             prefix=prefix,
+            suffix=_packets(path, item.suffix),
+            nulls=item.nulls,
             rewrite=lambda buf: rewrite(buf, item.shift, cc_shift),
         )
 
@@ -317,7 +320,8 @@ class MediaService:
 
 
 def _packets(path: Path, offsets: tuple[int, ...]) -> bytes:
-    """The whole packets of `path` at `offsets` (a cut segment's PAT and PMT)."""
+    """The whole packets of `path` at `offsets` (a cut segment's PAT and PMT, the audio
+    sent after a part of a long recording)."""
     fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
     try:
         return b"".join(os.pread(fd, PACKET, offset) for offset in offsets)

@@ -22,6 +22,7 @@ _VIDEO_TYPES = {0x1B: "h264", 0x24: "hevc", 0x02: "mpeg2video", 0x10: "mpeg4"}
 _AUDIO_TYPES = {0x03, 0x04, 0x0F, 0x11, 0x81, 0x87}
 _CHUNK = (1 << 20) - (1 << 20) % PACKET  # whole packets read at a time
 _SCAN_CHUNK = PACKET * 349  # about 64 KiB: a scan for the next keyframe reads little more
+_SCAN_LIMIT = 4 << 20  # how far after a cut audio of before it is looked for
 
 
 def pts_delta(later: int, earlier: int) -> int:
@@ -171,6 +172,37 @@ def keyframes_from(fd: int, size: int, video_pid: int, offset: int) -> Iterator[
         position += len(chunk) - len(chunk) % PACKET
         if len(chunk) < PACKET:
             return
+
+
+NULL_PACKET = b"\x47\x1f\xff\x10" + b"\xff" * (PACKET - 4)
+
+
+def early_audio(fd: int, size: int, audio_pid: int, offset: int, pts: int) -> tuple[int, ...]:
+    """Offsets of the audio packets from `offset` on that belong before `pts`: the tail of
+    an audio PES begun before `offset`, and whole PES presented before `pts` (a muxer may
+    write audio a few hundred milliseconds after the video of the same time). They end
+    at the first audio PES presented at or after `pts`."""
+    found: list[int] = []
+    position = offset - offset % PACKET
+    while position < min(size, offset + _SCAN_LIMIT):
+        chunk = os.pread(fd, _SCAN_CHUNK, position)
+        chunk = chunk[: len(chunk) - len(chunk) % PACKET]
+        if not chunk:
+            break
+        for at in range(0, len(chunk), PACKET):
+            if chunk[at] != 0x47 or ((chunk[at + 1] & 0x1F) << 8 | chunk[at + 2]) != audio_pid:
+                continue
+            start = payload_start(chunk, at) if chunk[at + 1] & 0x40 else None  # a PES
+            if (
+                start is not None
+                and start + 14 <= at + PACKET
+                and chunk[start + 7] & 0x80
+                and pts_delta(read_timestamp(chunk, start + 9), pts) >= 0
+            ):
+                return tuple(found)
+            found.append(position + at)
+        position += len(chunk)
+    return ()  # no audio at or after `pts` near here: leave the stream as it is
 
 
 def last_pusi_before(fd: int, offset: int, pid: int) -> int | None:

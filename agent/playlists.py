@@ -48,6 +48,8 @@ class MediaItem:
     cc_shift: str = ""  # RECORDED: "pid:delta,...", added to each PID's counters
     cut_at: int = 0  # CUT: byte offset of the keyframe's first packet
     stop_at: int = 0  # RECORDED, CUT: where in the recording this item ends (0: its end)
+    suffix: tuple[int, ...] = ()  # RECORDED, CUT: packets after stop_at sent last (its audio)
+    nulls: tuple[int, ...] = ()  # CUT: packets sent as null packets (audio of the item before)
     prefix: tuple[int, ...] = ()  # CUT: offsets of the PAT and PMT packets sent first
     seek: float | None = None  # REMUX: start at the keyframe at this media time (seconds)
     offset: float | None = None  # REMUX: ffmpeg's -output_ts_offset (seconds)
@@ -195,7 +197,7 @@ def plan(
             fields.update(shift=(start - begin) % PTS_WRAP, cc_shift=cc_shift)
             if kind == CUT:
                 assert cut is not None
-                fields.update(cut_at=cut.offset, prefix=cut.prefix)
+                fields.update(cut_at=cut.offset, prefix=cut.prefix, nulls=cut.early)
         fields.update(
             source=seg.path,
             kind=kind,
@@ -216,14 +218,15 @@ def plan(
         item_stops.append(None)
         for part in parts:
             at = _to_clock(pts_delta(part.pts, begin), scale)
-            pending[-1]["stop_at"] = part.offset
+            pending[-1].update(stop_at=part.offset, suffix=part.early)
             if part is stop_cut:
                 item_stops[-1] = start + at  # the session ends with the part before
                 break
             part_pdt = pdt_us + at * 1_000_000 // CLOCK
             pending.append(
                 {**fields, "kind": CUT, "cut_at": part.offset, "prefix": part.prefix,
-                 "stop_at": 0, "pdt_us": part_pdt, "discontinuity": False}
+                 "stop_at": 0, "suffix": (), "nulls": part.early, "pdt_us": part_pdt,
+                 "discontinuity": False}
             )  # fmt: skip
             item_starts.append(start + at)
             item_stops.append(None)

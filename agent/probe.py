@@ -45,6 +45,9 @@ class Cut:
     pts: int
     offset: int = -1
     prefix: tuple[int, ...] = ()
+    # MPEG-TS: the audio packets after `offset` presented before `pts` (muxed late): they
+    # belong with the segment that ends here, not with the one that starts here.
+    early: tuple[int, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -129,7 +132,7 @@ def cut_point(path: Path | str, first_pts: int, wanted: int) -> Cut | None:
         if None in prefix:
             return None  # no tables to send in front: serve the recording whole
         tables = tuple(at for at in prefix if at is not None)
-        return Cut(pts, offset, tables)
+        return Cut(pts, offset, tables, _early(fd, program, offset, pts))
     finally:
         os.close(fd)
 
@@ -161,7 +164,13 @@ def _cut(fd: int, program: mpegts.Program, keyframe: int, offset: int) -> Cut | 
         times += pes_times(chunk, 0, program.video_pid)
         position += len(chunk)
     earliest = _earliest(times[:_MIN_FRAMES]) if times else keyframe
-    return Cut(earliest, offset, tables)
+    return Cut(earliest, offset, tables, _early(fd, program, offset, earliest))
+
+
+def _early(fd: int, program: mpegts.Program, offset: int, pts: int) -> tuple[int, ...]:
+    if program.audio_pid is None:
+        return ()
+    return mpegts.early_audio(fd, os.fstat(fd).st_size, program.audio_pid, offset, pts)
 
 
 def _scan(fd: int, size: int, program: mpegts.Program, offset: int) -> Iterator[tuple[int, int]]:

@@ -18,7 +18,7 @@ from aiohttp import web
 
 from .errors import NotFound
 from .media import Served
-from .mpegts import PACKET
+from .mpegts import NULL_PACKET, PACKET
 
 _CHUNK = PACKET * 1394  # about 256 KiB of whole MPEG-TS packets
 _RANGE = re.compile(r"bytes=([0-9]*)-([0-9]*)")
@@ -79,7 +79,7 @@ async def send(request: web.Request, served: Served) -> web.StreamResponse:
     try:
         end = min(info.st_size, served.stop) if served.stop else info.st_size
         body = max(0, end - served.start)
-        total = len(served.prefix) + body
+        total = len(served.prefix) + body + len(served.suffix)
         etag = f'"{info.st_mtime_ns:x}-{total:x}"'
         headers["ETag"] = etag
         if request.headers.get("If-None-Match") in (etag, "*"):
@@ -127,10 +127,20 @@ def _read(fd: int, served: Served, position: int, stop: int, total: int) -> memo
         aligned, limit = position - position % PACKET, min(stop + -stop % PACKET, total)
     end = min(aligned + _CHUNK, limit)
     prefix = served.prefix
+    body_end = total - len(served.suffix)  # where the file's bytes end in the stream
     data = bytearray(prefix[aligned:end])
-    if end > len(prefix):
+    if end > len(prefix) and aligned < body_end:
         start = max(aligned, len(prefix))
-        data += os.pread(fd, end - start, start - len(prefix) + served.start)
+        read = os.pread(fd, min(end, body_end) - start, start - len(prefix) + served.start)
+        if served.nulls:
+            read = bytearray(read)
+            for offset in served.nulls:  # whole packets: their stream offsets are aligned
+                at = offset - served.start + len(prefix) - start
+                if at >= 0 and at + PACKET <= len(read):
+                    read[at : at + PACKET] = NULL_PACKET
+        data += read
+    if end > body_end:
+        data += served.suffix[max(aligned, body_end) - body_end : end - body_end]
     if served.rewrite is not None:
         served.rewrite(data)  # whole packets only; a truncated last one goes as it is
     return memoryview(data)[position - aligned : stop - aligned]

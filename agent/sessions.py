@@ -51,6 +51,7 @@ PLAYLIST = "index.m3u8"
 # 2: items carry their timeline shift and counter shifts, all in session.json;
 # 3: the plan and the locked recordings in plan.json, session.json a summary.
 FORMAT = 3
+_LATER_FIELDS = {"stop_at", "suffix", "nulls"}  # media fields a format 3 plan may lack
 PLANS_KEPT_ITEMS = 20_000  # plans kept in memory: about 8 MB, 55 one-hour sessions
 CREATING, DELETING = ".creating", ".deleting"
 MEDIA_FIELDS = [field.name for field in fields(MediaItem)]
@@ -165,8 +166,9 @@ class Stored:
             raise ValueError("not a plan of a known format")
         items = []
         names = data["media_fields"]
-        # Plans written before `stop_at` existed lack it: their items run to the end.
-        if not isinstance(names, list) or set(MEDIA_FIELDS) - set(names) - {"stop_at"}:
+        # Plans written before `stop_at`, `suffix` and `nulls` existed lack them: their
+        # items run to the recording's end, as recorded.
+        if not isinstance(names, list) or set(MEDIA_FIELDS) - set(names) - _LATER_FIELDS:
             raise ValueError("media entries of another shape")
         if set(names) - set(MEDIA_FIELDS):
             raise ValueError("media entries of another shape")
@@ -177,7 +179,10 @@ class Stored:
                 **{
                     **raw,
                     "kind": sys.intern(raw["kind"]),
-                    "prefix": tuple(int(offset) for offset in raw["prefix"]),
+                    **{
+                        name: tuple(int(offset) for offset in raw.get(name, ()))
+                        for name in ("prefix", "suffix", "nulls")
+                    },
                 }
             )
             if (
