@@ -129,9 +129,8 @@ async def test_every_player_sees_one_stream_across_long_recordings(
         client, {"camera_id": "cam", "from": at(45), "to": at(AGAIN_S + 40)}
     )
     assert status == 201, session
-    # Known limit: a part of a long recording carries the sound of its first ~0.2 s
-    # ahead of its picture (the muxer wrote that audio after the keyframe), and hls.js
-    # reports a hole of that size at the session's start, then plays on.
+    # Known limit (README): hls.js may report a hole of about 0.18 s at the session's
+    # start, then plays on; each part's sound and picture start together.
     await every_player_plays(
         client, session, tmp_path, hevc=style == "hevc",
         hlsjs_allows=lambda e: "bufferSeekOverHole" in e and "from 0 to" in e,
