@@ -22,7 +22,7 @@ _VIDEO_TYPES = {0x1B: "h264", 0x24: "hevc", 0x02: "mpeg2video", 0x10: "mpeg4"}
 _AUDIO_TYPES = {0x03, 0x04, 0x0F, 0x11, 0x81, 0x87}
 _CHUNK = (1 << 20) - (1 << 20) % PACKET  # whole packets read at a time
 _SCAN_CHUNK = PACKET * 349  # about 64 KiB: a scan for the next keyframe reads little more
-_SCAN_LIMIT = 4 << 20  # how far after a cut audio of before it is looked for
+_LATE_AUDIO_LIMIT = 4 << 20  # how far after a cut the audio of before it is looked for
 
 
 def pts_delta(later: int, earlier: int) -> int:
@@ -184,7 +184,7 @@ def early_audio(fd: int, size: int, audio_pid: int, offset: int, pts: int) -> tu
     at the first audio PES presented at or after `pts`."""
     found: list[int] = []
     position = offset - offset % PACKET
-    while position < min(size, offset + _SCAN_LIMIT):
+    while position < min(size, offset + _LATE_AUDIO_LIMIT):
         chunk = os.pread(fd, _SCAN_CHUNK, position)
         chunk = chunk[: len(chunk) - len(chunk) % PACKET]
         if not chunk:
