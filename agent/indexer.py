@@ -17,6 +17,7 @@ import asyncio
 import enum
 import logging
 import os
+import sqlite3
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -58,6 +59,7 @@ class IndexerStatus:
     pending: int = 0
     unreadable: int = 0
     last_error: str = ""
+    index_full: bool = False  # new recordings wait: the index's disk has no room
     scans: int = 0
 
 
@@ -483,12 +485,20 @@ class Indexer:
                     "index: %d segment(s) became unreadable and left the index", len(unreadable)
                 )
             await self.index.put(ready)
-        except BaseException:
+        except BaseException as error:
             for item in batch:  # not indexed: look at them again once the index works
                 if item.relpath not in self._unreadable:
                     self._pending.setdefault(item.relpath, item)
             self._has_pending.set()
-            raise
+            if getattr(error, "sqlite_errorcode", None) != sqlite3.SQLITE_FULL:
+                raise
+            if not self.status.index_full:
+                log.warning("index: its disk is full; new recordings wait until there is room")
+            self.status.index_full = True
+            return
+        if self.status.index_full:
+            log.info("index: its disk has room again; waiting recordings are indexed")
+        self.status.index_full = False
         for segment in ready:
             log.debug(
                 "index: %s %s +%.3fs",

@@ -113,6 +113,11 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
             return _error(507, "the agent's index disk is full; nothing was changed")
         log.exception("unexpected error in %s %s", request.method, request.path)
         return _error(500, "internal error; the agent logged the details")
+    except ConnectionResetError:
+        # The client closed or reset its connection while its request was read: no one
+        # is left to answer, and nothing went wrong here.
+        log.info("%s %s: the client went away", request.method, request.path)
+        return _error(400, "the client went away")
     except OSError as error:
         if error.errno in (errno.ENOSPC, errno.EDQUOT):
             log.warning("%s %s: %s", request.method, request.path, error.strerror)
@@ -233,6 +238,8 @@ async def healthz(request: web.Request) -> web.Response:
         problems.append(f"the recordings root {root} is not being watched")
     if status.last_error:
         problems.append(status.last_error)
+    if status.index_full:
+        problems.append("the index's disk is full: new recordings wait to be indexed")
     problems.extend(app[TASKS].down.values())
     if not ffmpeg_found:
         problems.append(f"ffmpeg ({config.ffmpeg.ffmpeg}, ffmpeg.ffmpeg) is not installed")

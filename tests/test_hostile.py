@@ -17,6 +17,7 @@ from typing import Any
 import pytest
 
 from agent.demo import Rendered, place
+from agent.keys import CONFIG
 
 from .conftest import (
     T0,
@@ -240,7 +241,11 @@ async def _counts_are(client: Any, expected: dict[str, int]) -> bool:
 
 
 async def test_a_full_index_disk_is_507_and_loses_no_session(
-    tmp_path: Path, footage: dict[str, list[Rendered]], start_agent: Any, small_index_disk: Path
+    tmp_path: Path,
+    footage: dict[str, list[Rendered]],
+    start_agent: Any,
+    small_index_disk: Path,
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
     database = str(small_index_disk / "index.sqlite3")
     client = await start_with(start_agent, tmp_path, footage, "ts", index={"database": database})
@@ -260,10 +265,26 @@ async def test_a_full_index_disk_is_507_and_loses_no_session(
     else:
         assert deleted.status == 204
     assert not [p for p in (tmp_path / "state" / "playback").iterdir() if p.name.startswith(".")]
+    # A recording that arrives meanwhile waits, said once and in /healthz, no traceback.
+    config = client.server.app[CONFIG]
+    place_old(footage["ts"][:1], config.recordings.root, config.layout, "late", T0)
+
+    async def full() -> bool:
+        body = await (await client.get("/healthz")).json()
+        return any("index's disk is full" in problem for problem in body["problems"])
+
+    await wait_for(full, what="/healthz to say the index's disk is full")
     filler.unlink()
     assert (await post(client, {"camera_id": "cam", "from": at(0), "to": at(26)}))[0] == 201
     if deleted.status == 507:
         assert (await client.delete(f"/api/playback/{kept['id']}")).status == 204
+
+    async def indexed() -> bool:
+        return "late" in await camera_counts(client)
+
+    await wait_for(indexed, what="the late recording to be indexed")
+    assert not await full()
+    assert [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR] == []
 
 
 async def test_full_width_digits_name_nothing(
