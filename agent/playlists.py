@@ -13,6 +13,7 @@ from the start, so its durations come from the index, exact to the tick.
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -266,8 +267,16 @@ def render(found: Plan) -> str:
 
 def _pdt(us: int) -> str:
     """RFC 3339 with milliseconds, the form every player parses."""
-    text = format_us(us - us % 1000)
-    if "." not in text:
-        return text[:-1] + ".000Z"
-    whole, fraction = text[:-1].split(".")
-    return f"{whole}.{fraction.ljust(3, '0')}Z"
+    hour, within = divmod(us, _HOUR_US)
+    minute, within = divmod(within, 60_000_000)
+    second, within = divmod(within, 1_000_000)
+    return f"{_hour(hour)}:{minute:02d}:{second:02d}.{within // 1000:03d}Z"
+
+
+_HOUR_US = 3_600_000_000
+
+
+@functools.lru_cache(maxsize=64)
+def _hour(hour: int) -> str:
+    """"YYYY-MM-DDTHH" of an hour since the epoch: a day's playlist formats 25 of them."""
+    return format_us(hour * _HOUR_US)[:13]

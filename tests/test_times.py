@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import random
+
 import pytest
 
 from agent.errors import BadRequest
+from agent.playlists import _pdt
 from agent.times import format_us, parse_rfc3339
 
 
@@ -46,3 +49,16 @@ def test_format() -> None:
     assert format_us(1795161600_000_000) == "2026-11-20T08:00:00Z"
     assert format_us(1795161600_040_000) == "2026-11-20T08:00:00.04Z"
     assert parse_rfc3339(format_us(1795161600_123_456), "t") == 1795161600_123_456
+
+
+def test_playlist_times_are_rfc3339_to_the_millisecond() -> None:
+    """EXT-X-PROGRAM-DATE-TIME: milliseconds always, truncated, across hour, day and year
+    boundaries; the same text as format_us gives."""
+    cases = [0, 999, 1_000, 59_999_999, 3_599_999_999, 3_600_000_000, 86_399_999_999,
+             1_795_161_600_000_000, 1_798_761_599_999_999, 1_798_761_600_000_001]  # fmt: skip
+    rng = random.Random(7)
+    cases += [rng.randrange(0, 7_258_118_400_000_000) for _ in range(10_000)]
+    for us in cases:
+        whole = format_us(us - us % 1_000_000).removesuffix("Z")
+        assert _pdt(us) == f"{whole}.{us % 1_000_000 // 1000:03d}Z", us
+    assert _pdt(1_795_161_600_123_456) == "2026-11-20T08:00:00.123Z"
