@@ -23,7 +23,7 @@ from .probe import MediaFacts
 
 log = logging.getLogger(__name__)
 
-SCHEMA_VERSION = 4
+SCHEMA_VERSION = 5
 _SCHEMA = """
 CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL) WITHOUT ROWID;
 CREATE TABLE cameras (
@@ -54,14 +54,18 @@ CREATE TABLE segments (
     counters TEXT NOT NULL          -- MPEG-TS: "pid:first:last,..." continuity counters
 );
 CREATE INDEX segments_by_time ON segments (camera, start_us);
-CREATE TABLE locks (
-    path TEXT NOT NULL,             -- a segment's path, as in segments.path
-    session_id TEXT NOT NULL,
-    PRIMARY KEY (path, session_id)
+CREATE TABLE locks (                -- a live session holds its camera's segments that
+    session_id TEXT PRIMARY KEY,    -- overlap [from_us, to_us): those it plays
+    camera TEXT NOT NULL,
+    from_us INTEGER NOT NULL,
+    to_us INTEGER NOT NULL
 ) WITHOUT ROWID;
-CREATE INDEX locks_by_session ON locks (session_id);
 CREATE VIEW locked_segments AS
-    SELECT path, COUNT(*) AS sessions FROM locks GROUP BY path;
+    SELECT s.path AS path, COUNT(*) AS sessions
+    FROM locks AS l JOIN segments AS s ON s.camera = l.camera
+        AND s.start_us < l.to_us AND s.end_us > l.from_us
+        AND s.start_us >= l.from_us - (SELECT max_duration_us FROM cameras WHERE id = l.camera)
+    GROUP BY s.path;
 CREATE TRIGGER segments_added AFTER INSERT ON segments BEGIN
     INSERT INTO cameras (id) VALUES (NEW.camera) ON CONFLICT DO NOTHING;
     UPDATE cameras SET
@@ -163,6 +167,8 @@ def _segment(row: tuple[Any, ...]) -> Segment:
 
 
 _FIELDS = tuple(name.strip() for name in _COLUMNS.split(","))
+_LOCK = "INSERT OR REPLACE INTO locks (session_id, camera, from_us, to_us) VALUES (?, ?, ?, ?)"
+Held = tuple[str, int, int]  # what a session locks: its camera's segments in [from, to)
 T = TypeVar("T")
 # SQLite's answers that the file is not a database it can use: only these mean rebuild.
 _UNUSABLE = {sqlite3.SQLITE_CORRUPT, sqlite3.SQLITE_NOTADB}
@@ -448,17 +454,17 @@ class Index:
         ).fetchall()
         return [_segment(row) for row in rows]
 
-    async def lock(self, session_id: str, paths: Iterable[str]) -> None:
-        """Record that `session_id` needs these segments."""
-        rows = [(path, session_id) for path in set(paths)]
+    async def lock(self, session_id: str, held: Held) -> None:
+        """Record that `session_id` needs the segments of a camera and range: one row,
+        however many segments (a day's session holds 8,640)."""
 
         def write(db: sqlite3.Connection) -> None:
-            db.executemany("INSERT OR IGNORE INTO locks (path, session_id) VALUES (?, ?)", rows)
+            db.execute(_LOCK, (session_id, *held))
 
         await self._write(write)
 
     async def unlock(self, session_id: str) -> None:
-        """Release every segment `session_id` held; others' locks on them stay."""
+        """Release what `session_id` held; other sessions' locks on the same segments stay."""
 
         def write(db: sqlite3.Connection) -> None:
             db.execute("DELETE FROM locks WHERE session_id = ?", (session_id,))
@@ -469,20 +475,20 @@ class Index:
         """The sessions that hold locks."""
 
         def read() -> set[str]:
-            rows = self._r().execute("SELECT DISTINCT session_id FROM locks")
+            rows = self._r().execute("SELECT session_id FROM locks")
             return {str(sid) for (sid,) in rows}
 
         return await self._on(self._reader, read)
 
-    async def relock(self, drop: Iterable[str], add: dict[str, list[str]]) -> None:
-        """Release every lock of the sessions in `drop` and record those of `add`
-        (session id -> segment paths), in one transaction."""
+    async def relock(self, drop: Iterable[str], add: dict[str, Held]) -> None:
+        """Release the locks of the sessions in `drop` and record those of `add`, in one
+        transaction."""
         gone = [(sid,) for sid in drop]
-        rows = [(path, sid) for sid, paths in add.items() for path in set(paths)]
+        rows = [(sid, *held) for sid, held in add.items()]
 
         def write(db: sqlite3.Connection) -> None:
             db.executemany("DELETE FROM locks WHERE session_id = ?", gone)
-            db.executemany("INSERT OR IGNORE INTO locks (path, session_id) VALUES (?, ?)", rows)
+            db.executemany(_LOCK, rows)
 
         await self._write(write)
 

@@ -334,17 +334,10 @@ class SessionStore:
         loaded = await asyncio.to_thread(self._load)
         self.sessions = {s.id: s for s in loaded}
         holders = await self.index.lock_holders()
-        add = {}
-        for session in loaded:
-            if session.id in holders:
-                continue
-            try:  # the index was rebuilt: this session's locks come from its plan
-                stored = await asyncio.to_thread(_read_stored, self.path(session.id))
-            except (OSError, ValueError, KeyError, TypeError) as error:
-                log.warning("sessions: %s has no valid %s (%s)", session.id, PLAN, error)
-                del self.sessions[session.id]  # its directory goes with the sweep
-                continue
-            add[session.id] = stored.segment_ids
+        # Sessions the index does not know (it was rebuilt) lock their range again.
+        add = {
+            s.id: (s.camera_id, s.from_us, s.to_us) for s in loaded if s.id not in holders
+        }
         await self.index.relock(holders - self.sessions.keys(), add)
         self.loaded.set()
         log.info(
@@ -440,7 +433,7 @@ class SessionStore:
         self.creating.add(session.id)
         try:
             await asyncio.to_thread(self._stage, staging, session, stored)
-            await self.index.lock(session.id, segment_ids)
+            await self.index.lock(session.id, (camera_id, from_us, to_us))
             try:
                 await asyncio.to_thread(self._commit, staging, self.path(session.id))
             except BaseException:

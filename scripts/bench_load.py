@@ -37,7 +37,7 @@ import psutil
 from agent.demo import place, render_run
 from agent.ids import new_session_id
 from agent.layout import make_layout
-from agent.times import format_us
+from agent.times import format_us, parse_rfc3339
 
 T0 = 1_795_161_600_000_000
 S = 1_000_000
@@ -239,7 +239,7 @@ def main() -> None:
         template = work / "template"
         shutil.copytree(made, template)
         meta = json.loads((template / "session.json").read_text())
-        segment_ids = json.loads((template / "plan.json").read_text())["segment_ids"]
+        held = (parse_rfc3339(meta["from"]), parse_rfc3339(meta["to"]))
         say(f"\n{'sessions on disk':>18} {'to /healthz':>12} {'all loaded':>11}"
             f" {'RSS then':>9} {'RSS after a segment of each (up to 1,000)':>42}")  # fmt: skip
         for count in counts:
@@ -258,8 +258,8 @@ def main() -> None:
             with sqlite3.connect(work / "index.db") as db:
                 db.execute("DELETE FROM locks")
                 db.executemany(
-                    "INSERT INTO locks (path, session_id) VALUES (?, ?)",
-                    ((path, sid) for sid in ids for path in set(segment_ids)),
+                    "INSERT INTO locks (session_id, camera, from_us, to_us) VALUES (?, ?, ?, ?)",
+                    ((sid, meta["camera_id"], *held) for sid in ids),
                 )
             began = time.perf_counter()
             agent, base, up = start(work, root)

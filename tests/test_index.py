@@ -116,6 +116,26 @@ async def test_locks_are_readable_by_another_process(index: Index) -> None:
         outside.close()
 
 
+async def test_a_lock_holds_the_segments_its_range_overlaps(index: Index) -> None:
+    """One row a session: the view lists the camera's segments that overlap its range,
+    each with the number of sessions holding it, as a retention process reads it."""
+    await index.put([seg("a", t) for t in (0, 10, 20, 30)] + [seg("b", 10)])
+    await index.lock("one", ("a", 15 * S, 25 * S))  # overlaps [10, 20) and [20, 30)
+    await index.lock("two", ("a", 0, 20 * S))  # [0, 10) and [10, 20)
+    assert await index.locked_paths() == {
+        seg("a", 0).path: 1,
+        seg("a", 10).path: 2,
+        seg("a", 20).path: 1,
+    }
+    await index.put([seg("a", 5, 2)])  # a recording added to a held range is held too
+    assert (await index.locked_paths())[seg("a", 5, 2).path] == 1
+    assert await index.lock_holders() == {"one", "two"}
+    await index.unlock("two")
+    assert await index.locked_paths() == {seg("a", 10).path: 1, seg("a", 20).path: 1}
+    await index.relock(["one"], {"three": ("b", 0, 100 * S)})
+    assert await index.locked_paths() == {seg("b", 10).path: 1}
+
+
 async def test_a_locked_index_is_never_deleted(tmp_path: Path) -> None:
     """Another process holding the database: start-up fails with one line, files intact."""
     path = tmp_path / "index.sqlite3"

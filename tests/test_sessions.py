@@ -28,6 +28,7 @@ from agent.sweep import is_stray, sweep_once
 
 from .conftest import at, fetch_all, make_config, post, start_with, wait_for
 from .players import run
+from .test_index import S, seg
 
 
 async def test_sessions_survive_a_restart(
@@ -86,8 +87,13 @@ async def test_a_restart_reads_summaries_and_plans_on_demand(
     app = client.server.app
     store = app[SESSIONS]
     await store.ready()
-    assert set(store.sessions) == {s["id"] for s in sessions[:2]}  # third: no plan for locks
-    assert await app[INDEX].locked_paths() == {path: 2 for path in locks}
+    # Each session locks its range again, from its session.json: no plan is read.
+    assert set(store.sessions) == {s["id"] for s in sessions}
+    assert await app[INDEX].locked_paths() == locks
+    assert store._plans == {}
+    response = await client.get(sessions[2]["playlist_url"].replace("index.m3u8", "s000000.ts"))
+    assert response.status == 404  # the bad plan: a sentence, the agent stays
+    assert "cannot be read" in (await response.json())["error"]
     assert json.loads((second / "session.json").read_text())["format"] == 3
     assert (second / "plan.json").is_file()
     store._plans.clear()  # as after a restart whose locks were whole: nothing read yet
@@ -98,13 +104,13 @@ async def test_a_restart_reads_summaries_and_plans_on_demand(
 
     # Restarted with the index whole, plus a stale lock of a session that never was.
     with sqlite3.connect(config.index.database) as db:
-        db.execute("INSERT INTO locks (path, session_id) VALUES ('cam/x.ts', ?)", (new_id(),))
+        db.execute("INSERT INTO locks VALUES (?, 'cam', 0, ?)", (new_id(), 10**18))
     client = await aiohttp_client(create_app(config))
     app = client.server.app
     store = app[SESSIONS]
     await store.ready()
-    assert store._plans == {}  # the index kept the locks: no plan was read at start
-    assert await app[INDEX].locked_paths() == {path: 2 for path in locks}
+    assert store._plans == {}  # no plan was read at start
+    assert await app[INDEX].locked_paths() == locks
     (first / "plan.json").write_text("{")  # a plan that went bad while the agent ran
     response = await client.get(sessions[0]["playlist_url"].replace("index.m3u8", "s000000.ts"))
     assert response.status == 404
@@ -174,9 +180,11 @@ async def test_sweep_expires_sessions_and_strays(tmp_path: Path) -> None:
         now = [1_800_000_000.0]
         store = _store(tmp_path, index, now)
         await store.load()
-        watched = await store.create("cam", 0, 10, ["cam/a.ts"], _plan())
-        idle = await store.create("cam", 0, 10, ["cam/a.ts", "cam/b.ts"], _plan())
-        building = await store.create("cam", 0, 10, ["cam/b.ts"], _plan())
+        a, b = seg("cam", 0), seg("cam", 10)  # [0, 10 s) and [10 s, 20 s)
+        await index.put([a, b, seg("cam", 20)])
+        watched = await store.create("cam", 0, 10 * S, [a.path], _plan())
+        idle = await store.create("cam", 5 * S, 15 * S, [a.path, b.path], _plan())
+        building = await store.create("cam", 10 * S, 20 * S, [b.path], _plan())
         held = store.hold(building.id)  # a media build is working on it
         held.__enter__()
         stray_old = store.directory / "leftover-old"
@@ -184,7 +192,7 @@ async def test_sweep_expires_sessions_and_strays(tmp_path: Path) -> None:
         stray_old.mkdir()
         stray_new.mkdir()
         os.utime(stray_old, (time.time() - 7200, time.time() - 7200))
-        assert await index.locked_paths() == {"cam/a.ts": 2, "cam/b.ts": 2}
+        assert await index.locked_paths() == {a.path: 2, b.path: 2}
 
         now[0] += 550
         store.touch(watched)  # a viewer fetched something: another TTL from now
@@ -192,7 +200,7 @@ async def test_sweep_expires_sessions_and_strays(tmp_path: Path) -> None:
         await sweep_once(store)
         assert set(store.sessions) == {watched.id, building.id}
         assert not (store.directory / idle.id).exists()
-        assert await index.locked_paths() == {"cam/a.ts": 1, "cam/b.ts": 1}
+        assert await index.locked_paths() == {a.path: 1, b.path: 1}
         assert not stray_old.exists()
         assert stray_new.exists()
         on_disk = json.loads((store.directory / watched.id / "session.json").read_text())
