@@ -34,9 +34,11 @@ RECORDED, CUT, REMUX = "recorded", "cut", "remux"
 KINDS = (RECORDED, CUT, REMUX)
 
 
-@dataclass(frozen=True, kw_only=True, slots=True)
+@dataclass(kw_only=True, slots=True)
 class MediaItem:
-    """One media segment of a session's playlist (slots: a session keeps hundreds)."""
+    """One media segment of a session's playlist (slots: a session keeps hundreds). Not
+    changed once planned; not frozen, because a frozen dataclass's __init__ sets each
+    field through object.__setattr__: 69 ms of a day's 200 ms plan (8,640 items)."""
 
     name: str  # file name in the session's URL space, like s000000.ts
     source: str  # the recording's path relative to the recordings root
@@ -278,5 +280,5 @@ _HOUR_US = 3_600_000_000
 
 @functools.lru_cache(maxsize=64)
 def _hour(hour: int) -> str:
-    """"YYYY-MM-DDTHH" of an hour since the epoch: a day's playlist formats 25 of them."""
+    """ "YYYY-MM-DDTHH" of an hour since the epoch: a day's playlist formats 25 of them."""
     return format_us(hour * _HOUR_US)[:13]
