@@ -97,6 +97,7 @@ async def _index(app: web.Application) -> AsyncIterator[None]:
         "root": str(config.recordings.root),
         "layout": config.layout.template,
         "timezone": config.recordings.timezone,
+        "segment_seconds": str(config.playback.segment_seconds),  # how long files are split
     }
     index = Index(config.index.database, fingerprint)
     await index.open()
@@ -108,7 +109,9 @@ async def _index(app: web.Application) -> AsyncIterator[None]:
 
 async def _indexer(app: web.Application) -> AsyncIterator[None]:
     config = app[CONFIG]
-    indexer = Indexer(config.recordings.root, config.layout, app[INDEX])
+    indexer = Indexer(
+        config.recordings.root, config.layout, app[INDEX], config.playback.segment_seconds
+    )
     app[INDEXER] = indexer
     tasks = app[TASKS]
     tasks.start("index-scan", indexer.reconcile_forever)

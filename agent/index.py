@@ -12,18 +12,18 @@ import asyncio
 import json
 import logging
 import sqlite3
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
 from .errors import StartupError
-from .probe import MediaFacts
+from .probe import Cut, MediaFacts
 
 log = logging.getLogger(__name__)
 
-SCHEMA_VERSION = 5
+SCHEMA_VERSION = 6
 _SCHEMA = """
 CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL) WITHOUT ROWID;
 CREATE TABLE cameras (
@@ -54,6 +54,10 @@ CREATE TABLE segments (
     counters TEXT NOT NULL          -- MPEG-TS: "pid:first:last,..." continuity counters
 );
 CREATE INDEX segments_by_time ON segments (camera, start_us);
+CREATE TABLE cuts (                 -- where a long MPEG-TS recording is split into parts
+    path TEXT PRIMARY KEY,          -- as in segments.path
+    cuts TEXT NOT NULL              -- JSON [[offset, pts, [PAT, PMT offsets], [early audio]]]
+) WITHOUT ROWID;
 CREATE TABLE locks (                -- a live session holds its camera's segments that
     session_id TEXT PRIMARY KEY,    -- overlap [from_us, to_us): those it plays
     camera TEXT NOT NULL,
@@ -75,6 +79,7 @@ CREATE TRIGGER segments_added AFTER INSERT ON segments BEGIN
     WHERE id = NEW.camera;
 END;
 CREATE TRIGGER segments_removed AFTER DELETE ON segments BEGIN
+    DELETE FROM cuts WHERE path = OLD.path;
     UPDATE cameras SET
         segment_count = segment_count - 1,
         total_us = total_us - (OLD.end_us - OLD.start_us)
@@ -167,6 +172,20 @@ def _segment(row: tuple[Any, ...]) -> Segment:
 
 
 _FIELDS = tuple(name.strip() for name in _COLUMNS.split(","))
+
+
+def _encode_cuts(cuts: Sequence[Cut]) -> str:
+    rows = [[cut.offset, cut.pts, list(cut.prefix), list(cut.early)] for cut in cuts]
+    return json.dumps(rows, separators=(",", ":"))
+
+
+def _decode_cuts(text: str) -> list[Cut]:
+    return [
+        Cut(int(pts), int(offset), tuple(map(int, prefix)), tuple(map(int, early)))
+        for offset, pts, prefix, early in json.loads(text)
+    ]
+
+
 _LOCK = "INSERT OR REPLACE INTO locks (session_id, camera, from_us, to_us) VALUES (?, ?, ?, ?)"
 Held = tuple[str, int, int]  # what a session locks: its camera's segments in [from, to)
 T = TypeVar("T")
@@ -285,8 +304,10 @@ class Index:
 
     # -- writes ------------------------------------------------------------------------
 
-    async def put(self, segments: Iterable[Segment]) -> None:
-        """Insert or replace segments (by path)."""
+    async def put(
+        self, segments: Iterable[Segment], cuts: Mapping[str, Sequence[Cut]] | None = None
+    ) -> None:
+        """Insert or replace segments (by path), with the cuts of those that are long."""
         rows = [
             (
                 s.path,
@@ -313,12 +334,15 @@ class Index:
         if not rows:
             return
 
+        found = [(path, _encode_cuts(found)) for path, found in (cuts or {}).items()]
+
         def write(db: sqlite3.Connection) -> None:
             db.executemany("DELETE FROM segments WHERE path = ?", [(r[0],) for r in rows])
             db.executemany(
                 f"INSERT INTO segments ({_COLUMNS}) VALUES ({', '.join('?' * len(_FIELDS))})",  # noqa: S608
                 rows,
             )
+            db.executemany("INSERT INTO cuts (path, cuts) VALUES (?, ?)", found)
 
         await self._write(write)
 
@@ -453,6 +477,21 @@ class Index:
             (camera, to_us, from_us - row[0], from_us),
         ).fetchall()
         return [_segment(row) for row in rows]
+
+    async def cuts(self, paths: Iterable[str]) -> dict[str, list[Cut]]:
+        """The cuts the indexer found in these long recordings (those it has)."""
+        keys = list(paths)
+
+        def read() -> dict[str, list[Cut]]:
+            found = {}
+            db = self._r()
+            for path in keys:
+                row = db.execute("SELECT cuts FROM cuts WHERE path = ?", (path,)).fetchone()
+                if row is not None:
+                    found[path] = _decode_cuts(row[0])
+            return found
+
+        return await self._on(self._reader, read) if keys else {}
 
     async def lock(self, session_id: str, held: Held) -> None:
         """Record that `session_id` needs the segments of a camera and range: one row,

@@ -28,7 +28,7 @@ from watchfiles import Change, awatch
 
 from .index import Index, Segment
 from .layout import Layout, SegmentName
-from .probe import MediaFacts, ProbeError, probe
+from .probe import Cut, MediaFacts, ProbeError, is_long, probe, ts_splits
 
 log = logging.getLogger(__name__)
 
@@ -131,12 +131,15 @@ def list_dir(root: Path, layout: Layout, reldir: str) -> dict[str, FileState]:
     return found
 
 
-_Probed = tuple[_Candidate, Outcome, MediaFacts | None, str]
+# Each probed file: (file, outcome, facts when read, the problem when unreadable, and for
+# a long MPEG-TS recording the cuts that split it into parts).
+_Probed = tuple[_Candidate, Outcome, MediaFacts | None, str, list[Cut] | None]
 
 
-def _probe_many(root: Path, items: list[_Candidate], final: bool) -> list[_Probed]:
+def _probe_many(root: Path, items: list[_Candidate], final: bool, seconds: int) -> list[_Probed]:
     """Probe files (blocking); `final` accepts any readable file, else only whole ones.
-    Each result is (file, outcome, facts when read, the problem when unreadable)."""
+    A long MPEG-TS recording is also split, every `seconds` (playback.segment_seconds),
+    here once rather than at each POST that plays it."""
     results: list[_Probed] = []
     for item in items:
         path = root / item.relpath
@@ -144,15 +147,24 @@ def _probe_many(root: Path, items: list[_Candidate], final: bool) -> list[_Probe
             stat = path.stat()
             facts = probe(path)
         except FileNotFoundError:
-            results.append((item, Outcome.GONE, None, ""))
+            results.append((item, Outcome.GONE, None, "", None))
             continue
         except (ProbeError, OSError) as error:
-            results.append((item, Outcome.UNREADABLE, None, str(error)))
+            results.append((item, Outcome.UNREADABLE, None, str(error), None))
             continue
         item.state = FileState.of(stat)
         whole = facts.container != "mpegts" or stat.st_size % 188 == 0
         outcome = Outcome.READY if whole or final else Outcome.INCOMPLETE
-        results.append((item, outcome, facts, ""))
+        cuts = None
+        if outcome is Outcome.READY and is_long(
+            facts.container, facts.duration, facts.timescale, seconds
+        ):
+            try:
+                cuts = ts_splits(path, facts.first_pts, facts.duration, facts.timescale * seconds)
+            except (ProbeError, OSError, ValueError) as error:
+                # Found when a session plays it, then, as for a recording the index lacks.
+                log.info("index: cannot split %s (%s)", item.relpath, error)
+        results.append((item, outcome, facts, "", cuts))
     return results
 
 
@@ -170,10 +182,11 @@ def _settle_states(root: Path, relpaths: list[str]) -> dict[str, os.stat_result 
 class Indexer:
     """Scans, watches and reconciles `root` into `index`."""
 
-    def __init__(self, root: Path, layout: Layout, index: Index) -> None:
+    def __init__(self, root: Path, layout: Layout, index: Index, segment_seconds: int = 6) -> None:
         self.root = root
         self.layout = layout
         self.index = index
+        self.segment_seconds = segment_seconds  # long recordings are split this often
         self.status = IndexerStatus()
         self._pending: dict[str, _Candidate] = {}
         self._unreadable: dict[str, FileState] = {}
@@ -449,10 +462,13 @@ class Indexer:
             self._has_pending.set()
 
     async def _index_batch(self, batch: list[_Candidate], final: bool) -> None:
-        results = await asyncio.to_thread(_probe_many, self.root, batch, final)
+        results = await asyncio.to_thread(
+            _probe_many, self.root, batch, final, self.segment_seconds
+        )
         ready: list[Segment] = []
+        cuts: dict[str, list[Cut]] = {}
         unreadable: list[str] = []
-        for item, outcome, facts, problem in results:
+        for item, outcome, facts, problem, found in results:
             if outcome is Outcome.INCOMPLETE:
                 continue  # still pending
             self._pending.pop(item.relpath, None)
@@ -468,6 +484,8 @@ class Indexer:
                     self._pending[item.relpath] = item  # may still be being written
                 continue
             self._unreadable.pop(item.relpath, None)
+            if found is not None:
+                cuts[item.relpath] = found
             ready.append(
                 Segment.from_facts(
                     path=item.relpath,
@@ -484,7 +502,7 @@ class Indexer:
                 log.warning(
                     "index: %d segment(s) became unreadable and left the index", len(unreadable)
                 )
-            await self.index.put(ready)
+            await self.index.put(ready, cuts)
         except BaseException as error:
             for item in batch:  # not indexed: look at them again once the index works
                 if item.relpath not in self._unreadable:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Mapping, Sequence
 from dataclasses import replace
 
 from .admission import Limiter
@@ -17,8 +18,17 @@ from .errors import BadRequest, Busy, NotFound
 from .index import Index, Segment
 from .indexer import IndexerStatus
 from .media import PLAYLIST_TYPE, MediaService, Served
+from .mpegts import pts_delta
 from .playlists import plan
-from .probe import Cut, ProbeError, cut_point, ts_cut_after, ts_cut_before, ts_splits
+from .probe import (
+    Cut,
+    ProbeError,
+    cut_point,
+    is_long,
+    ts_cut_after,
+    ts_cut_before,
+    ts_splits,
+)
 from .sessions import PLAYLIST, Session, SessionStore, item
 from .timeline import Span, clip, spans
 from .times import format_us
@@ -96,7 +106,11 @@ class Playback:
         segments = await self.index.segments(camera_id, from_us, to_us)
         if not segments:
             raise NotFound(f"camera {camera_id} has no recorded footage in that range")
-        cut, splits, last = await asyncio.to_thread(self._cuts, segments, from_us, to_us)
+        seconds = self.config.playback.segment_seconds
+        indexed = await self.index.cuts(
+            s.path for s in segments if is_long(s.container, s.duration, s.timescale, seconds)
+        )
+        cut, splits, last = await asyncio.to_thread(self._cuts, segments, from_us, to_us, indexed)
         found = plan(segments, from_us, self.config.layout.name_resolution_us, cut, splits, last)
         # The session writes its playlist and metadata now, its first segment soon after.
         first = found.items[0]
@@ -116,12 +130,18 @@ class Playback:
         return session
 
     def _cuts(
-        self, segments: list[Segment], from_us: int, to_us: int
+        self,
+        segments: list[Segment],
+        from_us: int,
+        to_us: int,
+        indexed: Mapping[str, Sequence[Cut]],
     ) -> tuple[Cut | None, dict[str, list[Cut]], Cut | None]:
         """Where the session's first recording is cut (the keyframe at or before `from`),
         and where its long MPEG-TS recordings are split into segments of about
-        `playback.segment_seconds` (the last at the keyframe after `to`): found by reading
-        near where those times lie, never a whole long recording (blocking)."""
+        `playback.segment_seconds` (the last at the keyframe after `to`). The splits come
+        from the index (`indexed`, found when the recording was indexed); the cuts at
+        `from` and `to`, and splits the index lacks, are found by reading near where
+        their times lie, never a whole long recording (blocking)."""
         root = self.config.recordings.root
         seconds = self.config.playback.segment_seconds
         head, tail = segments[0], segments[-1]
@@ -130,18 +150,15 @@ class Playback:
             return (us - segment.start_us) * segment.timescale // 1_000_000
 
         def long(segment: Segment) -> bool:
-            return (
-                segment.container == "mpegts"
-                # Up to twice the target, a recording is one segment: a 10 s recording
-                # is read at POST time not at all, and plays as well as two parts.
-                and segment.duration > segment.timescale * seconds * 2
-            )
+            return is_long(segment.container, segment.duration, segment.timescale, seconds)
 
         wanted = head.first_pts + ticks(head, from_us)
         cut: Cut | None = None
         last: Cut | None = None  # where the session stops in its last recording
         splits: dict[str, list[Cut]] = {}
         for segment in segments:
+            if segment is not head and not long(segment):
+                continue  # most of a day's 8,640: nothing to read, not even a path to make
             path = root / segment.path
             step = segment.timescale * seconds
             try:
@@ -153,7 +170,15 @@ class Playback:
                     continue
                 low = max(0, ticks(segment, from_us)) if segment is head else 0
                 high = ticks(segment, to_us) if segment is tail else segment.duration
-                cuts = ts_splits(path, segment.first_pts, segment.duration, step, low, high)
+                known = indexed.get(segment.path)
+                if known is None:
+                    cuts = ts_splits(path, segment.first_pts, segment.duration, step, low, high)
+                else:  # those of the index between low and high, none within half a step
+                    cuts = [
+                        c for c in known
+                        if step // 2 <= pts_delta(c.pts, segment.first_pts) - low
+                        and step // 2 <= high - pts_delta(c.pts, segment.first_pts)
+                    ]  # fmt: skip
                 if segment is tail and high < segment.duration:
                     last = ts_cut_after(
                         path, segment.first_pts, segment.duration,

@@ -221,6 +221,13 @@ def ts_splits(
         os.close(fd)
 
 
+def is_long(container: str, duration: int, timescale: int, seconds: int) -> bool:
+    """Whether a recording is served in parts of about `seconds`: an MPEG-TS recording
+    longer than twice that. Up to twice, a recording is one segment: a 10 s recording is
+    read at POST time not at all, and plays as well as two parts."""
+    return container == "mpegts" and duration > timescale * seconds * 2
+
+
 def _scan_from_before(
     fd: int, size: int, program: mpegts.Program, first_pts: int, duration: int, at: int, step: int
 ) -> int:

@@ -335,9 +335,7 @@ class SessionStore:
         self.sessions = {s.id: s for s in loaded}
         holders = await self.index.lock_holders()
         # Sessions the index does not know (it was rebuilt) lock their range again.
-        add = {
-            s.id: (s.camera_id, s.from_us, s.to_us) for s in loaded if s.id not in holders
-        }
+        add = {s.id: (s.camera_id, s.from_us, s.to_us) for s in loaded if s.id not in holders}
         await self.index.relock(holders - self.sessions.keys(), add)
         self.loaded.set()
         log.info(

@@ -16,6 +16,8 @@ import pytest
 from aiohttp.test_utils import TestClient
 
 from agent.demo import Rendered, render_run
+from agent.keys import CONFIG, INDEX, SESSIONS
+from agent.probe import ts_splits
 
 from .conftest import (
     T0,
@@ -115,6 +117,21 @@ async def test_a_long_recording_is_served_in_parts_of_the_range_asked_for(
         assert abs(facts[n].start - stated) <= FRAME, f"EXTINF before {n}"
     whole = minute_files[style][0].path.stat().st_size
     assert sum(path.stat().st_size for path in paths) < 0.7 * whole  # just the range
+    # The recordings were split once, when indexed: the parts inside the range are cut
+    # where the index says, and what it says is what reading the file finds.
+    app = client.server.app
+    recordings = await app[INDEX].segments("cam", 0, T0 * 2)
+    indexed = await app[INDEX].cuts(r.path for r in recordings)
+    assert set(indexed) == {r.path for r in recordings}
+    for recording in recordings:
+        assert indexed[recording.path] == ts_splits(
+            app[CONFIG].recordings.root / recording.path, recording.first_pts,
+            recording.duration, recording.timescale * 6,
+        )  # fmt: skip
+    planned = await app[SESSIONS].plan(await app[SESSIONS].get(session["id"]))
+    inside = [item.cut_at for item in planned.items[1:]]  # all but the cut at `from`
+    assert len(inside) >= 3
+    assert set(inside) <= {cut.offset for cut in indexed[recordings[0].path]}
     assert await ffmpeg_errors(str(client.make_url(session["playlist_url"]))) == ""
     health = await (await client.get("/healthz")).json()
     assert health["admission"]["started"] == 0
