@@ -7,6 +7,7 @@ that does their wrapping arithmetic.
 
 from __future__ import annotations
 
+import functools
 import os
 import re
 from collections.abc import Iterator
@@ -338,8 +339,22 @@ def _shift_pcr(buf: bytearray, at: int, shift: int) -> None:
     buf[at + 4] = ((base & 1) << 7) | (buf[at + 4] & 0x7F)
 
 
+@functools.cache
 def _counter_table(delta: int) -> bytes:
+    """bytes.translate table: a header's fourth byte with its counter moved by `delta`."""
     return bytes((c & 0xF0) | ((c + delta) & 0x0F) for c in range(256))
+
+
+@functools.cache
+def _not_low(low: int) -> bytes:
+    """translate table: 0 for a PID's low byte `low`, 1 for any other."""
+    return bytes(0 if byte == low else 1 for byte in range(256))
+
+
+@functools.cache
+def _not_high(high: int) -> bytes:
+    """translate table: 0 for a header's second byte whose PID bits are `high`, else 1."""
+    return bytes(0 if byte & 0x1F == high else 1 for byte in range(256))
 
 
 _IDENTITY = _counter_table(0)
@@ -357,10 +372,8 @@ def _shift_counters(b1: bytes, b2: bytes, b3: bytes, cc_shift: dict[int, int]) -
     # How many packets each PID has, at most: PAT, PMT and video often share a low byte.
     main = max(tables, key=lambda pid: min(b2.count(pid & 0xFF), high_bytes.count(pid >> 8)))
     high, low = main >> 8, main & 0xFF
-    other_low = bytes(0 if byte == low else 1 for byte in range(256))
-    other_high = bytes(0 if byte & 0x1F == high else 1 for byte in range(256))
-    others = int.from_bytes(b2.translate(other_low), "big") | int.from_bytes(
-        b1.translate(other_high), "big"
+    others = int.from_bytes(b2.translate(_not_low(low)), "big") | int.from_bytes(
+        b1.translate(_not_high(high)), "big"
     )
     result = bytearray(b3.translate(tables[main]))
     for match in _ONE.finditer(others.to_bytes(len(b3), "big")):
