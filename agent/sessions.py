@@ -24,6 +24,7 @@ import gzip
 import json
 import logging
 import math
+import operator
 import os
 import re
 import shutil
@@ -155,7 +156,7 @@ class Stored:
             # One row per media item, in the order of `media_fields`: a day's session is
             # 8,640 items, so no key names repeated for each.
             "media_fields": MEDIA_FIELDS,
-            "media": [[getattr(item, name) for name in MEDIA_FIELDS] for item in self.plan.items],
+            "media": list(map(operator.attrgetter(*MEDIA_FIELDS), self.plan.items)),
         }
 
     @classmethod
