@@ -154,3 +154,35 @@ async def test_every_player_sees_one_stream_across_long_recordings(
     )  # fmt: skip
     health = await (await client.get("/healthz")).json()
     assert health["admission"]["started"] == 0
+
+
+async def test_a_recording_that_shrinks_under_a_session_gives_short_answers(
+    tmp_path: Path, minute_files: dict[str, list[Rendered]], start_agent: Any, caplog: Any
+) -> None:
+    """A recording cut short after its session was planned (a recorder that rewrote it, a
+    disk that failed): its parts past the new end answer short or not found, never 500,
+    with ranges too; the agent goes on and the rest still plays."""
+    client = await agent_with(start_agent, tmp_path, minute_files["ts"])
+    status, session = await post(client, {"camera_id": "cam", "from": at(0), "to": at(130)})
+    assert status == 201, session
+    text = await (await client.get(session["playlist_url"])).text()
+    names = [entry.uri for entry in parse(text).entries]
+    base = session["playlist_url"].rsplit("/", 1)[0]
+    recording = (
+        client.server.app[CONFIG].recordings.root
+        / (await client.server.app[INDEX].segments("cam", 0, T0 * 2))[0].path
+    )
+    size = recording.stat().st_size
+    with recording.open("r+b") as handle:
+        handle.truncate(size // 2 + 100)  # mid-file, mid-packet
+    for name in names:
+        for headers in ({}, {"Range": "bytes=1000-"}, {"Range": "bytes=-500"}):
+            response = await client.get(f"{base}/{name}", headers=headers)
+            assert response.status in (200, 206, 404, 416), (name, headers, response.status)
+            await response.read()
+    assert (await client.get("/healthz")).status == 200
+    # The second recording is whole: its parts still play.
+    second = names[-3:]
+    for name in second:
+        assert (await client.get(f"{base}/{name}")).status == 200
+    assert [r.getMessage() for r in caplog.records if r.levelno >= 40] == []
