@@ -78,3 +78,22 @@ async def test_limiter_refuses_what_would_fill_the_disk(tmp_path: Path) -> None:
         async with limiter.slot(limiter.free_bytes):
             pass
     assert limiter.state()["rejected_disk"] == 1
+
+
+async def test_a_sample_that_fails_is_said_and_the_next_one_recovers(tmp_path: Path) -> None:
+    """The sampler survives any error (here the playback directory is gone): /healthz's
+    problems say it could not sample, with the last figures kept, until a sample works."""
+    directory = tmp_path / "playback"
+    directory.mkdir()
+    limiter = Limiter(AdmissionConfig(min_free_disk_mb=0), directory)
+    await limiter.sample()
+    free = limiter.free_bytes
+    assert free > 0
+    assert limiter.problems() == []
+    directory.rmdir()
+    await limiter.sample()
+    assert limiter.free_bytes == free
+    assert [p for p in limiter.problems() if "could not sample" in p]
+    directory.mkdir()
+    await limiter.sample()
+    assert limiter.problems() == []
