@@ -239,7 +239,7 @@ def main() -> None:
         template = work / "template"
         shutil.copytree(made, template)
         meta = json.loads((template / "session.json").read_text())
-        held = (parse_rfc3339(meta["from"]), parse_rfc3339(meta["to"]))
+        held = (parse_rfc3339(meta["from"], "from"), parse_rfc3339(meta["to"], "to"))
         say(f"\n{'sessions on disk':>18} {'to /healthz':>12} {'all loaded':>11}"
             f" {'RSS then':>9} {'RSS after a segment of each (up to 1,000)':>42}")  # fmt: skip
         for count in counts:
