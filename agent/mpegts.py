@@ -299,6 +299,29 @@ def pes_payload(buf: bytes, position: int, pid: int) -> bytes:
     return bytes(data[9 + data[8] :])
 
 
+# Per codec: where a NAL unit's header keeps its type (mask, shift), and the types of the
+# parameter sets (H.264: SPS and PPS; HEVC: VPS, SPS and PPS).
+_PARAMETER_SETS = {"h264": (0x1F, 0, {7, 8}), "hevc": (0x7E, 1, {32, 33, 34})}
+
+
+def parameter_sets(payload: bytes, codec: str) -> bytes:
+    """The parameter set NAL units in a video PES payload (Annex B), concatenated: what
+    a decoder is configured with (resolution, profile, ...). Empty if there are none."""
+    kind = _PARAMETER_SETS.get(codec)
+    if kind is None:
+        return b""
+    mask, shift, wanted = kind
+    found = bytearray()
+    start = payload.find(b"\0\0\1")
+    while start >= 0 and start + 3 < len(payload):
+        following = payload.find(b"\0\0\1", start + 3)
+        end = len(payload) if following < 0 else following
+        if (payload[start + 3] & mask) >> shift in wanted:
+            found += payload[start + 3 : end].rstrip(b"\0")  # a 4-byte start code's zero
+        start = following
+    return bytes(found)
+
+
 def adts_ticks(payload: bytes) -> int | None:
     """How long the whole ADTS (AAC) frames at the start of `payload` play, in 90 kHz
     ticks; None if it does not start with one."""

@@ -21,7 +21,7 @@ from typing import Any
 
 from .index import Segment
 from .mpegts import CLOCK, PTS_WRAP, decode_counters, pts_delta
-from .probe import Cut
+from .probe import Cut, same_streams
 from .timeline import is_gap
 from .times import format_us
 
@@ -87,18 +87,24 @@ def _round(seconds: float) -> int:
 
 def continues(prev: Segment, seg: Segment) -> bool:
     """Whether `seg`'s own timestamps carry straight on from `prev`'s (one muxer's TS)."""
-    if prev.container != "mpegts" or seg.container != "mpegts" or prev.streams != seg.streams:
+    if (
+        prev.container != "mpegts"
+        or seg.container != "mpegts"
+        or not same_streams(prev.streams, seg.streams)
+    ):
         return False
     gap = pts_delta(seg.first_pts, prev.first_pts + prev.duration)
     return abs(gap) * 2 <= max(prev.frame_ticks, 1)
 
 
 def _changes(prev: Segment, seg: Segment) -> bool:
-    """Whether a player needs new decoders between the two (a DISCONTINUITY)."""
+    """Whether a player needs new decoders between the two (a DISCONTINUITY): another
+    codec, container, PIDs or stream types, or decoder configuration (a camera whose
+    resolution changed has new parameter sets in the same streams)."""
     return (
         prev.video_codec != seg.video_codec
         or (prev.container == "mpegts") != (seg.container == "mpegts")
-        or (prev.container == "mpegts" and prev.streams != seg.streams)
+        or not same_streams(prev.streams, seg.streams)
         or prev.has_audio != seg.has_audio
     )
 

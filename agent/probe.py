@@ -12,6 +12,7 @@ last frame, which is what a playlist's EXTINF must state.
 
 from __future__ import annotations
 
+import hashlib
 import itertools
 import os
 import statistics
@@ -339,6 +340,12 @@ def _probe_ts(fd: int, size: int, head: bytes) -> MediaFacts:
             audio_end = pts_delta(tail_audio[-1][0], first_pts) + step
     first_counters = mpegts.counters(head)
     last_counters = mpegts.end_counters(fd, size, set(first_counters))
+    parameter_sets = b""
+    for position in itertools.islice(mpegts.pusi_packets(head, 0, video_pid), _MIN_FRAMES):
+        payload = mpegts.pes_payload(head, position, video_pid)
+        parameter_sets = mpegts.parameter_sets(payload, program.video_codec)
+        if parameter_sets:
+            break
     return MediaFacts(
         container="mpegts",
         video_codec=program.video_codec,
@@ -349,9 +356,23 @@ def _probe_ts(fd: int, size: int, head: bytes) -> MediaFacts:
         frame_ticks=frame_ticks,
         audio_start=audio_start,
         audio_end=audio_end,
-        streams=program.signature,
+        streams=program.signature + _configured(parameter_sets),
         counters=mpegts.encode_counters(first_counters, last_counters),
     )
+
+
+def _configured(config: bytes) -> str:
+    """What `streams` says of a video decoder's configuration (parameter sets or sample
+    description): a short digest, "" when none was found."""
+    return f";config:{hashlib.blake2s(config, digest_size=4).hexdigest()}" if config else ""
+
+
+def same_streams(a: str, b: str) -> bool:
+    """Whether two recordings' `streams` need no new decoders between them: the same
+    streams, and the same decoder configuration unless one of them has none found."""
+    kinds_a, _, config_a = a.partition(";config:")
+    kinds_b, _, config_b = b.partition(";config:")
+    return kinds_a == kinds_b and (config_a == config_b or not config_a or not config_b)
 
 
 # --- MP4 and fragmented MP4 --------------------------------------------------------------
@@ -420,8 +441,26 @@ class _Track:
     codec: str = ""
     default_duration: int = 0  # from trex
     default_flags: int = 0  # from trex
+    entry: bytes = b""  # video: what its decoder is configured with (_decoder_config)
     samples: list[tuple[int, int, bool]] | None = None  # (pts, duration, sync), plain MP4
     shift: int = 0  # media time to presentation time (edit list), in ticks
+
+
+_VISUAL_ENTRY = 78  # a visual sample entry's own fields, before its child boxes
+_CONFIG_BOXES = {b"avcC", b"hvcC"}
+
+
+def _decoder_config(moov: bytes, entry: int) -> bytes:
+    """A video sample entry's width, height and codec configuration box (avcC, hvcC):
+    what its decoder is set up with. Not the whole entry: a muxer writes each file's
+    own bitrate (btrt) there."""
+    end = min(entry + _u32(moov, entry), len(moov))
+    found = bytearray(moov[entry + 32 : entry + 36])  # width, height
+    children = entry + 8 + _VISUAL_ENTRY
+    for kind, body, box_end in _boxes(moov, children, end) if children < end else ():
+        if kind in _CONFIG_BOXES:
+            found += moov[body:box_end]
+    return bytes(found)
 
 
 def _read_box(fd: int, body: int, end: int) -> bytes:
@@ -531,6 +570,8 @@ def _tracks(moov: bytes) -> tuple[list[_Track], bool]:
             if stsd is not None and _u32(moov, stsd[0] + 4) > 0:
                 tag = moov[stsd[0] + 12 : stsd[0] + 16]
                 track.codec = _CODECS.get(tag, tag.decode("latin-1").strip())
+                if track.handler == b"vide":
+                    track.entry = _decoder_config(moov, stsd[0] + 8)
             if track.handler in (b"vide", b"soun"):
                 track.samples = _plain_samples(moov, stbl, track.shift)
         tracks.append(track)
@@ -644,5 +685,5 @@ def _probe_mp4(fd: int, size: int) -> MediaFacts:
         frame_ticks=samples[0][1],
         audio_start=audio_start,
         audio_end=audio_end,
-        streams=f"mp4:{video.codec}:{audio_codec}",
+        streams=f"mp4:{video.codec}:{audio_codec}" + _configured(video.entry),
     )

@@ -154,3 +154,44 @@ async def test_every_player_sees_one_stream(
     health = await (await client.get("/healthz")).json()
     if style != "mp4":  # MPEG-TS recordings are served without ffmpeg
         assert health["admission"]["started"] == 0
+
+
+@pytest.mark.parametrize("kind", ["mpegts", "mp4"])
+async def test_a_new_resolution_in_the_same_streams_is_a_discontinuity(
+    tmp_path: Path, start_agent: Any, kind: str
+) -> None:
+    """A camera whose resolution changes keeps its PIDs (or its MP4 tracks) but has new
+    parameter sets: a DISCONTINUITY there, and only there, and players play across it."""
+    options: dict[str, Any] = {} if kind == "mpegts" else {"kind": "mp4"}
+
+    async def render() -> list[list[Rendered]]:
+        return await asyncio.gather(
+            *(
+                render_run(tmp_path / size, 6, 2, size=size, keyframe_seconds=1, **options)
+                for size in ("320x240", "480x270")
+            )
+        )
+
+    small, large = await render()
+    config = make_config(
+        tmp_path, recordings={"layout": "ffmpeg" if kind == "mpegts" else "frigate"}
+    )
+    for n, run in enumerate((small, large, small)):  # back to back: the same camera
+        place_old(run, config.recordings.root, config.layout, "cam", T0 + n * 6 * S)
+    client = await start_agent(config)
+
+    async def indexed() -> bool:
+        return await scan_complete(client) and await camera_counts(client) == {"cam": 9}
+
+    await wait_for(indexed, what="footage indexed")
+    status, session = await post(client, {"camera_id": "cam", "from": at(0), "to": at(18)})
+    assert status == 201, session
+    playlist = parse(await (await client.get(session["playlist_url"])).text())
+    changes = [n for n, entry in enumerate(playlist.entries) if entry.discontinuity]
+    assert changes == [3, 6], changes
+    url = str(client.make_url(session["playlist_url"]))
+    assert await ffmpeg_errors(url) == ""
+    code, out = await gstreamer(url)
+    assert code == 0, out
+    assert "EOS" in out, out
+    assert "ERROR" not in out, out

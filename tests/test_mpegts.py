@@ -9,6 +9,7 @@ import json
 import subprocess
 from pathlib import Path
 
+from agent import mpegts
 from agent.demo import Rendered
 from agent.mpegts import NULL_PID, PACKET, PTS_WRAP, renumber, rewrite
 
@@ -84,3 +85,16 @@ def test_renumbered_files_run_0_to_15_and_carry_the_same_media(
     )  # fmt: skip
     assert decoded.returncode == 0
     assert decoded.stderr == ""
+
+
+def test_parameter_sets_are_taken_from_an_annex_b_payload() -> None:
+    """SPS and PPS (H.264), VPS, SPS and PPS (HEVC), whatever their start codes; no
+    other NAL unit, and nothing for a payload without them."""
+    aud, sps, pps, idr = b"\x09\xf0", b"\x67\x64\x00\x0d\xac", b"\x68\xeb\xe3", b"\x65\x88\x84"
+    payload = b"\0\0\0\1" + aud + b"\0\0\0\1" + sps + b"\0\0\1" + pps + b"\0\0\1" + idr
+    assert mpegts.parameter_sets(payload, "h264") == sps + pps
+    assert mpegts.parameter_sets(b"\0\0\1" + idr, "h264") == b""
+    vps, hsps, hpps, cra = b"\x40\x01\x0c", b"\x42\x01\x01", b"\x44\x01\xc1", b"\x2a\x01\xaf"
+    payload = b"".join(b"\0\0\0\1" + nal for nal in (vps, hsps, hpps, cra))
+    assert mpegts.parameter_sets(payload, "hevc") == vps + hsps + hpps
+    assert mpegts.parameter_sets(payload, "mpeg2") == b""

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from agent.demo import Rendered, render_run
-from agent.probe import ProbeError, keyframes, probe
+from agent.probe import ProbeError, keyframes, probe, same_streams
 
 from .conftest import run_in_thread
 from .hls import video_facts, video_keyframes
@@ -178,3 +178,10 @@ def test_an_empty_edit_delays_the_video(tmp_path: Path) -> None:
     assert Fraction(facts.duration, facts.timescale) == video.duration
     found = [Fraction(pts, facts.timescale) for pts, _ in keyframes(recording)]
     assert found == video_keyframes(recording)
+
+
+def test_same_streams_compares_decoder_configuration_when_both_have_one() -> None:
+    assert same_streams("256:1b,257:0f;config:aa", "256:1b,257:0f;config:aa")
+    assert not same_streams("256:1b,257:0f;config:aa", "256:1b,257:0f;config:bb")
+    assert same_streams("256:1b,257:0f", "256:1b,257:0f;config:bb")  # none found in one
+    assert not same_streams("256:1b,257:0f;config:aa", "256:24,257:0f;config:aa")
