@@ -25,7 +25,7 @@ from .admission import Kind, Limiter
 from .config import Config
 from .errors import AgentError, Busy, InsufficientStorage, NotFound, ProbeError
 from .files import write_file
-from .mpegts import CLOCK, PACKET, PTS_WRAP, renumber, rewrite
+from .mpegts import CLOCK, PACKET, PTS_WRAP, keyframe_dts, renumber, rewrite
 from .playlists import CUT, OUT_START, MediaItem, Plan
 from .probe import probe
 from .sessions import Session, SessionStore
@@ -89,20 +89,33 @@ def remux_argv(ffmpeg_bin: str, source: Path, item: MediaItem, output: Path) -> 
 MP4_TYPE = "video/mp4"
 
 
-def concat_listing(root: Path, items: Sequence[MediaItem]) -> str:
+def concat_listing(root: Path, items: Sequence[MediaItem], first_dts: int | None = None) -> str:
     """ffmpeg's concat list for a session's items, the first from its keyframe (pure):
-    each file's duration is the item's, so timestamps run on across recorder resets."""
+    each file's duration is the items', so timestamps run on across recorder resets.
+    The parts of one long recording are one entry: the concat demuxer would read each
+    entry of a file from the file's start. The concat demuxer starts an MPEG-TS file at
+    the first keyframe whose DTS is at or after `inpoint`: a cut first item starts at its
+    keyframe's DTS (`first_dts`, in the file's clock), which precedes its PTS by the
+    B-frame delay (at its PTS, the export began one GOP late)."""
     lines = ["ffconcat version 1.0"]
     start = OUT_START
+    entries: list[tuple[str, float]] = []  # source, seconds
     for n, item in enumerate(items):
-        path = str(root / item.source).replace("'", "'\\''")
+        if entries and item.source == entries[-1][0] and item.kind == CUT and n:
+            entries[-1] = (item.source, entries[-1][1] + item.duration)
+            continue
+        entries.append((item.source, item.duration))
+        if n == 0:
+            first = item
+    for n, (source, seconds) in enumerate(entries):
+        path = str(root / source).replace("'", "'\\''")
         lines.append(f"file '{path}'")
-        if n == 0 and item.kind == CUT:
-            begin = (start - item.shift) % PTS_WRAP  # the keyframe, in the file's own clock
-            lines.append(f"inpoint {begin / CLOCK:.6f}")
-        elif n == 0 and item.seek is not None:
-            lines.append(f"inpoint {item.seek:.6f}")
-        lines.append(f"duration {item.duration:.6f}")
+        if n == 0 and first.kind == CUT:
+            begin = (start - first.shift) % PTS_WRAP  # the keyframe, in the file's own clock
+            lines.append(f"inpoint {(begin if first_dts is None else first_dts) / CLOCK:.6f}")
+        elif n == 0 and first.seek is not None:
+            lines.append(f"inpoint {first.seek:.6f}")
+        lines.append(f"duration {seconds:.6f}")
     return "\n".join(lines) + "\n"
 
 
@@ -288,11 +301,12 @@ class MediaService:
         directory = self.store.path(session.id)
         listing = directory / f".export-{secrets.token_hex(4)}.ffconcat"
         root = self.config.recordings.root
-        text = concat_listing(root, items)
 
         def prepare() -> bool:
             """Write the list; whether the video is HEVC (tagged hvc1 for Safari)."""
-            listing.write_text(text)
+            first = items[0]
+            dts = keyframe_dts(root / first.source, first.cut_at) if first.kind == CUT else None
+            listing.write_text(concat_listing(root, items, dts))
             try:
                 return probe(root / items[0].source).video_codec == "hevc"
             except (OSError, ProbeError):

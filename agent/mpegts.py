@@ -12,6 +12,7 @@ import os
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path
 
 from .errors import ProbeError
 
@@ -81,6 +82,20 @@ def read_timestamp(buf: bytes, at: int) -> int:
         | buf[at + 3] << 7
         | buf[at + 4] >> 1
     )
+
+
+def keyframe_dts(path: Path | str, offset: int) -> int | None:
+    """The DTS of the PES that starts in the packet at `offset` of a file (a cut's
+    keyframe), or None if there is none there."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        packet = os.pread(fd, PACKET, offset)
+    finally:
+        os.close(fd)
+    if len(packet) < PACKET or packet[0] != 0x47:
+        return None
+    times = pes_times(packet, 0, ((packet[1] & 0x1F) << 8) | packet[2])
+    return times[0][1] if times else None
 
 
 def pes_times(buf: bytes, offset: int, pid: int) -> list[tuple[int, int]]:
