@@ -99,14 +99,13 @@ def concat_listing(root: Path, items: Sequence[MediaItem], first_dts: int | None
     B-frame delay (at its PTS, the export began one GOP late)."""
     lines = ["ffconcat version 1.0"]
     start = OUT_START
+    first = items[0]
     entries: list[tuple[str, float]] = []  # source, seconds
-    for n, item in enumerate(items):
-        if entries and item.source == entries[-1][0] and item.kind == CUT and n:
+    for item in items:
+        if entries and item.source == entries[-1][0] and item.kind == CUT:
             entries[-1] = (item.source, entries[-1][1] + item.duration)
-            continue
-        entries.append((item.source, item.duration))
-        if n == 0:
-            first = item
+        else:
+            entries.append((item.source, item.duration))
     for n, (source, seconds) in enumerate(entries):
         path = str(root / source).replace("'", "'\\''")
         lines.append(f"file '{path}'")
