@@ -32,6 +32,16 @@ _FORMATS = {
         ".mp4",
         ["-segment_format_options", "movflags=+frag_keyframe+empty_moov+default_base_moof"],
     ),
+    # MediaMTX's way: a fragment ("part") every interval, whether or not a keyframe
+    # starts it (a second, as MediaMTX by default).
+    "fmp4_parts": (
+        "mp4",
+        ".mp4",
+        [
+            "-segment_format_options",
+            "movflags=+empty_moov+default_base_moof:frag_duration=1000000",
+        ],
+    ),
 }
 
 

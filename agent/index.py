@@ -23,7 +23,7 @@ from .probe import Cut, MediaFacts
 
 log = logging.getLogger(__name__)
 
-SCHEMA_VERSION = 7
+SCHEMA_VERSION = 8
 _SCHEMA = """
 CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL) WITHOUT ROWID;
 CREATE TABLE cameras (
@@ -51,10 +51,12 @@ CREATE TABLE segments (
     audio_start INTEGER,            -- audio's first and end time, relative to first_pts
     audio_end INTEGER,
     streams TEXT NOT NULL,          -- what the streams are; a change needs new decoders
-    counters TEXT NOT NULL          -- MPEG-TS: "pid:first:last,..." continuity counters
+    counters TEXT NOT NULL,         -- MPEG-TS: "pid:first:last,..." continuity counters
+    media_start INTEGER NOT NULL,   -- fragmented MP4: its first fragment's offset (before
+    media_end INTEGER NOT NULL      -- it, the init section) and its last whole one's end
 );
 CREATE INDEX segments_by_time ON segments (camera, start_us);
-CREATE TABLE cuts (                 -- where a long MPEG-TS recording is split into parts
+CREATE TABLE cuts (                 -- where a long recording is split into parts
     path TEXT PRIMARY KEY,          -- as in segments.path
     cuts TEXT NOT NULL              -- JSON [[offset, pts, [PAT, PMT offsets], [early audio]]]
 ) WITHOUT ROWID;
@@ -89,7 +91,8 @@ END;
 """
 _COLUMNS = (
     "path, camera, start_us, end_us, size, mtime_ns, inode, container, video_codec, has_audio,"
-    " timescale, first_pts, duration, frame_ticks, audio_start, audio_end, streams, counters"
+    " timescale, first_pts, duration, frame_ticks, audio_start, audio_end, streams, counters,"
+    " media_start, media_end"
 )
 
 
@@ -113,6 +116,8 @@ class Segment:
     audio_end: int | None = None
     streams: str = ""
     counters: str = ""
+    media_start: int = 0
+    media_end: int = 0
 
     @classmethod
     def from_facts(
@@ -145,6 +150,8 @@ class Segment:
             audio_end=facts.audio_end,
             streams=facts.streams,
             counters=facts.counters,
+            media_start=facts.media_start,
+            media_end=facts.media_end,
         )
 
     @property
@@ -328,6 +335,8 @@ class Index:
                 s.audio_end,
                 s.streams,
                 s.counters,
+                s.media_start,
+                s.media_end,
             )
             for s in segments
         ]

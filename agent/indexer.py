@@ -28,7 +28,7 @@ from watchfiles import Change, awatch
 
 from .index import Index, Segment
 from .layout import Layout, SegmentName
-from .probe import Cut, MediaFacts, ProbeError, is_long, probe, ts_splits
+from .probe import Cut, MediaFacts, ProbeError, fmp4_splits, is_long, probe, ts_splits
 
 log = logging.getLogger(__name__)
 
@@ -132,14 +132,15 @@ def list_dir(root: Path, layout: Layout, reldir: str) -> dict[str, FileState]:
 
 
 # Each probed file: (file, outcome, facts when read, the problem when unreadable, and for
-# a long MPEG-TS recording the cuts that split it into parts).
+# a long recording the cuts that split it into parts).
 _Probed = tuple[_Candidate, Outcome, MediaFacts | None, str, list[Cut] | None]
 
 
 def _probe_many(root: Path, items: list[_Candidate], final: bool, seconds: int) -> list[_Probed]:
     """Probe files (blocking); `final` accepts any readable file, else only whole ones.
-    A long MPEG-TS recording is also split, every `seconds` (playback.segment_seconds),
-    here once rather than at each POST that plays it."""
+    A long recording is also split, every `seconds` (playback.segment_seconds), here
+    once rather than at each POST that plays it. A fragmented MP4 file cut short (or
+    corrupt) after some whole fragments is indexed, once settled, up to the last one."""
     results: list[_Probed] = []
     for item in items:
         path = root / item.relpath
@@ -153,14 +154,19 @@ def _probe_many(root: Path, items: list[_Candidate], final: bool, seconds: int) 
             results.append((item, Outcome.UNREADABLE, None, str(error), None))
             continue
         item.state = FileState.of(stat)
-        whole = facts.container != "mpegts" or stat.st_size % 188 == 0
+        ts = facts.container == "mpegts"
+        whole = stat.st_size % 188 == 0 if ts else not facts.problem
         outcome = Outcome.READY if whole or final else Outcome.INCOMPLETE
         cuts = None
+        step = facts.timescale * seconds
         if outcome is Outcome.READY and is_long(
             facts.container, facts.duration, facts.timescale, seconds
         ):
             try:
-                cuts = ts_splits(path, facts.first_pts, facts.duration, facts.timescale * seconds)
+                if facts.container == "fmp4":
+                    cuts = fmp4_splits(facts.fragments, facts.first_pts, facts.duration, step)
+                else:
+                    cuts = ts_splits(path, facts.first_pts, facts.duration, step)
             except (ProbeError, OSError, ValueError) as error:
                 # Found when a session plays it, then, as for a recording the index lacks.
                 log.info("index: cannot split %s (%s)", item.relpath, error)
@@ -484,6 +490,11 @@ class Indexer:
                     self._pending[item.relpath] = item  # may still be being written
                 continue
             self._unreadable.pop(item.relpath, None)
+            if facts.problem:
+                log.warning(
+                    "index: %s: %s; it is served up to its last whole fragment (%d of %d bytes)",
+                    item.relpath, facts.problem, facts.media_end, item.state.size,
+                )  # fmt: skip
             if found is not None:
                 cuts[item.relpath] = found
             ready.append(

@@ -20,13 +20,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from stat import S_ISREG
 
-from . import ffmpeg
+from . import ffmpeg, mp4
 from .admission import Kind, Limiter
 from .config import Config
 from .errors import AgentError, Busy, InsufficientStorage, NotFound, ProbeError
 from .files import write_file
 from .mpegts import CLOCK, PACKET, PTS_WRAP, keyframe_dts, renumber, rewrite
-from .playlists import CUT, OUT_START, MediaItem, Plan
+from .playlists import CUT, FRAGMENTS, OUT_START, MediaItem, Plan
 from .probe import probe
 from .sessions import Session, SessionStore
 from .times import format_us
@@ -44,9 +44,12 @@ class MediaFailed(AgentError):
 
 PLAYLIST_TYPE = "application/vnd.apple.mpegurl"
 TS_TYPE = "video/mp2t"
+MP4_TYPE = "video/mp4"
+SEGMENT_TYPE = "video/iso.segment"  # a fragmented MP4 media segment (RFC 8216 3.3)
 
 
 Rewrite = Callable[[bytearray], None]
+Patch = Callable[[int, int, bytearray], None]  # (fd, file offset, bytes from there)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -54,7 +57,8 @@ class Served:
     """What to send for a session's URL: `prefix`, then bytes `start` to `stop` (0: the
     end) of a file of the agent's choosing with the packets at `nulls` (file offsets) sent
     as null packets, then `suffix`; with `rewrite` applied to whole packets of that
-    stream in flight. `gzip_path`, where set, is the same content compressed."""
+    stream in flight; or, with no prefix or suffix, `patch` applied to any bytes of the
+    file (at their offsets in it). `gzip_path`, where set, is the same content compressed."""
 
     path: Path
     content_type: str
@@ -64,6 +68,7 @@ class Served:
     suffix: bytes = b""
     nulls: tuple[int, ...] = ()
     rewrite: Rewrite | None = None
+    patch: Patch | None = None
     gzip_path: Path | None = None
     max_age: int = 0
 
@@ -86,9 +91,6 @@ def remux_argv(ffmpeg_bin: str, source: Path, item: MediaItem, output: Path) -> 
     return argv
 
 
-MP4_TYPE = "video/mp4"
-
-
 def concat_listing(root: Path, items: Sequence[MediaItem], first_dts: int | None = None) -> str:
     """ffmpeg's concat list for a session's items, the first from its keyframe (pure):
     each file's duration is the items', so timestamps run on across recorder resets.
@@ -102,7 +104,7 @@ def concat_listing(root: Path, items: Sequence[MediaItem], first_dts: int | None
     first = items[0]
     entries: list[tuple[str, float]] = []  # source, seconds
     for item in items:
-        if entries and item.source == entries[-1][0] and item.kind == CUT:
+        if entries and item.source == entries[-1][0] and item.kind in (CUT, FRAGMENTS):
             entries[-1] = (item.source, entries[-1][1] + item.duration)
         else:
             entries.append((item.source, item.duration))
@@ -160,14 +162,19 @@ class MediaService:
             raise NotFound("the recording for this segment is no longer on disk")
         return path
 
-    async def file_for(self, session: Session, plan: Plan, number: int, item: MediaItem) -> Served:
-        """What to serve for `item`, made first if it must be.
+    async def file_for(
+        self, session: Session, plan: Plan, number: int, item: MediaItem, init: bool = False
+    ) -> Served:
+        """What to serve for `item` (or, `init`, its recording's init section), made first
+        if it must be.
 
         A recording served as recorded gets the session's timeline in flight: its PTS,
         DTS and PCR moved by the plan's shift, its continuity counters carried on from
         the segment before, so that players see one stream, as from a single muxer.
         """
-        if not item.remux:
+        if item.kind == FRAGMENTS:
+            served = await asyncio.to_thread(self._fragments, item, init)
+        elif not item.remux:
             served = await asyncio.to_thread(self._as_recorded, item)
         else:
             path = self.store.path(session.id) / item.name
@@ -212,6 +219,25 @@ class MediaService:
             nulls=item.nulls,
             rewrite=lambda buf: rewrite(buf, item.shift, cc_shift),
         )
+
+    def _fragments(self, item: MediaItem, init: bool) -> Served:
+        """Bytes of a fragmented MP4 recording on the session's timeline: `item`'s
+        fragments, decode times moved in flight, or its recording's init section, an HEVC
+        sample entry named for Safari (mp4.Retimed)."""
+        path = self.recording(item)
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
+        try:
+            timeline = mp4.retimed(fd, item.init_size, (item.cut_at,), item.shift)
+        except ProbeError as error:  # its init section is gone: cut short since planned
+            log.warning("media: %s cannot be served: %s", item.source, error)
+            raise NotFound("the recording for this segment is no longer whole") from None
+        finally:
+            os.close(fd)
+        if init:
+            return Served(path=path, content_type=MP4_TYPE, stop=item.init_size,
+                          patch=timeline.apply)  # fmt: skip
+        return Served(path=path, content_type=SEGMENT_TYPE, start=item.cut_at,
+                      stop=item.stop_at, patch=timeline.apply)  # fmt: skip
 
     def _build_task(self, session: Session, item: MediaItem, wait: bool) -> asyncio.Task[Path]:
         key = (session.id, item.name)

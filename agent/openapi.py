@@ -55,13 +55,21 @@ def document() -> dict[str, Any]:
     session = _json(_ref("Session"), "The playback session")
     media_path = [
         _path_param("session_id", _SESSION_ID),
-        _path_param("name", {"type": "string", "examples": ["index.m3u8", "s000000.ts"]}),
+        _path_param(
+            "name", {"type": "string", "examples": ["index.m3u8", "s000000.ts", "s000000.m4s"]}
+        ),
     ]
     media_ok = {
         "200": {
             "description": "The HLS playlist (application/vnd.apple.mpegurl, gzip when"
-            " accepted) or a media segment (video/mp2t)",
-            "content": {"application/vnd.apple.mpegurl": {}, "video/mp2t": {}},
+            " accepted) or a media segment (video/mp2t; fragmented MP4: video/mp4 for an init"
+            " section, video/iso.segment for media)",
+            "content": {
+                "application/vnd.apple.mpegurl": {},
+                "video/mp2t": {},
+                "video/mp4": {},
+                "video/iso.segment": {},
+            },
         },
         "206": {"description": "Part of a media segment (Range request)"},
         "304": {"description": "Not modified"},

@@ -11,6 +11,7 @@ import asyncio
 import logging
 from collections.abc import Mapping, Sequence
 from dataclasses import replace
+from pathlib import Path
 
 from .admission import Limiter
 from .config import Config
@@ -24,6 +25,7 @@ from .probe import (
     Cut,
     ProbeError,
     cut_point,
+    fmp4_cut,
     is_long,
     ts_cut_after,
     ts_cut_before,
@@ -137,7 +139,7 @@ class Playback:
         indexed: Mapping[str, Sequence[Cut]],
     ) -> tuple[Cut | None, dict[str, list[Cut]], Cut | None]:
         """Where the session's first recording is cut (the keyframe at or before `from`),
-        and where its long MPEG-TS recordings are split into segments of about
+        and where its long recordings are split into segments of about
         `playback.segment_seconds` (the last at the keyframe after `to`). The splits come
         from the index (`indexed`, found when the recording was indexed); the cuts at
         `from` and `to`, and splits the index lacks, are found by reading near where
@@ -161,8 +163,13 @@ class Playback:
                 continue  # most of a day's 8,640: nothing to read, not even a path to make
             path = root / segment.path
             step = segment.timescale * seconds
+            known = indexed.get(segment.path)
+            fragmented = segment.container == "fmp4"
+
             try:
-                if segment is head and long(head):
+                if segment is head and fragmented:
+                    cut = _fragment(path, head, known, ticks(head, from_us), after=False)
+                elif segment is head and long(head):
                     cut = ts_cut_before(path, head.first_pts, head.duration, wanted, step)
                 elif segment is head:
                     cut = cut_point(path, head.first_pts, wanted)
@@ -170,8 +177,9 @@ class Playback:
                     continue
                 low = max(0, ticks(segment, from_us)) if segment is head else 0
                 high = ticks(segment, to_us) if segment is tail else segment.duration
-                known = indexed.get(segment.path)
-                if known is None:
+                if known is None and fragmented:
+                    cuts = []  # not split when indexed: served whole
+                elif known is None:
                     cuts = ts_splits(path, segment.first_pts, segment.duration, step, low, high)
                 else:  # those of the index between low and high, none within half a step
                     cuts = [
@@ -179,7 +187,9 @@ class Playback:
                         if step // 2 <= pts_delta(c.pts, segment.first_pts) - low
                         and step // 2 <= high - pts_delta(c.pts, segment.first_pts)
                     ]  # fmt: skip
-                if segment is tail and high < segment.duration:
+                if segment is tail and high < segment.duration and fragmented:
+                    last = _fragment(path, segment, known, high, after=True)
+                elif segment is tail and high < segment.duration:
                     last = ts_cut_after(
                         path, segment.first_pts, segment.duration,
                         segment.first_pts + high, step,
@@ -222,8 +232,23 @@ class Playback:
             found = item(plan, name)
             if found is None:
                 raise NotFound(f"this session has no media named {name}")
-            served = await self.media.file_for(session, plan, *found)
+            served = await self.media.file_for(session, plan, *found, init=name.startswith("i"))
         self.store.touch(session)
         # Clients may keep what they fetched for as long as the session lives.
         max_age = max(0, (session.expires_us - self.store.now_us()) // 1_000_000)
         return replace(served, max_age=max_age)
+
+
+def _fragment(
+    path: Path, segment: Segment, known: Sequence[Cut] | None, at: int, after: bool
+) -> Cut | None:
+    """The fragment of a fragmented MP4 recording that starts with the keyframe at or
+    before `at` ticks after its first frame (or, `after`, the first after), looked for
+    from the last split the index has before it (blocking)."""
+    start = max(
+        (c.offset for c in known or () if c.pts - segment.first_pts <= at),
+        default=segment.media_start,
+    )
+    return fmp4_cut(
+        path, segment.media_start, segment.media_end, start, segment.first_pts + at, after
+    )

@@ -30,8 +30,8 @@ OUT_START = 10 * CLOCK  # where a session's timeline starts (90 kHz ticks)
 # recorder may start ahead of the video, does not overlap the audio before it. Beyond
 # this the audio overlaps instead: a longer pause in the picture would be seen.
 MAX_HOLD = CLOCK // 2
-RECORDED, CUT, REMUX = "recorded", "cut", "remux"
-KINDS = (RECORDED, CUT, REMUX)
+RECORDED, CUT, REMUX, FRAGMENTS = "recorded", "cut", "remux", "fragments"
+KINDS = (RECORDED, CUT, REMUX, FRAGMENTS)
 
 
 @dataclass(kw_only=True, slots=True)
@@ -40,22 +40,28 @@ class MediaItem:
     changed once planned; not frozen, because a frozen dataclass's __init__ sets each
     field through object.__setattr__: 69 ms of a day's 200 ms plan (8,640 items)."""
 
-    name: str  # file name in the session's URL space, like s000000.ts
+    name: str  # its URI in the session's URL space: s000000.ts, or s000000.m4s (FRAGMENTS)
     source: str  # the recording's path relative to the recordings root
-    kind: str  # RECORDED, CUT (from a keyframe's packet, PAT and PMT in front) or REMUX
+    # RECORDED, CUT (from a keyframe's packet, PAT and PMT in front), REMUX, or FRAGMENTS
+    # (fragments of a fragmented MP4 recording, bytes cut_at to stop_at, init section 0 to
+    # init_size, their decode times moved by `shift` ticks of the video's timescale)
+    kind: str
     duration: float  # EXTINF: real media duration in seconds
     pdt_us: int  # wall-clock time of the first frame (UTC microseconds)
     discontinuity: bool  # the streams change before this segment (codec, PIDs, container)
     size: int  # bytes of the recording
     shift: int = 0  # RECORDED, CUT: ticks added to every PTS, DTS and PCR (mod 2**33)
     cc_shift: str = ""  # RECORDED: "pid:delta,...", added to each PID's counters
-    cut_at: int = 0  # CUT: byte offset of the keyframe's first packet
-    stop_at: int = 0  # RECORDED, CUT: where in the recording this item ends (0: its end)
+    cut_at: int = 0  # CUT: byte offset of the keyframe's first packet; FRAGMENTS: its moof
+    stop_at: int = 0  # RECORDED, CUT, FRAGMENTS: where in the recording this item ends
+    # (0: its end)
     suffix: tuple[int, ...] = ()  # RECORDED, CUT: packets after stop_at sent last (its audio)
     nulls: tuple[int, ...] = ()  # CUT: packets sent as null packets (audio of the item before)
     prefix: tuple[int, ...] = ()  # CUT: offsets of the PAT and PMT packets sent first
-    seek: float | None = None  # REMUX: start at the keyframe at this media time (seconds)
+    # REMUX, FRAGMENTS: start at the keyframe at this media time (seconds)
+    seek: float | None = None
     offset: float | None = None  # REMUX: ffmpeg's -output_ts_offset (seconds)
+    init_size: int = 0  # FRAGMENTS: the bytes of the init section, from the file's start
 
     @property
     def remux(self) -> bool:
@@ -150,9 +156,12 @@ def plan(
     recorded_us: list[int] = []  # how long each item's video runs, by the recording
     counters: dict[int, int] = {}  # PID -> the counter its next packet must carry
     start_offset = 0.0
+    # Fragmented MP4 is served as it is when the whole session is: its init sections
+    # (EXT-X-MAP) would apply to any MPEG-TS segment after them.
+    fragmented = all(seg.container == "fmp4" and seg.media_end for seg in chosen)
     for n, seg in enumerate(chosen):
         scale = seg.timescale
-        kind = RECORDED if seg.container == "mpegts" else REMUX
+        kind = RECORDED if seg.container == "mpegts" else FRAGMENTS if fragmented else REMUX
         lead = 0  # ticks from the recording's earliest frame to where this item begins
         cut = first_cut if n == 0 else None
         if cut is not None and cut.offset != 0:
@@ -194,6 +203,14 @@ def plan(
                 seek=begin / scale if lead else None, offset=start / CLOCK - begin / scale
             )
             counters = {pid: 0 for pid in counters}  # remuxed files are renumbered 0..15
+        elif kind == FRAGMENTS:
+            fields.update(
+                shift=(start * scale + CLOCK // 2) // CLOCK - begin,  # nearest tick
+                seek=begin / scale if lead else None,  # for the export
+                cut_at=cut.offset if cut is not None and lead else seg.media_start,
+                stop_at=seg.media_end,
+                init_size=seg.media_start,
+            )
         else:
             recorded = decode_counters(seg.counters)
             pairs = []
@@ -232,11 +249,15 @@ def plan(
                 item_stops[-1] = start + at  # the session ends with the part before
                 break
             part_pdt = pdt_us + at * 1_000_000 // CLOCK
-            pending.append(
-                {**fields, "kind": CUT, "cut_at": part.offset, "prefix": part.prefix,
-                 "stop_at": 0, "suffix": (), "nulls": part.early, "pdt_us": part_pdt,
-                 "discontinuity": False}
-            )  # fmt: skip
+            part_fields: dict[str, Any] = {
+                "cut_at": part.offset,
+                "stop_at": seg.media_end if kind == FRAGMENTS else 0,  # till the next part
+                "pdt_us": part_pdt,
+                "discontinuity": False,
+            }
+            if kind != FRAGMENTS:  # the part's own PAT and PMT, and its audio, as cut
+                part_fields.update(kind=CUT, prefix=part.prefix, suffix=(), nulls=part.early)
+            pending.append({**fields, **part_fields})
             item_starts.append(start + at)
             item_stops.append(None)
     # Each item's duration runs to where the next one starts on the timeline.
@@ -245,17 +266,28 @@ def plan(
         for stop, following in zip(item_stops, [*item_starts[1:], ends[-1]], strict=True)
     ]
     items = tuple(
-        MediaItem(name=f"s{n:06d}.ts", duration=(stop - start) / CLOCK, **fields)
+        MediaItem(name=media_name(n, fields["kind"]), duration=(stop - start) / CLOCK, **fields)
         for n, (fields, start, stop) in enumerate(zip(pending, item_starts, stops, strict=True))
     )
     return Plan(items, round(start_offset, 6))
 
 
+def media_name(n: int, kind: str) -> str:
+    """Item `n`'s URI: an MPEG-TS segment, or a fragmented MP4 media segment."""
+    return f"s{n:06d}.m4s" if kind == FRAGMENTS else f"s{n:06d}.ts"
+
+
+def init_name(n: int) -> str:
+    """The URI of the init section of item `n`'s recording (FRAGMENTS)."""
+    return f"i{n:06d}.mp4"
+
+
 def render(found: Plan) -> str:
     """The complete VOD playlist (RFC 8216) for a plan."""
+    fragments = found.items[0].kind == FRAGMENTS  # then all are
     lines = [
         "#EXTM3U",
-        "#EXT-X-VERSION:3",
+        f"#EXT-X-VERSION:{7 if fragments else 3}",
         f"#EXT-X-TARGETDURATION:{found.target_duration}",
         "#EXT-X-MEDIA-SEQUENCE:0",
         "#EXT-X-PLAYLIST-TYPE:VOD",
@@ -263,9 +295,13 @@ def render(found: Plan) -> str:
     ]
     if found.start_offset > 0:
         lines.append(f"#EXT-X-START:TIME-OFFSET={found.start_offset:.3f},PRECISE=YES")
-    for item in found.items:
+    source = ""  # the recording whose init section applies
+    for n, item in enumerate(found.items):
         if item.discontinuity:
             lines.append("#EXT-X-DISCONTINUITY")
+        if fragments and item.source != source:
+            source = item.source
+            lines.append(f'#EXT-X-MAP:URI="{init_name(n)}"')
         lines.append(f"#EXT-X-PROGRAM-DATE-TIME:{_pdt(item.pdt_us)}")
         lines.append(f"#EXTINF:{item.duration:.6f},")
         lines.append(item.name)

@@ -16,12 +16,13 @@ import hashlib
 import itertools
 import os
 import statistics
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from . import mpegts
 from .errors import ProbeError
+from .mp4 import Track, read_box, read_tracks, top_level, traf_samples
 from .mpegts import PACKET, PTS_WRAP, pes_times, pts_delta
 
 __all__ = [
@@ -29,6 +30,8 @@ __all__ = [
     "MediaFacts",
     "ProbeError",
     "cut_point",
+    "fmp4_cut",
+    "fmp4_splits",
     "keyframes",
     "probe",
     "ts_cut_after",
@@ -65,6 +68,14 @@ class MediaFacts:
     audio_end: int | None = None
     streams: str = ""  # what the streams are (PIDs and types): a change needs new decoders
     counters: str = ""  # MPEG-TS: each PID's first and last continuity counter
+    # Fragmented MP4: where its first fragment starts (before it, the init section) and
+    # where its last whole one ends; why reading stopped short of the file's end, if it did.
+    media_start: int = 0
+    media_end: int = 0
+    problem: str = ""
+    # Fragmented MP4: (moof offset, earliest video time, starts with a keyframe) of each
+    # fragment, for the indexer to split a long recording by (not kept in the index).
+    fragments: tuple[tuple[int, int, bool], ...] = field(default=(), repr=False)
 
     @property
     def duration_us(self) -> int:
@@ -223,10 +234,10 @@ def ts_splits(
 
 
 def is_long(container: str, duration: int, timescale: int, seconds: int) -> bool:
-    """Whether a recording is served in parts of about `seconds`: an MPEG-TS recording
-    longer than twice that. Up to twice, a recording is one segment: a 10 s recording is
-    read at POST time not at all, and plays as well as two parts."""
-    return container == "mpegts" and duration > timescale * seconds * 2
+    """Whether a recording is served in parts of about `seconds`: an MPEG-TS or fragmented
+    MP4 recording longer than twice that. Up to twice, a recording is one segment: a 10 s
+    recording is read at POST time not at all, and plays as well as two parts."""
+    return container in ("mpegts", "fmp4") and duration > timescale * seconds * 2
 
 
 def _scan_from_before(
@@ -284,6 +295,68 @@ def ts_cut_after(
     near where it should lie: where a session that ends at `wanted` can stop; None if
     there is none."""
     return _keyframe_near(path, first_pts, duration, wanted, step, after=True)
+
+
+# --- fragmented MP4: split between fragments that start with a keyframe ----------------
+
+
+def fmp4_splits(
+    fragments: Iterable[tuple[int, int, bool]], first_pts: int, duration: int, step: int
+) -> list[Cut]:
+    """Cuts about every `step` ticks through a fragmented MP4 recording, from its fragments
+    (`MediaFacts.fragments`): each at a fragment that starts with a keyframe, none within
+    half a step of the recording's end (pure)."""
+    cuts: list[Cut] = []
+    last = 0  # ticks after first_pts of the last cut
+    for offset, pts, sync in fragments:
+        at = pts - first_pts
+        if sync and at - last >= step * 7 // 8 and duration - at >= step // 2:
+            cuts.append(Cut(pts, offset))
+            last = at
+    return cuts
+
+
+def _fmp4_video(fd: int, media_start: int) -> Track:
+    """The video track of a fragmented MP4 file, from the init section before its first
+    fragment."""
+    for kind, _, body, end in top_level(fd, media_start):
+        if kind == b"moov":
+            tracks, _ = read_tracks(read_box(fd, body, end))
+            video = next((t for t in tracks if t.handler == b"vide" and t.timescale), None)
+            if video is not None:
+                return video
+    raise ProbeError("fragmented MP4 without a video track")
+
+
+def fmp4_cut(
+    path: Path | str, media_start: int, media_end: int, start: int, wanted: int, after: bool
+) -> Cut | None:
+    """A fragment of a fragmented MP4 recording that starts with a keyframe, looked for
+    from the fragment at byte `start` on: the last whose earliest time is at or before
+    `wanted` (None if that is the recording's first fragment: serve it whole) or, `after`,
+    the first after `wanted` (None if there is none: serve to the end). Reads the init
+    section and the moof boxes on the way, never the media."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        video = _fmp4_video(fd, media_start)
+        before: Cut | None = None
+        for kind, offset, body, end in top_level(fd, media_end, start):
+            if kind != b"moof":
+                continue
+            samples = traf_samples(read_box(fd, body, end), video)
+            if not samples or not samples[0][2]:
+                continue
+            pts = min(pts for pts, _, _ in samples[:_MIN_FRAMES])
+            if pts > wanted:
+                return Cut(pts, offset) if after else _unless_first(before, media_start)
+            before = Cut(pts, offset)
+        return None if after else _unless_first(before, media_start)
+    finally:
+        os.close(fd)
+
+
+def _unless_first(cut: Cut | None, media_start: int) -> Cut | None:
+    return None if cut is None or cut.offset == media_start else cut
 
 
 # --- MPEG-TS --------------------------------------------------------------------------
@@ -377,285 +450,62 @@ def same_streams(a: str, b: str) -> bool:
 
 # --- MP4 and fragmented MP4 --------------------------------------------------------------
 
-_MAX_BOX = 64 << 20  # a moov or moof larger than this is not a camera segment
-_CODECS = {b"avc1": "h264", b"avc3": "h264", b"hvc1": "hevc", b"hev1": "hevc"}
-
-
-def _u32(data: bytes, at: int) -> int:
-    return int.from_bytes(data[at : at + 4], "big")
-
-
-def _u64(data: bytes, at: int) -> int:
-    return int.from_bytes(data[at : at + 8], "big")
-
-
-def _s32(data: bytes, at: int) -> int:
-    return int.from_bytes(data[at : at + 4], "big", signed=True)
-
-
-def _boxes(data: bytes, start: int, end: int) -> Iterator[tuple[bytes, int, int]]:
-    """(type, body start, box end) of each box in data[start:end]."""
-    position = start
-    while position + 8 <= end:
-        size, kind, header = _u32(data, position), data[position + 4 : position + 8], 8
-        if size == 1:
-            size, header = _u64(data, position + 8), 16
-        elif size == 0:
-            size = end - position
-        if size < header or position + size > end:
-            raise ProbeError("truncated MP4 box")
-        yield kind, position + header, position + size
-        position += size
-
-
-def _child(data: bytes, start: int, end: int, kind: bytes) -> tuple[int, int] | None:
-    for found, body, box_end in _boxes(data, start, end):
-        if found == kind:
-            return body, box_end
-    return None
-
-
-def _top_level(fd: int, size: int) -> Iterator[tuple[bytes, int, int]]:
-    """(type, body offset, box end) of each top-level box, reading only headers."""
-    position = 0
-    while position < size:
-        header = os.pread(fd, 16, position)
-        if len(header) < 8:
-            raise ProbeError("truncated MP4 file")
-        length, kind, skip = _u32(header, 0), header[4:8], 8
-        if length == 1:
-            length, skip = _u64(header, 8), 16
-        elif length == 0:
-            length = size - position
-        if length < skip or position + length > size:
-            raise ProbeError("MP4 file still being written or truncated")
-        yield kind, position + skip, position + length
-        position += length
-
-
-@dataclass
-class _Track:
-    track_id: int = 0
-    handler: bytes = b""
-    timescale: int = 0
-    codec: str = ""
-    default_duration: int = 0  # from trex
-    default_flags: int = 0  # from trex
-    entry: bytes = b""  # video: what its decoder is configured with (_decoder_config)
-    samples: list[tuple[int, int, bool]] | None = None  # (pts, duration, sync), plain MP4
-    shift: int = 0  # media time to presentation time (edit list), in ticks
-
-
-_VISUAL_ENTRY = 78  # a visual sample entry's own fields, before its child boxes
-_CONFIG_BOXES = {b"avcC", b"hvcC"}
-
-
-def _decoder_config(moov: bytes, entry: int) -> bytes:
-    """A video sample entry's width, height and codec configuration box (avcC, hvcC):
-    what its decoder is set up with. Not the whole entry: a muxer writes each file's
-    own bitrate (btrt) there."""
-    end = min(entry + _u32(moov, entry), len(moov))
-    found = bytearray(moov[entry + 32 : entry + 36])  # width, height
-    children = entry + 8 + _VISUAL_ENTRY
-    for kind, body, box_end in _boxes(moov, children, end) if children < end else ():
-        if kind in _CONFIG_BOXES:
-            found += moov[body:box_end]
-    return bytes(found)
-
-
-def _read_box(fd: int, body: int, end: int) -> bytes:
-    if end - body > _MAX_BOX:
-        raise ProbeError("MP4 box too large for a segment")
-    return os.pread(fd, end - body, body)
-
-
-def _table(moov: bytes, box: tuple[int, int] | None, width: int) -> list[tuple[int, ...]]:
-    """The entries of a full box made of a 32-bit count and `width` 32-bit fields each."""
-    if box is None:
-        return []
-    count = _u32(moov, box[0] + 4)
-    at = box[0] + 8
-    if at + count * width * 4 > box[1]:
-        raise ProbeError("truncated MP4 sample table")
-    return [tuple(_u32(moov, at + 4 * (n * width + k)) for k in range(width)) for n in range(count)]
-
-
-def _plain_samples(moov: bytes, stbl: tuple[int, int], shift: int) -> list[tuple[int, int, bool]]:
-    """(pts, duration, sync) of each sample from the stts, ctts and stss tables."""
-    durations = [
-        d for count, d in _table(moov, _child(moov, *stbl, b"stts"), 2) for _ in range(count)
-    ]
-    ctts_box = _child(moov, *stbl, b"ctts")
-    offsets: list[int] = []
-    if ctts_box is not None:
-        signed = moov[ctts_box[0]] == 1
-        for count, offset in _table(moov, ctts_box, 2):
-            if signed and offset >= 1 << 31:
-                offset -= 1 << 32
-            offsets.extend([offset] * count)
-    stss = _child(moov, *stbl, b"stss")
-    sync = None if stss is None else {n for (n,) in _table(moov, stss, 1)}
-    samples = []
-    dts = 0
-    for n, duration in enumerate(durations):
-        offset = offsets[n] if n < len(offsets) else 0
-        samples.append((dts + offset + shift, duration, sync is None or n + 1 in sync))
-        dts += duration
-    return samples
-
-
-def _edit_shift(moov: bytes, elst: tuple[int, int], movie_scale: int, track_scale: int) -> int:
-    """Ticks from a track's media time to its presentation time, from its edit list:
-    leading empty edits delay it, the first real edit's media_time starts it later."""
-    version_1 = moov[elst[0]] == 1
-    width = 20 if version_1 else 12
-    empty = 0
-    for n in range(_u32(moov, elst[0] + 4)):
-        at = elst[0] + 8 + n * width
-        if version_1:
-            duration, media_time = _u64(moov, at), _u64(moov, at + 8)
-            media_time = media_time - (1 << 64) if media_time >= 1 << 63 else media_time
-        else:
-            duration, media_time = _u32(moov, at), _s32(moov, at + 4)
-        if media_time == -1:
-            empty += duration
-            continue
-        return _rescale(empty, track_scale, movie_scale) - media_time
-    return _rescale(empty, track_scale, movie_scale)
-
-
-def _rescale(ticks: int, to_scale: int, from_scale: int) -> int:
-    """`ticks` of one timescale in another, rounded to the nearest (as ffmpeg does)."""
-    return (ticks * to_scale + max(from_scale, 1) // 2) // max(from_scale, 1)
-
-
-def _tracks(moov: bytes) -> tuple[list[_Track], bool]:
-    tracks: list[_Track] = []
-    fragmented = False
-    movie_scale = 1000
-    mvhd = _child(moov, 0, len(moov), b"mvhd")
-    if mvhd is not None:
-        movie_scale = _u32(moov, mvhd[0] + (20 if moov[mvhd[0]] == 1 else 12))
-    for kind, body, end in _boxes(moov, 0, len(moov)):
-        if kind == b"mvex":
-            fragmented = True
-            for inner, ibody, _ in _boxes(moov, body, end):
-                if inner == b"trex":
-                    for track in tracks:
-                        if track.track_id == _u32(moov, ibody + 4):
-                            track.default_duration = _u32(moov, ibody + 12)
-                            track.default_flags = _u32(moov, ibody + 20)
-        if kind != b"trak":
-            continue
-        track = _Track()
-        tkhd = _child(moov, body, end, b"tkhd")
-        mdia = _child(moov, body, end, b"mdia")
-        if tkhd is None or mdia is None:
-            continue
-        track.track_id = _u32(moov, tkhd[0] + (20 if moov[tkhd[0]] == 1 else 12))
-        mdhd = _child(moov, *mdia, b"mdhd")
-        hdlr = _child(moov, *mdia, b"hdlr")
-        if mdhd is None or hdlr is None:
-            continue
-        track.timescale = _u32(moov, mdhd[0] + (20 if moov[mdhd[0]] == 1 else 12))
-        track.handler = moov[hdlr[0] + 8 : hdlr[0] + 12]
-        edts = _child(moov, body, end, b"edts")
-        elst = _child(moov, *edts, b"elst") if edts else None
-        if elst is not None:
-            track.shift = _edit_shift(moov, elst, movie_scale, track.timescale)
-        minf = _child(moov, *mdia, b"minf")
-        stbl = _child(moov, *minf, b"stbl") if minf else None
-        if stbl is not None:
-            stsd = _child(moov, *stbl, b"stsd")
-            if stsd is not None and _u32(moov, stsd[0] + 4) > 0:
-                tag = moov[stsd[0] + 12 : stsd[0] + 16]
-                track.codec = _CODECS.get(tag, tag.decode("latin-1").strip())
-                if track.handler == b"vide":
-                    track.entry = _decoder_config(moov, stsd[0] + 8)
-            if track.handler in (b"vide", b"soun"):
-                track.samples = _plain_samples(moov, stbl, track.shift)
-        tracks.append(track)
-    return tracks, fragmented
-
-
-def _traf_samples(moof: bytes, track: _Track) -> list[tuple[int, int, bool]]:
-    """(pts, duration, sync) of `track`'s samples in one moof."""
-    samples: list[tuple[int, int, bool]] = []
-    for kind, body, end in _boxes(moof, 0, len(moof)):
-        if kind != b"traf":
-            continue
-        tfhd = _child(moof, body, end, b"tfhd")
-        if tfhd is None or _u32(moof, tfhd[0] + 4) != track.track_id:
-            continue
-        flags = _u32(moof, tfhd[0]) & 0xFFFFFF
-        at = tfhd[0] + 8 + (8 if flags & 0x1 else 0) + (4 if flags & 0x2 else 0)
-        default_duration, default_flags = track.default_duration, track.default_flags
-        if flags & 0x8:
-            default_duration, at = _u32(moof, at), at + 4
-        if flags & 0x10:
-            at += 4
-        if flags & 0x20:
-            default_flags = _u32(moof, at)
-        tfdt = _child(moof, body, end, b"tfdt")
-        dts = track.shift
-        if tfdt is not None:
-            dts += _u64(moof, tfdt[0] + 4) if moof[tfdt[0]] == 1 else _u32(moof, tfdt[0] + 4)
-        for inner, ibody, _ in _boxes(moof, body, end):
-            if inner != b"trun":
-                continue
-            version, tflags = moof[ibody], _u32(moof, ibody) & 0xFFFFFF
-            count = _u32(moof, ibody + 4)
-            at = ibody + 8 + (4 if tflags & 0x1 else 0)
-            first_flags = None
-            if tflags & 0x4:
-                first_flags, at = _u32(moof, at), at + 4
-            for n in range(count):
-                duration, sample_flags = default_duration, default_flags
-                if tflags & 0x100:
-                    duration, at = _u32(moof, at), at + 4
-                if tflags & 0x200:
-                    at += 4
-                if tflags & 0x400:
-                    sample_flags, at = _u32(moof, at), at + 4
-                elif n == 0 and first_flags is not None:
-                    sample_flags = first_flags
-                offset = 0
-                if tflags & 0x800:
-                    offset = _s32(moof, at) if version else _u32(moof, at)
-                    at += 4
-                samples.append((dts + offset, duration, not sample_flags & 0x10000))
-                dts += duration
-    return samples
-
 
 @dataclass
 class _Mp4:
-    video: _Track
+    video: Track
     fragmented: bool
-    audio_track: _Track | None
+    audio_track: Track | None
     samples: list[tuple[int, int, bool]] = field(default_factory=list)  # video's
     audio: list[tuple[int, int, bool]] = field(default_factory=list)
+    # Fragmented: each whole fragment with video (moof offset, earliest video presentation
+    # time, whether it starts with a keyframe), where the first starts and the last ends,
+    # and why reading stopped before the file's end (a fragment cut short or corrupt).
+    fragments: list[tuple[int, int, bool]] = field(default_factory=list)
+    media_start: int = 0
+    media_end: int = 0
+    problem: str = ""
 
 
 def _mp4_samples(fd: int, size: int) -> _Mp4:
-    """The video and audio samples (pts, duration, sync) of an MP4 file, by track."""
+    """The video and audio samples (pts, duration, sync) of an MP4 file, by track. A
+    fragmented file is read up to its last whole fragment (moof and its mdat)."""
     found: _Mp4 | None = None
-    for kind, body, end in _top_level(fd, size):
-        if kind == b"moov":
-            tracks, fragmented = _tracks(_read_box(fd, body, end))
-            video = next((t for t in tracks if t.handler == b"vide"), None)
-            if video is None or not video.timescale:
-                raise ProbeError("MP4 without a video track")
-            audio = next((t for t in tracks if t.handler == b"soun" and t.timescale), None)
-            found = _Mp4(video, fragmented, audio)
-            if not fragmented:
-                found.samples = list(video.samples or [])
-                found.audio = list(audio.samples or []) if audio else []
-        elif kind == b"moof" and found is not None:
-            moof = _read_box(fd, body, end)
-            found.samples.extend(_traf_samples(moof, found.video))
-            if found.audio_track is not None:
-                found.audio.extend(_traf_samples(moof, found.audio_track))
+    moof: tuple[int, list[tuple[int, int, bool]], list[tuple[int, int, bool]]] | None = None
+    try:
+        for kind, start, body, end in top_level(fd, size):
+            if kind == b"moov":
+                tracks, fragmented = read_tracks(read_box(fd, body, end))
+                video = next((t for t in tracks if t.handler == b"vide"), None)
+                if video is None or not video.timescale:
+                    raise ProbeError("MP4 without a video track")
+                audio = next((t for t in tracks if t.handler == b"soun" and t.timescale), None)
+                found = _Mp4(video, fragmented, audio)
+                if not fragmented:
+                    found.samples = list(video.samples or [])
+                    found.audio = list(audio.samples or []) if audio else []
+            elif kind == b"moof" and found is not None:
+                data = read_box(fd, body, end)
+                audio_track = found.audio_track
+                moof = (
+                    start,
+                    traf_samples(data, found.video),
+                    traf_samples(data, audio_track) if audio_track is not None else [],
+                )
+            elif kind == b"mdat" and found is not None and moof is not None:
+                offset, video_samples, audio_samples = moof  # whole: its samples count
+                moof = None
+                if video_samples:
+                    earliest = min(pts for pts, _, _ in video_samples[:_MIN_FRAMES])
+                    found.fragments.append((offset, earliest, video_samples[0][2]))
+                found.samples += video_samples
+                found.audio += audio_samples
+                found.media_start = found.media_start or offset
+                found.media_end = end
+    except ProbeError as error:
+        if found is None or not found.fragmented or not found.samples:
+            raise
+        found.problem = str(error)  # served up to the last whole fragment
     if found is None:
         raise ProbeError("MP4 without a moov box (still being written?)")
     if not found.samples:
@@ -686,4 +536,8 @@ def _probe_mp4(fd: int, size: int) -> MediaFacts:
         audio_start=audio_start,
         audio_end=audio_end,
         streams=f"mp4:{video.codec}:{audio_codec}" + _configured(video.entry),
+        media_start=mp4.media_start,
+        media_end=mp4.media_end,
+        problem=mp4.problem,
+        fragments=tuple(mp4.fragments),
     )

@@ -143,6 +143,8 @@ def _read(fd: int, served: Served, position: int, stop: int, total: int) -> memo
         data += served.suffix[max(aligned, body_end) - body_end : end - body_end]
     if served.rewrite is not None:
         served.rewrite(data)  # whole packets only; a truncated last one goes as it is
+    if served.patch is not None:  # bytes of one file, no prefix: at the file's offsets
+        served.patch(fd, aligned + served.start, data)
     return memoryview(data)[position - aligned : stop - aligned]
 
 

@@ -40,19 +40,20 @@ from .errors import BadRequest, NotFound, StartupError
 from .files import fsync_dir, replace_file, write_file
 from .ids import SESSION_ID, check_session_id, new_session_id
 from .index import Index
-from .playlists import KINDS, MediaItem, Plan, render
+from .playlists import FRAGMENTS, KINDS, MediaItem, Plan, init_name, media_name, render
 from .times import format_us, parse_rfc3339
 
 log = logging.getLogger(__name__)
 
-MEDIA_NAME = re.compile(r"s[0-9]{6}\.ts")
+MEDIA_NAME = re.compile(r"s[0-9]{6}\.(ts|m4s)|i[0-9]{6}\.mp4")
 META = "session.json"
 PLAN = "plan.json"
 PLAYLIST = "index.m3u8"
 # 2: items carry their timeline shift and counter shifts, all in session.json;
 # 3: the plan and the locked recordings in plan.json, session.json a summary.
 FORMAT = 3
-_LATER_FIELDS = {"stop_at", "suffix", "nulls"}  # media fields a format 3 plan may lack
+# Media fields a format 3 plan may lack (written before they existed).
+_LATER_FIELDS = {"stop_at", "suffix", "nulls", "init_size"}
 PLANS_KEPT_ITEMS = 20_000  # plans kept in memory: about 8 MB, 55 one-hour sessions
 CREATING, DELETING = ".creating", ".deleting"
 MEDIA_FIELDS = [field.name for field in fields(MediaItem)]
@@ -165,7 +166,7 @@ class Stored:
         on anything unexpected."""
         if not isinstance(data, dict) or data.get("format") not in (2, FORMAT):
             raise ValueError("not a plan of a known format")
-        items = []
+        items: list[MediaItem] = []
         names = data["media_fields"]
         # Plans written before `stop_at`, `suffix` and `nulls` existed lack them: their
         # items run to the recording's end, as recorded.
@@ -187,7 +188,7 @@ class Stored:
                 }
             )
             if (
-                item.name != f"s{n:06d}.ts"
+                item.name != media_name(n, item.kind)
                 or not math.isfinite(item.duration)
                 or item.kind not in KINDS
                 or not isinstance(item.shift, int)
@@ -207,11 +208,17 @@ class Stored:
 
 
 def item(plan: Plan, name: str) -> tuple[int, MediaItem] | None:
-    """The media item a URL name stands for, with its number, or None."""
+    """The media item a URL name stands for, with its number, or None: the item's own
+    name, or for fragmented MP4 the name of the init section of the item's recording."""
     if not MEDIA_NAME.fullmatch(name):
         return None
     number = int(name[1:7])
-    return (number, plan.items[number]) if number < len(plan.items) else None
+    if number >= len(plan.items):
+        return None
+    found = plan.items[number]
+    if name == found.name or (name == init_name(number) and found.kind == FRAGMENTS):
+        return number, found
+    return None
 
 
 def _time(value: object) -> int:

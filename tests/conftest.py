@@ -202,16 +202,29 @@ def at(seconds: float) -> str:
 async def fetch_all(
     client: TestClient[Any, Any], session: dict[str, Any], into: Path
 ) -> list[Path]:
-    """Download the playlist's every segment; returns their paths, in order."""
+    """Download the playlist's every segment; returns their paths, in order. A fragmented
+    MP4 segment is stored after its init section (EXT-X-MAP), as a file of its own."""
     text = await (await client.get(session["playlist_url"])).text()
     base = session["playlist_url"].rsplit("/", 1)[0]
     paths = []
     into.mkdir(parents=True, exist_ok=True)
     for entry in parse(text).entries:
-        response = await client.get(f"{base}/{entry.uri}")
-        assert response.status == 200, await response.text()
-        assert response.content_type == "video/mp2t"
+        media = await fetch(client, f"{base}/{entry.uri}", "video/mp2t")
         path = into / entry.uri
-        path.write_bytes(await response.read())
+        if entry.init is None:
+            path.write_bytes(media)
+        else:
+            init = await fetch(client, f"{base}/{entry.init}", "video/mp4")
+            path.write_bytes(init + media)
         paths.append(path)
     return paths
+
+
+async def fetch(client: TestClient[Any, Any], url: str, content_type: str) -> bytes:
+    """A media URL's body, checked to be a whole answer of `content_type` (or, for a
+    fragmented MP4 media segment, video/iso.segment)."""
+    response = await client.get(url)
+    assert response.status == 200, await response.text()
+    wanted = "video/iso.segment" if url.endswith(".m4s") else content_type
+    assert response.content_type == wanted
+    return await response.read()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 from dataclasses import dataclass, field
 from fractions import Fraction
@@ -15,6 +16,7 @@ class Entry:
     duration: float
     pdt: str | None
     discontinuity: bool
+    init: str | None = None  # EXT-X-MAP's URI
 
 
 @dataclass
@@ -31,8 +33,13 @@ def parse(text: str) -> Playlist:
     duration: float | None = None
     pdt: str | None = None
     discontinuity = False
+    init: str | None = None
     for line in lines[1:]:
-        if line == "#EXT-X-ENDLIST":
+        if line.startswith("#EXT-X-MAP:"):
+            match = re.fullmatch(r'#EXT-X-MAP:URI="([^"]+)"', line)
+            assert match is not None, line
+            init = match.group(1)
+        elif line == "#EXT-X-ENDLIST":
             playlist.ended = True
         elif line == "#EXT-X-DISCONTINUITY":
             discontinuity = True
@@ -45,7 +52,7 @@ def parse(text: str) -> Playlist:
             playlist.tags[name] = value
         elif line:
             assert duration is not None, f"{line} has no EXTINF"
-            playlist.entries.append(Entry(line, duration, pdt, discontinuity))
+            playlist.entries.append(Entry(line, duration, pdt, discontinuity, init))
             duration, pdt, discontinuity = None, None, False
     return playlist
 

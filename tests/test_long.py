@@ -1,7 +1,8 @@
-"""Long MPEG-TS recordings (a file a minute here; an hour on some recorders) served as
-segments of about `playback.segment_seconds`, cut at keyframes found near where their
-times lie: the playlist covers the range asked for, not the whole file, and players see
-one stream, without ffmpeg."""
+"""Long recordings (a file a minute here; an hour on some recorders) served as segments of
+about `playback.segment_seconds`: MPEG-TS cut at keyframes found near where their times
+lie, fragmented MP4 (MediaMTX style) between fragments that start with a keyframe. The
+playlist covers the range asked for, not the whole file, and players see one stream,
+without ffmpeg."""
 
 from __future__ import annotations
 
@@ -18,7 +19,7 @@ from aiohttp.test_utils import TestClient
 
 from agent.demo import Rendered, render_run
 from agent.keys import CONFIG, INDEX, SESSIONS
-from agent.probe import ts_splits
+from agent.probe import fmp4_splits, probe, ts_splits
 
 from .conftest import (
     T0,
@@ -39,19 +40,27 @@ from .test_continuity import every_player_plays
 
 FILE_S = 60
 AGAIN_S = 75  # the second file starts after a 15 s gap
-STYLES = {"ts": {}, "hevc": {"codec": "hevc"}}
+STYLES: dict[str, dict[str, Any]] = {
+    "ts": {},
+    "hevc": {"codec": "hevc"},
+    # MediaMTX: a fragment a second; this camera's keyframes every other second.
+    "fmp4": {"kind": "fmp4_parts", "keyframe_seconds": 2},
+}
+LAYOUTS = {"fmp4": "mediamtx"}
 FRAME = Fraction(1, 25)
 
 
 @pytest.fixture(scope="module")
 def minute_files(tmp_path_factory: pytest.TempPathFactory) -> dict[str, list[Rendered]]:
-    """One 60 s MPEG-TS recording of each style (a keyframe a second)."""
+    """One 60 s recording of each style (a keyframe a second unless the style says)."""
     base = tmp_path_factory.mktemp("minute")
 
     async def render() -> list[list[Rendered]]:
         return await asyncio.gather(
             *(
-                render_run(base / name, FILE_S, FILE_S, size="320x240", keyframe_seconds=1, **o)
+                render_run(
+                    base / name, FILE_S, FILE_S, size="320x240", **{"keyframe_seconds": 1, **o}
+                )
                 for name, o in STYLES.items()
             )
         )
@@ -62,9 +71,9 @@ def minute_files(tmp_path_factory: pytest.TempPathFactory) -> dict[str, list[Ren
 
 
 async def agent_with(
-    start_agent: Any, tmp_path: Path, files: list[Rendered]
+    start_agent: Any, tmp_path: Path, files: list[Rendered], style: str = "ts"
 ) -> TestClient[Any, Any]:
-    config = make_config(tmp_path)
+    config = make_config(tmp_path, recordings={"layout": LAYOUTS.get(style, "ffmpeg")})
     place_old(files, config.recordings.root, config.layout, "cam", T0)
     place_old(files, config.recordings.root, config.layout, "cam", T0 + AGAIN_S * S)
     client: TestClient[Any, Any] = await start_agent(config)
@@ -85,7 +94,7 @@ def _seconds(pdt: str | None) -> float:
 async def test_a_long_recording_is_served_in_parts_of_the_range_asked_for(
     tmp_path: Path, minute_files: dict[str, list[Rendered]], start_agent: Any, style: str
 ) -> None:
-    client = await agent_with(start_agent, tmp_path, minute_files[style])
+    client = await agent_with(start_agent, tmp_path, minute_files[style], style)
     status, session = await post(client, {"camera_id": "cam", "from": at(10.5), "to": at(40.2)})
     assert status == 201, session
     playlist = parse(await (await client.get(session["playlist_url"])).text())
@@ -95,11 +104,12 @@ async def test_a_long_recording_is_served_in_parts_of_the_range_asked_for(
     assert all(int(e.duration + 0.5) <= target for e in entries)
     assert 4 <= len(entries) <= 7  # about 6 s each, not one minute-long segment
     # From the keyframe at or before `from` to the end of the part that holds `to`, each
-    # within one GOP (a second) of the range.
+    # within one GOP of the range.
+    gop = STYLES[style].get("keyframe_seconds", 1)
     first = _seconds(entries[0].pdt)
     end = first + sum(e.duration for e in entries)
-    assert T0 / S + 9.5 <= first <= T0 / S + 10.5
-    assert T0 / S + 40.2 <= end <= T0 / S + 41.2 + 0.001
+    assert T0 / S + 10.5 - gop <= first <= T0 / S + 10.5
+    assert T0 / S + 40.2 <= end <= T0 / S + 40.2 + gop + 0.001
     assert playlist.tags["EXT-X-START"] == "TIME-OFFSET=0.500,PRECISE=YES"
     for before, entry in itertools.pairwise(entries):
         assert abs(_seconds(entry.pdt) - _seconds(before.pdt) - before.duration) < 0.002
@@ -107,11 +117,17 @@ async def test_a_long_recording_is_served_in_parts_of_the_range_asked_for(
 
     paths = await fetch_all(client, session, tmp_path / "got")
     facts = [video_facts(path) for path in paths]
-    for entry, fact, path in zip(entries, facts, paths, strict=True):
+    # The sound a muxer wrote after the keyframe but meant for before it goes with the
+    # part before: no part's sound starts ahead of its picture. A fragment of MP4 is
+    # served as recorded: its sound starts at the keyframe's decode time, ahead of its
+    # presentation by the B-frame delay (two frames), and ends where the next one's starts.
+    ahead = Fraction(1, 40) if style != "fmp4" else 2 * FRAME
+    sound = [video_facts(path, "a") for path in paths]
+    for entry, fact, audio in zip(entries, facts, sound, strict=True):
         assert fact.first_is_keyframe, entry.uri
-        # The sound a muxer wrote after the keyframe but meant for before it goes with
-        # the part before: no part's sound starts ahead of its picture.
-        assert video_facts(path, "a").start >= fact.start - Fraction(1, 40), entry.uri
+        assert audio.start >= fact.start - ahead, entry.uri
+    for before, after in itertools.pairwise(sound):
+        assert abs(after.start - before.end) < Fraction(1024, 48000)
     for n in range(1, len(facts)):
         # One timeline: each part starts where the playlist says the one before ends.
         stated = facts[n - 1].start + Fraction(entries[n - 1].duration)
@@ -125,10 +141,13 @@ async def test_a_long_recording_is_served_in_parts_of_the_range_asked_for(
     indexed = await app[INDEX].cuts(r.path for r in recordings)
     assert set(indexed) == {r.path for r in recordings}
     for recording in recordings:
-        assert indexed[recording.path] == ts_splits(
-            app[CONFIG].recordings.root / recording.path, recording.first_pts,
-            recording.duration, recording.timescale * 6,
-        )  # fmt: skip
+        path = app[CONFIG].recordings.root / recording.path
+        first, duration, step = recording.first_pts, recording.duration, recording.timescale * 6
+        if style == "fmp4":
+            found = fmp4_splits(probe(path).fragments, first, duration, step)
+        else:
+            found = ts_splits(path, first, duration, step)
+        assert indexed[recording.path] == found
     planned = await app[SESSIONS].plan(await app[SESSIONS].get(session["id"]))
     inside = [item.cut_at for item in planned.items[1:]]  # all but the cut at `from`
     assert len(inside) >= 3
@@ -142,7 +161,7 @@ async def test_a_long_recording_is_served_in_parts_of_the_range_asked_for(
 async def test_every_player_sees_one_stream_across_long_recordings(
     tmp_path: Path, minute_files: dict[str, list[Rendered]], start_agent: Any, style: str
 ) -> None:
-    client = await agent_with(start_agent, tmp_path, minute_files[style])
+    client = await agent_with(start_agent, tmp_path, minute_files[style], style)
     status, session = await post(
         client, {"camera_id": "cam", "from": at(45), "to": at(AGAIN_S + 40)}
     )
@@ -158,17 +177,26 @@ async def test_every_player_sees_one_stream_across_long_recordings(
     assert health["admission"]["started"] == 0
 
 
+@pytest.mark.parametrize(("style", "keep"), [("ts", 0.5), ("fmp4", 0.5), ("fmp4", 0.0002)])
 async def test_a_recording_that_shrinks_under_a_session_gives_short_answers(
-    tmp_path: Path, minute_files: dict[str, list[Rendered]], start_agent: Any, caplog: Any
+    tmp_path: Path,
+    minute_files: dict[str, list[Rendered]],
+    start_agent: Any,
+    caplog: Any,
+    style: str,
+    keep: float,
 ) -> None:
     """A recording cut short after its session was planned (a recorder that rewrote it, a
     disk that failed): its parts past the new end answer short or not found, never 500,
-    with ranges too; the agent goes on and the rest still plays."""
-    client = await agent_with(start_agent, tmp_path, minute_files["ts"])
+    with ranges too, even when its init section is gone; the agent goes on and the rest
+    still plays."""
+    client = await agent_with(start_agent, tmp_path, minute_files[style], style)
     status, session = await post(client, {"camera_id": "cam", "from": at(0), "to": at(130)})
     assert status == 201, session
     text = await (await client.get(session["playlist_url"])).text()
-    names = [entry.uri for entry in parse(text).entries]
+    entries = parse(text).entries
+    names = [entry.uri for entry in entries]
+    names += sorted({entry.init for entry in entries if entry.init is not None})
     base = session["playlist_url"].rsplit("/", 1)[0]
     recording = (
         client.server.app[CONFIG].recordings.root
@@ -176,7 +204,7 @@ async def test_a_recording_that_shrinks_under_a_session_gives_short_answers(
     )
     size = recording.stat().st_size
     with recording.open("r+b") as handle:
-        handle.truncate(size // 2 + 100)  # mid-file, mid-packet
+        handle.truncate(int(size * keep) + 100)  # mid-file, mid-packet or mid-box
     for name in names:
         for headers in ({}, {"Range": "bytes=1000-"}, {"Range": "bytes=-500"}):
             response = await client.get(f"{base}/{name}", headers=headers)
@@ -184,10 +212,49 @@ async def test_a_recording_that_shrinks_under_a_session_gives_short_answers(
             await response.read()
     assert (await client.get("/healthz")).status == 200
     # The second recording is whole: its parts still play.
-    second = names[-3:]
+    second = [entry.uri for entry in entries[-3:]]
     for name in second:
         assert (await client.get(f"{base}/{name}")).status == 200
     assert [r.getMessage() for r in caplog.records if r.levelno >= 40] == []
+
+
+@pytest.mark.parametrize("damage", ["truncated", "corrupt"])
+async def test_a_fragmented_recording_cut_short_plays_to_its_last_whole_fragment(
+    tmp_path: Path,
+    minute_files: dict[str, list[Rendered]],
+    start_agent: Any,
+    caplog: Any,
+    damage: str,
+) -> None:
+    """A fragmented MP4 recording whose boxes stop mid-file (cut short, or a box size
+    that is garbage) is indexed and served up to its last whole fragment, with a log
+    line; the index says where it stops."""
+    source = minute_files["fmp4"][0].path
+    facts = probe(source)
+    broken_at = next(
+        offset for offset, pts, _ in facts.fragments
+        if pts - facts.first_pts >= 30 * facts.timescale
+    )  # fmt: skip
+    data = bytearray(source.read_bytes())
+    if damage == "truncated":
+        del data[broken_at + 5000 :]
+    else:
+        data[broken_at : broken_at + 4] = (0xFFFFFFF0).to_bytes(4, "big")
+    damaged = tmp_path / "damaged" / "seg.mp4"
+    damaged.parent.mkdir()
+    damaged.write_bytes(data)
+    client = await agent_with(start_agent, tmp_path, [Rendered(damaged, 0)], "fmp4")
+    recordings = await client.server.app[INDEX].segments("cam", 0, T0 * 2)
+    assert [r.media_end for r in recordings] == [broken_at, broken_at]
+    assert all(29 * S <= r.end_us - r.start_us <= 31 * S for r in recordings)
+    said = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    assert sum("served up to its last whole fragment" in line for line in said) == 2, said
+    status, session = await post(client, {"camera_id": "cam", "from": at(20), "to": at(100)})
+    assert status == 201, session
+    assert await ffmpeg_errors(str(client.make_url(session["playlist_url"]))) == ""
+    paths = await fetch_all(client, session, tmp_path / "got")
+    # 20 s to the damage at 30 s, then 75 s to 100 s in the second copy.
+    assert 35 <= sum(video_facts(path).duration for path in paths) <= 37
 
 
 def _frame_hashes(path: Path) -> list[str]:

@@ -78,7 +78,8 @@ async def test_playlist_follows_the_rules(
         assert fact.first_is_keyframe, entry.uri
         # A segment may wait up to a few frames for audio that its recorder started early.
         assert 0 <= Fraction(entry.duration) - fact.duration <= HOLD, entry.uri
-    tick = Fraction(1, 90000)
+    # Exact to the tick: MPEG-TS's 90 kHz, or the MP4 video's own (ffmpeg's 12,800 Hz).
+    tick = Fraction(1, 90000) if kind != "fmp4" else Fraction(1, 12800)
     for n in range(1, len(facts)):
         # Each segment starts where the one before ends (audio may hold it back a frame),
         # and where the playlist's durations say it does.

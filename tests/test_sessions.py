@@ -26,7 +26,15 @@ from agent.playlists import MediaItem, Plan
 from agent.sessions import SessionStore
 from agent.sweep import is_stray, sweep_once
 
-from .conftest import at, fetch_all, make_config, post, start_with, wait_for
+from .conftest import (
+    at,
+    fetch_all,
+    make_config,
+    post,
+    scan_complete,
+    start_with,
+    wait_for,
+)
 from .players import run
 from .test_index import S, seg
 
@@ -89,6 +97,9 @@ async def test_a_restart_reads_summaries_and_plans_on_demand(
     await store.ready()
     # Each session locks its range again, from its session.json: no plan is read.
     assert set(store.sessions) == {s["id"] for s in sessions}
+    # The locks come back at once; the recordings they cover, as the new index's scan
+    # finds them again.
+    await wait_for(lambda: scan_complete(client), what="the new index's scan")
     assert await app[INDEX].locked_paths() == locks
     assert store._plans == {}
     response = await client.get(sessions[2]["playlist_url"].replace("index.m3u8", "s000000.ts"))

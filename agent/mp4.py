@@ -1,0 +1,348 @@
+"""MP4 boxes, read in pure Python: the box tree, a track's samples from its sample tables
+or from each fragment's `moof`, and where a fragment's decode times lie, for the media
+service to move them onto a session's timeline in flight."""
+
+from __future__ import annotations
+
+import bisect
+import os
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+
+from .errors import ProbeError
+
+_MAX_BOX = 64 << 20  # a moov or moof larger than this is not a camera segment
+_CODECS = {b"avc1": "h264", b"avc3": "h264", b"hvc1": "hevc", b"hev1": "hevc"}
+
+
+def u32(data: bytes, at: int) -> int:
+    return int.from_bytes(data[at : at + 4], "big")
+
+
+def u64(data: bytes, at: int) -> int:
+    return int.from_bytes(data[at : at + 8], "big")
+
+
+def s32(data: bytes, at: int) -> int:
+    return int.from_bytes(data[at : at + 4], "big", signed=True)
+
+
+def boxes(data: bytes, start: int, end: int) -> Iterator[tuple[bytes, int, int]]:
+    """(type, body start, box end) of each box in data[start:end]."""
+    position = start
+    while position + 8 <= end:
+        size, kind, header = u32(data, position), data[position + 4 : position + 8], 8
+        if size == 1:
+            size, header = u64(data, position + 8), 16
+        elif size == 0:
+            size = end - position
+        if size < header or position + size > end:
+            raise ProbeError("truncated MP4 box")
+        yield kind, position + header, position + size
+        position += size
+
+
+def child(data: bytes, start: int, end: int, kind: bytes) -> tuple[int, int] | None:
+    for found, body, box_end in boxes(data, start, end):
+        if found == kind:
+            return body, box_end
+    return None
+
+
+def top_level(fd: int, size: int, start: int = 0) -> Iterator[tuple[bytes, int, int, int]]:
+    """(type, box offset, body offset, box end) of each top-level box from `start` (a box's
+    offset), reading only headers; raises ProbeError at a box that is cut short."""
+    position = start
+    while position < size:
+        header = os.pread(fd, 16, position)
+        if len(header) < 8:
+            raise ProbeError(f"MP4 box cut short at byte {position}")
+        length, kind, skip = u32(header, 0), header[4:8], 8
+        if length == 1:
+            length, skip = u64(header, 8), 16
+        elif length == 0:
+            length = size - position
+        if length < skip or position + length > size:
+            raise ProbeError(f"MP4 box cut short at byte {position}")
+        yield kind, position, position + skip, position + length
+        position += length
+
+
+@dataclass
+class Track:
+    track_id: int = 0
+    handler: bytes = b""
+    timescale: int = 0
+    codec: str = ""
+    default_duration: int = 0  # from trex
+    default_flags: int = 0  # from trex
+    entry: bytes = b""  # video: what its decoder is configured with (_decoder_config)
+    samples: list[tuple[int, int, bool]] | None = None  # (pts, duration, sync), plain MP4
+    shift: int = 0  # media time to presentation time (edit list), in ticks
+    entry_at: int = 0  # where in the moov its first sample entry's type (avc1, hev1...) is
+
+
+_VISUAL_ENTRY = 78  # a visual sample entry's own fields, before its child boxes
+_CONFIG_BOXES = {b"avcC", b"hvcC"}
+
+
+def _decoder_config(moov: bytes, entry: int) -> bytes:
+    """A video sample entry's width, height and codec configuration box (avcC, hvcC):
+    what its decoder is set up with. Not the whole entry: a muxer writes each file's
+    own bitrate (btrt) there."""
+    end = min(entry + u32(moov, entry), len(moov))
+    found = bytearray(moov[entry + 32 : entry + 36])  # width, height
+    children = entry + 8 + _VISUAL_ENTRY
+    for kind, body, box_end in boxes(moov, children, end) if children < end else ():
+        if kind in _CONFIG_BOXES:
+            found += moov[body:box_end]
+    return bytes(found)
+
+
+def read_box(fd: int, body: int, end: int) -> bytes:
+    if end - body > _MAX_BOX:
+        raise ProbeError("MP4 box too large for a segment")
+    return os.pread(fd, end - body, body)
+
+
+def _table(moov: bytes, box: tuple[int, int] | None, width: int) -> list[tuple[int, ...]]:
+    """The entries of a full box made of a 32-bit count and `width` 32-bit fields each."""
+    if box is None:
+        return []
+    count = u32(moov, box[0] + 4)
+    at = box[0] + 8
+    if at + count * width * 4 > box[1]:
+        raise ProbeError("truncated MP4 sample table")
+    return [tuple(u32(moov, at + 4 * (n * width + k)) for k in range(width)) for n in range(count)]
+
+
+def _plain_samples(moov: bytes, stbl: tuple[int, int], shift: int) -> list[tuple[int, int, bool]]:
+    """(pts, duration, sync) of each sample from the stts, ctts and stss tables."""
+    durations = [
+        d for count, d in _table(moov, child(moov, *stbl, b"stts"), 2) for _ in range(count)
+    ]
+    ctts_box = child(moov, *stbl, b"ctts")
+    offsets: list[int] = []
+    if ctts_box is not None:
+        signed = moov[ctts_box[0]] == 1
+        for count, offset in _table(moov, ctts_box, 2):
+            if signed and offset >= 1 << 31:
+                offset -= 1 << 32
+            offsets.extend([offset] * count)
+    stss = child(moov, *stbl, b"stss")
+    sync = None if stss is None else {n for (n,) in _table(moov, stss, 1)}
+    samples = []
+    dts = 0
+    for n, duration in enumerate(durations):
+        offset = offsets[n] if n < len(offsets) else 0
+        samples.append((dts + offset + shift, duration, sync is None or n + 1 in sync))
+        dts += duration
+    return samples
+
+
+def _edit_shift(moov: bytes, elst: tuple[int, int], movie_scale: int, track_scale: int) -> int:
+    """Ticks from a track's media time to its presentation time, from its edit list:
+    leading empty edits delay it, the first real edit's media_time starts it later."""
+    version_1 = moov[elst[0]] == 1
+    width = 20 if version_1 else 12
+    empty = 0
+    for n in range(u32(moov, elst[0] + 4)):
+        at = elst[0] + 8 + n * width
+        if version_1:
+            duration, media_time = u64(moov, at), u64(moov, at + 8)
+            media_time = media_time - (1 << 64) if media_time >= 1 << 63 else media_time
+        else:
+            duration, media_time = u32(moov, at), s32(moov, at + 4)
+        if media_time == -1:
+            empty += duration
+            continue
+        return _rescale(empty, track_scale, movie_scale) - media_time
+    return _rescale(empty, track_scale, movie_scale)
+
+
+def _rescale(ticks: int, to_scale: int, from_scale: int) -> int:
+    """`ticks` of one timescale in another, rounded to the nearest (as ffmpeg does)."""
+    return (ticks * to_scale + max(from_scale, 1) // 2) // max(from_scale, 1)
+
+
+def read_tracks(moov: bytes) -> tuple[list[Track], bool]:
+    tracks: list[Track] = []
+    fragmented = False
+    movie_scale = 1000
+    mvhd = child(moov, 0, len(moov), b"mvhd")
+    if mvhd is not None:
+        movie_scale = u32(moov, mvhd[0] + (20 if moov[mvhd[0]] == 1 else 12))
+    for kind, body, end in boxes(moov, 0, len(moov)):
+        if kind == b"mvex":
+            fragmented = True
+            for inner, ibody, _ in boxes(moov, body, end):
+                if inner == b"trex":
+                    for track in tracks:
+                        if track.track_id == u32(moov, ibody + 4):
+                            track.default_duration = u32(moov, ibody + 12)
+                            track.default_flags = u32(moov, ibody + 20)
+        if kind != b"trak":
+            continue
+        track = Track()
+        tkhd = child(moov, body, end, b"tkhd")
+        mdia = child(moov, body, end, b"mdia")
+        if tkhd is None or mdia is None:
+            continue
+        track.track_id = u32(moov, tkhd[0] + (20 if moov[tkhd[0]] == 1 else 12))
+        mdhd = child(moov, *mdia, b"mdhd")
+        hdlr = child(moov, *mdia, b"hdlr")
+        if mdhd is None or hdlr is None:
+            continue
+        track.timescale = u32(moov, mdhd[0] + (20 if moov[mdhd[0]] == 1 else 12))
+        track.handler = moov[hdlr[0] + 8 : hdlr[0] + 12]
+        edts = child(moov, body, end, b"edts")
+        elst = child(moov, *edts, b"elst") if edts else None
+        if elst is not None:
+            track.shift = _edit_shift(moov, elst, movie_scale, track.timescale)
+        minf = child(moov, *mdia, b"minf")
+        stbl = child(moov, *minf, b"stbl") if minf else None
+        if stbl is not None:
+            stsd = child(moov, *stbl, b"stsd")
+            if stsd is not None and u32(moov, stsd[0] + 4) > 0:
+                tag = moov[stsd[0] + 12 : stsd[0] + 16]
+                track.entry_at = stsd[0] + 12
+                track.codec = _CODECS.get(tag, tag.decode("latin-1").strip())
+                if track.handler == b"vide":
+                    track.entry = _decoder_config(moov, stsd[0] + 8)
+            if track.handler in (b"vide", b"soun"):
+                track.samples = _plain_samples(moov, stbl, track.shift)
+        tracks.append(track)
+    return tracks, fragmented
+
+
+def traf_samples(moof: bytes, track: Track) -> list[tuple[int, int, bool]]:
+    """(pts, duration, sync) of `track`'s samples in one moof."""
+    samples: list[tuple[int, int, bool]] = []
+    for kind, body, end in boxes(moof, 0, len(moof)):
+        if kind != b"traf":
+            continue
+        tfhd = child(moof, body, end, b"tfhd")
+        if tfhd is None or u32(moof, tfhd[0] + 4) != track.track_id:
+            continue
+        flags = u32(moof, tfhd[0]) & 0xFFFFFF
+        at = tfhd[0] + 8 + (8 if flags & 0x1 else 0) + (4 if flags & 0x2 else 0)
+        default_duration, default_flags = track.default_duration, track.default_flags
+        if flags & 0x8:
+            default_duration, at = u32(moof, at), at + 4
+        if flags & 0x10:
+            at += 4
+        if flags & 0x20:
+            default_flags = u32(moof, at)
+        tfdt = child(moof, body, end, b"tfdt")
+        dts = track.shift
+        if tfdt is not None:
+            dts += u64(moof, tfdt[0] + 4) if moof[tfdt[0]] == 1 else u32(moof, tfdt[0] + 4)
+        for inner, ibody, _ in boxes(moof, body, end):
+            if inner != b"trun":
+                continue
+            version, tflags = moof[ibody], u32(moof, ibody) & 0xFFFFFF
+            count = u32(moof, ibody + 4)
+            at = ibody + 8 + (4 if tflags & 0x1 else 0)
+            first_flags = None
+            if tflags & 0x4:
+                first_flags, at = u32(moof, at), at + 4
+            for n in range(count):
+                duration, sample_flags = default_duration, default_flags
+                if tflags & 0x100:
+                    duration, at = u32(moof, at), at + 4
+                if tflags & 0x200:
+                    at += 4
+                if tflags & 0x400:
+                    sample_flags, at = u32(moof, at), at + 4
+                elif n == 0 and first_flags is not None:
+                    sample_flags = first_flags
+                offset = 0
+                if tflags & 0x800:
+                    offset = s32(moof, at) if version else u32(moof, at)
+                    at += 4
+                samples.append((dts + offset, duration, not sample_flags & 0x10000))
+                dts += duration
+    return samples
+
+
+# --- a fragmented recording on a session's timeline ----------------------------------
+
+
+@dataclass(frozen=True)
+class Retimed:
+    """How a fragmented MP4 recording is served on a session's timeline: each fragment's
+    decode time (`tfdt`) moved by its track's shift, and an HEVC sample entry `hev1`
+    named `hvc1` (Safari plays only that). Both are rewritten in place, same length, so
+    that every byte range of the file maps 1:1."""
+
+    size: int  # the file's bytes when it was looked at
+    init_size: int  # the init section: bytes 0 to here
+    starts: tuple[int, ...]  # fragments known to start at these offsets (sorted)
+    shifts: dict[int, int] = field(default_factory=dict)  # track ID -> ticks added
+    entry_at: int = -1  # the offset of a `hev1` to name `hvc1`, if any
+
+    def apply(self, fd: int, position: int, data: bytearray) -> None:
+        """Rewrite `data`, the file's bytes from `position`, in place (blocking: reads
+        the moof boxes it overlaps)."""
+        end = position + len(data)
+        if 0 <= self.entry_at < end and position < self.entry_at + 4:
+            _put(data, position, self.entry_at, b"hvc1")
+        if end <= self.init_size or not self.starts:
+            return
+        known = bisect.bisect_right(self.starts, position) - 1
+        try:
+            for kind, at, body, box_end in top_level(fd, self.size, self.starts[max(known, 0)]):
+                if at >= end:
+                    break
+                if kind == b"moof" and box_end > position:
+                    moof = read_box(fd, body, box_end)
+                    for offset, width, track_id, value in _decode_times(moof):
+                        moved = (value + self.shifts.get(track_id, 0)) % (1 << (8 * width))
+                        _put(data, position, body + offset, moved.to_bytes(width, "big"))
+        except ProbeError:
+            return  # past the last whole fragment: the rest goes as it is
+
+
+def retimed(fd: int, init_size: int, starts: Sequence[int], video_shift: int) -> Retimed:
+    """A fragmented recording's Retimed: its video's decode times moved by `video_shift`
+    ticks, every other track's by the same time in its own ticks (blocking: reads the
+    init section)."""
+    size = os.fstat(fd).st_size
+    for kind, _, body, end in top_level(fd, init_size):
+        if kind != b"moov":
+            continue
+        tracks, _ = read_tracks(read_box(fd, body, end))
+        video = next((t for t in tracks if t.handler == b"vide" and t.timescale), None)
+        if video is None:
+            break
+        shifts = {
+            t.track_id: (video_shift * t.timescale + video.timescale // 2) // video.timescale
+            for t in tracks
+            if t.timescale
+        }
+        hev1 = video.codec == "hevc" and os.pread(fd, 4, body + video.entry_at) == b"hev1"
+        return Retimed(size, init_size, tuple(sorted(starts)), shifts,
+                       body + video.entry_at if hev1 else -1)  # fmt: skip
+    raise ProbeError("fragmented MP4 without a video track")
+
+
+def _decode_times(moof: bytes) -> Iterator[tuple[int, int, int, int]]:
+    """(offset in the moof's body, width in bytes, track ID, value) of each `tfdt`."""
+    for kind, body, end in boxes(moof, 0, len(moof)):
+        if kind != b"traf":
+            continue
+        tfhd = child(moof, body, end, b"tfhd")
+        tfdt = child(moof, body, end, b"tfdt")
+        if tfhd is None or tfdt is None:
+            continue
+        width = 8 if moof[tfdt[0]] == 1 else 4
+        value = int.from_bytes(moof[tfdt[0] + 4 : tfdt[0] + 4 + width], "big")
+        yield tfdt[0] + 4, width, u32(moof, tfhd[0] + 4), value
+
+
+def _put(data: bytearray, position: int, at: int, raw: bytes) -> None:
+    """Write `raw`, meant for file offset `at`, into `data` (the bytes from `position`),
+    as much of it as `data` covers."""
+    low, high = max(at, position), min(at + len(raw), position + len(data))
+    if low < high:
+        data[low - position : high - position] = raw[low - at : high - at]
