@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 import os
 import secrets
@@ -20,12 +21,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from stat import S_ISREG
 
-from . import ffmpeg, mp4
+from . import ffmpeg, mp4, mpegts
 from .admission import Kind, Limiter
 from .config import Config
 from .errors import AgentError, Busy, InsufficientStorage, NotFound, ProbeError
 from .files import write_file
-from .mpegts import CLOCK, PACKET, PTS_WRAP, keyframe_dts, renumber, rewrite
+from .mpegts import CLOCK, NULL_PACKET, PACKET, PTS_WRAP, keyframe_dts, pes_times, renumber, rewrite
 from .playlists import CUT, FRAGMENTS, OUT_START, MediaItem, Plan
 from .probe import probe
 from .sessions import Session, SessionStore
@@ -34,6 +35,7 @@ from .times import format_us
 log = logging.getLogger(__name__)
 
 READ_AHEAD = 2
+_CHUNK = PACKET * 1394  # about 256 KiB of whole MPEG-TS packets
 _READ_AHEAD = "read-ahead"  # the name of a read-ahead build's task
 _SEEK_NUDGE = 0.0005  # seek just past the keyframe: ffmpeg starts at the keyframe before
 
@@ -72,6 +74,11 @@ class Served:
     gzip_path: Path | None = None
     max_age: int = 0
 
+    def length(self, size: int) -> int:
+        """The bytes sent for a file of `size` bytes."""
+        end = min(size, self.stop) if self.stop else size
+        return len(self.prefix) + max(0, end - self.start) + len(self.suffix)
+
 
 def _renumber(path: Path) -> None:
     """Give a remuxed file counters that run 0..15 on every PID (see mpegts.renumber)."""
@@ -80,7 +87,8 @@ def _renumber(path: Path) -> None:
 
 
 def remux_argv(ffmpeg_bin: str, source: Path, item: MediaItem, output: Path) -> list[str]:
-    """ffmpeg's arguments to make `item` from its recording: stream copy, never a transcode."""
+    """ffmpeg's arguments to make `item` from its recording as MPEG-TS on the session's
+    timeline: stream copy, never a transcode."""
     argv = [ffmpeg_bin, "-hide_banner", "-nostdin", "-loglevel", "error", "-y"]
     if item.seek is not None:
         argv += ["-seek_timestamp", "1", "-ss", f"{item.seek + _SEEK_NUDGE:.6f}"]
@@ -89,6 +97,34 @@ def remux_argv(ffmpeg_bin: str, source: Path, item: MediaItem, output: Path) -> 
         argv += ["-output_ts_offset", f"{item.offset:.6f}"]
     argv += ["-muxdelay", "0", "-muxpreload", "0", "-f", "mpegts", str(output)]
     return argv
+
+
+def mp4_argv(ffmpeg_bin: str, source: Path, tag: str, output: Path) -> list[str]:
+    """ffmpeg's arguments to make MPEG-TS (a segment as served) fragmented MP4, its video
+    sample entry tagged `tag` (hvc1, as Safari needs HEVC): stream copy. ffmpeg starts
+    each track at zero; they are moved back onto the timeline in flight (mp4.placed)."""
+    return [
+        ffmpeg_bin, "-hide_banner", "-nostdin", "-loglevel", "error", "-y",
+        "-i", str(source), "-map", "0:v:0", "-map", "0:a?", "-c", "copy",
+        "-tag:v", tag, "-bsf:a", "aac_adtstoasc",
+        "-movflags", "frag_keyframe+empty_moov+default_base_moof+skip_trailer",
+        "-f", "mp4", str(output),
+    ]  # fmt: skip
+
+
+def first_time(path: Path) -> int:
+    """Where an MPEG-TS file's first stream begins: its video's first decode time or its
+    audio's first, the earlier (90 kHz ticks, as in the file). ffmpeg starts the MP4 it
+    makes of it there, at zero (blocking)."""
+    with open(path, "rb") as handle:
+        head = handle.read(1 << 20)
+    program = mpegts.program(head)
+    found = [dts for _, dts in pes_times(head, 0, program.video_pid)[:1]]
+    if program.audio_pid is not None:
+        found += [pts for pts, _ in pes_times(head, 0, program.audio_pid)[:1]]
+    if not found:
+        raise ProbeError("a made segment's MPEG-TS has no timestamp at its head")
+    return min(found)
 
 
 def concat_listing(root: Path, items: Sequence[MediaItem], first_dts: int | None = None) -> str:
@@ -174,13 +210,16 @@ class MediaService:
         """
         if item.kind == FRAGMENTS:
             served = await asyncio.to_thread(self._fragments, item, init)
-        elif not item.remux:
+        elif not item.made:
             served = await asyncio.to_thread(self._as_recorded, item)
         else:
             path = self.store.path(session.id) / item.name
             if not await asyncio.to_thread(path.is_file):
                 path = await self._made_for_viewer(session, item)
-            served = Served(path=path, content_type=TS_TYPE)  # made on the timeline
+            if item.mp4_tag:
+                served = await asyncio.to_thread(self._made_mp4, path, init)
+            else:
+                served = Served(path=path, content_type=TS_TYPE)  # made on the timeline
         await self._read_ahead(session, plan, number)
         return served
 
@@ -195,6 +234,23 @@ class MediaService:
             if not task.get_name().startswith(_READ_AHEAD):
                 raise
         return await asyncio.shield(self._build_task(session, item, wait=True))
+
+    def _write_as_recorded(self, item: MediaItem, target: Path) -> None:
+        """Write the MPEG-TS a recorded item is served as (blocking)."""
+        served = self._as_recorded(item)
+        fd = os.open(served.path, os.O_RDONLY | os.O_NOFOLLOW)
+        try:
+            total = served.length(os.fstat(fd).st_size)
+            with open(target, "wb") as out:
+                position = 0
+                while position < total:
+                    chunk = served_bytes(fd, served, position, total, total)
+                    if not chunk:
+                        break
+                    out.write(chunk)
+                    position += len(chunk)
+        finally:
+            os.close(fd)
 
     def _as_recorded(self, item: MediaItem) -> Served:
         path = self.recording(item)
@@ -239,6 +295,23 @@ class MediaService:
         return Served(path=path, content_type=SEGMENT_TYPE, start=item.cut_at,
                       stop=item.stop_at, patch=timeline.apply)  # fmt: skip
 
+    def _made_mp4(self, path: Path, init: bool) -> Served:
+        """A segment made as fragmented MP4 (its init section, or its media), moved in
+        flight to where the MPEG-TS it was made of began on the session's timeline (kept
+        beside it): ffmpeg wrote it from zero."""
+        facts = probe(path)
+        zero = int(json.loads(_times_path(path).read_text())["zero"])
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
+        try:
+            timeline = mp4.placed(fd, facts.media_start, zero, CLOCK)
+        finally:
+            os.close(fd)
+        if init:
+            return Served(path=path, content_type=MP4_TYPE, stop=facts.media_start,
+                          patch=timeline.apply)  # fmt: skip
+        return Served(path=path, content_type=SEGMENT_TYPE, start=facts.media_start,
+                      stop=facts.media_end, patch=timeline.apply)  # fmt: skip
+
     def _build_task(self, session: Session, item: MediaItem, wait: bool) -> asyncio.Task[Path]:
         key = (session.id, item.name)
         task = self._builds.get(key)
@@ -256,7 +329,7 @@ class MediaService:
         upcoming = [
             item
             for item in plan.items[number + 1 : number + 1 + READ_AHEAD]
-            if item.remux and (session.id, item.name) not in self._builds
+            if item.made and (session.id, item.name) not in self._builds
         ]
         if not upcoming:
             return  # served as recorded, or being made already
@@ -284,10 +357,25 @@ class MediaService:
                 if await asyncio.to_thread(target.is_file):
                     return target  # made meanwhile
                 temporary = directory / f".{item.name}.{secrets.token_hex(4)}.tmp"
-                argv = remux_argv(self.config.ffmpeg.ffmpeg, source, item, temporary)
+                given = directory / f".{item.name}.{secrets.token_hex(4)}.ts.tmp"
+                limit = self.config.playback.build_timeout_seconds
                 try:
-                    await ffmpeg.run(argv, self.config.playback.build_timeout_seconds)
-                    await asyncio.to_thread(_renumber, temporary)
+                    if not item.mp4_tag:
+                        argv = remux_argv(self.config.ffmpeg.ffmpeg, source, item, temporary)
+                        await ffmpeg.run(argv, limit)
+                        await asyncio.to_thread(_renumber, temporary)
+                    else:  # its MPEG-TS on the timeline (as served, or remuxed), then MP4
+                        if item.remux:
+                            argv = remux_argv(self.config.ffmpeg.ffmpeg, source, item, given)
+                            await ffmpeg.run(argv, limit)
+                        else:
+                            await asyncio.to_thread(self._write_as_recorded, item, given)
+                        zero = await asyncio.to_thread(first_time, given)
+                        argv = mp4_argv(self.config.ffmpeg.ffmpeg, given, item.mp4_tag, temporary)
+                        await ffmpeg.run(argv, limit)
+                        await asyncio.to_thread(
+                            write_file, _times_path(target), json.dumps({"zero": zero}).encode()
+                        )
                     await asyncio.to_thread(os.replace, temporary, target)
                 except ffmpeg.FfmpegError as error:
                     if not self.store.live(session.id):
@@ -311,8 +399,9 @@ class MediaService:
                 except FileNotFoundError:
                     raise self._gone(session) from None
                 finally:
-                    with contextlib.suppress(FileNotFoundError):
-                        await asyncio.to_thread(temporary.unlink)
+                    for made in (temporary, given):
+                        with contextlib.suppress(FileNotFoundError):
+                            await asyncio.to_thread(made.unlink)
             log.info("media: session %s made %s", session.id, item.name)
             return target
 
@@ -366,6 +455,41 @@ def _packets(path: Path, offsets: tuple[int, ...]) -> bytes:
         return b"".join(os.pread(fd, PACKET, offset) for offset in offsets)
     finally:
         os.close(fd)
+
+
+def served_bytes(fd: int, served: Served, position: int, stop: int, total: int) -> memoryview:
+    """The served stream's bytes from `position` (up to a chunk, before `stop`; the stream
+    is `total` bytes). A stream that is rewritten is read as whole packets from packet
+    boundaries, so that any byte range of it is the same bytes."""
+    aligned, limit = position, stop
+    if served.rewrite is not None:
+        aligned, limit = position - position % PACKET, min(stop + -stop % PACKET, total)
+    end = min(aligned + _CHUNK, limit)
+    prefix = served.prefix
+    body_end = total - len(served.suffix)  # where the file's bytes end in the stream
+    data = bytearray(prefix[aligned:end])
+    if end > len(prefix) and aligned < body_end:
+        start = max(aligned, len(prefix))
+        read = os.pread(fd, min(end, body_end) - start, start - len(prefix) + served.start)
+        if served.nulls:
+            read = bytearray(read)
+            for offset in served.nulls:  # whole packets: their stream offsets are aligned
+                at = offset - served.start + len(prefix) - start
+                if at >= 0 and at + PACKET <= len(read):
+                    read[at : at + PACKET] = NULL_PACKET
+        data += read
+    if end > body_end:
+        data += served.suffix[max(aligned, body_end) - body_end : end - body_end]
+    if served.rewrite is not None:
+        served.rewrite(data)  # whole packets only; a truncated last one goes as it is
+    if served.patch is not None:  # bytes of one file, no prefix: at the file's offsets
+        served.patch(fd, aligned + served.start, data)
+    return memoryview(data)[position - aligned : stop - aligned]
+
+
+def _times_path(made: Path) -> Path:
+    """Where a segment made as MP4 keeps where it begins on the timeline."""
+    return made.with_name(f"{made.name}.json")
 
 
 def _read_ahead_done(task: asyncio.Task[Path]) -> None:

@@ -280,6 +280,7 @@ class Retimed:
     starts: tuple[int, ...]  # fragments known to start at these offsets (sorted)
     shifts: dict[int, int] = field(default_factory=dict)  # track ID -> ticks added
     entry_at: int = -1  # the offset of a `hev1` to name `hvc1`, if any
+    fixed: tuple[tuple[int, bytes], ...] = ()  # bytes written at file offsets, last
 
     def apply(self, fd: int, position: int, data: bytearray) -> None:
         """Rewrite `data`, the file's bytes from `position`, in place (blocking: reads
@@ -300,30 +301,95 @@ class Retimed:
                         moved = (value + self.shifts.get(track_id, 0)) % (1 << (8 * width))
                         _put(data, position, body + offset, moved.to_bytes(width, "big"))
         except ProbeError:
-            return  # past the last whole fragment: the rest goes as it is
+            pass  # past the last whole fragment: the rest goes as it is
+        for at, raw in self.fixed:
+            _put(data, position, at, raw)
 
 
 def retimed(fd: int, init_size: int, starts: Sequence[int], video_shift: int) -> Retimed:
     """A fragmented recording's Retimed: its video's decode times moved by `video_shift`
     ticks, every other track's by the same time in its own ticks (blocking: reads the
     init section)."""
-    size = os.fstat(fd).st_size
+    body, tracks, video = _init(fd, init_size)
+    shifts = {
+        t.track_id: (video_shift * t.timescale + video.timescale // 2) // video.timescale
+        for t in tracks
+    }
+    return _retimed(fd, init_size, starts, shifts, body, video)
+
+
+def placed(fd: int, init_size: int, zero: int, clock: int) -> Retimed:
+    """The Retimed of a fragmented MP4 file a muxer wrote from zero (ffmpeg, out of an
+    MPEG-TS segment that was on the session's timeline): every track moved so that time
+    zero lands at `zero` (`clock` ticks). ffmpeg starts a track that began later than
+    zero at zero all the same, its first sample stretched to reach the second: that
+    sample gets the second's duration back and starts where it really did (blocking:
+    reads the init section and the first fragment)."""
+    body, tracks, video = _init(fd, init_size)
+    shifts = {t.track_id: (zero * t.timescale + clock // 2) // clock for t in tracks}
+    fixed: list[tuple[int, bytes]] = []
+    for kind, _, moof_body, end in top_level(fd, os.fstat(fd).st_size, init_size):
+        if kind != b"moof":
+            continue
+        moof = read_box(fd, moof_body, end)
+        for track_id, (at, width, value), (duration_at, first, second) in _first_runs(moof):
+            if first > second > 0 and track_id in shifts:
+                later = value + shifts[track_id] + first - second
+                fixed.append((moof_body + at, later.to_bytes(width, "big")))
+                fixed.append((moof_body + duration_at, second.to_bytes(4, "big")))
+        break
+    return _retimed(fd, init_size, (init_size,), shifts, body, video, tuple(fixed))
+
+
+def _first_runs(moof: bytes) -> Iterator[tuple[int, tuple[int, int, int], tuple[int, int, int]]]:
+    """Per track of a moof whose first run states each sample's duration: its ID, its
+    tfdt (offset of the value in the moof's body, width, value), and its first sample's
+    duration (offset), that duration and the second's."""
+    for kind, body, end in boxes(moof, 0, len(moof)):
+        tfhd = child(moof, body, end, b"tfhd") if kind == b"traf" else None
+        tfdt = child(moof, body, end, b"tfdt") if kind == b"traf" else None
+        trun = child(moof, body, end, b"trun") if kind == b"traf" else None
+        if tfhd is None or tfdt is None or trun is None:
+            continue
+        flags, count = u32(moof, trun[0]) & 0xFFFFFF, u32(moof, trun[0] + 4)
+        if not flags & 0x100 or count < 2:
+            continue
+        at = trun[0] + 8 + (4 if flags & 0x1 else 0) + (4 if flags & 0x4 else 0)
+        stride = 4 * sum(1 for bit in (0x100, 0x200, 0x400, 0x800) if flags & bit)
+        width = 8 if moof[tfdt[0]] == 1 else 4
+        value = int.from_bytes(moof[tfdt[0] + 4 : tfdt[0] + 4 + width], "big")
+        yield (
+            u32(moof, tfhd[0] + 4),
+            (tfdt[0] + 4, width, value),
+            (at, u32(moof, at), u32(moof, at + stride)),
+        )
+
+
+def _init(fd: int, init_size: int) -> tuple[int, list[Track], Track]:
+    """The moov's body offset, its tracks with a timescale, and its video track."""
     for kind, _, body, end in top_level(fd, init_size):
         if kind != b"moov":
             continue
-        tracks, _ = read_tracks(read_box(fd, body, end))
-        video = next((t for t in tracks if t.handler == b"vide" and t.timescale), None)
-        if video is None:
-            break
-        shifts = {
-            t.track_id: (video_shift * t.timescale + video.timescale // 2) // video.timescale
-            for t in tracks
-            if t.timescale
-        }
-        hev1 = video.codec == "hevc" and os.pread(fd, 4, body + video.entry_at) == b"hev1"
-        return Retimed(size, init_size, tuple(sorted(starts)), shifts,
-                       body + video.entry_at if hev1 else -1)  # fmt: skip
+        tracks = [t for t in read_tracks(read_box(fd, body, end))[0] if t.timescale]
+        video = next((t for t in tracks if t.handler == b"vide"), None)
+        if video is not None:
+            return body, tracks, video
     raise ProbeError("fragmented MP4 without a video track")
+
+
+def _retimed(
+    fd: int,
+    init_size: int,
+    starts: Sequence[int],
+    shifts: dict[int, int],
+    body: int,
+    video: Track,
+    fixed: tuple[tuple[int, bytes], ...] = (),
+) -> Retimed:
+    hev1 = video.codec == "hevc" and os.pread(fd, 4, body + video.entry_at) == b"hev1"
+    size = os.fstat(fd).st_size
+    at = body + video.entry_at if hev1 else -1
+    return Retimed(size, init_size, tuple(sorted(starts)), shifts, at, fixed)
 
 
 def _decode_times(moof: bytes) -> Iterator[tuple[int, int, int, int]]:

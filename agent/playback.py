@@ -117,7 +117,7 @@ class Playback:
         # The session writes its playlist and metadata now, its first segment soon after.
         first = found.items[0]
         self.limiter.check_disk(
-            len(found.items) * WRITTEN_PER_ITEM + (first.size if first.remux else 0)
+            len(found.items) * WRITTEN_PER_ITEM + (first.size if first.made else 0)
         )
         session = await self.store.create(
             camera_id, from_us, to_us, [segment.path for segment in segments], found

@@ -62,10 +62,23 @@ class MediaItem:
     seek: float | None = None
     offset: float | None = None  # REMUX: ffmpeg's -output_ts_offset (seconds)
     init_size: int = 0  # FRAGMENTS: the bytes of the init section, from the file's start
+    # Made as fragmented MP4 by ffmpeg, its video sample entry tagged so (hvc1, avc1): an
+    # HEVC session's, which Safari plays only so. "": served as MPEG-TS (or FRAGMENTS).
+    mp4_tag: str = ""
 
     @property
     def remux(self) -> bool:
         return self.kind == REMUX
+
+    @property
+    def made(self) -> bool:
+        """Whether ffmpeg makes it (into the session's directory) before it is served."""
+        return self.kind == REMUX or bool(self.mp4_tag)
+
+    @property
+    def is_mp4(self) -> bool:
+        """Whether it is served as fragmented MP4 (an init section and media)."""
+        return self.kind == FRAGMENTS or bool(self.mp4_tag)
 
     def counter_shifts(self) -> dict[int, int]:
         """`cc_shift` as PID -> delta."""
@@ -159,6 +172,8 @@ def plan(
     # Fragmented MP4 is served as it is when the whole session is: its init sections
     # (EXT-X-MAP) would apply to any MPEG-TS segment after them.
     fragmented = all(seg.container == "fmp4" and seg.media_end for seg in chosen)
+    # Safari plays HEVC only as fragmented MP4: such a session's every segment is made so.
+    hevc = not fragmented and any(seg.video_codec == "hevc" for seg in chosen)
     for n, seg in enumerate(chosen):
         scale = seg.timescale
         kind = RECORDED if seg.container == "mpegts" else FRAGMENTS if fragmented else REMUX
@@ -224,6 +239,8 @@ def plan(
             if kind == CUT:
                 assert cut is not None
                 fields.update(cut_at=cut.offset, prefix=cut.prefix, nulls=cut.early)
+        if hevc:
+            fields.update(mp4_tag="hvc1" if seg.video_codec == "hevc" else "avc1")
         fields.update(
             source=seg.path,
             kind=kind,
@@ -266,28 +283,33 @@ def plan(
         for stop, following in zip(item_stops, [*item_starts[1:], ends[-1]], strict=True)
     ]
     items = tuple(
-        MediaItem(name=media_name(n, fields["kind"]), duration=(stop - start) / CLOCK, **fields)
+        MediaItem(
+            name=media_name(n, fields["kind"] == FRAGMENTS or hevc),
+            duration=(stop - start) / CLOCK,
+            **fields,
+        )
         for n, (fields, start, stop) in enumerate(zip(pending, item_starts, stops, strict=True))
     )
     return Plan(items, round(start_offset, 6))
 
 
-def media_name(n: int, kind: str) -> str:
+def media_name(n: int, mp4: bool) -> str:
     """Item `n`'s URI: an MPEG-TS segment, or a fragmented MP4 media segment."""
-    return f"s{n:06d}.m4s" if kind == FRAGMENTS else f"s{n:06d}.ts"
+    return f"s{n:06d}.m4s" if mp4 else f"s{n:06d}.ts"
 
 
 def init_name(n: int) -> str:
-    """The URI of the init section of item `n`'s recording (FRAGMENTS)."""
+    """The URI of the init section of item `n` (made as MP4) or of its recording
+    (FRAGMENTS)."""
     return f"i{n:06d}.mp4"
 
 
 def render(found: Plan) -> str:
     """The complete VOD playlist (RFC 8216) for a plan."""
-    fragments = found.items[0].kind == FRAGMENTS  # then all are
+    mp4 = found.items[0].is_mp4  # then all are
     lines = [
         "#EXTM3U",
-        f"#EXT-X-VERSION:{7 if fragments else 3}",
+        f"#EXT-X-VERSION:{7 if mp4 else 3}",
         f"#EXT-X-TARGETDURATION:{found.target_duration}",
         "#EXT-X-MEDIA-SEQUENCE:0",
         "#EXT-X-PLAYLIST-TYPE:VOD",
@@ -299,8 +321,8 @@ def render(found: Plan) -> str:
     for n, item in enumerate(found.items):
         if item.discontinuity:
             lines.append("#EXT-X-DISCONTINUITY")
-        if fragments and item.source != source:
-            source = item.source
+        if item.mp4_tag or (item.kind == FRAGMENTS and item.source != source):
+            source = item.source  # each made item has an init section of its own
             lines.append(f'#EXT-X-MAP:URI="{init_name(n)}"')
         lines.append(f"#EXT-X-PROGRAM-DATE-TIME:{_pdt(item.pdt_us)}")
         lines.append(f"#EXTINF:{item.duration:.6f},")

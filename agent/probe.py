@@ -123,30 +123,41 @@ def keyframes(path: Path | str) -> list[tuple[int, int]]:
 def cut_point(path: Path | str, first_pts: int, wanted: int) -> Cut | None:
     """Where to start serving a recording so that `wanted` (a time in its ticks) plays:
     the last keyframe at or before it, or None if that is the recording's first keyframe
-    (serve it whole). For MPEG-TS the cut also names the PAT and PMT to send in front."""
-    found = keyframes(path)
+    (serve it whole). The cut's time is the earliest presentation time from there (an
+    open GOP's leading pictures come before its keyframe); for MPEG-TS it also names the
+    PAT and PMT to send in front."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        size = os.fstat(fd).st_size
+        head = os.pread(fd, 65536, 0)
+        if len(head) >= PACKET and head[0] == 0x47:
+            program = mpegts.program(head)
+            found = sorted(mpegts.file_keyframes(fd, size, program.video_pid))
+            at = _last_at_or_before([pts for pts, _ in found], first_pts, wanted)
+            return None if at is None else _cut(fd, program, *found[at])
+        samples = _mp4_samples(fd, size).samples  # in decode order
+        syncs = [n for n, (_, _, sync) in enumerate(samples) if sync]
+        at = _last_at_or_before([samples[n][0] for n in syncs], first_pts, wanted)
+        if at is None:
+            return None
+        return Cut(min(pts for pts, _, _ in samples[syncs[at] : syncs[at] + _MIN_FRAMES]))
+    finally:
+        os.close(fd)
+
+
+def _last_at_or_before(times: list[int], first_pts: int, wanted: int) -> int | None:
+    """The index of the latest of `times` (keyframes) at or before `wanted`, or None if
+    that is the earliest of them (or there is none)."""
     before = [
-        (pts, offset)
-        for pts, offset in found
+        n
+        for n, pts in enumerate(times)
         if 0 <= pts_delta(pts, first_pts) <= pts_delta(wanted, first_pts)
     ]
     if not before:
         return None
-    pts, offset = max(before, key=lambda key: pts_delta(key[0], first_pts))
-    if (pts, offset) == min(found, key=lambda key: pts_delta(key[0], first_pts)):
-        return None
-    if offset < 0:
-        return Cut(pts)
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        program = mpegts.program(os.pread(fd, 65536, 0))
-        prefix = [mpegts.last_pusi_before(fd, offset, pid) for pid in (0, program.pmt_pid)]
-        if None in prefix:
-            return None  # no tables to send in front: serve the recording whole
-        tables = tuple(at for at in prefix if at is not None)
-        return Cut(pts, offset, tables, _early(fd, program, offset, pts))
-    finally:
-        os.close(fd)
+    at = max(before, key=lambda n: pts_delta(times[n], first_pts))
+    first = min(range(len(times)), key=lambda n: pts_delta(times[n], first_pts))
+    return None if at == first else at
 
 
 # --- long MPEG-TS recordings: keyframes found near where their time should lie -----------

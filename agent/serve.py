@@ -17,10 +17,8 @@ from pathlib import Path
 from aiohttp import web
 
 from .errors import NotFound
-from .media import Served
-from .mpegts import NULL_PACKET, PACKET
+from .media import Served, served_bytes
 
-_CHUNK = PACKET * 1394  # about 256 KiB of whole MPEG-TS packets
 _RANGE = re.compile(r"bytes=([0-9]*)-([0-9]*)")
 
 
@@ -77,9 +75,7 @@ async def send(request: web.Request, served: Served) -> web.StreamResponse:
     except (FileNotFoundError, NotADirectoryError):
         raise NotFound("this session's file is gone; the session was deleted or expired") from None
     try:
-        end = min(info.st_size, served.stop) if served.stop else info.st_size
-        body = max(0, end - served.start)
-        total = len(served.prefix) + body + len(served.suffix)
+        total = served.length(info.st_size)
         etag = f'"{info.st_mtime_ns:x}-{total:x}"'
         headers["ETag"] = etag
         if request.headers.get("If-None-Match") in (etag, "*"):
@@ -105,7 +101,7 @@ async def send(request: web.Request, served: Served) -> web.StreamResponse:
         try:
             position = start
             while position < stop:
-                chunk = await asyncio.to_thread(_read, fd, served, position, stop, total)
+                chunk = await asyncio.to_thread(served_bytes, fd, served, position, stop, total)
                 if not chunk:
                     break  # the file shrank: the client sees a short body
                 await response.write(chunk)
@@ -116,36 +112,6 @@ async def send(request: web.Request, served: Served) -> web.StreamResponse:
         return response
     finally:
         await asyncio.to_thread(os.close, fd)
-
-
-def _read(fd: int, served: Served, position: int, stop: int, total: int) -> memoryview:
-    """The served stream's bytes from `position` (up to a chunk, before `stop`; the stream
-    is `total` bytes). A stream that is rewritten is read as whole packets from packet
-    boundaries, so that any byte range of it is the same bytes."""
-    aligned, limit = position, stop
-    if served.rewrite is not None:
-        aligned, limit = position - position % PACKET, min(stop + -stop % PACKET, total)
-    end = min(aligned + _CHUNK, limit)
-    prefix = served.prefix
-    body_end = total - len(served.suffix)  # where the file's bytes end in the stream
-    data = bytearray(prefix[aligned:end])
-    if end > len(prefix) and aligned < body_end:
-        start = max(aligned, len(prefix))
-        read = os.pread(fd, min(end, body_end) - start, start - len(prefix) + served.start)
-        if served.nulls:
-            read = bytearray(read)
-            for offset in served.nulls:  # whole packets: their stream offsets are aligned
-                at = offset - served.start + len(prefix) - start
-                if at >= 0 and at + PACKET <= len(read):
-                    read[at : at + PACKET] = NULL_PACKET
-        data += read
-    if end > body_end:
-        data += served.suffix[max(aligned, body_end) - body_end : end - body_end]
-    if served.rewrite is not None:
-        served.rewrite(data)  # whole packets only; a truncated last one goes as it is
-    if served.patch is not None:  # bytes of one file, no prefix: at the file's offsets
-        served.patch(fd, aligned + served.start, data)
-    return memoryview(data)[position - aligned : stop - aligned]
 
 
 async def send_stream(

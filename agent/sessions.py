@@ -40,7 +40,7 @@ from .errors import BadRequest, NotFound, StartupError
 from .files import fsync_dir, replace_file, write_file
 from .ids import SESSION_ID, check_session_id, new_session_id
 from .index import Index
-from .playlists import FRAGMENTS, KINDS, MediaItem, Plan, init_name, media_name, render
+from .playlists import KINDS, MediaItem, Plan, init_name, media_name, render
 from .times import format_us, parse_rfc3339
 
 log = logging.getLogger(__name__)
@@ -53,7 +53,7 @@ PLAYLIST = "index.m3u8"
 # 3: the plan and the locked recordings in plan.json, session.json a summary.
 FORMAT = 3
 # Media fields a format 3 plan may lack (written before they existed).
-_LATER_FIELDS = {"stop_at", "suffix", "nulls", "init_size"}
+_LATER_FIELDS = {"stop_at", "suffix", "nulls", "init_size", "mp4_tag"}
 PLANS_KEPT_ITEMS = 20_000  # plans kept in memory: about 8 MB, 55 one-hour sessions
 CREATING, DELETING = ".creating", ".deleting"
 MEDIA_FIELDS = [field.name for field in fields(MediaItem)]
@@ -188,7 +188,8 @@ class Stored:
                 }
             )
             if (
-                item.name != media_name(n, item.kind)
+                item.name != media_name(n, item.is_mp4)
+                or item.mp4_tag not in ("", "avc1", "hvc1")
                 or not math.isfinite(item.duration)
                 or item.kind not in KINDS
                 or not isinstance(item.shift, int)
@@ -216,7 +217,7 @@ def item(plan: Plan, name: str) -> tuple[int, MediaItem] | None:
     if number >= len(plan.items):
         return None
     found = plan.items[number]
-    if name == found.name or (name == init_name(number) and found.kind == FRAGMENTS):
+    if name == found.name or (name == init_name(number) and found.is_mp4):
         return number, found
     return None
 

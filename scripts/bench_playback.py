@@ -27,6 +27,11 @@ Long recordings: the ten minutes six times over as one hour-long MPEG-TS file (c
 POST, time to the first media segment, its size, bytes written, ffmpeg runs; beside what
 one segment of the session was before long files were served in parts (the whole file
 from the cut).
+
+Fragmented MP4 (MediaMTX style, a fragment a second): the same hour as one file (camera
+`hour`) and as six ten-minute files (camera `ten`), served by a second agent with the
+mediamtx layout: the same figures, beside the remux to MPEG-TS of the file from the cut
+that the agent made before fragmented MP4 was served as it is, timed in the same run.
 """
 
 from __future__ import annotations
@@ -149,6 +154,132 @@ def long_sessions(base: str, work: Path, target: Path) -> None:
         get(f"{base}/api/playback/{session['id']}", "DELETE")
 
 
+def fmp4_files(work: Path) -> Path:
+    """The rendered ten minutes six times over as MediaMTX writes fragmented MP4 (a
+    fragment a second): one hour-long file, and six ten-minute files."""
+    say("Writing the hour as fragmented MP4: one file, and six of ten minutes ...")
+    files = sorted((work / "ten").glob("*.ts"))
+    listing = work / "hour.ffconcat"
+    listing.write_text(
+        "ffconcat version 1.0\n" + "".join(f"file '{f}'\n" for _ in range(6) for f in files)
+    )
+    root = work / "mediamtx"
+    layout = make_layout("mediamtx", "UTC")
+    hour = root / layout.format("hour", T0)
+    tens = root / "ten"
+    for directory in (hour.parent, tens, work / "split"):
+        directory.mkdir(parents=True, exist_ok=True)
+    fragments = ["-movflags", "+empty_moov+default_base_moof", "-frag_duration", "1000000"]
+    subprocess.run(
+        ["ffmpeg", "-nostdin", "-v", "error", "-f", "concat", "-safe", "0", "-i", str(listing),
+         "-c", "copy", *fragments, "-f", "mp4", str(hour)],
+        check=True,
+    )  # fmt: skip
+    subprocess.run(
+        ["ffmpeg", "-nostdin", "-v", "error", "-i", str(hour), "-c", "copy",
+         "-f", "segment", "-segment_time", "600", "-segment_format", "mp4",
+         "-segment_format_options", "movflags=+empty_moov+default_base_moof:frag_duration=1000000",
+         "-segment_list", str(work / "split" / "list.csv"), "-segment_list_type", "csv",
+         str(work / "split" / "part%d.mp4")],
+        check=True,
+    )  # fmt: skip
+    offset = 0
+    for row in (work / "split" / "list.csv").read_text().splitlines():
+        part = work / "split" / row.split(",")[0]
+        os.replace(part, root / layout.format("ten", T0 + offset))
+        offset += probe(root / layout.format("ten", T0 + offset)).duration_us
+    an_hour_ago = time.time() - 3600
+    for path in root.rglob("*.mp4"):
+        os.utime(path, (an_hour_ago, an_hour_ago))
+    return root
+
+
+def remux_ts(source: Path, work: Path, seek: float) -> tuple[float, int]:
+    """What the agent did before fragmented MP4 was served as it is: the recording from
+    the keyframe at `seek` remuxed to MPEG-TS, as one segment. Seconds and bytes."""
+    target = work / "remuxed.ts"
+    started = time.perf_counter()
+    subprocess.run(
+        ["ffmpeg", "-nostdin", "-v", "error", "-y", "-ss", f"{seek:.3f}", "-copyts",
+         "-i", str(source), "-map", "0:v:0", "-map", "0:a?", "-c", "copy",
+         "-f", "mpegts", str(target)],
+        check=True,
+    )  # fmt: skip
+    took, size = time.perf_counter() - started, target.stat().st_size
+    target.unlink()
+    return took, size
+
+
+def fmp4_sessions(base: str, work: Path, root: Path) -> None:
+    """Sessions over the fragmented MP4 recordings, timed as a player would use them."""
+    hour = root / make_layout("mediamtx", "UTC").format("hour", T0)
+    print(f"\nFragmented MP4 (MediaMTX style), {hour.stat().st_size / 1e9:.2f} GB an hour:")
+    for camera, label, offset, seconds in (
+        ("hour", "5 min", 1200, 300), ("hour", "1 h", 0, 3590),
+        ("ten", "5 min", 1200, 300), ("ten", "1 h", 0, 3590),
+    ):  # fmt: skip
+        start_us = T0 + offset * S + 3_500_000
+        runs_before = json.loads(get(f"{base}/healthz"))["admission"]["started"]
+        started = time.perf_counter()
+        body = {"camera_id": camera, "from": format_us(start_us),
+                "to": format_us(start_us + seconds * S)}  # fmt: skip
+        session = json.loads(get(f"{base}/api/playback", "POST", body))
+        posted = time.perf_counter() - started
+        lines = get(base + session["playlist_url"]).decode().splitlines()
+        names = [line for line in lines if line.endswith(".m4s")]
+        init = next(line for line in lines if line.startswith("#EXT-X-MAP:")).split('"')[1]
+        media = base + session["playlist_url"].rsplit("/", 1)[0]
+        first_bytes = len(get(f"{media}/{init}")) + len(get(f"{media}/{names[0]}"))
+        first = time.perf_counter() - started
+        written = du(work / "playback" / session["id"])
+        for name in names[1:]:
+            get(f"{media}/{name}")
+        runs = json.loads(get(f"{base}/healthz"))["admission"]["started"] - runs_before
+        if camera == "hour":
+            source, seek = hour, offset + 3.5
+        else:
+            source, seek = sorted((root / "ten").glob("*.mp4"))[offset // 600], 3.5 + offset % 600
+        old_time, old_bytes = remux_ts(source, work, seek)
+        print(
+            f"  {camera:4} {label:6} POST {posted * 1e3:4.0f} ms, first segment after"
+            f" {first:.3f} s ({first_bytes / 1e6:.1f} MB), {written / 1e3:.0f} kB written,"
+            f" {len(names)} segments, {runs} ffmpeg runs watching it all; before: the"
+            f" recording from the cut remuxed first, {old_time:.2f} s, {old_bytes / 1e6:.0f} MB"
+        )
+        get(f"{base}/api/playback/{session['id']}", "DELETE")
+
+
+def start_agent(
+    work: Path, name: str, root: Path, layout: str, longest: int
+) -> tuple[subprocess.Popen[bytes], str]:
+    """An agent on `root` (its state under work/name), once its first scan is done."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    state = work / name
+    state.mkdir(exist_ok=True)
+    (state / "agent.toml").write_text(
+        f'[server]\nhost = "127.0.0.1"\nport = {port}\n'
+        f'[recordings]\nroot = "{root}"\nlayout = "{layout}"\n'
+        f'[index]\ndatabase = "{state / "index.db"}"\n'
+        f'[playback]\ndir = "{work / "playback"}"\nmax_seconds = {longest}\n'
+    )
+    agent = subprocess.Popen(
+        [sys.executable, "-m", "agent", "--config", str(state / "agent.toml"),
+         "--log-level", "WARNING"],
+    )  # fmt: skip
+    base = f"http://127.0.0.1:{port}"
+    while True:
+        try:
+            if json.loads(get(f"{base}/healthz"))["index"]["scan"] == "complete":
+                return agent, base
+        except OSError:
+            pass
+        if agent.poll() is not None:
+            raise SystemExit(f"the agent on {root} stopped")
+        time.sleep(0.1)
+
+
 def rewrite_ms(root: Path) -> tuple[float, int]:
     """Milliseconds of CPU for one segment's in-flight rewrite (timestamps and every PID's
     counters), in this process, and the segment's size."""
@@ -254,36 +385,10 @@ def main() -> None:
         root = make_footage(work, longest + 20)
         hour = long_file(work, root)
         per_segment_ms, segment_bytes = rewrite_ms(root)
-        with socket.socket() as sock:
-            sock.bind(("127.0.0.1", 0))
-            port = sock.getsockname()[1]
-        (work / "agent.toml").write_text(
-            f'[server]\nhost = "127.0.0.1"\nport = {port}\n'
-            f'[recordings]\nroot = "{root}"\n[index]\ndatabase = "{work / "index.db"}"\n'
-            f'[playback]\ndir = "{work / "playback"}"\nmax_seconds = {longest}\n'
-        )
-        agent = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "agent",
-                "--config",
-                str(work / "agent.toml"),
-                "--log-level",
-                "WARNING",
-            ],
-        )
-        base = f"http://127.0.0.1:{port}"
+        mediamtx = fmp4_files(work)
         say("Starting the agent and waiting for its first scan ...")
+        agent, base = start_agent(work, "ts", root, "ffmpeg", longest)
         try:
-            while True:
-                try:
-                    health = json.loads(get(f"{base}/healthz"))
-                    if health["index"]["scan"] == "complete":
-                        break
-                except OSError:
-                    pass
-                time.sleep(0.1)
             process = psutil.Process(agent.pid)
             rows = []
             exports: list[tuple[str, float, float, int, int]] = []
@@ -338,6 +443,13 @@ def main() -> None:
                 )
                 get(f"{base}/api/playback/{session['id']}", "DELETE")
             long_sessions(base, work, hour)
+        finally:
+            agent.terminate()
+            agent.wait(10)
+        say("Starting an agent on the fragmented MP4 (mediamtx layout) ...")
+        agent, base = start_agent(work, "mediamtx", mediamtx, "mediamtx", longest)
+        try:
+            fmp4_sessions(base, work, mediamtx)
         finally:
             agent.terminate()
             agent.wait(10)

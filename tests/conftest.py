@@ -35,7 +35,7 @@ def footage(tmp_path_factory: pytest.TempPathFactory) -> dict[str, list[Rendered
     """Three 2-second segments (a keyframe each second) of each recorder style, rendered
     once: ts (continuous MPEG-TS, x264 with B-frames), ts_reset (timestamps restart in
     every segment), hevc (x265's open GOPs in MPEG-TS), mp4 (Frigate style: reset
-    timestamps, AAC) and fmp4 (fragmented MP4)."""
+    timestamps, AAC), fmp4 (fragmented MP4) and hevc_fmp4 (x265 in fragmented MP4)."""
     if shutil.which("ffmpeg") is None:
         pytest.fail("ffmpeg is not installed (apt-get install ffmpeg)")
     base = tmp_path_factory.mktemp("footage")
@@ -45,6 +45,7 @@ def footage(tmp_path_factory: pytest.TempPathFactory) -> dict[str, list[Rendered
         "hevc": {"codec": "hevc"},
         "mp4": {"kind": "mp4"},
         "fmp4": {"kind": "fmp4"},
+        "hevc_fmp4": {"kind": "fmp4", "codec": "hevc"},
     }
 
     async def render() -> list[list[Rendered]]:
@@ -176,7 +177,7 @@ async def start_with(
     **sections: dict[str, Any],
 ) -> TestClient[Any, Any]:
     """An agent on camera `cam`: footage at 08:00:00-08:00:06 and 08:00:20-08:00:26."""
-    layout = {"mp4": "frigate", "fmp4": "mediamtx"}.get(kind, "ffmpeg")
+    layout = {"mp4": "frigate", "fmp4": "mediamtx", "hevc_fmp4": "mediamtx"}.get(kind, "ffmpeg")
     sections.setdefault("recordings", {})["layout"] = layout
     config = make_config(tmp_path, **sections)
     place_old(footage[kind], config.recordings.root, config.layout, "cam", T0)

@@ -41,6 +41,7 @@ from .players import (
 )
 
 HOLD = 3 * FRAME  # the footage's audio starts up to 80 ms ahead of its video
+MICROSECOND = Fraction(1, 1_000_000)
 
 
 @pytest.mark.parametrize("kind", ["ts", "mp4", "fmp4"])
@@ -86,6 +87,43 @@ async def test_playlist_follows_the_rules(
         assert 0 <= facts[n].start - facts[n - 1].end <= HOLD, f"jump before {n}"
         stated = facts[n - 1].start + Fraction(playlist.entries[n - 1].duration)
         assert abs(facts[n].start - stated) <= tick, f"EXTINF before {n}"
+
+
+@pytest.mark.parametrize("kind", ["hevc", "hevc_fmp4"])
+async def test_hevc_is_fragmented_mp4_tagged_hvc1_for_safari(
+    tmp_path: Path, footage: dict[str, list[Rendered]], start_agent: Any, kind: str
+) -> None:
+    """An HEVC session is fragmented MP4 (version 7, an EXT-X-MAP for each init section)
+    with an `hvc1` sample entry, as Apple's authoring rules ask, whether recorded as
+    MPEG-TS (made by ffmpeg once per segment, under admission) or as fragmented MP4
+    (served as recorded, its `hev1` named `hvc1` in flight)."""
+    client = await start_with(start_agent, tmp_path, footage, kind)
+    status, session = await post(client, {"camera_id": "cam", "from": at(1.5), "to": at(25)})
+    assert status == 201, session
+    playlist = parse(await (await client.get(session["playlist_url"])).text())
+    assert playlist.tags["EXT-X-VERSION"] == "7"
+    target = int(playlist.tags["EXT-X-TARGETDURATION"])
+    assert all(int(e.duration + 0.5) <= target for e in playlist.entries)
+    assert all(e.init is not None and e.uri.endswith(".m4s") for e in playlist.entries)
+    base = session["playlist_url"].rsplit("/", 1)[0]
+    for init in {e.init for e in playlist.entries}:
+        response = await client.get(f"{base}/{init}")
+        assert response.content_type == "video/mp4"
+        section = await response.read()
+        assert b"hvc1" in section
+        assert b"hev1" not in section
+        assert b"moof" not in section  # an init section is never served as media
+    paths = await fetch_all(client, session, tmp_path / "got")
+    paths += await fetch_all(client, session, tmp_path / "again")
+    for entry, path in zip(playlist.entries * 2, paths, strict=True):
+        fact = video_facts(path)
+        assert fact.first_is_keyframe, entry.uri
+        # EXTINF is exact to the microsecond it is written with.
+        assert -MICROSECOND <= Fraction(entry.duration) - fact.duration <= HOLD, entry.uri
+    assert await ffmpeg_errors(str(client.make_url(session["playlist_url"]))) == ""
+    health = await (await client.get("/healthz")).json()
+    made = len(playlist.entries) if kind == "hevc" else 0  # each made once, kept
+    assert health["admission"]["started"] == made
 
 
 async def test_continuity_counters_run_on_across_segments(
