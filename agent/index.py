@@ -58,7 +58,7 @@ CREATE TABLE segments (
 CREATE INDEX segments_by_time ON segments (camera, start_us);
 CREATE TABLE cuts (                 -- where a long recording is split into parts
     path TEXT PRIMARY KEY,          -- as in segments.path
-    cuts TEXT NOT NULL              -- JSON [[offset, pts, [PAT, PMT offsets], [early audio]]]
+    cuts TEXT NOT NULL              -- JSON [[offset, pts, [PAT, PMT], [early audio], sample]]
 ) WITHOUT ROWID;
 CREATE TABLE locks (                -- a live session holds its camera's segments that
     session_id TEXT PRIMARY KEY,    -- overlap [from_us, to_us): those it plays
@@ -182,14 +182,14 @@ _FIELDS = tuple(name.strip() for name in _COLUMNS.split(","))
 
 
 def _encode_cuts(cuts: Sequence[Cut]) -> str:
-    rows = [[cut.offset, cut.pts, list(cut.prefix), list(cut.early)] for cut in cuts]
+    rows = [[cut.offset, cut.pts, list(cut.prefix), list(cut.early), cut.sample] for cut in cuts]
     return json.dumps(rows, separators=(",", ":"))
 
 
 def _decode_cuts(text: str) -> list[Cut]:
     return [
-        Cut(int(pts), int(offset), tuple(map(int, prefix)), tuple(map(int, early)))
-        for offset, pts, prefix, early in json.loads(text)
+        Cut(int(pts), int(offset), tuple(map(int, prefix)), tuple(map(int, early)), int(sample))
+        for offset, pts, prefix, early, sample in json.loads(text)
     ]
 
 

@@ -164,7 +164,7 @@ def _probe_many(root: Path, items: list[_Candidate], final: bool, seconds: int) 
         ):
             try:
                 if facts.container == "fmp4":
-                    cuts = fmp4_splits(facts.fragments, facts.first_pts, facts.duration, step)
+                    cuts = fmp4_splits(facts.keyframes, facts.first_pts, facts.duration, step)
                 else:
                     cuts = ts_splits(path, facts.first_pts, facts.duration, step)
             except (ProbeError, OSError, ValueError) as error:

@@ -17,7 +17,7 @@ import logging
 import os
 import secrets
 from collections.abc import AsyncIterator, Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from stat import S_ISREG
 
@@ -59,8 +59,8 @@ class Served:
     """What to send for a session's URL: `prefix`, then bytes `start` to `stop` (0: the
     end) of a file of the agent's choosing with the packets at `nulls` (file offsets) sent
     as null packets, then `suffix`; with `rewrite` applied to whole packets of that
-    stream in flight; or, with no prefix or suffix, `patch` applied to any bytes of the
-    file (at their offsets in it). `gzip_path`, where set, is the same content compressed."""
+    stream in flight; or `patch` applied to any of the file's bytes (at their offsets in
+    it). `gzip_path`, where set, is the same content compressed."""
 
     path: Path
     content_type: str
@@ -282,18 +282,30 @@ class MediaService:
         sample entry named for Safari (mp4.Retimed)."""
         path = self.recording(item)
         fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
+        prefix = suffix = b""
+        start, stop = item.cut_at, item.stop_at
         try:
             timeline = mp4.retimed(fd, item.init_size, (item.cut_at,), item.shift)
-        except ProbeError as error:  # its init section is gone: cut short since planned
+            if init:
+                return Served(path=path, content_type=MP4_TYPE, stop=item.init_size,
+                              patch=timeline.apply)  # fmt: skip
+            # A keyframe inside a fragment: the fragment's part from it, or up to it, is
+            # made a fragment of its own (a few hundred kilobytes, read at each request).
+            same = item.stop_at == item.cut_at
+            if item.cut_sample:
+                high = item.stop_sample if same else None
+                prefix, start = timeline.cut(fd, item.cut_at, item.cut_sample, high)
+                stop = start if same else stop
+            if item.stop_sample and not (same and item.cut_sample):
+                suffix, _ = timeline.cut(fd, item.stop_at, 0, item.stop_sample)
+            timeline = replace(timeline, starts=(start,))
+        except (ProbeError, StopIteration) as error:  # cut short since it was planned
             log.warning("media: %s cannot be served: %s", item.source, error)
             raise NotFound("the recording for this segment is no longer whole") from None
         finally:
             os.close(fd)
-        if init:
-            return Served(path=path, content_type=MP4_TYPE, stop=item.init_size,
-                          patch=timeline.apply)  # fmt: skip
-        return Served(path=path, content_type=SEGMENT_TYPE, start=item.cut_at,
-                      stop=item.stop_at, patch=timeline.apply)  # fmt: skip
+        return Served(path=path, content_type=SEGMENT_TYPE, start=start, stop=stop,
+                      prefix=prefix, suffix=suffix, patch=timeline.apply)  # fmt: skip
 
     def _made_mp4(self, path: Path, init: bool) -> Served:
         """A segment made as fragmented MP4 (its init section, or its media), moved in
@@ -477,13 +489,14 @@ def served_bytes(fd: int, served: Served, position: int, stop: int, total: int) 
                 at = offset - served.start + len(prefix) - start
                 if at >= 0 and at + PACKET <= len(read):
                     read[at : at + PACKET] = NULL_PACKET
+        if served.patch is not None:  # the file's bytes, at their offsets in it
+            read = bytearray(read)
+            served.patch(fd, start - len(prefix) + served.start, read)
         data += read
     if end > body_end:
         data += served.suffix[max(aligned, body_end) - body_end : end - body_end]
     if served.rewrite is not None:
         served.rewrite(data)  # whole packets only; a truncated last one goes as it is
-    if served.patch is not None:  # bytes of one file, no prefix: at the file's offsets
-        served.patch(fd, aligned + served.start, data)
     return memoryview(data)[position - aligned : stop - aligned]
 
 

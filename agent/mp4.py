@@ -76,6 +76,7 @@ class Track:
     codec: str = ""
     default_duration: int = 0  # from trex
     default_flags: int = 0  # from trex
+    default_size: int = 0  # from trex
     entry: bytes = b""  # video: what its decoder is configured with (_decoder_config)
     samples: list[tuple[int, int, bool]] | None = None  # (pts, duration, sync), plain MP4
     shift: int = 0  # media time to presentation time (edit list), in ticks
@@ -180,6 +181,7 @@ def read_tracks(moov: bytes) -> tuple[list[Track], bool]:
                     for track in tracks:
                         if track.track_id == u32(moov, ibody + 4):
                             track.default_duration = u32(moov, ibody + 12)
+                            track.default_size = u32(moov, ibody + 16)
                             track.default_flags = u32(moov, ibody + 20)
         if kind != b"trak":
             continue
@@ -215,9 +217,27 @@ def read_tracks(moov: bytes) -> tuple[list[Track], bool]:
     return tracks, fragmented
 
 
+# A sample of a fragment: (duration, size, flags, composition offset, file offset).
+Sample = tuple[int, int, int, int, int]
+_NOT_SYNC = 0x10000  # sample_is_non_sync_sample, in sample flags
+
+
 def traf_samples(moof: bytes, track: Track) -> list[tuple[int, int, bool]]:
     """(pts, duration, sync) of `track`'s samples in one moof."""
-    samples: list[tuple[int, int, bool]] = []
+    samples = []
+    dts, entries = traf_entries(moof, 0, track)
+    dts += track.shift
+    for duration, _, flags, offset, _ in entries:
+        samples.append((dts + offset, duration, not flags & _NOT_SYNC))
+        dts += duration
+    return samples
+
+
+def traf_entries(moof: bytes, moof_at: int, track: Track) -> tuple[int, list[Sample]]:
+    """`track`'s decode time (tfdt, 0 if none) and samples in one moof that starts at file
+    offset `moof_at` (its body is `moof`), each with where its data lies in the file."""
+    samples: list[Sample] = []
+    decode_time = 0
     for kind, body, end in boxes(moof, 0, len(moof)):
         if kind != b"traf":
             continue
@@ -225,33 +245,41 @@ def traf_samples(moof: bytes, track: Track) -> list[tuple[int, int, bool]]:
         if tfhd is None or u32(moof, tfhd[0] + 4) != track.track_id:
             continue
         flags = u32(moof, tfhd[0]) & 0xFFFFFF
-        at = tfhd[0] + 8 + (8 if flags & 0x1 else 0) + (4 if flags & 0x2 else 0)
-        default_duration, default_flags = track.default_duration, track.default_flags
+        base = moof_at  # default-base-is-moof, as every fragmenting muxer of cameras writes
+        at = tfhd[0] + 8
+        if flags & 0x1:
+            base, at = u64(moof, at), at + 8
+        at += 4 if flags & 0x2 else 0
+        default_duration, default_size = track.default_duration, track.default_size
+        default_flags = track.default_flags
         if flags & 0x8:
             default_duration, at = u32(moof, at), at + 4
         if flags & 0x10:
-            at += 4
+            default_size, at = u32(moof, at), at + 4
         if flags & 0x20:
             default_flags = u32(moof, at)
         tfdt = child(moof, body, end, b"tfdt")
-        dts = track.shift
         if tfdt is not None:
-            dts += u64(moof, tfdt[0] + 4) if moof[tfdt[0]] == 1 else u32(moof, tfdt[0] + 4)
+            width = 8 if moof[tfdt[0]] == 1 else 4
+            decode_time = int.from_bytes(moof[tfdt[0] + 4 : tfdt[0] + 4 + width], "big")
+        data = base
         for inner, ibody, _ in boxes(moof, body, end):
             if inner != b"trun":
                 continue
             version, tflags = moof[ibody], u32(moof, ibody) & 0xFFFFFF
             count = u32(moof, ibody + 4)
-            at = ibody + 8 + (4 if tflags & 0x1 else 0)
+            at = ibody + 8
+            if tflags & 0x1:
+                data, at = base + s32(moof, at), at + 4
             first_flags = None
             if tflags & 0x4:
                 first_flags, at = u32(moof, at), at + 4
             for n in range(count):
-                duration, sample_flags = default_duration, default_flags
+                duration, size, sample_flags = default_duration, default_size, default_flags
                 if tflags & 0x100:
                     duration, at = u32(moof, at), at + 4
                 if tflags & 0x200:
-                    at += 4
+                    size, at = u32(moof, at), at + 4
                 if tflags & 0x400:
                     sample_flags, at = u32(moof, at), at + 4
                 elif n == 0 and first_flags is not None:
@@ -260,9 +288,9 @@ def traf_samples(moof: bytes, track: Track) -> list[tuple[int, int, bool]]:
                 if tflags & 0x800:
                     offset = s32(moof, at) if version else u32(moof, at)
                     at += 4
-                samples.append((dts + offset, duration, not sample_flags & 0x10000))
-                dts += duration
-    return samples
+                samples.append((duration, size, sample_flags, offset, data))
+                data += size
+    return decode_time, samples
 
 
 # --- a fragmented recording on a session's timeline ----------------------------------
@@ -281,6 +309,15 @@ class Retimed:
     shifts: dict[int, int] = field(default_factory=dict)  # track ID -> ticks added
     entry_at: int = -1  # the offset of a `hev1` to name `hvc1`, if any
     fixed: tuple[tuple[int, bytes], ...] = ()  # bytes written at file offsets, last
+    tracks: tuple[Track, ...] = ()  # from the init section; the video's first
+
+    def cut(self, fd: int, moof_at: int, low: int, high: int | None) -> tuple[bytes, int]:
+        """Part of the fragment whose moof is at `moof_at`, as a fragment of its own on
+        the timeline: its video samples `low` to `high` (None: to the end; in decode
+        order, `low` a keyframe), the other tracks' samples presented from the first of
+        those frames' time up to the next's; and the offset where the fragment after it
+        begins (blocking: reads the moof and those samples)."""
+        return cut_fragment(fd, moof_at, self.tracks, self.shifts, low, high)
 
     def apply(self, fd: int, position: int, data: bytearray) -> None:
         """Rewrite `data`, the file's bytes from `position`, in place (blocking: reads
@@ -315,7 +352,7 @@ def retimed(fd: int, init_size: int, starts: Sequence[int], video_shift: int) ->
         t.track_id: (video_shift * t.timescale + video.timescale // 2) // video.timescale
         for t in tracks
     }
-    return _retimed(fd, init_size, starts, shifts, body, video)
+    return _retimed(fd, init_size, starts, shifts, body, tracks, video)
 
 
 def placed(fd: int, init_size: int, zero: int, clock: int) -> Retimed:
@@ -338,7 +375,7 @@ def placed(fd: int, init_size: int, zero: int, clock: int) -> Retimed:
                 fixed.append((moof_body + at, later.to_bytes(width, "big")))
                 fixed.append((moof_body + duration_at, second.to_bytes(4, "big")))
         break
-    return _retimed(fd, init_size, (init_size,), shifts, body, video, tuple(fixed))
+    return _retimed(fd, init_size, (init_size,), shifts, body, tracks, video, tuple(fixed))
 
 
 def _first_runs(moof: bytes) -> Iterator[tuple[int, tuple[int, int, int], tuple[int, int, int]]]:
@@ -383,13 +420,15 @@ def _retimed(
     starts: Sequence[int],
     shifts: dict[int, int],
     body: int,
+    tracks: list[Track],
     video: Track,
     fixed: tuple[tuple[int, bytes], ...] = (),
 ) -> Retimed:
     hev1 = video.codec == "hevc" and os.pread(fd, 4, body + video.entry_at) == b"hev1"
     size = os.fstat(fd).st_size
     at = body + video.entry_at if hev1 else -1
-    return Retimed(size, init_size, tuple(sorted(starts)), shifts, at, fixed)
+    ordered = (video, *(t for t in tracks if t is not video))
+    return Retimed(size, init_size, tuple(sorted(starts)), shifts, at, fixed, ordered)
 
 
 def _decode_times(moof: bytes) -> Iterator[tuple[int, int, int, int]]:
@@ -412,3 +451,94 @@ def _put(data: bytearray, position: int, at: int, raw: bytes) -> None:
     low, high = max(at, position), min(at + len(raw), position + len(data))
     if low < high:
         data[low - position : high - position] = raw[low - at : high - at]
+
+
+# --- a fragment cut at a keyframe inside it ---------------------------------------------
+
+
+def cut_fragment(
+    fd: int,
+    moof_at: int,
+    tracks: Sequence[Track],
+    shifts: dict[int, int],
+    low: int,
+    high: int | None,
+) -> tuple[bytes, int]:
+    """Retimed.cut; `tracks[0]` is the video."""
+    kind, _, body, end = next(top_level(fd, os.fstat(fd).st_size, moof_at))
+    if kind != b"moof":
+        raise ProbeError(f"no fragment at byte {moof_at}")
+    moof = read_box(fd, body, end)
+    following = end
+    for inner, _, _, box_end in top_level(fd, os.fstat(fd).st_size, end):
+        following = box_end
+        if inner == b"mdat":
+            break
+    mfhd = child(moof, 0, len(moof), b"mfhd")
+    sequence = u32(moof, mfhd[0] + 4) if mfhd is not None else 0
+    video = tracks[0]
+    start, samples = traf_entries(moof, moof_at, video)
+    high = len(samples) if high is None else high
+
+    def presented(n: int) -> int | None:  # the earliest frame from sample n, video ticks
+        if n <= 0 or n >= len(samples):
+            return None
+        dts = start + sum(sample[0] for sample in samples[:n]) + video.shift
+        return dts + min(sample[3] for sample in samples[n : n + 8])
+
+    since, until = presented(low), presented(high)
+    parts = []
+    for track in tracks:
+        decode_time, entries = traf_entries(moof, moof_at, track)
+        if track is video:
+            first, last = low, high
+        else:  # by presentation time, against the video's (in each other's timescale)
+            times = []
+            dts = decode_time + track.shift
+            for duration, _, _, offset, _ in entries:
+                times.append((dts + offset) * video.timescale)
+                dts += duration
+            first = sum(1 for t in times if since is not None and t < since * track.timescale)
+            last = sum(1 for t in times if until is None or t < until * track.timescale)
+        chosen = entries[first:last]
+        if chosen:
+            skipped = sum(entry[0] for entry in entries[:first])
+            moved = decode_time + skipped + shifts.get(track.track_id, 0)
+            parts.append((track.track_id, moved, chosen))
+    return _fragment(fd, sequence, parts), following
+
+
+def _box(kind: bytes, payload: bytes) -> bytes:
+    return (8 + len(payload)).to_bytes(4, "big") + kind + payload
+
+
+def _full_box(kind: bytes, version: int, flags: int, payload: bytes) -> bytes:
+    return _box(kind, bytes([version]) + flags.to_bytes(3, "big") + payload)
+
+
+def _fragment(fd: int, sequence: int, parts: list[tuple[int, int, list[Sample]]]) -> bytes:
+    """A moof and its mdat for `parts` (track ID, decode time, samples), each sample's
+    every field stated, its data read from the file."""
+    moof_size = 8 + 16 + sum(8 + 16 + 20 + 20 + 16 * len(samples) for _, _, samples in parts)
+    trafs, data = [], []
+    at = moof_size + 8  # where the next track's data begins, from the moof's start
+    for track_id, decode_time, samples in parts:
+        entries = b"".join(
+            b"".join(value.to_bytes(4, "big", signed=n == 3) for n, value in enumerate(sample[:4]))
+            for sample in samples
+        )
+        run = len(samples).to_bytes(4, "big") + at.to_bytes(4, "big") + entries
+        trafs.append(
+            _box(
+                b"traf",
+                _full_box(b"tfhd", 0, 0x020000, track_id.to_bytes(4, "big"))
+                + _full_box(b"tfdt", 1, 0, decode_time.to_bytes(8, "big"))
+                + _full_box(b"trun", 1, 0xF01, run),
+            )
+        )
+        for _, size, _, _, offset in samples:
+            data.append(os.pread(fd, size, offset))
+            at += size
+    moof = _box(b"moof", _full_box(b"mfhd", 0, 0, sequence.to_bytes(4, "big")) + b"".join(trafs))
+    assert len(moof) == moof_size
+    return moof + _box(b"mdat", b"".join(data))

@@ -195,7 +195,8 @@ class Playback:
                         segment.first_pts + high, step,
                     )  # fmt: skip
                 if last is not None:
-                    cuts = [c for c in cuts if c.offset < last.offset] + [last]
+                    stop = (last.offset, last.sample)
+                    cuts = [c for c in cuts if (c.offset, c.sample) < stop] + [last]
                 splits[segment.path] = cuts
             except (OSError, ProbeError, ValueError) as error:
                 log.warning("playback: cannot find keyframes in %s (%s)", segment.path, error)

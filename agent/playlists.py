@@ -55,6 +55,11 @@ class MediaItem:
     cut_at: int = 0  # CUT: byte offset of the keyframe's first packet; FRAGMENTS: its moof
     stop_at: int = 0  # RECORDED, CUT, FRAGMENTS: where in the recording this item ends
     # (0: its end)
+    # FRAGMENTS: the keyframe's index among the video samples of the fragment at cut_at
+    # (0: the fragment starts with it), and the index of the first video sample of the
+    # fragment at stop_at that is not this item's (0: none is).
+    cut_sample: int = 0
+    stop_sample: int = 0
     suffix: tuple[int, ...] = ()  # RECORDED, CUT: packets after stop_at sent last (its audio)
     nulls: tuple[int, ...] = ()  # CUT: packets sent as null packets (audio of the item before)
     prefix: tuple[int, ...] = ()  # CUT: offsets of the PAT and PMT packets sent first
@@ -223,6 +228,7 @@ def plan(
                 shift=(start * scale + CLOCK // 2) // CLOCK - begin,  # nearest tick
                 seek=begin / scale if lead else None,  # for the export
                 cut_at=cut.offset if cut is not None and lead else seg.media_start,
+                cut_sample=cut.sample if cut is not None and lead else 0,
                 stop_at=seg.media_end,
                 init_size=seg.media_start,
             )
@@ -252,7 +258,7 @@ def plan(
             part
             for part in splits.get(seg.path, ())
             if kind != REMUX
-            and part.offset > fields.get("cut_at", 0)
+            and (part.offset, part.sample) > (fields.get("cut_at", 0), fields.get("cut_sample", 0))
             and 0 < pts_delta(part.pts, begin) < seg.duration - lead
         ]
         stop_cut = last_cut if n == len(chosen) - 1 and last_cut in parts else None
@@ -261,14 +267,16 @@ def plan(
         item_stops.append(None)
         for part in parts:
             at = _to_clock(pts_delta(part.pts, begin), scale)
-            pending[-1].update(stop_at=part.offset, suffix=part.early)
+            pending[-1].update(stop_at=part.offset, stop_sample=part.sample, suffix=part.early)
             if part is stop_cut:
                 item_stops[-1] = start + at  # the session ends with the part before
                 break
             part_pdt = pdt_us + at * 1_000_000 // CLOCK
             part_fields: dict[str, Any] = {
                 "cut_at": part.offset,
+                "cut_sample": part.sample,
                 "stop_at": seg.media_end if kind == FRAGMENTS else 0,  # till the next part
+                "stop_sample": 0,
                 "pdt_us": part_pdt,
                 "discontinuity": False,
             }

@@ -52,6 +52,9 @@ class Cut:
     # MPEG-TS: the audio packets after `offset` presented before `pts` (muxed late): they
     # belong with the segment that ends here, not with the one that starts here.
     early: tuple[int, ...] = ()
+    # Fragmented MP4 (`offset` a moof's): the keyframe's index among the fragment's video
+    # samples, 0 when it starts the fragment.
+    sample: int = 0
 
 
 @dataclass(frozen=True)
@@ -73,9 +76,10 @@ class MediaFacts:
     media_start: int = 0
     media_end: int = 0
     problem: str = ""
-    # Fragmented MP4: (moof offset, earliest video time, starts with a keyframe) of each
-    # fragment, for the indexer to split a long recording by (not kept in the index).
-    fragments: tuple[tuple[int, int, bool], ...] = field(default=(), repr=False)
+    # Fragmented MP4: each video keyframe (its fragment's moof offset, its index among the
+    # fragment's video samples, the earliest presentation time from it), for the indexer
+    # to split a long recording by (not kept in the index).
+    keyframes: tuple[tuple[int, int, int], ...] = field(default=(), repr=False)
 
     @property
     def duration_us(self) -> int:
@@ -312,17 +316,17 @@ def ts_cut_after(
 
 
 def fmp4_splits(
-    fragments: Iterable[tuple[int, int, bool]], first_pts: int, duration: int, step: int
+    keyframes: Iterable[tuple[int, int, int]], first_pts: int, duration: int, step: int
 ) -> list[Cut]:
-    """Cuts about every `step` ticks through a fragmented MP4 recording, from its fragments
-    (`MediaFacts.fragments`): each at a fragment that starts with a keyframe, none within
-    half a step of the recording's end (pure)."""
+    """Cuts about every `step` ticks through a fragmented MP4 recording, at its keyframes
+    (`MediaFacts.keyframes`), wherever in their fragments they are; none within half a
+    step of the recording's end (pure)."""
     cuts: list[Cut] = []
     last = 0  # ticks after first_pts of the last cut
-    for offset, pts, sync in fragments:
+    for offset, sample, pts in keyframes:
         at = pts - first_pts
-        if sync and at - last >= step * 7 // 8 and duration - at >= step // 2:
-            cuts.append(Cut(pts, offset))
+        if at - last >= step * 7 // 8 and duration - at >= step // 2:
+            cuts.append(Cut(pts, offset, sample=sample))
             last = at
     return cuts
 
@@ -342,11 +346,11 @@ def _fmp4_video(fd: int, media_start: int) -> Track:
 def fmp4_cut(
     path: Path | str, media_start: int, media_end: int, start: int, wanted: int, after: bool
 ) -> Cut | None:
-    """A fragment of a fragmented MP4 recording that starts with a keyframe, looked for
-    from the fragment at byte `start` on: the last whose earliest time is at or before
-    `wanted` (None if that is the recording's first fragment: serve it whole) or, `after`,
-    the first after `wanted` (None if there is none: serve to the end). Reads the init
-    section and the moof boxes on the way, never the media."""
+    """A keyframe of a fragmented MP4 recording, looked for from the fragment at byte
+    `start` on: the last whose earliest time is at or before `wanted` (None if that is
+    the recording's first frame: serve it whole) or, `after`, the first after `wanted`
+    (None if there is none: serve to the end). Reads the init section and the moof boxes
+    on the way, never the media."""
     fd = os.open(path, os.O_RDONLY)
     try:
         video = _fmp4_video(fd, media_start)
@@ -354,20 +358,29 @@ def fmp4_cut(
         for kind, offset, body, end in top_level(fd, media_end, start):
             if kind != b"moof":
                 continue
-            samples = traf_samples(read_box(fd, body, end), video)
-            if not samples or not samples[0][2]:
-                continue
-            pts = min(pts for pts, _, _ in samples[:_MIN_FRAMES])
-            if pts > wanted:
-                return Cut(pts, offset) if after else _unless_first(before, media_start)
-            before = Cut(pts, offset)
+            for sample, pts in _keyframes(traf_samples(read_box(fd, body, end), video)):
+                if pts > wanted:
+                    return (
+                        Cut(pts, offset, sample=sample)
+                        if after
+                        else _unless_first(before, media_start)
+                    )
+                before = Cut(pts, offset, sample=sample)
         return None if after else _unless_first(before, media_start)
     finally:
         os.close(fd)
 
 
+def _keyframes(samples: list[tuple[int, int, bool]]) -> Iterator[tuple[int, int]]:
+    """(index, earliest presentation time from it) of each keyframe among a fragment's
+    video samples (in decode order)."""
+    for n, (_, _, sync) in enumerate(samples):
+        if sync:
+            yield n, min(pts for pts, _, _ in samples[n : n + _MIN_FRAMES])
+
+
 def _unless_first(cut: Cut | None, media_start: int) -> Cut | None:
-    return None if cut is None or cut.offset == media_start else cut
+    return None if cut is None or (cut.offset, cut.sample) == (media_start, 0) else cut
 
 
 # --- MPEG-TS --------------------------------------------------------------------------
@@ -469,10 +482,10 @@ class _Mp4:
     audio_track: Track | None
     samples: list[tuple[int, int, bool]] = field(default_factory=list)  # video's
     audio: list[tuple[int, int, bool]] = field(default_factory=list)
-    # Fragmented: each whole fragment with video (moof offset, earliest video presentation
-    # time, whether it starts with a keyframe), where the first starts and the last ends,
-    # and why reading stopped before the file's end (a fragment cut short or corrupt).
-    fragments: list[tuple[int, int, bool]] = field(default_factory=list)
+    # Fragmented: each video keyframe of its whole fragments (as MediaFacts.keyframes),
+    # where the first fragment starts and the last ends, and why reading stopped before
+    # the file's end (a fragment cut short or corrupt).
+    keyframes: list[tuple[int, int, int]] = field(default_factory=list)
     media_start: int = 0
     media_end: int = 0
     problem: str = ""
@@ -506,9 +519,8 @@ def _mp4_samples(fd: int, size: int) -> _Mp4:
             elif kind == b"mdat" and found is not None and moof is not None:
                 offset, video_samples, audio_samples = moof  # whole: its samples count
                 moof = None
-                if video_samples:
-                    earliest = min(pts for pts, _, _ in video_samples[:_MIN_FRAMES])
-                    found.fragments.append((offset, earliest, video_samples[0][2]))
+                for sample, earliest in _keyframes(video_samples):
+                    found.keyframes.append((offset, sample, earliest))
                 found.samples += video_samples
                 found.audio += audio_samples
                 found.media_start = found.media_start or offset
@@ -550,5 +562,5 @@ def _probe_mp4(fd: int, size: int) -> MediaFacts:
         media_start=mp4.media_start,
         media_end=mp4.media_end,
         problem=mp4.problem,
-        fragments=tuple(mp4.fragments),
+        keyframes=tuple(mp4.keyframes),
     )

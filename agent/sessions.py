@@ -53,7 +53,7 @@ PLAYLIST = "index.m3u8"
 # 3: the plan and the locked recordings in plan.json, session.json a summary.
 FORMAT = 3
 # Media fields a format 3 plan may lack (written before they existed).
-_LATER_FIELDS = {"stop_at", "suffix", "nulls", "init_size", "mp4_tag"}
+_LATER_FIELDS = {"stop_at", "suffix", "nulls", "init_size", "mp4_tag", "cut_sample", "stop_sample"}
 PLANS_KEPT_ITEMS = 20_000  # plans kept in memory: about 8 MB, 55 one-hour sessions
 CREATING, DELETING = ".creating", ".deleting"
 MEDIA_FIELDS = [field.name for field in fields(MediaItem)]

@@ -172,11 +172,12 @@ def fmp4_files(work: Path) -> Path:
     fragments = ["-movflags", "+empty_moov+default_base_moof", "-frag_duration", "1000000"]
     subprocess.run(
         ["ffmpeg", "-nostdin", "-v", "error", "-f", "concat", "-safe", "0", "-i", str(listing),
-         "-c", "copy", *fragments, "-f", "mp4", str(hour)],
+         "-c", "copy", "-bsf:a", "aac_adtstoasc", *fragments, "-f", "mp4", str(hour)],
         check=True,
     )  # fmt: skip
     subprocess.run(
-        ["ffmpeg", "-nostdin", "-v", "error", "-i", str(hour), "-c", "copy",
+        ["ffmpeg", "-nostdin", "-v", "error", "-f", "concat", "-safe", "0", "-i", str(listing),
+         "-c", "copy", "-bsf:a", "aac_adtstoasc",
          "-f", "segment", "-segment_time", "600", "-segment_format", "mp4",
          "-segment_format_options", "movflags=+empty_moov+default_base_moof:frag_duration=1000000",
          "-segment_list", str(work / "split" / "list.csv"), "-segment_list_type", "csv",

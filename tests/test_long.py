@@ -45,8 +45,10 @@ STYLES: dict[str, dict[str, Any]] = {
     "hevc": {"codec": "hevc"},
     # MediaMTX: a fragment a second; this camera's keyframes every other second.
     "fmp4": {"kind": "fmp4_parts", "keyframe_seconds": 2},
+    # ... and this one's every 1.6 s: most keyframes are inside a fragment.
+    "fmp4_mid": {"kind": "fmp4_parts", "keyframe_seconds": 1.6},
 }
-LAYOUTS = {"fmp4": "mediamtx"}
+LAYOUTS = {"fmp4": "mediamtx", "fmp4_mid": "mediamtx"}
 FRAME = Fraction(1, 25)
 
 
@@ -100,17 +102,18 @@ async def test_a_long_recording_is_served_in_parts_of_the_range_asked_for(
     playlist = parse(await (await client.get(session["playlist_url"])).text())
     entries = playlist.entries
     target = int(playlist.tags["EXT-X-TARGETDURATION"])
-    assert target <= 9
+    gop = STYLES[style].get("keyframe_seconds", 1)
+    assert target <= 8.5 + gop  # no part within half a step of `from`: up to 1.5 steps
     assert all(int(e.duration + 0.5) <= target for e in entries)
     assert 4 <= len(entries) <= 7  # about 6 s each, not one minute-long segment
     # From the keyframe at or before `from` to the end of the part that holds `to`, each
     # within one GOP of the range.
-    gop = STYLES[style].get("keyframe_seconds", 1)
     first = _seconds(entries[0].pdt)
     end = first + sum(e.duration for e in entries)
     assert T0 / S + 10.5 - gop <= first <= T0 / S + 10.5
     assert T0 / S + 40.2 <= end <= T0 / S + 40.2 + gop + 0.001
-    assert playlist.tags["EXT-X-START"] == "TIME-OFFSET=0.500,PRECISE=YES"
+    offset = T0 / S + 10.5 - first  # `from`, from the keyframe at or before it
+    assert playlist.tags["EXT-X-START"] == f"TIME-OFFSET={offset:.3f},PRECISE=YES"
     for before, entry in itertools.pairwise(entries):
         assert abs(_seconds(entry.pdt) - _seconds(before.pdt) - before.duration) < 0.002
         assert not entry.discontinuity
@@ -121,7 +124,7 @@ async def test_a_long_recording_is_served_in_parts_of_the_range_asked_for(
     # part before: no part's sound starts ahead of its picture. A fragment of MP4 is
     # served as recorded: its sound starts at the keyframe's decode time, ahead of its
     # presentation by the B-frame delay (two frames), and ends where the next one's starts.
-    ahead = Fraction(1, 40) if style != "fmp4" else 2 * FRAME
+    ahead = Fraction(1, 40) if not style.startswith("fmp4") else 2 * FRAME
     sound = [video_facts(path, "a") for path in paths]
     for entry, fact, audio in zip(entries, facts, sound, strict=True):
         assert fact.first_is_keyframe, entry.uri
@@ -143,14 +146,17 @@ async def test_a_long_recording_is_served_in_parts_of_the_range_asked_for(
     for recording in recordings:
         path = app[CONFIG].recordings.root / recording.path
         first, duration, step = recording.first_pts, recording.duration, recording.timescale * 6
-        if style == "fmp4":
-            found = fmp4_splits(probe(path).fragments, first, duration, step)
+        if style.startswith("fmp4"):
+            found = fmp4_splits(probe(path).keyframes, first, duration, step)
         else:
             found = ts_splits(path, first, duration, step)
         assert indexed[recording.path] == found
     planned = await app[SESSIONS].plan(await app[SESSIONS].get(session["id"]))
     inside = [item.cut_at for item in planned.items[1:]]  # all but the cut at `from`
     assert len(inside) >= 3
+    if style == "fmp4_mid":  # parts that start, and end, at a keyframe inside a fragment
+        assert sum(1 for item in planned.items if item.cut_sample) >= 3
+        assert sum(1 for item in planned.items if item.stop_sample) >= 3
     assert set(inside) <= {cut.offset for cut in indexed[recordings[0].path]}
     assert await ffmpeg_errors(str(client.make_url(session["playlist_url"]))) == ""
     health = await (await client.get("/healthz")).json()
@@ -234,7 +240,7 @@ async def test_a_fragmented_recording_cut_short_plays_to_its_last_whole_fragment
     source = minute_files["fmp4"][0].path
     facts = probe(source)
     broken_at = next(
-        offset for offset, pts, _ in facts.fragments
+        offset for offset, _, pts in facts.keyframes
         if pts - facts.first_pts >= 30 * facts.timescale
     )  # fmt: skip
     data = bytearray(source.read_bytes())
@@ -268,13 +274,14 @@ def _frame_hashes(path: Path) -> list[str]:
     return [line.rsplit(",", 1)[1].strip() for line in out.splitlines() if line[:1].isdigit()]
 
 
+@pytest.mark.parametrize("style", ["ts", "fmp4"])
 async def test_the_export_of_a_long_recording_has_its_frames_in_order(
-    tmp_path: Path, minute_files: dict[str, list[Rendered]], start_agent: Any
+    tmp_path: Path, minute_files: dict[str, list[Rendered]], start_agent: Any, style: str
 ) -> None:
     """clip.mp4 of a session over the parts of long recordings shows the recording's own
     frames, each once and in order: every part from where it begins, not from its
     recording's start."""
-    client = await agent_with(start_agent, tmp_path, minute_files["ts"])
+    client = await agent_with(start_agent, tmp_path, minute_files[style], style)
     status, session = await post(client, {"camera_id": "cam", "from": at(20), "to": at(50)})
     assert status == 201, session
     response = await client.get(session["playlist_url"].replace("index.m3u8", "clip.mp4"))
@@ -282,7 +289,7 @@ async def test_the_export_of_a_long_recording_has_its_frames_in_order(
     clip = tmp_path / "clip.mp4"
     clip.write_bytes(await response.read())
     got = _frame_hashes(clip)
-    source = _frame_hashes(minute_files["ts"][0].path)
+    source = _frame_hashes(minute_files[style][0].path)
     # From the keyframe at `from`, in order; at `to`, where ffmpeg's -t cuts a stream with
     # B-frames, a few frames may be missing.
     assert got[: 25 * 29] == source[25 * 20 : 25 * 49]
@@ -290,17 +297,17 @@ async def test_the_export_of_a_long_recording_has_its_frames_in_order(
     assert indices == sorted(set(indices))
     assert 25 * 30 - 5 <= len(got) <= 25 * 30
     # Across the gap into the next recording (the same minute again): the first one's
-    # parts from 45 s to its end, then the next from its start.
-    status, session = await post(client, {"camera_id": "cam", "from": at(45), "to": at(100)})
+    # parts from 44 s (a keyframe) to its end, then the next from its start.
+    status, session = await post(client, {"camera_id": "cam", "from": at(44), "to": at(100)})
     assert status == 201, session
     response = await client.get(session["playlist_url"].replace("index.m3u8", "clip.mp4"))
     clip.write_bytes(await response.read())
     got = _frame_hashes(clip)
-    assert got[: 25 * 15] == source[25 * 45 :]
+    assert got[: 25 * 16] == source[25 * 44 :]
     # Known limit (README): at the join, the concat demuxer drops the next recording's
     # first frames that its B-frame delay puts before the join (two here).
-    after = [source.index(frame) for frame in got[25 * 15 :]]
+    after = [source.index(frame) for frame in got[25 * 16 :]]
     assert after[0] <= 2
     assert after[:-5] == list(range(after[0], after[0] + len(after) - 5))  # -t's end aside
     assert after == sorted(set(after))
-    assert len(got) >= 25 * 55 - 10
+    assert len(got) >= 25 * 56 - 10
