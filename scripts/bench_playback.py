@@ -170,15 +170,17 @@ def fmp4_files(work: Path) -> Path:
     for directory in (hour.parent, tens, work / "split"):
         directory.mkdir(parents=True, exist_ok=True)
     fragments = ["-movflags", "+empty_moov+default_base_moof", "-frag_duration", "1000000"]
+    # The sound encoded anew: an MP4 whose moov is written first (empty_moov) gets no AAC
+    # configuration from MPEG-TS's ADTS, which only the packets carry.
+    codecs = ["-c:v", "copy", "-c:a", "aac", "-b:a", "64k"]
     subprocess.run(
         ["ffmpeg", "-nostdin", "-v", "error", "-f", "concat", "-safe", "0", "-i", str(listing),
-         "-c", "copy", "-bsf:a", "aac_adtstoasc", *fragments, "-f", "mp4", str(hour)],
+         *codecs, *fragments, "-f", "mp4", str(hour)],
         check=True,
     )  # fmt: skip
     subprocess.run(
         ["ffmpeg", "-nostdin", "-v", "error", "-f", "concat", "-safe", "0", "-i", str(listing),
-         "-c", "copy", "-bsf:a", "aac_adtstoasc",
-         "-f", "segment", "-segment_time", "600", "-segment_format", "mp4",
+         *codecs, "-f", "segment", "-segment_time", "600", "-segment_format", "mp4",
          "-segment_format_options", "movflags=+empty_moov+default_base_moof:frag_duration=1000000",
          "-segment_list", str(work / "split" / "list.csv"), "-segment_list_type", "csv",
          str(work / "split" / "part%d.mp4")],

@@ -35,7 +35,8 @@ def footage(tmp_path_factory: pytest.TempPathFactory) -> dict[str, list[Rendered
     """Three 2-second segments (a keyframe each second) of each recorder style, rendered
     once: ts (continuous MPEG-TS, x264 with B-frames), ts_reset (timestamps restart in
     every segment), hevc (x265's open GOPs in MPEG-TS), mp4 (Frigate style: reset
-    timestamps, AAC), fmp4 (fragmented MP4) and hevc_fmp4 (x265 in fragmented MP4)."""
+    timestamps, AAC), fmp4 (fragmented MP4), and x265 in fragmented MP4 (hevc_fmp4) and
+    in MP4 (hevc_mp4)."""
     if shutil.which("ffmpeg") is None:
         pytest.fail("ffmpeg is not installed (apt-get install ffmpeg)")
     base = tmp_path_factory.mktemp("footage")
@@ -46,6 +47,7 @@ def footage(tmp_path_factory: pytest.TempPathFactory) -> dict[str, list[Rendered
         "mp4": {"kind": "mp4"},
         "fmp4": {"kind": "fmp4"},
         "hevc_fmp4": {"kind": "fmp4", "codec": "hevc"},
+        "hevc_mp4": {"kind": "mp4", "codec": "hevc"},
     }
 
     async def render() -> list[list[Rendered]]:
@@ -177,7 +179,8 @@ async def start_with(
     **sections: dict[str, Any],
 ) -> TestClient[Any, Any]:
     """An agent on camera `cam`: footage at 08:00:00-08:00:06 and 08:00:20-08:00:26."""
-    layout = {"mp4": "frigate", "fmp4": "mediamtx", "hevc_fmp4": "mediamtx"}.get(kind, "ffmpeg")
+    layout = {"mp4": "frigate", "fmp4": "mediamtx", "hevc_fmp4": "mediamtx", "hevc_mp4": "frigate"}
+    layout = layout.get(kind, "ffmpeg")
     sections.setdefault("recordings", {})["layout"] = layout
     config = make_config(tmp_path, **sections)
     place_old(footage[kind], config.recordings.root, config.layout, "cam", T0)
@@ -228,4 +231,7 @@ async def fetch(client: TestClient[Any, Any], url: str, content_type: str) -> by
     assert response.status == 200, await response.text()
     wanted = "video/iso.segment" if url.endswith(".m4s") else content_type
     assert response.content_type == wanted
-    return await response.read()
+    body = await response.read()
+    if url.endswith(".m4s"):  # media, never an init section
+        assert body[4:8] == b"moof", url
+    return body

@@ -89,14 +89,14 @@ async def test_playlist_follows_the_rules(
         assert abs(facts[n].start - stated) <= tick, f"EXTINF before {n}"
 
 
-@pytest.mark.parametrize("kind", ["hevc", "hevc_fmp4"])
+@pytest.mark.parametrize("kind", ["hevc", "hevc_fmp4", "hevc_mp4"])
 async def test_hevc_is_fragmented_mp4_tagged_hvc1_for_safari(
     tmp_path: Path, footage: dict[str, list[Rendered]], start_agent: Any, kind: str
 ) -> None:
     """An HEVC session is fragmented MP4 (version 7, an EXT-X-MAP for each init section)
     with an `hvc1` sample entry, as Apple's authoring rules ask, whether recorded as
-    MPEG-TS (made by ffmpeg once per segment, under admission) or as fragmented MP4
-    (served as recorded, its `hev1` named `hvc1` in flight)."""
+    MPEG-TS or plain MP4 (made by ffmpeg once per segment, under admission) or as
+    fragmented MP4 (served as recorded, its `hev1` named `hvc1` in flight)."""
     client = await start_with(start_agent, tmp_path, footage, kind)
     status, session = await post(client, {"camera_id": "cam", "from": at(1.5), "to": at(25)})
     assert status == 201, session
@@ -122,7 +122,7 @@ async def test_hevc_is_fragmented_mp4_tagged_hvc1_for_safari(
         assert -MICROSECOND <= Fraction(entry.duration) - fact.duration <= HOLD, entry.uri
     assert await ffmpeg_errors(str(client.make_url(session["playlist_url"]))) == ""
     health = await (await client.get("/healthz")).json()
-    made = len(playlist.entries) if kind == "hevc" else 0  # each made once, kept
+    made = len(playlist.entries) if kind != "hevc_fmp4" else 0  # each made once, kept
     assert health["admission"]["started"] == made
 
 
