@@ -6,9 +6,12 @@ segment's timestamps continue exactly where the previous one's ended, across rec
 timestamp resets and gaps alike, as from one muxer (the wall clock after a gap is in
 EXT-X-PROGRAM-DATE-TIME). An MPEG-TS recording is served from its own bytes, its
 PTS/DTS/PCR and continuity counters rewritten in flight; the first one is cut at the
-keyframe before `from` the same way. An MP4 recording is remuxed to MPEG-TS by
-`ffmpeg -c copy` onto the same timeline when first asked for. The playlist is complete
-from the start, so its durations come from the index, exact to the tick.
+keyframe before `from` the same way. When every recording is fragmented MP4, the session
+is fragmented MP4, served from the recordings' bytes, each fragment's decode time moved
+in flight. Otherwise an MP4 recording is remuxed to MPEG-TS by `ffmpeg -c copy` onto the
+same timeline when first asked for; and an HEVC session's every segment is made
+fragmented MP4 (hvc1, for Safari) the same way. The playlist is complete from the
+start, so its durations come from the index, exact to the tick.
 """
 
 from __future__ import annotations
@@ -152,8 +155,9 @@ def plan(
     the predecessor's video ends or, if later, where its audio ends (by at most
     MAX_HOLD), so that no stream overlaps itself.
 
-    A long MPEG-TS recording is served as several media segments, cut at the keyframes
-    `splits` gives for its path (by offset). `last_cut`, a keyframe of the last
+    A long MPEG-TS or fragmented MP4 recording is served as several media segments, cut
+    at the keyframes `splits` gives for its path (by offset, and for fragmented MP4 the
+    keyframe's index within its fragment). `last_cut`, a keyframe of the last
     recording, is where the session stops (the keyframe after `to`), so that a session
     over part of an hour-long file lists just that part.
     """
