@@ -363,7 +363,7 @@ class MediaService:
             target = directory / item.name
             source = await asyncio.to_thread(self.recording, item)
             kind = Kind.VIEWER if wait else Kind.READ_AHEAD
-            async with self.limiter.slot(item.size, kind, wait=wait):
+            async with self.limiter.slot(item.made_size, kind, wait=wait):
                 if not self.store.live(session.id):
                     raise self._gone(session)
                 if await asyncio.to_thread(target.is_file):

@@ -116,9 +116,7 @@ class Playback:
         found = plan(segments, from_us, self.config.layout.name_resolution_us, cut, splits, last)
         # The session writes its playlist and metadata now, its first segment soon after.
         first = found.items[0]
-        self.limiter.check_disk(
-            len(found.items) * WRITTEN_PER_ITEM + (first.size if first.made else 0)
-        )
+        self.limiter.check_disk(len(found.items) * WRITTEN_PER_ITEM + first.made_size)
         session = await self.store.create(
             camera_id, from_us, to_us, [segment.path for segment in segments], found
         )

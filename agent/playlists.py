@@ -84,6 +84,14 @@ class MediaItem:
         return self.kind == REMUX or bool(self.mp4_tag)
 
     @property
+    def made_size(self) -> int:
+        """About the bytes ffmpeg writes to make it: its part of the recording (twice for
+        one made as MP4 of MPEG-TS: the MPEG-TS is written first)."""
+        if self.kind == REMUX:
+            return self.size * (2 if self.mp4_tag else 1)
+        return 2 * ((self.stop_at or self.size) - self.cut_at) if self.mp4_tag else 0
+
+    @property
     def is_mp4(self) -> bool:
         """Whether it is served as fragmented MP4 (an init section and media)."""
         return self.kind == FRAGMENTS or bool(self.mp4_tag)

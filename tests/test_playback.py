@@ -16,6 +16,7 @@ import pytest
 
 from agent.demo import Rendered
 from agent.keys import INDEX
+from agent.playlists import CUT, REMUX, MediaItem
 
 from .conftest import (
     FRAME,
@@ -543,3 +544,18 @@ async def test_an_export_whose_recordings_vanish_ends_and_is_logged(
     await wait_for(logged, what="the failure logged")
     assert (await client.get("/healthz")).status == 200
     assert (await client.get(url.path.replace("clip.mp4", "index.m3u8"))).status == 200
+
+
+def test_a_segment_made_of_part_of_a_recording_needs_room_for_that_part() -> None:
+    """The disk room a build asks for: the part of the recording it makes, not the whole
+    (an HEVC part of an hour-long MPEG-TS file is a few MB of a GB); twice that when
+    the MPEG-TS is written before the MP4 made of it."""
+    fields = {"source": "cam/a.ts", "duration": 6.0, "pdt_us": 0, "discontinuity": False}
+    part = MediaItem(name="s000001.m4s", kind=CUT, size=10**9, cut_at=100, stop_at=600,
+                     mp4_tag="hvc1", **fields)  # fmt: skip
+    assert part.made_size == 1000
+    last = MediaItem(name="s000002.m4s", kind=CUT, size=10**9, cut_at=10**9 - 500,
+                     mp4_tag="hvc1", **fields)  # fmt: skip
+    assert last.made_size == 1000
+    assert MediaItem(name="s000000.ts", kind=REMUX, size=5000, **fields).made_size == 5000
+    assert MediaItem(name="s000000.ts", kind=CUT, size=5000, **fields).made_size == 0
