@@ -217,6 +217,7 @@ def read_tracks(moov: bytes) -> tuple[list[Track], bool]:
     return tracks, fragmented
 
 
+_MAX_SAMPLES = 1 << 20  # a fragment's samples of one track: hours of video at 60 fps
 # A sample of a fragment: (duration, size, flags, composition offset, file offset).
 Sample = tuple[int, int, int, int, int]
 _NOT_SYNC = 0x10000  # sample_is_non_sync_sample, in sample flags
@@ -231,6 +232,11 @@ def traf_samples(moof: bytes, track: Track) -> list[tuple[int, int, bool]]:
         samples.append((dts + offset, duration, not flags & _NOT_SYNC))
         dts += duration
     return samples
+
+
+def _stride(flags: int) -> int:
+    """The bytes a track run gives each sample, by its flags."""
+    return 4 * sum(1 for bit in (0x100, 0x200, 0x400, 0x800) if flags & bit)
 
 
 def traf_entries(moof: bytes, moof_at: int, track: Track) -> tuple[int, list[Sample]]:
@@ -263,7 +269,7 @@ def traf_entries(moof: bytes, moof_at: int, track: Track) -> tuple[int, list[Sam
             width = 8 if moof[tfdt[0]] == 1 else 4
             decode_time = int.from_bytes(moof[tfdt[0] + 4 : tfdt[0] + 4 + width], "big")
         data = base
-        for inner, ibody, _ in boxes(moof, body, end):
+        for inner, ibody, iend in boxes(moof, body, end):
             if inner != b"trun":
                 continue
             version, tflags = moof[ibody], u32(moof, ibody) & 0xFFFFFF
@@ -274,6 +280,9 @@ def traf_entries(moof: bytes, moof_at: int, track: Track) -> tuple[int, list[Sam
             first_flags = None
             if tflags & 0x4:
                 first_flags, at = u32(moof, at), at + 4
+            stride = _stride(tflags)
+            if at + count * stride > iend or count > _MAX_SAMPLES:
+                raise ProbeError("corrupt MP4 track run: more samples than it holds")
             for n in range(count):
                 duration, size, sample_flags = default_duration, default_size, default_flags
                 if tflags & 0x100:
@@ -392,7 +401,7 @@ def _first_runs(moof: bytes) -> Iterator[tuple[int, tuple[int, int, int], tuple[
         if not flags & 0x100 or count < 2:
             continue
         at = trun[0] + 8 + (4 if flags & 0x1 else 0) + (4 if flags & 0x4 else 0)
-        stride = 4 * sum(1 for bit in (0x100, 0x200, 0x400, 0x800) if flags & bit)
+        stride = _stride(flags)
         width = 8 if moof[tfdt[0]] == 1 else 4
         value = int.from_bytes(moof[tfdt[0] + 4 : tfdt[0] + 4 + width], "big")
         yield (

@@ -118,3 +118,22 @@ def test_a_fragment_cut_in_two_holds_the_same_packets(
     whole.write_bytes(data[: facts.media_end])
     assert _packets(rebuilt) == _packets(whole)
     assert head[4:8] == tail[4:8] == b"moof"
+
+
+def test_a_track_run_that_claims_more_samples_than_it_holds_ends_the_recording(
+    footage: dict[str, list[Rendered]], tmp_path: Path
+) -> None:
+    """A corrupt sample count (four billion) is read as the end of the whole fragments,
+    at once, not as four billion samples to walk."""
+    source = footage["fmp4"][1].path
+    facts = probe(source)
+    broken_at = facts.keyframes[1][0]
+    data = bytearray(source.read_bytes())
+    at = data.index(b"trun", broken_at) + 4 + 4  # past the box type, version and flags
+    data[at : at + 4] = (0xFFFFFFF0).to_bytes(4, "big")
+    damaged = tmp_path / "damaged.mp4"
+    damaged.write_bytes(data)
+    found = probe(damaged)
+    assert "corrupt" in found.problem
+    assert found.media_end == broken_at
+    assert [offset for offset, _, _ in found.keyframes] == [facts.keyframes[0][0]]
