@@ -247,7 +247,7 @@ def plan(
         else:
             recorded = decode_counters(seg.counters)
             pairs = []
-            for pid, (first, last) in recorded.items():
+            for pid, first, last in recorded:
                 delta = 0 if kind == CUT else (counters.get(pid, first) - first) & 0x0F
                 if delta:
                     pairs.append((pid, delta))

@@ -12,6 +12,7 @@ last frame, which is what a playlist's EXTINF must state.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import itertools
 import os
@@ -464,6 +465,7 @@ def _configured(config: bytes) -> str:
     return f";config:{hashlib.blake2s(config, digest_size=4).hexdigest()}" if config else ""
 
 
+@functools.lru_cache(maxsize=1024)  # a day's plan asks 17,280 times of a few pairs
 def same_streams(a: str, b: str) -> bool:
     """Whether two recordings' `streams` need no new decoders between them: the same
     streams, and the same decoder configuration unless one of them has none found."""

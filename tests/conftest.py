@@ -224,6 +224,14 @@ async def fetch_all(
     return paths
 
 
+async def got(client: TestClient[Any, Any], url: str) -> int:
+    """The status of a GET whose body is read to its end: a response left unread keeps
+    its connection, which warns when collected (in whichever test runs then)."""
+    response = await client.get(url)
+    await response.read()
+    return response.status
+
+
 async def fetch(client: TestClient[Any, Any], url: str, content_type: str) -> bytes:
     """A media URL's body, checked to be a whole answer of `content_type` (or, for a
     fragmented MP4 media segment, video/iso.segment)."""

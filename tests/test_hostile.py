@@ -24,6 +24,7 @@ from .conftest import (
     S,
     at,
     camera_counts,
+    got,
     make_config,
     place_old,
     post,
@@ -203,7 +204,7 @@ async def test_a_full_playback_disk_is_507_and_leaves_nothing(
     filler.unlink()
     status, _ = await post(client, {"camera_id": "cam", "from": at(0), "to": at(26)})
     assert status == 201
-    assert (await client.get(media)).status == 200
+    assert await got(client, media) == 200
 
 
 async def test_a_folder_name_that_is_not_utf8_is_skipped_and_watching_goes_on(

@@ -27,6 +27,7 @@ from .conftest import (
     at,
     camera_counts,
     fetch_all,
+    got,
     make_config,
     place_old,
     post,
@@ -222,7 +223,7 @@ async def test_a_recording_that_shrinks_under_a_session_gives_short_answers(
     # The second recording is whole: its parts still play.
     second = [entry.uri for entry in entries[-3:]]
     for name in second:
-        assert (await client.get(f"{base}/{name}")).status == 200
+        assert await got(client, f"{base}/{name}") == 200
     assert [r.getMessage() for r in caplog.records if r.levelno >= 40] == []
 
 

@@ -24,6 +24,7 @@ from .conftest import (
     S,
     at,
     fetch_all,
+    got,
     make_config,
     place_old,
     post,
@@ -407,7 +408,7 @@ async def test_a_recording_truncated_mid_packet_is_served_as_it_is(
         assert len(await response.read()) == size
     said = [r for r in caplog.records if "when its session was planned" in r.getMessage()]
     assert len(said) == 1
-    assert (await client.get(f"{base}/s000002.ts")).status == 200
+    assert await got(client, f"{base}/s000002.ts") == 200
     assert (await client.get("/healthz")).status == 200
 
 
@@ -536,6 +537,8 @@ async def test_an_export_whose_recordings_vanish_ends_and_is_logged(
                     pass
         except aiohttp.ClientPayloadError:
             broken = True
+        finally:
+            response.close()  # a broken download's connection: closed, not left to GC
         assert broken  # the download does not end as if it were whole
 
     async def logged() -> bool:

@@ -29,6 +29,7 @@ from agent.sweep import is_stray, sweep_once
 from .conftest import (
     at,
     fetch_all,
+    got,
     make_config,
     post,
     scan_complete,
@@ -268,7 +269,7 @@ async def test_ffmpeg_failures_are_clear_and_survivable(
     missing = await client.get(f"{base}/s000002.ts")
     assert missing.status == 404
     assert not list((tmp_path / "state" / "playback" / session["id"]).glob(".*.tmp"))
-    assert (await client.get(f"{base}/s000000.ts")).status == 200  # the agent goes on
+    assert await got(client, f"{base}/s000000.ts") == 200  # the agent goes on
     assert (await client.get("/healthz")).status == 200
 
 
