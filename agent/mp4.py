@@ -356,7 +356,7 @@ def retimed(fd: int, init_size: int, starts: Sequence[int], video_shift: int) ->
     """A fragmented recording's Retimed: its video's decode times moved by `video_shift`
     ticks, every other track's by the same time in its own ticks (blocking: reads the
     init section)."""
-    body, tracks, video = _init(fd, init_size)
+    body, tracks, video = init_tracks(fd, init_size)
     shifts = {
         t.track_id: (video_shift * t.timescale + video.timescale // 2) // video.timescale
         for t in tracks
@@ -371,7 +371,7 @@ def placed(fd: int, init_size: int, zero: int, clock: int) -> Retimed:
     zero at zero all the same, its first sample stretched to reach the second: that
     sample gets the second's duration back and starts where it really did (blocking:
     reads the init section and the first fragment)."""
-    body, tracks, video = _init(fd, init_size)
+    body, tracks, video = init_tracks(fd, init_size)
     shifts = {t.track_id: (zero * t.timescale + clock // 2) // clock for t in tracks}
     fixed: list[tuple[int, bytes]] = []
     for kind, _, moof_body, end in top_level(fd, os.fstat(fd).st_size, init_size):
@@ -411,8 +411,9 @@ def _first_runs(moof: bytes) -> Iterator[tuple[int, tuple[int, int, int], tuple[
         )
 
 
-def _init(fd: int, init_size: int) -> tuple[int, list[Track], Track]:
-    """The moov's body offset, its tracks with a timescale, and its video track."""
+def init_tracks(fd: int, init_size: int) -> tuple[int, list[Track], Track]:
+    """The moov's body offset, its tracks with a timescale, and its video track, from a
+    fragmented MP4 file's init section (its first `init_size` bytes; blocking)."""
     for kind, _, body, end in top_level(fd, init_size):
         if kind != b"moov":
             continue

@@ -23,7 +23,7 @@ from pathlib import Path
 
 from . import mpegts
 from .errors import ProbeError
-from .mp4 import Track, read_box, read_tracks, top_level, traf_samples
+from .mp4 import Track, init_tracks, read_box, read_tracks, top_level, traf_samples
 from .mpegts import PACKET, PTS_WRAP, pes_times, pts_delta
 
 __all__ = [
@@ -332,18 +332,6 @@ def fmp4_splits(
     return cuts
 
 
-def _fmp4_video(fd: int, media_start: int) -> Track:
-    """The video track of a fragmented MP4 file, from the init section before its first
-    fragment."""
-    for kind, _, body, end in top_level(fd, media_start):
-        if kind == b"moov":
-            tracks, _ = read_tracks(read_box(fd, body, end))
-            video = next((t for t in tracks if t.handler == b"vide" and t.timescale), None)
-            if video is not None:
-                return video
-    raise ProbeError("fragmented MP4 without a video track")
-
-
 def fmp4_cut(
     path: Path | str, media_start: int, media_end: int, start: int, wanted: int, after: bool
 ) -> Cut | None:
@@ -354,7 +342,7 @@ def fmp4_cut(
     on the way, never the media."""
     fd = os.open(path, os.O_RDONLY)
     try:
-        video = _fmp4_video(fd, media_start)
+        _, _, video = init_tracks(fd, media_start)
         before: Cut | None = None
         for kind, offset, body, end in top_level(fd, media_end, start):
             if kind != b"moof":
