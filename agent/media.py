@@ -339,10 +339,11 @@ class MediaService:
             return
         directory = self.store.path(session.id)
         upcoming = [
-            item
-            for item in plan.items[number + 1 : number + 1 + READ_AHEAD]
-            if item.made and (session.id, item.name) not in self._builds
+            plan.at(n)
+            for n in range(number + 1, min(len(plan.items), number + 1 + READ_AHEAD))
+            if plan.items[n].made
         ]
+        upcoming = [item for item in upcoming if (session.id, item.name) not in self._builds]
         if not upcoming:
             return  # served as recorded, or being made already
         made = await asyncio.to_thread(
@@ -421,7 +422,8 @@ class MediaService:
     async def export(self, session: Session) -> AsyncIterator[AsyncIterator[bytes]]:
         """The session's range as fragmented MP4, streamed while it is made, under an
         export slot (503 when the box is busy); ffmpeg stops when the consumer does."""
-        items = (await self.store.plan(session)).items
+        plan = await self.store.plan(session)
+        items = [plan.at(n) for n in range(len(plan.items))]
         first_us = items[0].pdt_us
         seconds = max(0.0, (session.to_us - first_us) / 1e6)
         directory = self.store.path(session.id)

@@ -19,7 +19,7 @@ from __future__ import annotations
 import functools
 import math
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from .index import Segment
@@ -39,11 +39,12 @@ KINDS = (RECORDED, CUT, REMUX, FRAGMENTS)
 
 @dataclass(kw_only=True, slots=True)
 class MediaItem:
-    """One media segment of a session's playlist (slots: a session keeps hundreds). Not
-    changed once planned; not frozen, because a frozen dataclass's __init__ sets each
-    field through object.__setattr__: 69 ms of a day's 200 ms plan (8,640 items)."""
+    """One media segment of a playlist (slots: a session keeps thousands). Not changed
+    once planned, and shared by the sessions planned from one camera's chain: its name
+    and its place on a session's timeline come from the session's plan (`Plan.at`). Not
+    frozen, because a frozen dataclass's __init__ sets each field through
+    object.__setattr__: 69 ms of a day's 200 ms plan (8,640 items)."""
 
-    name: str  # its URI in the session's URL space: s000000.ts, or s000000.m4s (FRAGMENTS)
     source: str  # the recording's path relative to the recordings root
     # RECORDED, CUT (from a keyframe's packet, PAT and PMT in front), REMUX, or FRAGMENTS
     # (fragments of a fragmented MP4 recording, bytes cut_at to stop_at, init section 0 to
@@ -53,7 +54,9 @@ class MediaItem:
     pdt_us: int  # wall-clock time of the first frame (UTC microseconds)
     discontinuity: bool  # the streams change before this segment (codec, PIDs, container)
     size: int  # bytes of the recording
-    shift: int = 0  # RECORDED, CUT: ticks added to every PTS, DTS and PCR (mod 2**33)
+    # RECORDED, CUT: ticks added to every PTS, DTS and PCR (mod 2**33); FRAGMENTS: ticks
+    # of the video's timescale added to every decode time. Both before the plan's offset.
+    shift: int = 0
     cc_shift: str = ""  # RECORDED: "pid:delta,...", added to each PID's counters
     cut_at: int = 0  # CUT: byte offset of the keyframe's first packet; FRAGMENTS: its moof
     stop_at: int = 0  # RECORDED, CUT, FRAGMENTS: where in the recording this item ends
@@ -68,11 +71,14 @@ class MediaItem:
     prefix: tuple[int, ...] = ()  # CUT: offsets of the PAT and PMT packets sent first
     # REMUX, FRAGMENTS: start at the keyframe at this media time (seconds)
     seek: float | None = None
-    offset: float | None = None  # REMUX: ffmpeg's -output_ts_offset (seconds)
+    # REMUX: ffmpeg's -output_ts_offset (seconds), before the plan's offset
+    offset: float | None = None
     init_size: int = 0  # FRAGMENTS: the bytes of the init section, from the file's start
     # Made as fragmented MP4 by ffmpeg, its video sample entry tagged so (hvc1, avc1): an
     # HEVC session's, which Safari plays only so. "": served as MPEG-TS (or FRAGMENTS).
     mp4_tag: str = ""
+    timescale: int = 0  # FRAGMENTS: the video's timescale (ticks a second)
+    name: str = ""  # its URI in its session (s000000.ts, s000000.m4s): given by Plan.at
 
     @property
     def remux(self) -> bool:
@@ -107,12 +113,28 @@ class MediaItem:
 
 @dataclass(frozen=True)
 class Plan:
+    """A session's media items, in order. Their timestamps are on their chain's timeline;
+    `offset` (90 kHz ticks) moves them onto the session's, which starts at OUT_START."""
+
     items: tuple[MediaItem, ...]
     start_offset: float  # where in the playlist the requested `from` is, in seconds
+    offset: int = 0
 
     @property
     def target_duration(self) -> int:
         return max(1, *(_round(item.duration) for item in self.items))
+
+    def at(self, n: int) -> MediaItem:
+        """Item `n` as its session serves it: named, on the session's timeline."""
+        item = self.items[n]
+        changes: dict[str, Any] = {"name": media_name(n, item.is_mp4)}
+        if item.kind == REMUX and item.offset is not None:
+            changes["offset"] = item.offset + self.offset / CLOCK
+        elif item.kind == FRAGMENTS:
+            changes["shift"] = item.shift + (self.offset * item.timescale + CLOCK // 2) // CLOCK
+        else:
+            changes["shift"] = (item.shift + self.offset) % PTS_WRAP
+        return replace(item, **changes)
 
 
 def _round(seconds: float) -> int:
@@ -243,6 +265,7 @@ def plan(
                 cut_sample=cut.sample if cut is not None and lead else 0,
                 stop_at=seg.media_end,
                 init_size=seg.media_start,
+                timescale=scale,
             )
         else:
             recorded = decode_counters(seg.counters)
@@ -303,12 +326,8 @@ def plan(
         for stop, following in zip(item_stops, [*item_starts[1:], ends[-1]], strict=True)
     ]
     items = tuple(
-        MediaItem(
-            name=media_name(n, fields["kind"] == FRAGMENTS or hevc),
-            duration=(stop - start) / CLOCK,
-            **fields,
-        )
-        for n, (fields, start, stop) in enumerate(zip(pending, item_starts, stops, strict=True))
+        MediaItem(duration=(stop - start) / CLOCK, **fields)
+        for fields, start, stop in zip(pending, item_starts, stops, strict=True)
     )
     return Plan(items, round(start_offset, 6))
 
@@ -346,7 +365,7 @@ def render(found: Plan) -> str:
             lines.append(f'#EXT-X-MAP:URI="{init_name(n)}"')
         lines.append(f"#EXT-X-PROGRAM-DATE-TIME:{_pdt(item.pdt_us)}")
         lines.append(f"#EXTINF:{item.duration:.6f},")
-        lines.append(item.name)
+        lines.append(media_name(n, mp4))
     lines.append("#EXT-X-ENDLIST")
     return "\n".join(lines) + "\n"
 

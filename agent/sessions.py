@@ -50,13 +50,16 @@ META = "session.json"
 PLAN = "plan.json"
 PLAYLIST = "index.m3u8"
 # 2: items carry their timeline shift and counter shifts, all in session.json;
-# 3: the plan and the locked recordings in plan.json, session.json a summary.
-FORMAT = 3
+# 3: the plan and the locked recordings in plan.json, session.json a summary;
+# 4: plan.json's items unnamed (named by their place) and before the plan's `offset`.
+FORMAT = 4
 # Media fields a format 3 plan may lack (written before they existed).
-_LATER_FIELDS = {"stop_at", "suffix", "nulls", "init_size", "mp4_tag", "cut_sample", "stop_sample"}
+_LATER_FIELDS = {
+    "stop_at", "suffix", "nulls", "init_size", "mp4_tag", "cut_sample", "stop_sample", "timescale"
+}  # fmt: skip
 PLANS_KEPT_ITEMS = 20_000  # plans kept in memory: about 8 MB, 55 one-hour sessions
 CREATING, DELETING = ".creating", ".deleting"
-MEDIA_FIELDS = [field.name for field in fields(MediaItem)]
+MEDIA_FIELDS = [field.name for field in fields(MediaItem) if field.name != "name"]
 # A watched session's new expiry is written to disk when it has moved this far.
 PERSIST_AFTER_US = 60_000_000
 
@@ -154,6 +157,7 @@ class Stored:
             "format": FORMAT,
             "segment_ids": self.segment_ids,
             "start_offset": self.plan.start_offset,
+            "offset": self.plan.offset,
             # One row per media item, in the order of `media_fields`: a day's session is
             # 8,640 items, so no key names repeated for each.
             "media_fields": MEDIA_FIELDS,
@@ -164,7 +168,7 @@ class Stored:
     def from_json(cls, data: Any) -> Stored:
         """Parse plan.json (or a format 2 session.json); raises ValueError (or a subclass)
         on anything unexpected."""
-        if not isinstance(data, dict) or data.get("format") not in (2, FORMAT):
+        if not isinstance(data, dict) or data.get("format") not in (2, 3, FORMAT):
             raise ValueError("not a plan of a known format")
         items: list[MediaItem] = []
         names = data["media_fields"]
@@ -172,10 +176,11 @@ class Stored:
         # items run to the recording's end, as recorded.
         if not isinstance(names, list) or set(MEDIA_FIELDS) - set(names) - _LATER_FIELDS:
             raise ValueError("media entries of another shape")
-        if set(names) - set(MEDIA_FIELDS):
+        if set(names) - {*MEDIA_FIELDS, "name"}:
             raise ValueError("media entries of another shape")
         for n, row in enumerate(data["media"]):
             raw = dict(zip(names, row, strict=True))
+            named = raw.pop("name", None)  # formats 2 and 3 named each item
             raw["source"] = sys.intern(raw["source"])  # one string per path, shared
             item = MediaItem(
                 **{
@@ -188,13 +193,14 @@ class Stored:
                 }
             )
             if (
-                item.name != media_name(n, item.is_mp4)
+                named not in (None, media_name(n, item.is_mp4))
                 or item.mp4_tag not in ("", "avc1", "hvc1")
                 or not math.isfinite(item.duration)
                 or item.kind not in KINDS
                 or not isinstance(item.shift, int)
                 or not isinstance(item.cc_shift, str)
                 or not isinstance(item.stop_at, int)
+                or not isinstance(item.timescale, int)
             ):
                 raise ValueError(f"bad media entry {n}")
             item.counter_shifts()  # raises ValueError if it does not parse
@@ -202,8 +208,11 @@ class Stored:
             items.append(item)
         if not items:
             raise ValueError("no media")
+        offset = data.get("offset", 0)
+        if type(offset) is not int:
+            raise ValueError("a plan offset that is not a whole number")
         return cls(
-            plan=Plan(tuple(items), float(data["start_offset"])),
+            plan=Plan(tuple(items), float(data["start_offset"]), offset),
             segment_ids=[sys.intern(safe_relpath(p)) for p in data["segment_ids"]],
         )
 
@@ -216,7 +225,7 @@ def item(plan: Plan, name: str) -> tuple[int, MediaItem] | None:
     number = int(name[1:7])
     if number >= len(plan.items):
         return None
-    found = plan.items[number]
+    found = plan.at(number)
     if name == found.name or (name == init_name(number) and found.is_mp4):
         return number, found
     return None

@@ -23,7 +23,7 @@ from agent.ids import new_session_id as new_id
 from agent.index import Index
 from agent.keys import INDEX, LIMITER, SESSIONS
 from agent.playlists import MediaItem, Plan
-from agent.sessions import SessionStore
+from agent.sessions import FORMAT, SessionStore
 from agent.sweep import is_stray, sweep_once
 
 from .conftest import (
@@ -106,7 +106,7 @@ async def test_a_restart_reads_summaries_and_plans_on_demand(
     response = await client.get(sessions[2]["playlist_url"].replace("index.m3u8", "s000000.ts"))
     assert response.status == 404  # the bad plan: a sentence, the agent stays
     assert "cannot be read" in (await response.json())["error"]
-    assert json.loads((second / "session.json").read_text())["format"] == 3
+    assert json.loads((second / "session.json").read_text())["format"] == FORMAT
     assert (second / "plan.json").is_file()
     store._plans.clear()  # as after a restart whose locks were whole: nothing read yet
     assert len(await fetch_all(client, sessions[0], tmp_path / "after")) == 6
