@@ -10,6 +10,7 @@ from aiohttp import web
 
 from . import routes
 from .admission import Limiter
+from .chains import Chains
 from .config import Config
 from .index import Index
 from .indexer import Indexer
@@ -140,8 +141,10 @@ def _sessions(clock: Callable[[], float]) -> Callable[[web.Application], AsyncIt
         # /healthz answers at once; requests that need a session wait for the loading.
         app[TASKS].start("sessions-load", lambda _: store.load())
         media = MediaService(config, store, app[LIMITER])
+        chains = Chains(config, app[INDEX])
+        app[TASKS].start("chains-warm", lambda _: chains.warm(app[INDEXER].scanned))
         app[PLAYBACK] = Playback(
-            config, app[INDEX], store, media, app[LIMITER], app[INDEXER].status
+            config, app[INDEX], store, chains, media, app[LIMITER], app[INDEXER].status
         )
         interval = config.playback.sweep_interval_seconds
         app[TASKS].start("sweep", lambda stop: sweep_forever(store, interval, stop))

@@ -12,6 +12,7 @@ import asyncio
 import json
 import logging
 import sqlite3
+import sys
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -96,7 +97,7 @@ _COLUMNS = (
 )
 
 
-@dataclass(frozen=True, kw_only=True)
+@dataclass(frozen=True, kw_only=True, slots=True)
 class Segment:
     path: str
     camera: str
@@ -160,6 +161,28 @@ class Segment:
 
 
 @dataclass(frozen=True)
+class Change:
+    """Segments of one camera written or removed: the earliest start among them, the
+    latest end, and the paths removed (none for a write)."""
+
+    camera: str
+    start_us: int
+    end_us: int
+    removed: frozenset[str] = frozenset()
+
+
+def _changes(rows: Iterable[tuple[str, int, int, str]], removed: bool) -> list[Change]:
+    """One Change a camera of (camera, start_us, end_us, path) rows."""
+    found: dict[str, tuple[int, int, set[str]]] = {}
+    for camera, start_us, end_us, path in rows:
+        low, high, paths = found.get(camera, (start_us, end_us, set()))
+        if removed:
+            paths.add(path)
+        found[camera] = (min(low, start_us), max(high, end_us), paths)
+    return [Change(c, low, high, frozenset(paths)) for c, (low, high, paths) in found.items()]
+
+
+@dataclass(frozen=True)
 class CameraSummary:
     id: str
     segment_count: int
@@ -169,16 +192,24 @@ class CameraSummary:
 
 
 def _segment(row: tuple[Any, ...]) -> Segment:
-    """A Segment from a row of `_COLUMNS`, its fields set directly: a day's range is
-    8,640 rows, and the dataclass's checked __init__ would double the query's time."""
+    """A Segment from a row of `_COLUMNS`, its slots set directly: a day's range is
+    8,640 rows, and the dataclass's checked __init__ would double the query's time.
+    Slots, and the strings many rows share made one: a camera's chain keeps a day's."""
     segment = object.__new__(Segment)
-    fields = segment.__dict__
-    fields.update(zip(_FIELDS, row, strict=True))
-    fields["has_audio"] = bool(fields["has_audio"])
+    for setter, value in zip(_SETTERS, row, strict=True):
+        setter(segment, value)
+    _SETTERS[_AUDIO](segment, bool(row[_AUDIO]))
+    for n in _SHARED:
+        _SETTERS[n](segment, sys.intern(row[n]))
     return segment
 
 
 _FIELDS = tuple(name.strip() for name in _COLUMNS.split(","))
+_SETTERS = tuple(getattr(Segment, name).__set__ for name in _FIELDS)
+_AUDIO = _FIELDS.index("has_audio")
+_SHARED = tuple(
+    _FIELDS.index(name) for name in ("camera", "container", "video_codec", "streams", "counters")
+)
 
 
 def _encode_cuts(cuts: Sequence[Cut]) -> str:
@@ -216,6 +247,7 @@ class Index:
         self._reader = ThreadPoolExecutor(1, thread_name_prefix="index-read")
         self._write_db: sqlite3.Connection | None = None
         self._read_db: sqlite3.Connection | None = None
+        self._watchers: list[Callable[[Change], None]] = []
 
     # -- lifecycle ---------------------------------------------------------------------
 
@@ -311,6 +343,15 @@ class Index:
 
     # -- writes ------------------------------------------------------------------------
 
+    def watch(self, watcher: Callable[[Change], None]) -> None:
+        """Call `watcher` (on the event loop) after each write, once a camera it changed."""
+        self._watchers.append(watcher)
+
+    def _tell(self, changes: Iterable[Change]) -> None:
+        for change in changes:
+            for watcher in self._watchers:
+                watcher(change)
+
     async def put(
         self, segments: Iterable[Segment], cuts: Mapping[str, Sequence[Cut]] | None = None
     ) -> None:
@@ -354,6 +395,7 @@ class Index:
             db.executemany("INSERT INTO cuts (path, cuts) VALUES (?, ?)", found)
 
         await self._write(write)
+        self._tell(_changes(((r[1], r[2], r[3], r[0]) for r in rows), removed=False))
 
     async def remove(self, paths: Iterable[str]) -> int:
         """Forget segments by path; returns how many were indexed."""
@@ -361,19 +403,36 @@ class Index:
         if not keys:
             return 0
 
-        return await self._write(
-            lambda db: db.executemany("DELETE FROM segments WHERE path = ?", keys).rowcount
-        )
+        def write(db: sqlite3.Connection) -> list[tuple[str, int, int, str]]:
+            gone = [
+                row
+                for key in keys
+                for row in db.execute(
+                    "SELECT camera, start_us, end_us, path FROM segments WHERE path = ?", key
+                )
+            ]
+            db.executemany("DELETE FROM segments WHERE path = ?", keys)
+            return gone
+
+        gone = await self._write(write)
+        self._tell(_changes(gone, removed=True))
+        return len(gone)
 
     async def remove_under(self, directory: str) -> int:
         """Forget every segment below a directory (relative path) that has gone."""
         low, high = _prefix_range(directory)
 
-        return await self._write(
-            lambda db: db.execute(
-                "DELETE FROM segments WHERE path >= ? AND path < ?", (low, high)
-            ).rowcount
-        )
+        def write(db: sqlite3.Connection) -> list[tuple[str, int, int, str]]:
+            gone = db.execute(
+                "SELECT camera, start_us, end_us, path FROM segments WHERE path >= ? AND path < ?",
+                (low, high),
+            ).fetchall()
+            db.execute("DELETE FROM segments WHERE path >= ? AND path < ?", (low, high))
+            return gone
+
+        gone = await self._write(write)
+        self._tell(_changes(gone, removed=True))
+        return len(gone)
 
     # -- reads -------------------------------------------------------------------------
 
@@ -486,6 +545,23 @@ class Index:
             (camera, to_us, from_us - row[0], from_us),
         ).fetchall()
         return [_segment(row) for row in rows]
+
+    async def segments_after(self, camera: str, from_us: int, to_us: int) -> list[Segment]:
+        """The camera's segments that start in [from_us, to_us), by start."""
+
+        def read() -> list[Segment]:
+            rows = (
+                self._r()
+                .execute(
+                    f"SELECT {_COLUMNS} FROM segments WHERE camera = ? AND start_us >= ?"  # noqa: S608
+                    " AND start_us < ? ORDER BY start_us, path",
+                    (camera, from_us, to_us),
+                )
+                .fetchall()
+            )
+            return [_segment(row) for row in rows]
+
+        return await self._on(self._reader, read)
 
     async def cuts(self, paths: Iterable[str]) -> dict[str, list[Cut]]:
         """The cuts the indexer found in these long recordings (those it has)."""

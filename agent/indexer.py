@@ -201,6 +201,7 @@ class Indexer:
         self._has_pending = asyncio.Event()
         self._reported: set[bytes] = set()  # undecodable names already logged
         self._round_over = asyncio.Event()
+        self.scanned = asyncio.Event()  # set once the first scan is done
 
     # -- entry points: three loops, each run (and restarted) by the app's supervisor ---
 
@@ -248,6 +249,7 @@ class Indexer:
             if status.scans == 0:
                 status.scan_seconds = round(time.monotonic() - status.scan_started, 3)
                 status.scan = "complete"
+                self.scanned.set()
                 log.info("index: first scan done in %.1f s", status.scan_seconds)
             status.scans += 1
 

@@ -12,20 +12,25 @@ in flight. Otherwise an MP4 recording is remuxed to MPEG-TS by `ffmpeg -c copy` 
 same timeline when first asked for; and an HEVC session's every segment is made
 fragmented MP4 (hvc1, for Safari) the same way. The playlist is complete from the
 start, so its durations come from the index, exact to the tick.
+
+A camera's recordings are planned once, as a chain (Chain), that sessions slice
+(Chain.plan): a session's items are the chain's, on the chain's timeline, and its plan
+moves them onto its own by one offset (Plan.at).
 """
 
 from __future__ import annotations
 
 import functools
 import math
+import operator
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from .index import Segment
 from .mpegts import CLOCK, PTS_WRAP, decode_counters, pts_delta
 from .probe import Cut, same_streams
-from .timeline import is_gap
+from .timeline import drifted, is_gap
 from .times import format_us
 
 OUT_START = 10 * CLOCK  # where a session's timeline starts (90 kHz ticks)
@@ -79,6 +84,10 @@ class MediaItem:
     mp4_tag: str = ""
     timescale: int = 0  # FRAGMENTS: the video's timescale (ticks a second)
     name: str = ""  # its URI in its session (s000000.ts, s000000.m4s): given by Plan.at
+    # Its playlist lines and its plan.json row, made once (`lines`, sessions.row): every
+    # session that shares an item writes them. Not part of the plan.
+    text: str = field(default="", init=False, repr=False, compare=False)
+    row: bytes = field(default=b"", init=False, repr=False, compare=False)
 
     @property
     def remux(self) -> bool:
@@ -122,7 +131,7 @@ class Plan:
 
     @property
     def target_duration(self) -> int:
-        return max(1, *(_round(item.duration) for item in self.items))
+        return max(1, _round(max(map(_DURATION, self.items))))
 
     def at(self, n: int) -> MediaItem:
         """Item `n` as its session serves it: named, on the session's timeline."""
@@ -135,6 +144,9 @@ class Plan:
         else:
             changes["shift"] = (item.shift + self.offset) % PTS_WRAP
         return replace(item, **changes)
+
+
+_DURATION = operator.attrgetter("duration")
 
 
 def _round(seconds: float) -> int:
@@ -170,93 +182,169 @@ def _to_clock(ticks: int, scale: int) -> int:
     return ticks * CLOCK // scale
 
 
-def plan(
-    segments: Sequence[Segment],
-    from_us: int,
-    name_resolution_us: int,
-    first_cut: Cut | None,
-    splits: Mapping[str, Sequence[Cut]] | None = None,
-    last_cut: Cut | None = None,
-) -> Plan:
-    """The media segments for `segments` (one camera's, by start) played from `from_us`.
+@dataclass(slots=True)
+class Link:
+    """One recording of a chain: where it lies on the chain's timeline, and what a
+    session that plays all of it serves."""
 
-    `first_cut` is the keyframe of segments[0] at or before `from_us`, if any. Where a
-    recording does not carry on its predecessor's timestamps, its timeline starts where
-    the predecessor's video ends or, if later, where its audio ends (by at most
-    MAX_HOLD), so that no stream overlaps itself.
+    segment: Segment
+    chosen: bool  # False: wholly inside the recording before (a duplicate); no items
+    first: int  # the index of its first item in the chain's items
+    kind: str = RECORDED
+    start: int = 0  # its first frame on the chain's timeline (90 kHz, unwrapped)
+    end: int = 0  # where its video ends
+    audio_end: int | None = None  # where its audio ends
+    pdt_us: int = 0  # its first frame's wall-clock time
+    cc_shift: str = ""  # its items' continuity counter shifts
+    discontinuity: bool = False  # the streams change before it
+    counters: dict[int, int] | None = None  # PID -> the counter of the next packet after it
+    parts: Sequence[Cut] = ()  # where a long recording is split, as the index has it
 
-    A long MPEG-TS or fragmented MP4 recording is served as several media segments, cut
-    at the keyframes `splits` gives for its path (by offset, and for fragmented MP4 the
-    keyframe's index within its fragment). `last_cut`, a keyframe of the last
-    recording, is where the session stops (the keyframe after `to`), so that a session
-    over part of an hour-long file lists just that part.
+
+class Chain:
+    """A camera's recordings planned one after another on one timeline (pure).
+
+    Every recording's start follows from the one before it alone: where its muxer's
+    timestamps carry on, as they run; otherwise where the video before it ends or, if
+    later, where its audio ends (by at most MAX_HOLD), so that no stream overlaps itself.
+    Its wall-clock time is chained from the one before unless there is a gap between
+    them. A session is a slice of the chain, so the chain is planned once and grows as
+    recordings arrive; each session plans only its first and last recordings anew (cut
+    at `from` and `to`) and moves the slice onto its own timeline by one offset.
+
+    `fragmented` (every recording fragmented MP4) and `hevc` (some recording HEVC, the
+    rest not fragmented MP4) say how the items are served; a chain holds only recordings
+    its way fits (`fits`).
     """
-    splits = splits or {}
-    chosen: list[Segment] = []
-    for segment in segments:
-        if chosen and segment.end_us <= chosen[-1].end_us:
-            continue  # wholly inside the previous one: a duplicate recording
-        chosen.append(segment)
-    pending: list[dict[str, Any]] = []  # each item's fields but its duration
-    item_starts: list[int] = []  # each item's start on the timeline (90 kHz, unwrapped)
-    item_stops: list[int | None] = []  # where an item that is part of a recording ends
-    seg_pdts: list[int] = []  # each recording's first frame's wall-clock time
-    starts: list[int] = []  # each recording's start on the timeline (90 kHz, unwrapped)
-    ends: list[int] = []  # where each item's video ends on the timeline
-    audio_ends: list[int | None] = []
-    begins: list[int] = []  # each item's first presented tick, in its recording's ticks
-    recorded_us: list[int] = []  # how long each item's video runs, by the recording
-    counters: dict[int, int] = {}  # PID -> the counter its next packet must carry
-    start_offset = 0.0
-    # Fragmented MP4 is served as it is when the whole session is: its init sections
-    # (EXT-X-MAP) would apply to any MPEG-TS segment after them.
-    fragmented = all(seg.container == "fmp4" and seg.media_end for seg in chosen)
-    # Safari plays HEVC only as fragmented MP4: such a session's every segment is made so.
-    hevc = not fragmented and any(seg.video_codec == "hevc" for seg in chosen)
-    for n, seg in enumerate(chosen):
+
+    def __init__(self, name_resolution_us: int, fragmented: bool, hevc: bool) -> None:
+        self.name_resolution_us = name_resolution_us
+        self.fragmented = fragmented
+        self.hevc = hevc
+        self.links: list[Link] = []
+        self.items: list[MediaItem] = []  # the items of every chosen link but the last
+        self._last: Link | None = None  # the last chosen link
+        # The last chosen link's items (fields but duration, start): their durations wait
+        # for where the next recording starts.
+        self._open: list[tuple[dict[str, Any], int]] = []
+
+    @staticmethod
+    def way(segments: Sequence[Segment]) -> tuple[bool, bool]:
+        """(fragmented, hevc) for a session of these recordings: fragmented MP4 served as
+        it is when every recording is (its init sections, EXT-X-MAP, would apply to any
+        MPEG-TS segment after them); made fragmented MP4 when one is HEVC (Safari plays
+        HEVC only so)."""
+        fragmented = all(seg.container == "fmp4" and seg.media_end for seg in segments)
+        return fragmented, not fragmented and any(s.video_codec == "hevc" for s in segments)
+
+    def fits(self, segment: Segment) -> bool:
+        """Whether `segment` can join the chain as the chain is served."""
+        if self.fragmented:
+            return segment.container == "fmp4" and bool(segment.media_end)
+        return self.hevc or segment.video_codec != "hevc"
+
+    def append(self, seg: Segment, parts: Sequence[Cut] = ()) -> None:
+        """Add the recording that follows (by start), split at `parts` if long."""
+        prev = self._last
+        if prev is not None and seg.end_us <= prev.segment.end_us:
+            self.links.append(Link(seg, chosen=False, first=len(self.items)))
+            return
         scale = seg.timescale
-        kind = RECORDED if seg.container == "mpegts" else FRAGMENTS if fragmented else REMUX
-        lead = 0  # ticks from the recording's earliest frame to where this item begins
-        cut = first_cut if n == 0 else None
-        if cut is not None and cut.offset != 0:
-            lead = max(
-                0,
-                pts_delta(cut.pts, seg.first_pts) if kind == RECORDED else cut.pts - seg.first_pts,
-            )
-            if lead and kind == RECORDED:
-                kind = CUT
-        begin = seg.first_pts + lead
-        prev = chosen[n - 1] if n else None
+        kind = RECORDED if seg.container == "mpegts" else FRAGMENTS if self.fragmented else REMUX
         if prev is None:
-            start = OUT_START
-        elif continues(prev, seg) and pending[-1]["kind"] != REMUX:
-            start = starts[-1] + pts_delta(seg.first_pts, begins[-1])  # as its muxer had it
+            start = 0
+        elif continues(prev.segment, seg) and prev.kind != REMUX:
+            start = prev.start + pts_delta(seg.first_pts, prev.segment.first_pts)  # as muxed
         else:
-            start = ends[-1]
-            audio_end = audio_ends[-1]
-            if audio_end is not None and seg.audio_start is not None:
-                wanted = audio_end - _to_clock(seg.audio_start - lead, scale)
+            start = prev.end
+            if prev.audio_end is not None and seg.audio_start is not None:
+                wanted = prev.audio_end - _to_clock(seg.audio_start, scale)
                 start = max(start, min(wanted, start + MAX_HOLD))
-        starts.append(start)
-        begins.append(begin)
-        recorded_us.append((seg.duration - lead) * 1_000_000 // scale)
-        ends.append(start + _to_clock(seg.duration - lead, scale))
-        audio_ends.append(
-            None if seg.audio_end is None else start + _to_clock(seg.audio_end - lead, scale)
+        # Chained through a continuous run, so that names rounded to the second add no
+        # jitter; from the name after a gap, or where the chain has drifted from it.
+        pdt_us = seg.start_us
+        if prev is not None and not is_gap(prev.segment, seg, self.name_resolution_us):
+            chained = prev.pdt_us + prev.segment.duration * 1_000_000 // prev.segment.timescale
+            if not drifted(chained, seg, self.name_resolution_us):
+                pdt_us = chained
+        counters = dict(prev.counters or {}) if prev is not None else {}
+        pairs = []
+        if kind == REMUX:
+            counters = {pid: 0 for pid in counters}  # remuxed files are renumbered 0..15
+        elif kind == RECORDED:
+            for pid, first, last in decode_counters(seg.counters):
+                delta = (counters.get(pid, first) - first) & 0x0F
+                if delta:
+                    pairs.append((pid, delta))
+                counters[pid] = (last + delta + 1) & 0x0F
+        link = Link(
+            seg,
+            chosen=True,
+            first=0,
+            kind=kind,
+            start=start,
+            end=start + _to_clock(seg.duration, scale),
+            audio_end=None if seg.audio_end is None else start + _to_clock(seg.audio_end, scale),
+            pdt_us=pdt_us,
+            cc_shift=",".join(f"{pid}:{delta}" for pid, delta in pairs),
+            discontinuity=prev is not None and _changes(prev.segment, seg),
+            counters=counters,
+            parts=parts,
         )
-        if prev is None or is_gap(prev, seg, name_resolution_us):
-            pdt_us = seg.start_us + lead * 1_000_000 // scale
-        else:  # chained, so that names rounded to the second add no jitter
-            pdt_us = seg_pdts[-1] + recorded_us[-2]
-        seg_pdts.append(pdt_us)
-        if n == 0:
-            start_offset = max(0.0, (from_us - pdt_us) / 1e6)
-        fields: dict[str, Any] = {}
+        self.items.extend(_finish(self._open, start))
+        link.first = len(self.items)
+        self.links.append(link)
+        self._last = link
+        self._open, _ = self._items(link, 0, None, parts, None)
+
+    def truncate(self, n: int) -> None:
+        """Forget links n on: the chain ends with the one before, as when it was added."""
+        del self.links[n:]
+        self._last = next((link for link in reversed(self.links) if link.chosen), None)
+        del self.items[self._last.first if self._last is not None else 0 :]
+        self._open = []
+        if self._last is not None:
+            self._open, _ = self._items(self._last, 0, None, self._last.parts, None)
+
+    def drop(self, n: int) -> None:
+        """Forget the first n links (their recordings are gone); the rest stand as they
+        were planned, after them."""
+        if n >= len(self.links):
+            self.truncate(0)
+            return
+        first = self.links[n].first
+        del self.links[:n]
+        del self.items[:first]
+        for link in self.links:
+            link.first -= first
+
+    def _items(
+        self,
+        link: Link,
+        lead: int,
+        cut: Cut | None,
+        parts: Sequence[Cut],
+        stop_cut: Cut | None,
+    ) -> tuple[list[tuple[dict[str, Any], int]], int | None]:
+        """A recording's items (fields but duration, and start on the chain's timeline),
+        from `lead` ticks after its first frame (`cut`, its keyframe there) and split at
+        `parts`; and where they stop if `stop_cut`, one of `parts`, ends them."""
+        seg = link.segment
+        scale = seg.timescale
+        kind = CUT if lead and link.kind == RECORDED else link.kind
+        begin = seg.first_pts + lead  # its first presented tick, in its own ticks
+        start = link.start + _to_clock(lead, scale)
+        fields: dict[str, Any] = {
+            "source": seg.path,
+            "kind": kind,
+            "pdt_us": link.pdt_us + lead * 1_000_000 // scale,
+            "discontinuity": link.discontinuity,
+            "size": seg.size,
+        }
         if kind == REMUX:
             fields.update(
                 seek=begin / scale if lead else None, offset=start / CLOCK - begin / scale
             )
-            counters = {pid: 0 for pid in counters}  # remuxed files are renumbered 0..15
         elif kind == FRAGMENTS:
             fields.update(
                 shift=(start * scale + CLOCK // 2) // CLOCK - begin,  # nearest tick
@@ -268,68 +356,117 @@ def plan(
                 timescale=scale,
             )
         else:
-            recorded = decode_counters(seg.counters)
-            pairs = []
-            for pid, first, last in recorded:
-                delta = 0 if kind == CUT else (counters.get(pid, first) - first) & 0x0F
-                if delta:
-                    pairs.append((pid, delta))
-                counters[pid] = (last + delta + 1) & 0x0F
-            cc_shift = ",".join(f"{pid}:{delta}" for pid, delta in pairs)
-            fields.update(shift=(start - begin) % PTS_WRAP, cc_shift=cc_shift)
+            fields.update(shift=(start - begin) % PTS_WRAP, cc_shift=link.cc_shift)
             if kind == CUT:
                 assert cut is not None
                 fields.update(cut_at=cut.offset, prefix=cut.prefix, nulls=cut.early)
-        if hevc:
+        if self.hevc:
             fields.update(mp4_tag="hvc1" if seg.video_codec == "hevc" else "avc1")
-        fields.update(
-            source=seg.path,
-            kind=kind,
-            pdt_us=pdt_us,
-            discontinuity=prev is not None and _changes(prev, seg),
-            size=seg.size,
-        )
-        parts = [
-            part
-            for part in splits.get(seg.path, ())
-            if kind != REMUX
-            and (part.offset, part.sample) > (fields.get("cut_at", 0), fields.get("cut_sample", 0))
-            and 0 < pts_delta(part.pts, begin) < seg.duration - lead
-        ]
-        stop_cut = last_cut if n == len(chosen) - 1 and last_cut in parts else None
-        pending.append(fields)
-        item_starts.append(start)
-        item_stops.append(None)
+        found = [(fields, start)]
+        low = (fields.get("cut_at", 0), fields.get("cut_sample", 0))
         for part in parts:
-            at = _to_clock(pts_delta(part.pts, begin), scale)
-            pending[-1].update(stop_at=part.offset, stop_sample=part.sample, suffix=part.early)
+            at = pts_delta(part.pts, begin)
+            if kind == REMUX or (part.offset, part.sample) <= low:
+                continue
+            if not 0 < at < seg.duration - lead:
+                continue
+            at = _to_clock(at, scale)
+            found[-1][0].update(stop_at=part.offset, stop_sample=part.sample, suffix=part.early)
             if part is stop_cut:
-                item_stops[-1] = start + at  # the session ends with the part before
-                break
-            part_pdt = pdt_us + at * 1_000_000 // CLOCK
+                return found, start + at  # the session ends with the part before
             part_fields: dict[str, Any] = {
                 "cut_at": part.offset,
                 "cut_sample": part.sample,
                 "stop_at": seg.media_end if kind == FRAGMENTS else 0,  # till the next part
                 "stop_sample": 0,
-                "pdt_us": part_pdt,
+                "pdt_us": fields["pdt_us"] + at * 1_000_000 // CLOCK,
                 "discontinuity": False,
             }
             if kind != FRAGMENTS:  # the part's own PAT and PMT, and its audio, as cut
                 part_fields.update(kind=CUT, prefix=part.prefix, suffix=(), nulls=part.early)
-            pending.append({**fields, **part_fields})
-            item_starts.append(start + at)
-            item_stops.append(None)
-    # Each item's duration runs to where the next one starts on the timeline.
-    stops = [
-        stop if stop is not None else following
-        for stop, following in zip(item_stops, [*item_starts[1:], ends[-1]], strict=True)
-    ]
-    items = tuple(
+            found.append(({**fields, **part_fields}, start + at))
+        return found, None
+
+    def plan(
+        self,
+        k: int,
+        m: int,
+        from_us: int,
+        first_cut: Cut | None = None,
+        head_parts: Sequence[Cut] = (),
+        tail_parts: Sequence[Cut] = (),
+        last_cut: Cut | None = None,
+    ) -> Plan:
+        """The plan of a session of links k to m (both chosen) played from `from_us`.
+
+        `first_cut` is the keyframe of link k at or before `from_us`, if any; `last_cut`,
+        one of link m's parts, is where the session stops (the keyframe after `to`). The
+        first and last recordings are split at `head_parts` and `tail_parts`; those
+        between, at the parts they joined the chain with.
+        """
+        head, tail = self.links[k], self.links[m]
+        seg = head.segment
+        lead = 0  # ticks from the recording's earliest frame to where the session begins
+        if first_cut is not None and first_cut.offset != 0:
+            wrapped = seg.container == "mpegts"
+            into = (
+                pts_delta(first_cut.pts, seg.first_pts)
+                if wrapped
+                else first_cut.pts - seg.first_pts
+            )
+            lead = max(0, into)
+        opened, stop = self._items(head, lead, first_cut, head_parts, last_cut if k == m else None)
+        opened[0][0]["discontinuity"] = False  # the session's first
+        start = opened[0][1]
+        items = []
+        if k != m:
+            after = self.links[next(n for n in range(k + 1, m + 1) if self.links[n].chosen)]
+            items += _finish(opened, after.start)
+            items += self.items[after.first : tail.first]
+            opened, stop = self._items(tail, 0, None, tail_parts, last_cut)
+        items += _finish(opened, tail.end if stop is None else stop)
+        return Plan(
+            tuple(items), round(max(0.0, (from_us - items[0].pdt_us) / 1e6), 6), OUT_START - start
+        )
+
+
+def _finish(opened: list[tuple[dict[str, Any], int]], end: int) -> list[MediaItem]:
+    """Items whose durations run to where the next one starts (the last, to `end`)."""
+    ends = [start for _, start in opened[1:]] + [end] if opened else []
+    return [
         MediaItem(duration=(stop - start) / CLOCK, **fields)
-        for fields, start, stop in zip(pending, item_starts, stops, strict=True)
+        for (fields, start), stop in zip(opened, ends, strict=True)
+    ]
+
+
+def plan(
+    segments: Sequence[Segment],
+    from_us: int,
+    name_resolution_us: int,
+    first_cut: Cut | None,
+    splits: Mapping[str, Sequence[Cut]] | None = None,
+    last_cut: Cut | None = None,
+) -> Plan:
+    """The plan of a session of `segments` (one camera's, by start) played from `from_us`,
+    on a chain of its own (Chain.plan says what the arguments mean).
+
+    A long MPEG-TS or fragmented MP4 recording is served as several media segments, cut
+    at the keyframes `splits` gives for its path (by offset, and for fragmented MP4 the
+    keyframe's index within its fragment), so that a session over part of an hour-long
+    file lists just that part.
+    """
+    splits = splits or {}
+    chosen: list[Segment] = []
+    for segment in segments:
+        if not chosen or segment.end_us > chosen[-1].end_us:
+            chosen.append(segment)
+    chain = Chain(name_resolution_us, *Chain.way(segments))
+    for segment in chosen:
+        chain.append(segment, splits.get(segment.path, ()))
+    head, tail = chosen[0].path, chosen[-1].path
+    return chain.plan(
+        0, len(chosen) - 1, from_us, first_cut, splits.get(head, ()), splits.get(tail, ()), last_cut
     )
-    return Plan(items, round(start_offset, 6))
 
 
 def media_name(n: int, mp4: bool) -> str:
@@ -356,18 +493,48 @@ def render(found: Plan) -> str:
     ]
     if found.start_offset > 0:
         lines.append(f"#EXT-X-START:TIME-OFFSET={found.start_offset:.3f},PRECISE=YES")
-    source = ""  # the recording whose init section applies
-    for n, item in enumerate(found.items):
-        if item.discontinuity:
-            lines.append("#EXT-X-DISCONTINUITY")
-        if item.mp4_tag or (item.kind == FRAGMENTS and item.source != source):
-            source = item.source  # each made item has an init section of its own
-            lines.append(f'#EXT-X-MAP:URI="{init_name(n)}"')
-        lines.append(f"#EXT-X-PROGRAM-DATE-TIME:{_pdt(item.pdt_us)}")
-        lines.append(f"#EXTINF:{item.duration:.6f},")
-        lines.append(media_name(n, mp4))
+    texts = [item.text or _lines(item) for item in found.items]
+    names = _names(len(texts), mp4)
+    if mp4:  # an EXT-X-MAP where the init section changes
+        source = ""  # the recording whose init section applies
+        for n, item in enumerate(found.items):
+            if item.mp4_tag or item.source != source:
+                source = item.source  # each made item has an init section of its own
+                texts[n] = _with_map(texts[n], init_name(n))
+    body: list[str] = [""] * (2 * len(texts))
+    body[0::2] = texts
+    body[1::2] = names
+    lines += body
     lines.append("#EXT-X-ENDLIST")
     return "\n".join(lines) + "\n"
+
+
+def _lines(item: MediaItem) -> str:
+    """An item's lines before its URI (kept on the item): its EXT-X-DISCONTINUITY, if
+    any, EXT-X-PROGRAM-DATE-TIME and EXTINF."""
+    text = f"#EXT-X-PROGRAM-DATE-TIME:{_pdt(item.pdt_us)}\n#EXTINF:{item.duration:.6f},"
+    item.text = f"#EXT-X-DISCONTINUITY\n{text}" if item.discontinuity else text
+    return item.text
+
+
+def _with_map(text: str, uri: str) -> str:
+    """An item's lines with an EXT-X-MAP before its wall-clock time (after any
+    EXT-X-DISCONTINUITY)."""
+    at = text.index("#EXT-X-PROGRAM-DATE-TIME")
+    return f'{text[:at]}#EXT-X-MAP:URI="{uri}"\n{text[at:]}'
+
+
+_NAMES: dict[bool, list[str]] = {False: [], True: []}
+
+
+def _names(count: int, mp4: bool) -> list[str]:
+    """The URIs of a plan's first `count` items (every session's are the same). The
+    list kept is replaced, never changed: sessions are written on several threads."""
+    names = _NAMES[mp4]
+    if len(names) < count:
+        names = [*names, *(media_name(n, mp4) for n in range(len(names), count))]
+        _NAMES[mp4] = names
+    return names[:count]
 
 
 def _pdt(us: int) -> str:

@@ -59,7 +59,9 @@ _LATER_FIELDS = {
 }  # fmt: skip
 PLANS_KEPT_ITEMS = 20_000  # plans kept in memory: about 8 MB, 55 one-hour sessions
 CREATING, DELETING = ".creating", ".deleting"
-MEDIA_FIELDS = [field.name for field in fields(MediaItem) if field.name != "name"]
+# What plan.json keeps of an item: not its name, which its place gives.
+MEDIA_FIELDS = [field.name for field in fields(MediaItem) if field.init and field.name != "name"]
+_MEDIA_ROW = operator.attrgetter(*MEDIA_FIELDS)
 # A watched session's new expiry is written to disk when it has moved this far.
 PERSIST_AFTER_US = 60_000_000
 
@@ -152,17 +154,21 @@ class Stored:
     plan: Plan
     segment_ids: list[str]
 
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "format": FORMAT,
-            "segment_ids": self.segment_ids,
-            "start_offset": self.plan.start_offset,
-            "offset": self.plan.offset,
-            # One row per media item, in the order of `media_fields`: a day's session is
-            # 8,640 items, so no key names repeated for each.
-            "media_fields": MEDIA_FIELDS,
-            "media": list(map(operator.attrgetter(*MEDIA_FIELDS), self.plan.items)),
-        }
+    def to_bytes(self) -> bytes:
+        """plan.json's text. One row per media item, in the order of `media_fields`: a
+        day's session is 8,640 items, so no key names repeated for each; an item's row is
+        made once, for every session that shares the item."""
+        head = _compact(
+            {
+                "format": FORMAT,
+                "segment_ids": self.segment_ids,
+                "start_offset": self.plan.start_offset,
+                "offset": self.plan.offset,
+                "media_fields": MEDIA_FIELDS,
+            }
+        )
+        rows = b",".join([item.row or _row(item) for item in self.plan.items])
+        return b"".join((head[:-1], b',"media":[', rows, b"]}"))
 
     @classmethod
     def from_json(cls, data: Any) -> Stored:
@@ -238,6 +244,12 @@ def _time(value: object) -> int:
         raise ValueError(f"bad time {value!r}") from None
 
 
+def _row(item: MediaItem) -> bytes:
+    """An item's plan.json row (kept on the item)."""
+    item.row = json.dumps(_MEDIA_ROW(item), separators=(",", ":")).encode()
+    return item.row
+
+
 def _compact(data: dict[str, Any]) -> bytes:
     return json.dumps(data, separators=(",", ":")).encode()
 
@@ -260,7 +272,7 @@ def _read_session(directory: Path, name: str) -> Session:
     if isinstance(data, dict) and data.get("format") == 2:
         stored = Stored.from_json(data)
         session = Session._summary(data, name, len(stored.segment_ids))
-        replace_file(directory / PLAN, _compact(stored.to_json()))
+        replace_file(directory / PLAN, stored.to_bytes())
         _write_meta(directory, session)
         return session
     return Session.from_json(data, name)
@@ -471,7 +483,7 @@ class SessionStore:
         text = render(stored.plan).encode()
         write_file(staging / PLAYLIST, text)
         write_file(staging / f"{PLAYLIST}.gz", gzip.compress(text, 6, mtime=0))
-        write_file(staging / PLAN, _compact(stored.to_json()))
+        write_file(staging / PLAN, stored.to_bytes())
         _write_meta(staging, session)
 
     def _commit(self, staging: Path, final: Path) -> None:

@@ -49,6 +49,14 @@ def is_gap(prev: Segment, nxt: Segment, name_resolution_us: int) -> bool:
     return by_name > allowed + tolerance
 
 
+def drifted(chained_us: int, segment: Segment, name_resolution_us: int) -> bool:
+    """Whether a wall-clock time chained through a continuous run (media durations added
+    up) has drifted from where `segment`'s name puts it by more than the name can say:
+    a camera's media clock runs a little fast or slow, which adds up over days."""
+    allowed = name_resolution_us + segment.frame_us + GAP_SLACK_US
+    return abs(chained_us - segment.start_us) > allowed
+
+
 def spans(segments: Sequence[Segment], name_resolution_us: int) -> list[Span]:
     """Contiguous recorded spans of one camera's segments (sorted by start)."""
     result: list[Span] = []

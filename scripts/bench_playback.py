@@ -13,7 +13,10 @@ minutes, as after a recorder restart. The page cache is warm.
 For ranges of 5 min, 1 h, 4 h (playback.max_seconds), 6 h and 24 h (those within --hours)
 it measures:
 - POST time, and time from the request to the first media segment served (the replaced
-  design answers only after its remux of the whole range);
+  design answers only after its remux of the whole range); the ranges are asked for in
+  that order from one start, so each grows the camera's chain (chains.py) by the
+  recordings after the one before. Then each range once more one minute later (sliced
+  from the kept chain) and a little earlier (before the chain kept: planned anew);
 - bytes written before anyone watches;
 - ffmpeg runs and ffmpeg CPU to fetch every segment of the session (from /healthz and
   the agent's children);
@@ -252,6 +255,22 @@ def fmp4_sessions(base: str, work: Path, root: Path) -> None:
         get(f"{base}/api/playback/{session['id']}", "DELETE")
 
 
+def timed_post(base: str, start_us: int, seconds: int) -> tuple[float, float]:
+    """Seconds to answer a session's POST, and to its first media segment (playlist and
+    first segment fetched); the session is deleted after."""
+    body = {"camera_id": "cam", "from": format_us(start_us),
+            "to": format_us(start_us + seconds * S)}  # fmt: skip
+    started = time.perf_counter()
+    session = json.loads(get(f"{base}/api/playback", "POST", body))
+    posted = time.perf_counter() - started
+    playlist = get(base + session["playlist_url"]).decode()
+    first_name = next(line for line in playlist.splitlines() if line.endswith(".ts"))
+    get(base + session["playlist_url"].rsplit("/", 1)[0] + "/" + first_name)
+    first = time.perf_counter() - started
+    get(f"{base}/api/playback/{session['id']}", "DELETE")
+    return posted, first
+
+
 def start_agent(
     work: Path, name: str, root: Path, layout: str, longest: int
 ) -> tuple[subprocess.Popen[bytes], str]:
@@ -445,6 +464,13 @@ def main() -> None:
                     )
                 )
                 get(f"{base}/api/playback/{session['id']}", "DELETE")
+            # Each a little earlier than the last, so that each is before the chain kept.
+            later = [timed_post(base, T0 + 63_500_000, seconds) for _, seconds in ranges]
+            anew = [
+                timed_post(base, T0 + 2_500_000 - n * 400_000, seconds)
+                for n, (_, seconds) in enumerate(ranges)
+            ]
+            chained = list(zip([label for label, _ in ranges], later, anew, strict=True))
             long_sessions(base, work, hour)
         finally:
             agent.terminate()
@@ -471,6 +497,15 @@ def main() -> None:
             f" {written / 1e6:>10.3f}MB | {o_cpu:>12.2f}s {cpu:>12.2f}s |"
             f" {agent_cpu / n * 1e3:.1f} ms CPU a segment, {runs} ffmpeg runs"
             f" ({n} segments; POST {posted * 1e3:.0f} ms)"
+        )
+    print(
+        "\nPOST to first segment, one minute later (the camera's chain kept, sliced) and a"
+        " little earlier (before the chain kept: planned anew)"
+    )
+    for label, (later_post, later), (anew_post, anew) in chained:
+        print(
+            f"  {label:6} kept chain {later:.3f} s (POST {later_post * 1e3:.0f} ms),"
+            f" planned anew {anew:.3f} s (POST {anew_post * 1e3:.0f} ms)"
         )
     for label, first_byte, took, size, rss in exports:
         print(

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from agent.index import Segment
-from agent.timeline import Span, clip, is_gap, spans
+from agent.timeline import Span, clip, drifted, is_gap, spans
 
 S = 1_000_000
 FRAME = 3600  # 40 ms at 90 kHz
@@ -85,3 +85,13 @@ def test_clip_keeps_counts() -> None:
     assert clip(found, 5 * S, 65 * S) == [Span(5 * S, 30 * S, 3), Span(60 * S, 65 * S, 2)]
     assert clip(found, 30 * S, 60 * S) == []
     assert spans([], S) == []
+
+
+def test_a_chained_wall_clock_may_drift_as_far_as_names_can_say() -> None:
+    # Whole-second names: a chained time up to a second (and a frame) off still holds.
+    assert not drifted(11 * S, seg(10), S)
+    assert not drifted(9 * S - 50_000, seg(10), S)
+    assert drifted(11 * S + 70_000, seg(10), S)
+    # Exact names: a frame and 20 ms.
+    assert not drifted(10 * S + 55_000, seg(10), 1)
+    assert drifted(10 * S - 65_000, seg(10), 1)
