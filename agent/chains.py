@@ -66,19 +66,24 @@ class Chains:
         self.index = index
         self._kept: OrderedDict[str, _Kept] = OrderedDict()  # least recently used first
         self._locks: dict[str, asyncio.Lock] = {}
-        self._building: dict[str, list[Change]] = {}  # writes told while a chain is planned
+        # Writes told while chains are planned, a list each.
+        self._building: dict[str, list[list[Change]]] = {}
         self.warmed = asyncio.Event()  # set once `warm` is done
         # How sessions were planned: on a kept chain, grown first, or on a new chain.
         self.counts = {"sliced": 0, "grown": 0, "planned": 0}
         index.watch(self._told)
 
+    def state(self) -> dict[str, int]:
+        """For /healthz: how sessions were planned since start, and what is kept."""
+        kept = sum(len(kept.chain.links) for kept in self._kept.values())
+        return {**self.counts, "cameras_kept": len(self._kept), "recordings_kept": kept}
+
     def _told(self, change: Change) -> None:
         kept = self._kept.get(change.camera)
         if kept is not None:
             kept.changes.append(change)
-        building = self._building.get(change.camera)
-        if building is not None:
-            building.append(change)
+        for told in self._building.get(change.camera, ()):
+            told.append(change)
 
     async def plan(
         self, camera: str, from_us: int, to_us: int
@@ -117,9 +122,11 @@ class Chains:
         if found is not None:
             self.counts["grown" if grown else "sliced"] += 1
         else:
+            self._kept.pop(camera, None)
             kept = await self._build(camera, from_us, to_us)
             if kept is None:
                 return None
+            self._kept[camera] = kept
             found = await asyncio.to_thread(self._slice, kept, from_us, to_us)
             assert found is not None, "a chain of the session's own recordings serves it"
             self.counts["planned"] += 1
@@ -135,20 +142,25 @@ class Chains:
         for camera in cameras:
             if sum(len(kept.chain.links) for kept in self._kept.values()) >= CHAIN_LINKS_KEPT:
                 break
-            async with self._locks.setdefault(camera.id, asyncio.Lock()):
-                if camera.id not in self._kept:
-                    low = camera.last_end_us - span_us
-                    await self._build(camera.id, low, camera.last_end_us + 1)
-                    self._kept.move_to_end(camera.id, last=False)  # not used yet
+            if camera.id in self._kept:
+                continue
+            # Planned without the camera's lock, so that a session asked for meanwhile
+            # does not wait; kept only if that session has not kept a chain first.
+            low = camera.last_end_us - span_us
+            kept = await self._build(camera.id, low, camera.last_end_us + 1)
+            if kept is not None and camera.id not in self._kept:
+                self._kept[camera.id] = kept
+                self._kept.move_to_end(camera.id, last=False)  # not used yet
         self.warmed.set()
         log.info("playback: %d camera(s) planned ahead", len(self._kept))
 
     # -- keeping chains ------------------------------------------------------------------
 
     async def _build(self, camera: str, from_us: int, to_us: int) -> _Kept | None:
-        self._kept.pop(camera, None)
+        """A new chain of the camera's recordings that overlap [from_us, to_us), with the
+        index's writes told meanwhile; None if there are none. Not kept yet."""
         told: list[Change] = []
-        self._building[camera] = told
+        self._building.setdefault(camera, []).append(told)
         try:
             segments = await self.index.segments(camera, from_us, to_us)
             if not segments:
@@ -157,10 +169,10 @@ class Chains:
             chain = Chain(self.config.layout.name_resolution_us, *Chain.way(segments))
             kept = _Kept(chain, from_us, to_us, 0, changes=told)
             await asyncio.to_thread(self._append, kept, segments, known)
-        finally:
-            del self._building[camera]
-        self._kept[camera] = kept
-        return kept
+            return kept
+        finally:  # by identity: two builds' lists may be equal
+            building = [other for other in self._building[camera] if other is not told]
+            self._building[camera] = building
 
     async def _grow(self, camera: str, kept: _Kept, to_us: int) -> None:
         segments = await self.index.segments_after(camera, kept.hi, to_us)

@@ -263,6 +263,7 @@ async def healthz(request: web.Request) -> web.Response:
             "live": len(app[SESSIONS].sessions),
             "max": config.playback.max_sessions,
             "loading": not app[SESSIONS].loaded.is_set(),
+            "plans": app[PLAYBACK].chains.state(),
         },
         "admission": app[LIMITER].state(),
         "connections": app[GUARD].state(),
