@@ -73,10 +73,16 @@ class Chains:
         self.counts = {"sliced": 0, "grown": 0, "planned": 0}
         index.watch(self._told)
 
-    def state(self) -> dict[str, int]:
-        """For /healthz: how sessions were planned since start, and what is kept."""
+    def state(self) -> dict[str, int | bool]:
+        """For /healthz: how sessions were planned since start, what is kept, and
+        whether the planning ahead after the first scan is done."""
         kept = sum(len(kept.chain.links) for kept in self._kept.values())
-        return {**self.counts, "cameras_kept": len(self._kept), "recordings_kept": kept}
+        return {
+            **self.counts,
+            "cameras_kept": len(self._kept),
+            "recordings_kept": kept,
+            "planned_ahead": self.warmed.is_set(),
+        }
 
     def _told(self, change: Change) -> None:
         kept = self._kept.get(change.camera)

@@ -271,13 +271,28 @@ class Indexer:
         for relpath in [p for p in self._unreadable if p.startswith(prefix)]:
             if relpath not in on_disk:
                 del self._unreadable[relpath]
-        for relpath, state in on_disk.items():
-            name = self.layout.parse(relpath)
-            assert name is not None
-            self._note_newest(name)
-            unchanged = known.get(relpath) == (state.size, state.mtime_ns, state.inode)
-            if not unchanged and self._unreadable.get(relpath) != state:
-                self._pending.setdefault(relpath, _Candidate(relpath, name, state))
+        unreadable = {p: s for p, s in self._unreadable.items() if p.startswith(prefix)}
+
+        def changed() -> tuple[list[_Candidate], dict[str, int]]:
+            """The files that are new or changed since indexed, and each camera's latest
+            start among them all (a day's directory of 10 s recordings is 8,640 names:
+            read off the event loop)."""
+            found = []
+            newest: dict[str, int] = {}
+            for relpath, state in on_disk.items():
+                name = self.layout.parse(relpath)
+                assert name is not None
+                newest[name.camera] = max(name.start_us, newest.get(name.camera, name.start_us))
+                unchanged = known.get(relpath) == (state.size, state.mtime_ns, state.inode)
+                if not unchanged and unreadable.get(relpath) != state:
+                    found.append(_Candidate(relpath, name, state))
+            return found, newest
+
+        found, newest = await asyncio.to_thread(changed)
+        for candidate in found:
+            self._pending.setdefault(candidate.relpath, candidate)
+        for camera, start_us in newest.items():
+            self._newest[camera] = max(start_us, self._newest.get(camera, -1))
         await self._settle()
         return removed
 

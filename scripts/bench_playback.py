@@ -13,10 +13,12 @@ minutes, as after a recorder restart. The page cache is warm.
 For ranges of 5 min, 1 h, 4 h (playback.max_seconds), 6 h and 24 h (those within --hours)
 it measures:
 - POST time, and time from the request to the first media segment served (the replaced
-  design answers only after its remux of the whole range); the ranges are asked for in
-  that order from one start, so each grows the camera's chain (chains.py) by the
-  recordings after the one before. Then each range once more one minute later (sliced
-  from the kept chain) and a little earlier (before the chain kept: planned anew);
+  design answers only after its remux of the whole range). The agent is measured once
+  it has planned each camera's latest max_seconds ahead (raised to the footage's length
+  for the run), as after any start, so these sessions are sliced from the camera's
+  chain (chains.py). Then each range once more one minute later (sliced, or the chain
+  grown by that minute) and from 50 s before the footage (before the chain kept:
+  planned anew, what a session of older footage costs);
 - bytes written before anyone watches;
 - ffmpeg runs and ffmpeg CPU to fetch every segment of the session (from /healthz and
   the agent's children);
@@ -274,7 +276,8 @@ def timed_post(base: str, start_us: int, seconds: int) -> tuple[float, float]:
 def start_agent(
     work: Path, name: str, root: Path, layout: str, longest: int
 ) -> tuple[subprocess.Popen[bytes], str]:
-    """An agent on `root` (its state under work/name), once its first scan is done."""
+    """An agent on `root` (its state under work/name), once it has planned ahead after
+    its first scan."""
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
@@ -284,7 +287,7 @@ def start_agent(
         f'[server]\nhost = "127.0.0.1"\nport = {port}\n'
         f'[recordings]\nroot = "{root}"\nlayout = "{layout}"\n'
         f'[index]\ndatabase = "{state / "index.db"}"\n'
-        f'[playback]\ndir = "{work / "playback"}"\nmax_seconds = {longest}\n'
+        f'[playback]\ndir = "{work / "playback"}"\nmax_seconds = {longest + 60}\n'
     )
     agent = subprocess.Popen(
         [sys.executable, "-m", "agent", "--config", str(state / "agent.toml"),
@@ -293,7 +296,9 @@ def start_agent(
     base = f"http://127.0.0.1:{port}"
     while True:
         try:
-            if json.loads(get(f"{base}/healthz"))["index"]["scan"] == "complete":
+            health = json.loads(get(f"{base}/healthz"))
+            # Planned ahead after the first scan: every camera's latest max_seconds.
+            if health["sessions"]["plans"]["planned_ahead"]:
                 return agent, base
         except OSError:
             pass
@@ -464,10 +469,11 @@ def main() -> None:
                     )
                 )
                 get(f"{base}/api/playback/{session['id']}", "DELETE")
-            # Each a little earlier than the last, so that each is before the chain kept.
+            # Each from before the footage, a little earlier than the last: each starts
+            # before the chain kept.
             later = [timed_post(base, T0 + 63_500_000, seconds) for _, seconds in ranges]
             anew = [
-                timed_post(base, T0 + 2_500_000 - n * 400_000, seconds)
+                timed_post(base, T0 - (50 + n) * S, seconds)
                 for n, (_, seconds) in enumerate(ranges)
             ]
             chained = list(zip([label for label, _ in ranges], later, anew, strict=True))
@@ -499,8 +505,8 @@ def main() -> None:
             f" ({n} segments; POST {posted * 1e3:.0f} ms)"
         )
     print(
-        "\nPOST to first segment, one minute later (the camera's chain kept, sliced) and a"
-        " little earlier (before the chain kept: planned anew)"
+        "\nPOST to first segment, one minute later (the camera's chain kept: sliced, or grown"
+        " by a minute) and from before the footage (before the chain kept: planned anew)"
     )
     for label, (later_post, later), (anew_post, anew) in chained:
         print(

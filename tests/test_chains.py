@@ -226,7 +226,8 @@ async def test_sessions_follow_recordings_that_arrive_go_and_change(
     await session(-14_380, 4)
     health = await (await client.get("/healthz")).json()
     assert health["sessions"]["plans"] == {
-        "sliced": 3, "grown": 2, "planned": 1, "cameras_kept": 1, "recordings_kept": 1
+        "sliced": 3, "grown": 2, "planned": 1, "cameras_kept": 1, "recordings_kept": 1,
+        "planned_ahead": True,
     }  # fmt: skip
     assert len(parse(after).entries) == len(parse(again).entries)
     assert await ffmpeg_errors(str(client.make_url(changed["playlist_url"]))) == ""
