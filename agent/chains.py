@@ -13,8 +13,10 @@ exactly as the index has them:
 - a session that starts before `lo`, or whose recordings the chain does not serve the
   way the session would (a camera that changed to HEVC, or to fragmented MP4), gets a
   chain planned anew from its own recordings, which the agent keeps instead.
-Chains are planned, grown and sliced on a worker thread, one at a time a camera, and at
-most CHAIN_LINKS_KEPT recordings are kept in all, the least recently used dropped first.
+After the first scan each camera's latest `playback.max_seconds` is planned ahead, so the
+first session of recent footage is sliced too. Chains are planned, grown and sliced on a
+worker thread, one at a time a camera, and at most CHAIN_LINKS_KEPT recordings are kept
+in all, the least recently used dropped first.
 """
 
 from __future__ import annotations
