@@ -456,16 +456,13 @@ def plan(
     file lists just that part.
     """
     splits = splits or {}
-    chosen: list[Segment] = []
-    for segment in segments:
-        if not chosen or segment.end_us > chosen[-1].end_us:
-            chosen.append(segment)
     chain = Chain(name_resolution_us, *Chain.way(segments))
-    for segment in chosen:
+    for segment in segments:
         chain.append(segment, splits.get(segment.path, ()))
-    head, tail = chosen[0].path, chosen[-1].path
+    last = max(n for n, link in enumerate(chain.links) if link.chosen)
+    head, tail = segments[0].path, segments[last].path
     return chain.plan(
-        0, len(chosen) - 1, from_us, first_cut, splits.get(head, ()), splits.get(tail, ()), last_cut
+        0, last, from_us, first_cut, splits.get(head, ()), splits.get(tail, ()), last_cut
     )
 
 
