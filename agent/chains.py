@@ -32,7 +32,7 @@ from pathlib import Path
 from .config import Config
 from .index import Change, Index, Segment
 from .mpegts import pts_delta
-from .playlists import Chain, Link, Plan
+from .playlists import Chain, Link, Plan, lines_of
 from .probe import (
     Cut,
     ProbeError,
@@ -43,6 +43,7 @@ from .probe import (
     ts_cut_before,
     ts_splits,
 )
+from .sessions import row_of
 
 log = logging.getLogger(__name__)
 
@@ -189,19 +190,25 @@ class Chains:
         await asyncio.to_thread(self._append, kept, segments, known)
 
     def _append(self, kept: _Kept, segments: list[Segment], known: Mapping[str, list[Cut]]) -> None:
-        """Add recordings to a chain, split where long; a recording that does not fit the
-        chain's way closes it (blocking: it may read long recordings)."""
+        """Add recordings to a chain, split where long, and make their items' playlist
+        lines and plan.json rows, which every session sliced from them writes; a recording
+        that does not fit the chain's way closes it (blocking: it may read long
+        recordings)."""
         chain = kept.chain
+        made = len(chain.items)
         for segment in segments:
             if not chain.fits(segment):
                 _cut_back(kept, segment.start_us)
                 kept.closed = True
-                return
+                break
             parts: Sequence[Cut] = ()
             if self._long(segment):
                 parts = self._parts(segment, known.get(segment.path))
             chain.append(segment, parts)
             kept.longest_us = max(kept.longest_us, segment.end_us - segment.start_us)
+        for item in chain.items[made:]:
+            lines_of(item)
+            row_of(item)
 
     def _trim(self, using: str) -> None:
         """Keep at most CHAIN_LINKS_KEPT recordings: drop the chains used least lately,

@@ -84,7 +84,7 @@ class MediaItem:
     mp4_tag: str = ""
     timescale: int = 0  # FRAGMENTS: the video's timescale (ticks a second)
     name: str = ""  # its URI in its session (s000000.ts, s000000.m4s): given by Plan.at
-    # Its playlist lines and its plan.json row, made once (`lines`, sessions.row): every
+    # Its playlist lines and its plan.json row, made once (`lines_of`, sessions.row_of): every
     # session that shares an item writes them. Not part of the plan.
     text: str = field(default="", init=False, repr=False, compare=False)
     row: bytes = field(default=b"", init=False, repr=False, compare=False)
@@ -490,7 +490,7 @@ def render(found: Plan) -> str:
     ]
     if found.start_offset > 0:
         lines.append(f"#EXT-X-START:TIME-OFFSET={found.start_offset:.3f},PRECISE=YES")
-    texts = [item.text or _lines(item) for item in found.items]
+    texts = [item.text or lines_of(item) for item in found.items]
     names = _names(len(texts), mp4)
     if mp4:  # an EXT-X-MAP where the init section changes
         source = ""  # the recording whose init section applies
@@ -506,7 +506,7 @@ def render(found: Plan) -> str:
     return "\n".join(lines) + "\n"
 
 
-def _lines(item: MediaItem) -> str:
+def lines_of(item: MediaItem) -> str:
     """An item's lines before its URI (kept on the item): its EXT-X-DISCONTINUITY, if
     any, EXT-X-PROGRAM-DATE-TIME and EXTINF."""
     text = f"#EXT-X-PROGRAM-DATE-TIME:{_pdt(item.pdt_us)}\n#EXTINF:{item.duration:.6f},"

@@ -62,6 +62,8 @@ CREATING, DELETING = ".creating", ".deleting"
 # What plan.json keeps of an item: not its name, which its place gives.
 MEDIA_FIELDS = [field.name for field in fields(MediaItem) if field.init and field.name != "name"]
 _MEDIA_ROW = operator.attrgetter(*MEDIA_FIELDS)
+# Compact JSON (json.dumps given separators makes an encoder each call).
+_ENCODE = json.JSONEncoder(separators=(",", ":")).encode
 # A watched session's new expiry is written to disk when it has moved this far.
 PERSIST_AFTER_US = 60_000_000
 
@@ -167,7 +169,7 @@ class Stored:
                 "media_fields": MEDIA_FIELDS,
             }
         )
-        rows = b",".join([item.row or _row(item) for item in self.plan.items])
+        rows = b",".join([item.row or row_of(item) for item in self.plan.items])
         return b"".join((head[:-1], b',"media":[', rows, b"]}"))
 
     @classmethod
@@ -244,14 +246,14 @@ def _time(value: object) -> int:
         raise ValueError(f"bad time {value!r}") from None
 
 
-def _row(item: MediaItem) -> bytes:
+def row_of(item: MediaItem) -> bytes:
     """An item's plan.json row (kept on the item)."""
-    item.row = json.dumps(_MEDIA_ROW(item), separators=(",", ":")).encode()
+    item.row = _ENCODE(_MEDIA_ROW(item)).encode()
     return item.row
 
 
 def _compact(data: dict[str, Any]) -> bytes:
-    return json.dumps(data, separators=(",", ":")).encode()
+    return _ENCODE(data).encode()
 
 
 def _write_meta(directory: Path, session: Session) -> None:

@@ -174,6 +174,11 @@ async def test_sessions_follow_recordings_that_arrive_go_and_change(
     config = make_config(tmp_path)
     # After the first scan, the latest playback.max_seconds of each camera are planned.
     await asyncio.wait_for(chains.warmed.wait(), 10)
+    # With their items' playlist lines and plan.json rows made, so that the first session
+    # writes them as fast as a later one.
+    ahead = chains._kept["cam"].chain.items
+    assert ahead
+    assert all(item.text and item.row for item in ahead)
 
     async def session(start: float, end: float) -> tuple[dict[str, Any], str]:
         status, body = await post(client, {"camera_id": "cam", "from": at(start), "to": at(end)})
