@@ -44,6 +44,7 @@ from .probe import (
     ts_splits,
 )
 from .sessions import row_of
+from .times import format_us
 
 log = logging.getLogger(__name__)
 
@@ -198,7 +199,7 @@ class Chains:
         made = len(chain.items)
         for segment in segments:
             if not chain.fits(segment):
-                _cut_back(kept, segment.start_us)
+                _cut_back(kept, segment.start_us, "served another way")
                 kept.closed = True
                 break
             parts: Sequence[Cut] = ()
@@ -358,18 +359,25 @@ def _apply(kept: _Kept) -> bool:
             if places == list(range(len(places))):
                 chain.drop(len(places))  # the oldest recordings, gone: the rest stands
             else:
-                _cut_back(kept, chain.links[places[0]].segment.start_us)
+                _cut_back(kept, chain.links[places[0]].segment.start_us, "removed")
         elif change.end_us > kept.lo and change.start_us < kept.hi:
-            _cut_back(kept, change.start_us)
+            _cut_back(kept, change.start_us, "written")
         if not chain.links:
             return False
     kept.changes.clear()
     return True
 
 
-def _cut_back(kept: _Kept, start_us: int) -> None:
+def _cut_back(kept: _Kept, start_us: int, why: str) -> None:
     """Forget the chain's recordings from those that start at `start_us` on."""
     if start_us < kept.hi:
-        kept.chain.truncate(bisect.bisect_left(kept.chain.links, start_us, key=_start))
+        links = kept.chain.links
+        n = bisect.bisect_left(links, start_us, key=_start)
+        if links:
+            log.debug(
+                "playback: %s's chain cut back to %s (%s): %d of its %d recordings kept",
+                links[0].segment.camera, format_us(start_us), why, n, len(links),
+            )  # fmt: skip
+        kept.chain.truncate(n)
         kept.hi = start_us
         kept.closed = False

@@ -9,6 +9,7 @@ service makes and finds segments.
 from __future__ import annotations
 
 import logging
+import time
 from dataclasses import replace
 
 from .admission import Limiter
@@ -94,7 +95,9 @@ class Playback:
                 retry_after=SESSIONS_RETRY_SECONDS,
             )
         await self._require_camera(camera_id)
+        started = time.perf_counter()
         planned = await self.chains.plan(camera_id, from_us, to_us)
+        planned_s = time.perf_counter() - started
         if planned is None:
             raise NotFound(f"camera {camera_id} has no recorded footage in that range")
         segments, found = planned
@@ -105,11 +108,14 @@ class Playback:
             camera_id, from_us, to_us, [segment.path for segment in segments], found
         )
         log.info(
-            "playback: %s created for %s, %d segment(s), %.0f s",
+            "playback: %s created for %s, %d segment(s), %.0f s (planned in %.0f ms, written"
+            " in %.0f ms)",
             session.id,
             camera_id,
             len(segments),
             session.duration_s,
+            planned_s * 1e3,
+            (time.perf_counter() - started - planned_s) * 1e3,
         )
         return session
 

@@ -275,7 +275,7 @@ def timed_post(base: str, start_us: int, seconds: int) -> tuple[float, float]:
 
 
 def start_agent(
-    work: Path, name: str, root: Path, layout: str, longest: int
+    work: Path, name: str, root: Path, layout: str, longest: int, log_level: str
 ) -> tuple[subprocess.Popen[bytes], str]:
     """An agent on `root` (its state under work/name), once it has planned ahead after
     its first scan."""
@@ -292,7 +292,7 @@ def start_agent(
     )
     agent = subprocess.Popen(
         [sys.executable, "-m", "agent", "--config", str(state / "agent.toml"),
-         "--log-level", "WARNING"],
+         "--log-level", log_level],
     )  # fmt: skip
     base = f"http://127.0.0.1:{port}"
     while True:
@@ -410,6 +410,11 @@ def main() -> None:
         default=1,
         help="longest range to measure, in hours (ranges: 5 min, 1 h, 4 h, 6 h, 24 h; default 1)",
     )
+    parser.add_argument(
+        "--agent-log-level",
+        default="WARNING",
+        help="the agents' --log-level (INFO shows how long each session took to plan and write)",
+    )
     args = parser.parse_args()
     longest = int(args.hours * 3600)
     ranges = [(name, s) for name, s in RANGES if s <= longest]
@@ -420,7 +425,7 @@ def main() -> None:
         per_segment_ms, segment_bytes = rewrite_ms(root)
         mediamtx = fmp4_files(work)
         say("Starting the agent and waiting for its first scan ...")
-        agent, base = start_agent(work, "ts", root, "ffmpeg", longest)
+        agent, base = start_agent(work, "ts", root, "ffmpeg", longest, args.agent_log_level)
         try:
             process = psutil.Process(agent.pid)
             rows = []
@@ -428,7 +433,9 @@ def main() -> None:
             for label, seconds in ranges:
                 say(f"Session of {label}: the agent, then the replaced design's remux ...")
                 start_us = T0 + 3_500_000  # mid-segment, between keyframes
-                runs_before = json.loads(get(f"{base}/healthz"))["admission"]["started"]
+                health = json.loads(get(f"{base}/healthz"))
+                runs_before = health["admission"]["started"]
+                plans_before = health["sessions"]["plans"]
                 before = process.cpu_times()
                 started = time.perf_counter()
                 session = json.loads(
@@ -443,6 +450,8 @@ def main() -> None:
                     )
                 )
                 posted = time.perf_counter() - started
+                plans = json.loads(get(f"{base}/healthz"))["sessions"]["plans"]
+                how = next(k for k in ("sliced", "grown", "planned") if plans[k] > plans_before[k])
                 written = du(work / "playback" / session["id"])
                 playlist = get(base + session["playlist_url"]).decode()
                 names = [line for line in playlist.splitlines() if line.endswith(".ts")]
@@ -472,6 +481,7 @@ def main() -> None:
                         old_cpu,
                         len(names),
                         runs,
+                        how,
                     )
                 )
                 get(f"{base}/api/playback/{session['id']}", "DELETE")
@@ -488,7 +498,9 @@ def main() -> None:
             agent.terminate()
             agent.wait(10)
         say("Starting an agent on the fragmented MP4 (mediamtx layout) ...")
-        agent, base = start_agent(work, "mediamtx", mediamtx, "mediamtx", longest)
+        agent, base = start_agent(
+            work, "mediamtx", mediamtx, "mediamtx", longest, args.agent_log_level
+        )
         try:
             fmp4_sessions(base, work, mediamtx)
         finally:
@@ -503,12 +515,13 @@ def main() -> None:
         f"{'':7}| {'original':>10} {'agent':>11} | {'original':>12} {'agent':>12} |"
         f" {'original':>13} {'agent':>13} |"
     )
-    for label, posted, first, written, cpu, agent_cpu, o_time, o_bytes, o_cpu, n, runs in rows:
+    for row in rows:
+        label, posted, first, written, cpu, agent_cpu, o_time, o_bytes, o_cpu, n, runs, how = row
         print(
             f"{label:7}| {o_time:>9.2f}s {first:>10.3f}s | {o_bytes / 1e6:>10.1f}MB"
             f" {written / 1e6:>10.3f}MB | {o_cpu:>12.2f}s {cpu:>12.2f}s |"
             f" {agent_cpu / n * 1e3:.1f} ms CPU a segment, {runs} ffmpeg runs"
-            f" ({n} segments; POST {posted * 1e3:.0f} ms)"
+            f" ({n} segments; POST {posted * 1e3:.0f} ms, {how})"
         )
     print(
         "\nPOST to first segment, one minute later (the camera's chain kept: sliced, or grown"
