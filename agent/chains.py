@@ -132,6 +132,12 @@ class Chains:
         if found is not None:
             self.counts["grown" if grown else "sliced"] += 1
         else:
+            if kept is not None:
+                log.debug(
+                    "playback: %s's chain of %s to %s does not serve %s to %s: planned anew",
+                    camera, format_us(kept.lo), format_us(kept.hi), format_us(from_us),
+                    format_us(to_us),
+                )  # fmt: skip
             self._kept.pop(camera, None)
             kept = await self._build(camera, from_us, to_us)
             if kept is None:

@@ -85,12 +85,14 @@ def make_footage(work: Path, seconds: int) -> Path:
     durations = [probe(item.path).duration_us for item in segments]
     an_hour_ago = time.time() - 3600
     offset = 0
-    while offset < seconds * S:
-        for item, duration in zip(segments, durations, strict=True):
-            target = root / layout.format("cam", T0 + offset)
-            target.parent.mkdir(parents=True, exist_ok=True)
-            os.link(item.path, target)
-            offset += duration
+    n = 0
+    while offset < seconds * S:  # then the agent's max_seconds covers it all
+        item, duration = segments[n % len(segments)], durations[n % len(segments)]
+        target = root / layout.format("cam", T0 + offset)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        os.link(item.path, target)
+        offset += duration
+        n += 1
     for item in segments:
         os.utime(item.path, (an_hour_ago, an_hour_ago))
     return root
