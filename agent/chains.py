@@ -15,8 +15,9 @@ exactly as the index has them:
   chain planned anew from its own recordings, which the agent keeps instead.
 After the first scan each camera's latest `playback.max_seconds` is planned ahead, so the
 first session of recent footage is sliced too. Chains are planned, grown and sliced on a
-worker thread, one at a time a camera, and at most CHAIN_LINKS_KEPT recordings are kept
-in all, the least recently used dropped first.
+worker thread, one at a time a camera, with their items' playlist lines and plan.json
+rows, and at most CHAIN_LINKS_KEPT recordings are kept in all, the least recently used
+dropped first.
 """
 
 from __future__ import annotations

@@ -16,9 +16,10 @@ it measures:
   design answers only after its remux of the whole range). The agent is measured once
   it has planned each camera's latest max_seconds ahead (raised to the footage's length
   for the run), as after any start, so these sessions are sliced from the camera's
-  chain (chains.py). Then each range once more one minute later (sliced, or the chain
-  grown by that minute) and from 50 s before the footage (before the chain kept:
-  planned anew, what a session of older footage costs);
+  chain (chains.py; each row says how its session was planned). Then each range once
+  more one minute later (sliced, or the chain grown by that minute) and from 50 s before
+  the footage (before the chain kept: planned anew, what a session of older footage
+  costs);
 - bytes written before anyone watches;
 - ffmpeg runs and ffmpeg CPU to fetch every segment of the session (from /healthz and
   the agent's children);
