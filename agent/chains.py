@@ -81,7 +81,7 @@ class Chains:
     def state(self) -> dict[str, int | bool]:
         """For /healthz: how sessions were planned since start, what is kept, and
         whether the planning ahead after the first scan is done."""
-        kept = sum(len(kept.chain.links) for kept in self._kept.values())
+        kept = self._links()
         return {
             **self.counts,
             "cameras_kept": len(self._kept),
@@ -157,17 +157,19 @@ class Chains:
         span_us = self.config.playback.max_seconds * 1_000_000
         cameras = sorted(await self.index.cameras(), key=lambda c: -c.last_end_us)
         for camera in cameras:
-            if sum(len(kept.chain.links) for kept in self._kept.values()) >= CHAIN_LINKS_KEPT:
-                break
             if camera.id in self._kept:
                 continue
             # Planned without the camera's lock, so that a session asked for meanwhile
-            # does not wait; kept only if that session has not kept a chain first.
+            # does not wait; kept only if that session has not kept a chain first, and
+            # only while all that is kept stays within CHAIN_LINKS_KEPT.
             low = camera.last_end_us - span_us
             kept = await self._build(camera.id, low, camera.last_end_us + 1)
-            if kept is not None and camera.id not in self._kept:
-                self._kept[camera.id] = kept
-                self._kept.move_to_end(camera.id, last=False)  # not used yet
+            if kept is None or camera.id in self._kept:
+                continue
+            if self._links() + len(kept.chain.links) > CHAIN_LINKS_KEPT:
+                break
+            self._kept[camera.id] = kept
+            self._kept.move_to_end(camera.id, last=False)  # not used yet
         self.warmed.set()
         log.info("playback: %d camera(s) planned ahead", len(self._kept))
 
@@ -221,7 +223,7 @@ class Chains:
     def _trim(self, using: str) -> None:
         """Keep at most CHAIN_LINKS_KEPT recordings: drop the chains used least lately,
         then the oldest recordings of the one in use (`using`, whose lock is held)."""
-        total = sum(len(kept.chain.links) for kept in self._kept.values())
+        total = self._links()
         for camera, kept in list(self._kept.items()):
             if total <= CHAIN_LINKS_KEPT:
                 return
@@ -232,9 +234,19 @@ class Chains:
                 )
                 kept.chain.drop(dropped)
                 total -= dropped
-            elif not self._locks[camera].locked():  # else in use: dropped another time
+            elif not self._in_use(camera):  # else dropped another time
                 del self._kept[camera]
                 total -= len(kept.chain.links)
+
+    def _links(self) -> int:
+        """The recordings kept planned, over every camera."""
+        return sum(len(kept.chain.links) for kept in self._kept.values())
+
+    def _in_use(self, camera: str) -> bool:
+        """Whether a session of `camera` is being planned (a chain planned ahead has no
+        lock until a session asks for the camera)."""
+        lock = self._locks.get(camera)
+        return lock is not None and lock.locked()
 
     # -- slicing -------------------------------------------------------------------------
 

@@ -9,8 +9,10 @@ crashes:
   session directory is either whole or absent;
 - deletion renames the directory to `.<id>.deleting/` before removing it, so a crash
   never brings a deleted session back;
-- at start, only the `session.json` files are read; locks of sessions that are gone are
-  dropped, and those of sessions the index lost are rebuilt from their `plan.json`.
+- at start, only the `session.json` files are read; locks of sessions whose directory is
+  gone are dropped (a session that cannot be read keeps its locks until the sweep removes
+  its directory), and those of sessions the index lost are taken again from their
+  `session.json` (camera and range).
 Plans are read when a session's media is asked for, and a few recent ones are kept, so
 memory does not grow with the number of sessions on disk.
 """
@@ -53,6 +55,8 @@ PLAYLIST = "index.m3u8"
 # 3: the plan and the locked recordings in plan.json, session.json a summary;
 # 4: plan.json's items unnamed (named by their place) and before the plan's `offset`.
 FORMAT = 4
+# session.json's summary is the same in formats 3 and 4: both are read as they are.
+SUMMARY_FORMATS = (3, FORMAT)
 # Media fields a format 3 plan may lack (written before they existed).
 _LATER_FIELDS = {
     "stop_at", "suffix", "nulls", "init_size", "mp4_tag", "cut_sample", "stop_sample", "timescale"
@@ -123,8 +127,8 @@ class Session:
     @classmethod
     def from_json(cls, data: Any, expected_id: str) -> Session:
         """Parse session.json; raises ValueError (or a subclass) on anything unexpected."""
-        if not isinstance(data, dict) or data.get("format") != FORMAT:
-            raise ValueError("not a session.json of this format")
+        if not isinstance(data, dict) or data.get("format") not in SUMMARY_FORMATS:
+            raise ValueError("not a session.json of a known format")
         return cls._summary(data, expected_id, data["segment_count"])
 
     @classmethod
@@ -267,9 +271,9 @@ def _read_json(path: Path) -> Any:
 
 
 def _read_session(directory: Path, name: str) -> Session:
-    """A session's summary from its directory; a format 2 session is rewritten as format 3
-    (plan.json first, so that a crash midway leaves it readable). Raises OSError,
-    ValueError, KeyError or TypeError."""
+    """A session's summary from its directory; a format 2 session (everything in
+    session.json) is rewritten in the current format (plan.json first, so that a crash
+    midway leaves it readable). Raises OSError, ValueError, KeyError or TypeError."""
     data = _read_json(directory / META)
     if isinstance(data, dict) and data.get("format") == 2:
         stored = Stored.from_json(data)
@@ -363,12 +367,14 @@ class SessionStore:
     async def load(self) -> None:
         """Read every session's summary, drop leftovers of interrupted work, and make the
         index's locks those of the sessions on disk; then the store is ready."""
-        loaded = await asyncio.to_thread(self._load)
+        loaded, present = await asyncio.to_thread(self._load)
         self.sessions = {s.id: s for s in loaded}
         holders = await self.index.lock_holders()
-        # Sessions the index does not know (it was rebuilt) lock their range again.
+        # Sessions the index does not know (it was rebuilt) lock their range again; only
+        # sessions whose directory is gone lose theirs (one unreadable now, an I/O error
+        # or a format to come, keeps its footage until the sweep removes it).
         add = {s.id: (s.camera_id, s.from_us, s.to_us) for s in loaded if s.id not in holders}
-        await self.index.relock(holders - self.sessions.keys(), add)
+        await self.index.relock(holders - present, add)
         self.loaded.set()
         log.info(
             "sessions: %d loaded from %s (locks rebuilt for %d)",
@@ -377,9 +383,11 @@ class SessionStore:
             len(add),
         )
 
-    def _load(self) -> list[Session]:
+    def _load(self) -> tuple[list[Session], set[str]]:
+        """The sessions read, and the names of every session directory present."""
         self.directory.mkdir(parents=True, exist_ok=True)
         found = []
+        present = set()
         for entry in os.scandir(self.directory):
             name = entry.name
             if name.startswith(".") and name.endswith((CREATING, DELETING)):
@@ -387,6 +395,7 @@ class SessionStore:
                 continue
             if not SESSION_ID.fullmatch(name) or not entry.is_dir(follow_symlinks=False):
                 continue  # left for the sweep's rule on stray directories
+            present.add(name)
             directory = Path(entry.path)
             try:
                 session = _read_session(directory, name)
@@ -396,7 +405,7 @@ class SessionStore:
             for leftover in directory.glob(".*.tmp"):
                 leftover.unlink(missing_ok=True)
             found.append(session)
-        return found
+        return found, present
 
     # -- plans ---------------------------------------------------------------------------
 
@@ -529,6 +538,12 @@ class SessionStore:
             self.sessions[session.id] = session
             raise
         await asyncio.to_thread(shutil.rmtree, doomed, True)
+
+    async def release_stray(self, name: str) -> None:
+        """The sweep removed `name`, a directory that was no live session: if it was a
+        session's (one that could not be read at start), its locks go with it."""
+        if SESSION_ID.fullmatch(name) and name not in self.sessions:
+            await self.index.unlock(name)
 
     def touch(self, session: Session) -> None:
         """A viewer used the session: it lives another TTL from now."""

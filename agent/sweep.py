@@ -59,6 +59,7 @@ async def sweep_once(store: SessionStore) -> None:
     ttl = store.ttl_us / 1e6
     for name in await asyncio.to_thread(_strays, store.directory, ttl, live):
         log.info("sweep: removed leftover %s", name)
+        await store.release_stray(name)
 
 
 async def sweep_forever(store: SessionStore, interval: float, stop: asyncio.Event) -> None:

@@ -12,6 +12,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from agent import chains as chains_module
 from agent.index import Segment
 from agent.keys import INDEX, PLAYBACK
 from agent.playlists import Chain, Plan, plan
@@ -260,3 +261,25 @@ def test_a_plan_written_before_offsets_reads_as_it_was_served() -> None:
     before = Stored.from_json(old)
     assert before.plan.offset == 0
     assert [dataclasses.asdict(before.plan.at(n)) for n in range(len(served))] == served
+
+
+async def test_cameras_planned_ahead_past_the_cap_leave_every_post_whole(
+    tmp_path: Path, footage: Any, start_agent: Any, monkeypatch: Any
+) -> None:
+    """A box with more cameras than the chains kept can hold: those planned ahead (which
+    no session has asked for, so no lock of theirs exists) are dropped for the camera in
+    use, and every camera's POST answers 201."""
+    monkeypatch.setattr(chains_module, "CHAIN_LINKS_KEPT", 8)
+    config = make_config(tmp_path)
+    cameras = ["a", "b", "c", "d"]
+    for n, camera in enumerate(cameras):  # the last placed is the most recent: planned first
+        place_old(footage["ts"], config.recordings.root, config.layout, camera, T0 + n * S)
+    client = await start_agent(config)
+    chains = client.server.app[PLAYBACK].chains
+    await asyncio.wait_for(chains.warmed.wait(), 10)
+    assert 0 < chains.state()["recordings_kept"] <= 8
+    assert set(chains._kept) == {"d", "c"}  # planned ahead, within the cap
+    for camera in cameras:
+        status, body = await post(client, {"camera_id": camera, "from": at(0), "to": at(6)})
+        assert status == 201, (camera, body)
+        assert chains.state()["recordings_kept"] <= 8

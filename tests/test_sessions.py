@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import logging
 import os
+import shutil
 import sqlite3
 import subprocess
 import sys
@@ -23,7 +25,7 @@ from agent.ids import new_session_id as new_id
 from agent.index import Index
 from agent.keys import INDEX, LIMITER, SESSIONS
 from agent.playlists import MediaItem, Plan
-from agent.sessions import FORMAT, SessionStore
+from agent.sessions import FORMAT, SessionStore, Stored
 from agent.sweep import is_stray, sweep_once
 
 from .conftest import (
@@ -445,3 +447,71 @@ async def test_concurrent_posts_all_answer_and_lock(
     assert {status for statuses in results for status in statuses} == {201}
     locks = await client.server.app[INDEX].locked_paths()
     assert sorted(locks.values()) == [160] * 6
+
+
+def _as_format_3(directory: Path) -> None:
+    """Rewrite a session as the previous agent wrote it: session.json format 3, plan.json
+    format 3 (each item named, its shifts on the session's timeline, no offset)."""
+    plan = Stored.from_json(json.loads((directory / "plan.json").read_text())).plan
+    old = json.loads((directory / "plan.json").read_text())
+    names = ["name", *old["media_fields"]]
+    served = [dataclasses.asdict(plan.at(n)) for n in range(len(plan.items))]
+    old.update(format=3, media_fields=names, media=[[i[k] for k in names] for i in served])
+    del old["offset"]
+    (directory / "plan.json").write_text(json.dumps(old))
+    summary = json.loads((directory / "session.json").read_text())
+    (directory / "session.json").write_text(json.dumps({**summary, "format": 3}))
+
+
+async def test_an_upgrade_keeps_live_sessions_and_their_locks(
+    tmp_path: Path, footage: dict[str, list[Rendered]], start_agent: Any, aiohttp_client: Any
+) -> None:
+    client = await start_with(start_agent, tmp_path, footage, "ts")
+    _, session = await post(client, {"camera_id": "cam", "from": at(0.5), "to": at(25)})
+    before = await fetch_all(client, session, tmp_path / "before")
+    locks = await client.server.app[INDEX].locked_paths()
+    assert locks
+    await client.close()
+    config = make_config(tmp_path)
+    _as_format_3(config.playback.dir / session["id"])
+
+    client = await aiohttp_client(create_app(config))
+    await client.server.app[SESSIONS].ready()
+    assert await client.server.app[INDEX].locked_paths() == locks
+    response = await client.get(f"/api/playback/{session['id']}")
+    assert response.status == 200
+    assert (await response.json())["expires_at"] == session["expires_at"]
+    after = await fetch_all(client, session, tmp_path / "after")
+    assert [p.read_bytes() for p in after] == [p.read_bytes() for p in before]
+
+
+async def test_a_session_unreadable_at_start_keeps_its_locks_until_swept(tmp_path: Path) -> None:
+    index = Index(tmp_path / "index.sqlite3", {"t": "1"})
+    await index.open()
+    try:
+        now = [time.time()]
+        store = _store(tmp_path, index, now)
+        await store.load()
+        a = seg("cam", 0)
+        await index.put([a])
+        kept = await store.create("cam", 0, 10 * S, [a.path], _plan())
+        gone = await store.create("cam", 0, 10 * S, [a.path], _plan())
+        assert await index.locked_paths() == {a.path: 2}
+        # A restart that cannot read one session (an I/O error, say), whose other one's
+        # directory is gone: only the lock of the one that is gone is dropped.
+        meta = store.directory / kept.id / "session.json"
+        meta.rename(meta.with_name("moved"))
+        meta.mkdir()
+        shutil.rmtree(store.directory / gone.id)
+        store = _store(tmp_path, index, now)
+        await store.load()
+        assert store.sessions == {}
+        assert await index.locked_paths() == {a.path: 1}
+        # The sweep removes the unreadable directory once older than the TTL, and its lock.
+        old = time.time() - 7200
+        os.utime(store.directory / kept.id, (old, old))
+        await sweep_once(store)
+        assert not (store.directory / kept.id).exists()
+        assert await index.locked_paths() == {}
+    finally:
+        await index.close()
