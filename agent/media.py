@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import json
 import logging
 import os
@@ -29,7 +30,7 @@ from .files import write_file
 from .mpegts import CLOCK, NULL_PACKET, PACKET, PTS_WRAP, keyframe_dts, pes_times, renumber, rewrite
 from .playlists import CUT, FRAGMENTS, OUT_START, MediaItem, Plan
 from .probe import probe
-from .sessions import Session, SessionStore
+from .sessions import MEDIA_ROW, Session, SessionStore
 from .times import format_us
 
 log = logging.getLogger(__name__)
@@ -38,6 +39,10 @@ READ_AHEAD = 2
 _CHUNK = PACKET * 1394  # about 256 KiB of whole MPEG-TS packets
 _READ_AHEAD = "read-ahead"  # the name of a read-ahead build's task
 _SEEK_NUDGE = 0.0005  # seek just past the keyframe: ffmpeg starts at the keyframe before
+# The in-flight rewrite's own version, in the ETag of everything it sends: a change to
+# what it sends for the same plan and recording (an upgrade) must change the ETag, or an
+# If-Range resume across it would splice old and new bytes.
+REWRITE_FORMAT = 1
 
 
 class MediaFailed(AgentError):
@@ -73,6 +78,9 @@ class Served:
     patch: Patch | None = None
     gzip_path: Path | None = None
     max_age: int = 0
+    # What the bytes sent depend on besides the file's own (its mtime and length), for
+    # the ETag: the rewrite's format and parameters. "" for a file sent as it is.
+    version: str = ""
 
     def length(self, size: int) -> int:
         """The bytes sent for a file of `size` bytes."""
@@ -221,6 +229,8 @@ class MediaService:
             else:
                 served = Served(path=path, content_type=TS_TYPE)  # made on the timeline
         await self._read_ahead(session, plan, number)
+        if served.rewrite is not None or served.patch is not None:
+            served = replace(served, version=_version(item, init, served))
         return served
 
     async def _made_for_viewer(self, session: Session, item: MediaItem) -> Path:
@@ -498,6 +508,14 @@ def served_bytes(fd: int, served: Served, position: int, stop: int, total: int) 
     if served.rewrite is not None:
         served.rewrite(data)  # whole packets only; a truncated last one goes as it is
     return memoryview(data)[position - aligned : stop - aligned]
+
+
+def _version(item: MediaItem, init: bool, served: Served) -> str:
+    """A digest of what a rewritten file's bytes depend on besides the file: the
+    rewrite's format, the item as served (its shifts, cuts and counters), which part of
+    it, and the byte range taken (pure)."""
+    key = repr((REWRITE_FORMAT, MEDIA_ROW(item), item.name, init, served.start, served.stop))
+    return hashlib.blake2b(key.encode(), digest_size=8).hexdigest()
 
 
 def _times_path(made: Path) -> Path:

@@ -20,6 +20,8 @@ from .errors import NotFound
 from .media import Served, served_bytes
 
 _RANGE = re.compile(r"bytes=([0-9]*)-([0-9]*)")
+# One entity tag of an If-None-Match list (RFC 9110 8.8.3): weak or strong, or "*".
+_TAG = re.compile(r'\s*(\*|(?:W/)?"[^"]*")\s*(?:,|$)')
 
 
 def _open(path: Path) -> tuple[int, os.stat_result]:
@@ -41,6 +43,8 @@ def byte_range(header: str | None, total: int) -> tuple[int, int] | None:
     if match is None or match.group(1) == match.group(2) == "":
         return None  # not a single byte range we serve: the whole file, as RFC 9110 allows
     first, last = match.groups()
+    if first != "" and last != "" and int(last) < int(first):
+        return None  # an invalid range-spec: the header is ignored (RFC 9110 14.1.1)
     if first == "":  # bytes=-N: the last N bytes
         suffix = int(last)
         if suffix == 0 or total == 0:
@@ -51,6 +55,24 @@ def byte_range(header: str | None, total: int) -> tuple[int, int] | None:
     if start >= total or stop <= start:
         raise ValueError("range starts past the end")
     return start, stop
+
+
+def none_match(header: str | None, etag: str) -> bool:
+    """Whether an If-None-Match header names `etag`: any tag of its list, or "*", by the
+    weak comparison RFC 9110 13.1.2 asks for (pure)."""
+    if header is None:
+        return False
+    bare = etag.removeprefix("W/")
+    position = 0
+    while position < len(header):
+        match = _TAG.match(header, position)
+        if match is None:
+            return False  # not a list of entity tags: no tag of ours
+        tag = match.group(1)
+        if tag == "*" or tag.removeprefix("W/") == bare:
+            return True
+        position = match.end()
+    return False
 
 
 def _accepts_gzip(request: web.BaseRequest) -> bool:
@@ -76,9 +98,9 @@ async def send(request: web.Request, served: Served) -> web.StreamResponse:
         raise NotFound("this session's file is gone; the session was deleted or expired") from None
     try:
         total = served.length(info.st_size)
-        etag = f'"{info.st_mtime_ns:x}-{total:x}"'
+        etag = f'"{served.version}{"-" if served.version else ""}{info.st_mtime_ns:x}-{total:x}"'
         headers["ETag"] = etag
-        if request.headers.get("If-None-Match") in (etag, "*"):
+        if none_match(request.headers.get("If-None-Match"), etag):
             return web.Response(status=304, headers={"ETag": etag})
         wanted = request.headers.get("Range")
         if_range = request.headers.get("If-Range")

@@ -65,7 +65,7 @@ PLANS_KEPT_ITEMS = 20_000  # plans kept in memory: about 8 MB, 55 one-hour sessi
 CREATING, DELETING = ".creating", ".deleting"
 # What plan.json keeps of an item: not its name, which its place gives.
 MEDIA_FIELDS = [field.name for field in fields(MediaItem) if field.init and field.name != "name"]
-_MEDIA_ROW = operator.attrgetter(*MEDIA_FIELDS)
+MEDIA_ROW = operator.attrgetter(*MEDIA_FIELDS)
 # Compact JSON (json.dumps given separators makes an encoder each call).
 _ENCODE = json.JSONEncoder(separators=(",", ":")).encode
 # A watched session's new expiry is written to disk when it has moved this far.
@@ -252,7 +252,7 @@ def _time(value: object) -> int:
 
 def row_of(item: MediaItem) -> bytes:
     """An item's plan.json row (kept on the item)."""
-    item.row = _ENCODE(_MEDIA_ROW(item)).encode()
+    item.row = _ENCODE(MEDIA_ROW(item)).encode()
     return item.row
 
 
