@@ -1,15 +1,21 @@
 """The one place that runs ffmpeg: argument lists, no shell, a deadline,
-stderr drained, and on timeout or cancellation SIGTERM, a grace period, SIGKILL, reaped."""
+stderr drained, and on timeout or cancellation SIGTERM, a grace period, SIGKILL, reaped.
+
+Every child is started through util-linux's `setpriv --pdeathsig KILL`, which sets
+Linux's parent-death signal and then execs it: no ffmpeg outlives the agent, even one
+killed with kill -9, and no Python code runs between fork and exec (a `preexec_fn` would,
+in a process with threads, on the event loop's thread).
+"""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import ctypes
+import functools
 import logging
-import os
+import shutil
 import signal
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 
 log = logging.getLogger(__name__)
 
@@ -29,31 +35,26 @@ class FfmpegError(Exception):
         self.detail = detail
 
 
-_PR_SET_PDEATHSIG = 1
-
-
-def _die_with_parent(parent: int) -> Callable[[], None]:
-    """A preexec_fn: the child gets SIGKILL when the agent dies, even by kill -9, so no
-    ffmpeg outlives it (Linux's parent-death signal)."""
-    libc = ctypes.CDLL(None, use_errno=True)
-
-    def arrange() -> None:
-        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
-        if os.getppid() != parent:  # the agent died before the line above ran
-            os._exit(1)
-
-    return arrange
+@functools.cache
+def launcher() -> list[str]:
+    """What goes in front of every child's arguments: setpriv, which gives the child
+    SIGKILL when the agent dies and then execs it (the same process). Found once."""
+    setpriv = shutil.which("setpriv")
+    if setpriv is None:
+        log.warning("ffmpeg: setpriv (util-linux) is missing: an ffmpeg may outlive a killed agent")
+        return []
+    return [setpriv, "--pdeathsig", "KILL", "--"]
 
 
 async def _spawn(argv: list[str], stdout: int) -> asyncio.subprocess.Process:
     """Start `argv`: no shell, no stdin, stderr piped, dying with the agent."""
     try:
         return await asyncio.create_subprocess_exec(
+            *launcher(),
             *argv,
             stdin=asyncio.subprocess.DEVNULL,
             stdout=stdout,
             stderr=asyncio.subprocess.PIPE,
-            preexec_fn=_die_with_parent(os.getpid()),
         )
     except OSError as error:
         raise FfmpegError(f"cannot run {argv[0]}: {error.strerror or error}") from None
@@ -61,6 +62,8 @@ async def _spawn(argv: list[str], stdout: int) -> asyncio.subprocess.Process:
 
 def _failure(argv: list[str], returncode: int | None, text: str) -> FfmpegError | None:
     """What went wrong in a finished run, from its status and the end of its stderr."""
+    if returncode in (126, 127) and "failed to execute" in text:  # said by setpriv
+        return FfmpegError(f"cannot run {argv[0]}", text.strip())
     if returncode != 0:
         return FfmpegError(f"{argv[0]} exited with status {returncode}", text.strip())
     if any(sign in text for sign in _WRITE_FAILED):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import collections
 import contextlib
 import http.client
@@ -24,6 +25,7 @@ from typing import Any
 import psutil
 import pytest
 
+from agent import ffmpeg
 from agent.demo import Rendered
 from agent.layout import make_layout
 from agent.times import format_us, parse_rfc3339
@@ -337,6 +339,29 @@ def test_ffmpeg_dies_with_the_agent(tmp_path: Path) -> None:
     while ffmpeg.is_running() and ffmpeg.status() != psutil.STATUS_ZOMBIE:
         assert time.monotonic() < deadline, "ffmpeg outlived the agent"
         time.sleep(0.05)
+
+
+async def test_children_start_through_setpriv_without_python_between_fork_and_exec(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A preexec_fn runs Python in the forked child of a threaded process (documented as
+    unsafe; a child that hangs there blocks the event loop): children are started with
+    setpriv's parent-death signal instead, and a missing program is still said plainly."""
+    seen: list[tuple[tuple[str, ...], dict[str, Any]]] = []
+    real = asyncio.create_subprocess_exec
+
+    async def recorded(*argv: str, **options: Any) -> asyncio.subprocess.Process:
+        seen.append((argv, options))
+        return await real(*argv, **options)
+
+    monkeypatch.setattr(asyncio, "create_subprocess_exec", recorded)
+    await ffmpeg.run(["true"], 10)
+    ((argv, options),) = seen
+    assert "preexec_fn" not in options
+    assert Path(argv[0]).name == "setpriv"
+    assert argv[1:] == ("--pdeathsig", "KILL", "--", "true")
+    with pytest.raises(ffmpeg.FfmpegError, match="cannot run no-such-program"):
+        await ffmpeg.run(["no-such-program"], 10)
 
 
 def healthz_from(address: str, port: int) -> Any:
