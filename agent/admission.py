@@ -148,14 +148,16 @@ class Limiter:
         for counters in (self.counters, self.by_kind[kind]):
             setattr(counters, field, getattr(counters, field) + 1)
 
-    def check_disk(self, need_bytes: int, kind: Kind = Kind.VIEWER) -> None:
+    async def check_disk(self, need_bytes: int, kind: Kind = Kind.VIEWER) -> None:
         """Raise InsufficientStorage if writing `need_bytes` would break the disk floor."""
         floor = self.config.min_free_disk_mb * _MB
         if self.free_bytes - need_bytes < floor:
             # The last sample may be a second old, from before space was freed: look
-            # again before refusing (statvfs on the local playback disk takes microseconds).
+            # again before refusing, off the event loop (statvfs of a disk that stalls, an
+            # SD card under a recorder's writes, can take seconds).
             with contextlib.suppress(OSError):
-                self.free_bytes = psutil.disk_usage(str(self.playback_dir)).free
+                usage = await asyncio.to_thread(psutil.disk_usage, str(self.playback_dir))
+                self.free_bytes = usage.free
         if self.free_bytes - need_bytes < floor:
             self._count(kind, "rejected_disk")
             raise InsufficientStorage(
@@ -182,7 +184,7 @@ class Limiter:
                 while True:
                     decision = self._decide(need_bytes, kind)
                     if decision is Decision.NO_DISK:
-                        self.check_disk(need_bytes, kind)
+                        await self.check_disk(need_bytes, kind)
                     if decision is Decision.START:
                         break
                     remaining = deadline - time.monotonic()

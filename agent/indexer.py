@@ -198,6 +198,7 @@ class Indexer:
         self._unreadable: dict[str, FileState] = {}
         self._newest: dict[str, int] = {}  # camera -> latest start seen on disk
         self._inflight: set[str] = set()  # pending files being probed right now
+        self._touched: set[str] = set()  # of those, files the watcher told of meanwhile
         self._has_pending = asyncio.Event()
         self._reported: set[bytes] = set()  # undecodable names already logged
         self._round_over = asyncio.Event()
@@ -425,6 +426,8 @@ class Indexer:
                     log.info("index: directory %s removed", relpath)
             elif exists:
                 self._note_newest(name)
+                if relpath in self._inflight:
+                    self._touched.add(relpath)  # read again once this read is done
                 self._pending.setdefault(relpath, _Candidate(relpath, name, FileState(-1, -1)))
             else:
                 self._pending.pop(relpath, None)
@@ -472,13 +475,19 @@ class Indexer:
             elif idle >= QUIET_SECONDS:
                 quiet.append(item)
         # Claim the files before the first await, so that a concurrent pass skips them.
-        self._inflight.update(item.relpath for item in final + quiet)
+        claimed = {item.relpath: item for item in final + quiet}
+        self._inflight.update(claimed)
         try:
             for group, is_final in ((final, True), (quiet, False)):
                 for start in range(0, len(group), _BATCH):
                     await self._index_batch(group[start : start + _BATCH], is_final)
         finally:
-            self._inflight.difference_update(item.relpath for item in final + quiet)
+            self._inflight.difference_update(claimed)
+            # Files that changed while they were read are read again.
+            for relpath in self._touched.intersection(claimed):
+                item = claimed[relpath]
+                self._pending[relpath] = _Candidate(relpath, item.name, FileState(-1, -1))
+            self._touched.difference_update(claimed)
         self.status.pending = len(self._pending)
         self.status.unreadable = len(self._unreadable)
         if self._pending:

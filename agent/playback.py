@@ -103,7 +103,7 @@ class Playback:
         segments, found = planned
         # The session writes its playlist and metadata now, its first segment soon after.
         first = found.items[0]
-        self.limiter.check_disk(len(found.items) * WRITTEN_PER_ITEM + first.made_size)
+        await self.limiter.check_disk(len(found.items) * WRITTEN_PER_ITEM + first.made_size)
         session = await self.store.create(
             camera_id, from_us, to_us, [segment.path for segment in segments], found
         )

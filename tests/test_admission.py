@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import threading
 from pathlib import Path
+from typing import Any
 
+import psutil
 import pytest
 
 from agent.admission import Decision, Kind, Limiter, build_slots, decide
@@ -78,6 +81,26 @@ async def test_limiter_refuses_what_would_fill_the_disk(tmp_path: Path) -> None:
         async with limiter.slot(limiter.free_bytes):
             pass
     assert limiter.state()["rejected_disk"] == 1
+
+
+async def test_the_disk_is_looked_at_again_off_the_event_loop(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Before refusing for want of disk, the limiter looks at the disk again: a statvfs
+    that a stalled disk can hold for seconds, so never on the event loop's thread."""
+    limiter = Limiter(AdmissionConfig(min_free_disk_mb=512), tmp_path)
+    limiter.free_bytes = 0  # the last sample: full
+    threads: list[int] = []
+    real = psutil.disk_usage
+
+    def disk_usage(path: str) -> Any:
+        threads.append(threading.get_ident())
+        return real(path)
+
+    monkeypatch.setattr(psutil, "disk_usage", disk_usage)
+    await limiter.check_disk(0)  # room again: not refused
+    assert threads
+    assert threading.get_ident() not in threads
 
 
 async def test_a_sample_that_fails_is_said_and_the_next_one_recovers(tmp_path: Path) -> None:

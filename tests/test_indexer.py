@@ -7,6 +7,7 @@ import asyncio
 import contextlib
 import os
 import shutil
+import threading
 import time
 from datetime import UTC, datetime
 from pathlib import Path
@@ -14,8 +15,12 @@ from typing import Any
 
 import pytest
 from aiohttp.test_utils import TestClient
+from watchfiles import Change
 
+from agent import indexer as indexer_module
 from agent.demo import Rendered, place
+from agent.index import Index
+from agent.indexer import FileState, Indexer, _Candidate
 from agent.keys import INDEX, INDEXER
 from agent.times import format_us, parse_rfc3339
 
@@ -317,3 +322,47 @@ async def test_root_created_after_start(
         return bool((await (await client.get("/healthz")).json())["status"] == "ok")
 
     await wait_for(healthy, what="healthy status")
+
+
+async def test_a_change_seen_while_the_file_is_read_is_not_lost(
+    tmp_path: Path, footage: dict[str, list[Rendered]], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The watcher tells of a change to a file while it is being read: once that read is
+    done the file is read again, not left with what it held before until the next full
+    reconcile five minutes later."""
+    config = make_config(tmp_path)
+    root = config.recordings.root
+    first, second = place_old(footage["ts"][:2], root, config.layout, "cam", T0)
+    relpath = first.relative_to(root).as_posix()
+    index = Index(tmp_path / "index.sqlite3", {"t": "1"})
+    await index.open()
+    reading, release = threading.Event(), threading.Event()
+    real = indexer_module.probe
+
+    def slow_probe(path: Path) -> Any:
+        reading.set()
+        release.wait(10)
+        return real(path)
+
+    monkeypatch.setattr(indexer_module, "probe", slow_probe)
+    try:
+        indexer = Indexer(root, config.layout, index)
+        name = config.layout.parse(relpath)
+        assert name is not None
+        indexer._pending[relpath] = _Candidate(relpath, name, FileState(-1, -1))
+        settling = asyncio.create_task(indexer._settle())
+        assert await asyncio.to_thread(reading.wait, 10)
+        # Meanwhile the recorder replaces it (a longer file), and the watcher says so.
+        shutil.copyfile(second, first)
+        with first.open("ab") as handle:
+            handle.write(second.read_bytes())
+        an_hour_ago = time.time() - 3600
+        os.utime(first, (an_hour_ago, an_hour_ago))
+        await indexer._apply([(Change.modified, str(first))])
+        release.set()
+        await settling
+        await indexer._settle()  # the next tick of the settle loop
+        assert (await index.files())[relpath][0] == first.stat().st_size
+    finally:
+        release.set()
+        await index.close()
