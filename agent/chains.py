@@ -31,10 +31,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .config import Config
-from .index import Change, Index, Segment
-from .mpegts import pts_delta
-from .playlists import Chain, Link, Plan, lines_of
-from .probe import (
+from .containers.mpegts import pts_delta
+from .containers.probe import (
     Cut,
     ProbeError,
     cut_point,
@@ -44,6 +42,8 @@ from .probe import (
     ts_cut_before,
     ts_splits,
 )
+from .index import Change, Index, Segment
+from .playlists import Chain, Link, Plan, lines_of
 from .sessions import row_of
 from .times import format_us
 

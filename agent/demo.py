@@ -21,8 +21,8 @@ from pathlib import Path
 import psutil
 
 from . import ffmpeg
+from .containers.probe import probe
 from .layout import Layout, make_layout
-from .probe import probe
 
 _FORMATS = {
     "ts": ("mpegts", ".ts", []),

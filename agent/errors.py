@@ -2,6 +2,13 @@
 
 from __future__ import annotations
 
+from .containers.errors import ProbeError
+
+__all__ = [
+    "AgentError", "BadRequest", "Busy", "ConfigError", "InsufficientStorage", "NotFound",
+    "ProbeError", "RequestTimeout", "StartupError", "Unauthorized",
+]  # fmt: skip
+
 
 class AgentError(Exception):
     """An error with a client-facing message and the HTTP status it is rendered with."""
@@ -45,10 +52,6 @@ class InsufficientStorage(AgentError):
 
 class ConfigError(Exception):
     """A bad configuration: the message names the key, the value and what is expected."""
-
-
-class ProbeError(Exception):
-    """A recording is not (or not yet) a segment whose facts can be read."""
 
 
 class StartupError(Exception):

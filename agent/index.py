@@ -19,8 +19,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
+from .containers.probe import Cut, MediaFacts
 from .errors import StartupError
-from .probe import Cut, MediaFacts
 
 log = logging.getLogger(__name__)
 

@@ -26,9 +26,9 @@ from stat import S_ISREG
 
 from watchfiles import Change, awatch
 
+from .containers.probe import Cut, MediaFacts, ProbeError, fmp4_splits, is_long, probe, ts_splits
 from .index import Index, Segment
 from .layout import Layout, SegmentName
-from .probe import Cut, MediaFacts, ProbeError, fmp4_splits, is_long, probe, ts_splits
 
 log = logging.getLogger(__name__)
 

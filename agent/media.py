@@ -22,14 +22,24 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from stat import S_ISREG
 
-from . import ffmpeg, mp4, mpegts
+from . import ffmpeg
 from .admission import Kind, Limiter
 from .config import Config
+from .containers import mp4, mpegts
+from .containers.mpegts import (
+    CLOCK,
+    NULL_PACKET,
+    PACKET,
+    PTS_WRAP,
+    keyframe_dts,
+    pes_times,
+    renumber,
+    rewrite,
+)
+from .containers.probe import probe
 from .errors import AgentError, Busy, InsufficientStorage, NotFound, ProbeError
 from .files import write_file
-from .mpegts import CLOCK, NULL_PACKET, PACKET, PTS_WRAP, keyframe_dts, pes_times, renumber, rewrite
 from .playlists import CUT, FRAGMENTS, OUT_START, MediaItem, Plan
-from .probe import probe
 from .sessions import MEDIA_ROW, Session, SessionStore
 from .times import format_us
 

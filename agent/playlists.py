@@ -27,9 +27,9 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
+from .containers.mpegts import CLOCK, PTS_WRAP, decode_counters, pts_delta
+from .containers.probe import Cut, same_streams
 from .index import Segment
-from .mpegts import CLOCK, PTS_WRAP, decode_counters, pts_delta
-from .probe import Cut, same_streams
 from .timeline import drifted, is_gap
 from .times import format_us
 

@@ -13,8 +13,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from .containers.mpegts import pts_delta
 from .index import Segment
-from .mpegts import pts_delta
 
 GAP_SLACK_US = 20_000
 

@@ -58,10 +58,10 @@ from pathlib import Path
 
 import psutil
 
-from agent import mpegts
+from agent.containers import mpegts
+from agent.containers.probe import probe
 from agent.demo import render_run
 from agent.layout import make_layout
-from agent.probe import probe
 from agent.times import format_us
 
 T0 = 1_795_161_600_000_000  # 2026-11-20T08:00:00Z

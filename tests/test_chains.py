@@ -13,10 +13,10 @@ from pathlib import Path
 from typing import Any
 
 from agent import chains as chains_module
+from agent.containers.probe import Cut
 from agent.index import Segment
 from agent.keys import INDEX, PLAYBACK
 from agent.playlists import Chain, Plan, plan
-from agent.probe import Cut
 from agent.sessions import Stored
 
 from .conftest import T0, S, at, camera_counts, make_config, place_old, post, start_with, wait_for

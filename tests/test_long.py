@@ -17,9 +17,9 @@ from typing import Any
 import pytest
 from aiohttp.test_utils import TestClient
 
+from agent.containers.probe import fmp4_splits, probe, ts_splits
 from agent.demo import Rendered, render_run
 from agent.keys import CONFIG, INDEX, SESSIONS
-from agent.probe import fmp4_splits, probe, ts_splits
 
 from .conftest import (
     T0,

@@ -8,9 +8,9 @@ import subprocess
 from fractions import Fraction
 from pathlib import Path
 
-from agent import mp4
+from agent.containers import mp4
+from agent.containers.probe import fmp4_cut, probe
 from agent.demo import Rendered
-from agent.probe import fmp4_cut, probe
 
 from .hls import video_facts, video_keyframes
 

@@ -9,9 +9,9 @@ import json
 import subprocess
 from pathlib import Path
 
-from agent import mpegts
+from agent.containers import mpegts
+from agent.containers.mpegts import NULL_PID, PACKET, PTS_WRAP, renumber, rewrite
 from agent.demo import Rendered
-from agent.mpegts import NULL_PID, PACKET, PTS_WRAP, renumber, rewrite
 
 
 def _packets(path: Path) -> list[tuple[int, int, int]]:

@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
+from agent.containers.probe import ProbeError, keyframes, probe, same_streams
 from agent.demo import Rendered, render_run
-from agent.probe import ProbeError, keyframes, probe, same_streams
 
 from .conftest import run_in_thread
 from .hls import video_facts, video_keyframes
