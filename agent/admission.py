@@ -27,6 +27,7 @@ import psutil
 
 from .config import AdmissionConfig
 from .errors import Busy, InsufficientStorage
+from .tasks import pause
 
 log = logging.getLogger(__name__)
 
@@ -106,8 +107,8 @@ class Limiter:
     async def sample_forever(self, stop: asyncio.Event) -> None:
         """Keep CPU and free-disk figures fresh without blocking the event loop."""
         while not stop.is_set():
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stop.wait(), SAMPLE_SECONDS)
+            if await pause(stop, SAMPLE_SECONDS):
+                return
             await self.sample()
 
     async def sample(self) -> None:

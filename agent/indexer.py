@@ -29,6 +29,7 @@ from watchfiles import Change, awatch
 from .containers.probe import Cut, MediaFacts, ProbeError, fmp4_splits, is_long, probe, ts_splits
 from .index import Index, Segment
 from .layout import Layout, SegmentName
+from .tasks import pause
 
 log = logging.getLogger(__name__)
 
@@ -210,7 +211,7 @@ class Indexer:
         """The first scan, then a reconcile every RECONCILE_SECONDS, until `stop`."""
         while not stop.is_set():
             await self.reconcile()
-            await _wait(stop, RECONCILE_SECONDS)
+            await pause(stop, RECONCILE_SECONDS)
 
     async def settle_forever(self, stop: asyncio.Event) -> None:
         """Look at pending files every tick while there are any; sleep otherwise."""
@@ -218,7 +219,7 @@ class Indexer:
             if not self._pending:
                 self._has_pending.clear()
                 await _first_of(self._has_pending, stop)
-            if await _wait(stop, _TICK_SECONDS):
+            if await pause(stop, _TICK_SECONDS):
                 return
             await self._settle()
 
@@ -324,7 +325,7 @@ class Indexer:
             if not await asyncio.to_thread(self.root.is_dir):
                 log.warning("index: recordings root %s does not exist yet; waiting", self.root)
                 while not await asyncio.to_thread(self.root.is_dir):
-                    if await _wait(stop, 2.0):
+                    if await pause(stop, 2.0):
                         return
                 await self.reconcile()
             recursive, alone = await asyncio.to_thread(self._watch_plan)
@@ -347,7 +348,7 @@ class Indexer:
             finally:
                 self.status.watching = False
                 relay.cancel()
-            if await _wait(stop, 1.0):
+            if await pause(stop, 1.0):
                 return
             await self.reconcile()  # catch up on what happened while not watching
 
@@ -577,12 +578,3 @@ async def _first_of(*events: asyncio.Event) -> None:
     finally:
         for waiter in waiters:
             waiter.cancel()
-
-
-async def _wait(stop: asyncio.Event, seconds: float) -> bool:
-    """Wait up to `seconds`; True if `stop` was set meanwhile."""
-    try:
-        await asyncio.wait_for(stop.wait(), seconds)
-    except TimeoutError:
-        return False
-    return True

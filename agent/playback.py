@@ -8,9 +8,11 @@ service makes and finds segments.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
-from dataclasses import replace
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, replace
 
 from .admission import Limiter
 from .chains import Chains
@@ -32,6 +34,15 @@ SCAN_RETRY_SECONDS = 2
 SESSIONS_RETRY_SECONDS = 60
 # The whole timeline, for a recordings query without `from` or `to`.
 ALL_TIME_US = 1 << 62
+
+
+@dataclass(frozen=True)
+class Export:
+    """A download of a session's range: its file name and its bytes as they are made."""
+
+    session: Session
+    filename: str
+    chunks: AsyncIterator[bytes]
 
 
 def check_range(from_us: int | None, to_us: int | None) -> None:
@@ -125,15 +136,28 @@ class Playback:
     async def delete(self, session_id: str) -> None:
         await self.store.delete(session_id)
 
-    async def export(self, session_id: str) -> tuple[Session, str]:
-        """The session to export and the file name its download gets."""
+    @contextlib.asynccontextmanager
+    async def export(self, session_id: str) -> AsyncIterator[Export]:
+        """The session's range as one MP4 download: the session, the file name its
+        download gets, and its bytes as they are made (under an export slot)."""
         session = await self.store.get(session_id)
         self.store.touch(session)
 
         def stamp(us: int) -> str:
             return format_us(us).replace("-", "").replace(":", "")
 
-        return session, f"{session.camera_id}_{stamp(session.from_us)}_{stamp(session.to_us)}.mp4"
+        name = f"{session.camera_id}_{stamp(session.from_us)}_{stamp(session.to_us)}.mp4"
+        async with self.media.export(session) as chunks:
+            yield Export(session, name, chunks)
+
+    def plans_state(self) -> dict[str, int | bool]:
+        """For /healthz: how sessions were planned, and what is kept planned."""
+        return self.chains.state()
+
+    @property
+    def failed_builds(self) -> int:
+        """ffmpeg runs that failed since start."""
+        return self.media.failed
 
     async def media_for(self, session_id: str, name: str) -> Served:
         """What to send for `name` of a session: its playlist or one of its segments."""

@@ -263,7 +263,7 @@ async def healthz(request: web.Request) -> web.Response:
             "live": len(app[SESSIONS].sessions),
             "max": config.playback.max_sessions,
             "loading": not app[SESSIONS].loaded.is_set(),
-            "plans": app[PLAYBACK].chains.state(),
+            "plans": app[PLAYBACK].plans_state(),
         },
         "admission": app[LIMITER].state(),
         "connections": app[GUARD].state(),
@@ -386,16 +386,15 @@ async def media(request: web.Request) -> web.StreamResponse:
 async def clip(request: web.Request) -> web.StreamResponse:
     """The session's range as one MP4 download, streamed as ffmpeg makes it."""
     app = request.app
-    session, filename = await app[PLAYBACK].export(request.match_info["session_id"])
-    async with app[PLAYBACK].media.export(session) as chunks:
+    async with app[PLAYBACK].export(request.match_info["session_id"]) as export:
         headers = {
             "Content-Type": MP4_TYPE,
-            "Content-Disposition": f'attachment; filename="{filename}"',
+            "Content-Disposition": f'attachment; filename="{export.filename}"',
         }
         try:
-            return await serve.send_stream(request, chunks, headers)
+            return await serve.send_stream(request, export.chunks, headers)
         except FfmpegError as error:
-            log.error("export of %s failed: %s %s", session.id, error, error.detail)
+            log.error("export of %s failed: %s %s", export.session.id, error, error.detail)
             raise ExportFailed("the export could not be made; the agent logged why") from None
 
 
@@ -412,7 +411,7 @@ async def metrics(request: web.Request) -> web.Response:
         sessions_deleted=store.counts["deleted"],
         ffmpeg_running=limiter.running,
         ffmpeg_by_kind={kind.value: asdict(c) for kind, c in limiter.by_kind.items()},
-        ffmpeg_failed=app[PLAYBACK].media.failed,
+        ffmpeg_failed=app[PLAYBACK].failed_builds,
         index_segments=segments,
         index_cameras=cameras,
         index_pending=indexing.pending,

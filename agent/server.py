@@ -15,7 +15,6 @@ app's middleware; its answer is still the API's JSON error, not aiohttp's plain 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import gc
 import logging
 import resource
@@ -27,6 +26,8 @@ from typing import Any
 from aiohttp import web
 from aiohttp.web_protocol import RequestHandler
 from aiohttp.web_request import BaseRequest
+
+from .tasks import pause
 
 log = logging.getLogger(__name__)
 
@@ -141,8 +142,8 @@ class ConnectionGuard:
     async def sweep_forever(self, stop: asyncio.Event) -> None:
         """Close connections that have waited too long for their request headers."""
         while not stop.is_set():
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stop.wait(), 1.0)
+            if await pause(stop, 1.0):
+                return
             deadline = time.monotonic() - HEADER_TIMEOUT_SECONDS
             late = [
                 h for h, since in self._waiting.items() if since is not None and since < deadline

@@ -4,7 +4,6 @@ stray directories, and writes the new expiry of sessions that are being watched.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import os
 import shutil
@@ -12,6 +11,7 @@ import time
 from pathlib import Path
 
 from .sessions import SessionStore
+from .tasks import pause
 
 log = logging.getLogger(__name__)
 
@@ -64,9 +64,7 @@ async def sweep_once(store: SessionStore) -> None:
 
 async def sweep_forever(store: SessionStore, interval: float, stop: asyncio.Event) -> None:
     while not stop.is_set():
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(stop.wait(), interval)
-        if stop.is_set():
+        if await pause(stop, interval):
             return
         try:
             await sweep_once(store)

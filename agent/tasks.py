@@ -18,6 +18,13 @@ STOP_SECONDS = 5.0
 Loop = Callable[[asyncio.Event], Awaitable[None]]
 
 
+async def pause(stop: asyncio.Event, seconds: float) -> bool:
+    """Wait up to `seconds`, or until `stop` is set: whether it was (every loop's sleep)."""
+    with contextlib.suppress(TimeoutError):
+        await asyncio.wait_for(stop.wait(), seconds)
+    return stop.is_set()
+
+
 def next_backoff(current: float) -> float:
     """The wait before the next restart after one more failure (pure policy)."""
     return min(MAX_BACKOFF_SECONDS, current * 2)
@@ -43,8 +50,7 @@ class Supervisor:
             except Exception as error:
                 log.exception("%s failed; restarting it in %g s", name, backoff)
                 self.down[name] = f"background task {name} failed ({error}); restarting"
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._stop.wait(), backoff)
+            await pause(self._stop, backoff)
             backoff = next_backoff(backoff)
             self.down.pop(name, None)
 

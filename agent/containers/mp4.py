@@ -27,6 +27,17 @@ def s32(data: bytes, at: int) -> int:
     return int.from_bytes(data[at : at + 4], "big", signed=True)
 
 
+def tfdt_value(moof: bytes, tfdt: tuple[int, int]) -> tuple[int, int, int]:
+    """A Track Fragment Decode Time box (ISO/IEC 14496-12 8.8.12) whose body is
+    moof[body:end]: (offset of baseMediaDecodeTime in the moof, its width in bytes, its
+    value), 64 bits in version 1 and 32 in version 0; ProbeError if the box is too short."""
+    body, end = tfdt
+    width = 8 if end > body and moof[body] == 1 else 4
+    if end - body < 4 + width:
+        raise ProbeError("corrupt MP4 tfdt: shorter than its version says")
+    return body + 4, width, int.from_bytes(moof[body + 4 : body + 4 + width], "big")
+
+
 def boxes(data: bytes, start: int, end: int) -> Iterator[tuple[bytes, int, int]]:
     """(type, body start, box end) of each box in data[start:end]."""
     position = start
@@ -266,8 +277,7 @@ def traf_entries(moof: bytes, moof_at: int, track: Track) -> tuple[int, list[Sam
             default_flags = u32(moof, at)
         tfdt = child(moof, body, end, b"tfdt")
         if tfdt is not None:
-            width = 8 if moof[tfdt[0]] == 1 else 4
-            decode_time = int.from_bytes(moof[tfdt[0] + 4 : tfdt[0] + 4 + width], "big")
+            _, _, decode_time = tfdt_value(moof, tfdt)
         data = base
         for inner, ibody, iend in boxes(moof, body, end):
             if inner != b"trun":
@@ -402,11 +412,9 @@ def _first_runs(moof: bytes) -> Iterator[tuple[int, tuple[int, int, int], tuple[
             continue
         at = trun[0] + 8 + (4 if flags & 0x1 else 0) + (4 if flags & 0x4 else 0)
         stride = _stride(flags)
-        width = 8 if moof[tfdt[0]] == 1 else 4
-        value = int.from_bytes(moof[tfdt[0] + 4 : tfdt[0] + 4 + width], "big")
         yield (
             u32(moof, tfhd[0] + 4),
-            (tfdt[0] + 4, width, value),
+            tfdt_value(moof, tfdt),
             (at, u32(moof, at), u32(moof, at + stride)),
         )
 
@@ -450,9 +458,8 @@ def _decode_times(moof: bytes) -> Iterator[tuple[int, int, int, int]]:
         tfdt = child(moof, body, end, b"tfdt")
         if tfhd is None or tfdt is None:
             continue
-        width = 8 if moof[tfdt[0]] == 1 else 4
-        value = int.from_bytes(moof[tfdt[0] + 4 : tfdt[0] + 4 + width], "big")
-        yield tfdt[0] + 4, width, u32(moof, tfhd[0] + 4), value
+        at, width, value = tfdt_value(moof, tfdt)
+        yield at, width, u32(moof, tfhd[0] + 4), value
 
 
 def _put(data: bytearray, position: int, at: int, raw: bytes) -> None:

@@ -13,10 +13,12 @@ last frame, which is what a playlist's EXTINF must state.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import hashlib
 import itertools
 import os
+import stat
 import statistics
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
@@ -88,11 +90,24 @@ class MediaFacts:
         return self.duration * 1_000_000 // self.timescale
 
 
+@contextlib.contextmanager
+def opened(path: Path | str) -> Iterator[tuple[int, int]]:
+    """A recording opened for reading, with its size: never blocking (a FIFO put in a
+    recording's place would hang the reader and its thread for good), and refused with
+    ProbeError unless it is a regular file."""
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+    try:
+        info = os.fstat(fd)
+        if not stat.S_ISREG(info.st_mode):
+            raise ProbeError("not a regular file")
+        yield fd, info.st_size
+    finally:
+        os.close(fd)
+
+
 def probe(path: Path | str) -> MediaFacts:
     """Read the facts of the segment at `path`; raises ProbeError or OSError."""
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        size = os.fstat(fd).st_size
+    with opened(path) as (fd, size):
         head = os.pread(fd, 65536, 0)
         if (
             len(head) >= PACKET
@@ -103,8 +118,6 @@ def probe(path: Path | str) -> MediaFacts:
         if len(head) >= 8 and head[4:8] in (b"ftyp", b"styp", b"moov", b"free", b"wide"):
             return _probe_mp4(fd, size)
         raise ProbeError("neither MPEG-TS nor MP4")
-    finally:
-        os.close(fd)
 
 
 def keyframes(path: Path | str) -> list[tuple[int, int]]:
@@ -114,16 +127,12 @@ def keyframes(path: Path | str) -> list[tuple[int, int]]:
     Reads MPEG-TS in bounded chunks (an hour-long recording never sits in memory whole);
     only the sample tables for MP4.
     """
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        size = os.fstat(fd).st_size
+    with opened(path) as (fd, size):
         head = os.pread(fd, 65536, 0)
         if len(head) >= PACKET and head[0] == 0x47:
             video_pid = mpegts.program(head).video_pid
             return sorted(mpegts.file_keyframes(fd, size, video_pid))
         return [(pts, -1) for pts, _, sync in _mp4_samples(fd, size).samples if sync]
-    finally:
-        os.close(fd)
 
 
 def cut_point(path: Path | str, first_pts: int, wanted: int) -> Cut | None:
@@ -132,9 +141,7 @@ def cut_point(path: Path | str, first_pts: int, wanted: int) -> Cut | None:
     (serve it whole). The cut's time is the earliest presentation time from there (an
     open GOP's leading pictures come before its keyframe); for MPEG-TS it also names the
     PAT and PMT to send in front."""
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        size = os.fstat(fd).st_size
+    with opened(path) as (fd, size):
         head = os.pread(fd, 65536, 0)
         if len(head) >= PACKET and head[0] == 0x47:
             program = mpegts.program(head)
@@ -147,8 +154,6 @@ def cut_point(path: Path | str, first_pts: int, wanted: int) -> Cut | None:
         if at is None:
             return None
         return Cut(min(pts for pts, _, _ in samples[syncs[at] : syncs[at] + _MIN_FRAMES]))
-    finally:
-        os.close(fd)
 
 
 def _last_at_or_before(times: list[int], first_pts: int, wanted: int) -> int | None:
@@ -224,9 +229,7 @@ def ts_splits(
     bitrate being steady enough, with the PAT and PMT to send in front. Reads about half
     a GOP for each, never the whole file."""
     high = duration if high < 0 else min(high, duration)
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        size = os.fstat(fd).st_size
+    with opened(path) as (fd, size):
         program = mpegts.program(os.pread(fd, 65536, 0))
         cuts: list[Cut] = []
         last = low  # ticks after first_pts of the last cut
@@ -246,8 +249,6 @@ def ts_splits(
                 cuts.append(found_cut)
                 last = at
         return cuts
-    finally:
-        os.close(fd)
 
 
 def is_long(container: str, duration: int, timescale: int, seconds: int) -> bool:
@@ -276,9 +277,7 @@ def _keyframe_near(
     path: Path | str, first_pts: int, duration: int, wanted: int, step: int, after: bool
 ) -> Cut | None:
     at = pts_delta(wanted, first_pts)
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        size = os.fstat(fd).st_size
+    with opened(path) as (fd, size):
         program = mpegts.program(os.pread(fd, 65536, 0))
         offset = _scan_from_before(fd, size, program, first_pts, duration, at, step)
         before: tuple[int, int] | None = None
@@ -292,8 +291,6 @@ def _keyframe_near(
         if after or before is None or first:
             return None
         return _cut(fd, program, *before)
-    finally:
-        os.close(fd)
 
 
 def ts_cut_before(
@@ -341,8 +338,7 @@ def fmp4_cut(
     the recording's first frame: serve it whole) or, `after`, the first after `wanted`
     (None if there is none: serve to the end). Reads the init section and the moof boxes
     on the way, never the media."""
-    fd = os.open(path, os.O_RDONLY)
-    try:
+    with opened(path) as (fd, _):
         _, _, video = init_tracks(fd, media_start)
         before: Cut | None = None
         for kind, offset, body, end in top_level(fd, media_end, start):
@@ -357,8 +353,6 @@ def fmp4_cut(
                     )
                 before = Cut(pts, offset, sample=sample)
         return None if after else _unless_first(before, media_start)
-    finally:
-        os.close(fd)
 
 
 def _keyframes(samples: list[tuple[int, int, bool]]) -> Iterator[tuple[int, int]]:
