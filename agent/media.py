@@ -17,8 +17,8 @@ import json
 import logging
 import os
 import secrets
-from collections.abc import AsyncIterator, Callable, Sequence
-from dataclasses import dataclass, replace
+from collections.abc import AsyncIterator, Sequence
+from dataclasses import replace
 from pathlib import Path
 from stat import S_ISREG
 
@@ -28,7 +28,6 @@ from .config import Config
 from .containers import mp4, mpegts
 from .containers.mpegts import (
     CLOCK,
-    NULL_PACKET,
     PACKET,
     PTS_WRAP,
     keyframe_dts,
@@ -40,13 +39,13 @@ from .containers.probe import probe
 from .errors import AgentError, Busy, InsufficientStorage, NotFound, ProbeError
 from .files import write_file
 from .playlists import CUT, FRAGMENTS, OUT_START, MediaItem, Plan
+from .served import MP4_TYPE, SEGMENT_TYPE, TS_TYPE, Served, served_bytes
 from .sessions import MEDIA_ROW, Session, SessionStore
 from .times import format_us
 
 log = logging.getLogger(__name__)
 
 READ_AHEAD = 2
-_CHUNK = PACKET * 1394  # about 256 KiB of whole MPEG-TS packets
 _READ_AHEAD = "read-ahead"  # the name of a read-ahead build's task
 _SEEK_NUDGE = 0.0005  # seek just past the keyframe: ffmpeg starts at the keyframe before
 # The in-flight rewrite's own version, in the ETag of everything it sends: a change to
@@ -57,45 +56,6 @@ REWRITE_FORMAT = 1
 
 class MediaFailed(AgentError):
     status = 500
-
-
-PLAYLIST_TYPE = "application/vnd.apple.mpegurl"
-TS_TYPE = "video/mp2t"
-MP4_TYPE = "video/mp4"
-SEGMENT_TYPE = "video/iso.segment"  # a fragmented MP4 media segment (RFC 8216 3.3)
-
-
-Rewrite = Callable[[bytearray], None]
-Patch = Callable[[int, int, bytearray], None]  # (fd, file offset, bytes from there)
-
-
-@dataclass(frozen=True, kw_only=True)
-class Served:
-    """What to send for a session's URL: `prefix`, then bytes `start` to `stop` (0: the
-    end) of a file of the agent's choosing with the packets at `nulls` (file offsets) sent
-    as null packets, then `suffix`; with `rewrite` applied to whole packets of that
-    stream in flight; or `patch` applied to any of the file's bytes (at their offsets in
-    it). `gzip_path`, where set, is the same content compressed."""
-
-    path: Path
-    content_type: str
-    start: int = 0
-    stop: int = 0
-    prefix: bytes = b""
-    suffix: bytes = b""
-    nulls: tuple[int, ...] = ()
-    rewrite: Rewrite | None = None
-    patch: Patch | None = None
-    gzip_path: Path | None = None
-    max_age: int = 0
-    # What the bytes sent depend on besides the file's own (its mtime and length), for
-    # the ETag: the rewrite's format and parameters. "" for a file sent as it is.
-    version: str = ""
-
-    def length(self, size: int) -> int:
-        """The bytes sent for a file of `size` bytes."""
-        end = min(size, self.stop) if self.stop else size
-        return len(self.prefix) + max(0, end - self.start) + len(self.suffix)
 
 
 def _renumber(path: Path) -> None:
@@ -487,37 +447,6 @@ def _packets(path: Path, offsets: tuple[int, ...]) -> bytes:
         return b"".join(os.pread(fd, PACKET, offset) for offset in offsets)
     finally:
         os.close(fd)
-
-
-def served_bytes(fd: int, served: Served, position: int, stop: int, total: int) -> memoryview:
-    """The served stream's bytes from `position` (up to a chunk, before `stop`; the stream
-    is `total` bytes). A stream that is rewritten is read as whole packets from packet
-    boundaries, so that any byte range of it is the same bytes."""
-    aligned, limit = position, stop
-    if served.rewrite is not None:
-        aligned, limit = position - position % PACKET, min(stop + -stop % PACKET, total)
-    end = min(aligned + _CHUNK, limit)
-    prefix = served.prefix
-    body_end = total - len(served.suffix)  # where the file's bytes end in the stream
-    data = bytearray(prefix[aligned:end])
-    if end > len(prefix) and aligned < body_end:
-        start = max(aligned, len(prefix))
-        read = os.pread(fd, min(end, body_end) - start, start - len(prefix) + served.start)
-        if served.nulls:
-            read = bytearray(read)
-            for offset in served.nulls:  # whole packets: their stream offsets are aligned
-                at = offset - served.start + len(prefix) - start
-                if at >= 0 and at + PACKET <= len(read):
-                    read[at : at + PACKET] = NULL_PACKET
-        if served.patch is not None:  # the file's bytes, at their offsets in it
-            read = bytearray(read)
-            served.patch(fd, start - len(prefix) + served.start, read)
-        data += read
-    if end > body_end:
-        data += served.suffix[max(aligned, body_end) - body_end : end - body_end]
-    if served.rewrite is not None:
-        served.rewrite(data)  # whole packets only; a truncated last one goes as it is
-    return memoryview(data)[position - aligned : stop - aligned]
 
 
 def _version(item: MediaItem, init: bool, served: Served) -> str:

@@ -20,7 +20,8 @@ from .config import Config
 from .errors import BadRequest, Busy, NotFound
 from .index import Index
 from .indexer import IndexerStatus
-from .media import PLAYLIST_TYPE, MediaService, Served
+from .media import MediaService
+from .served import PLAYLIST_TYPE, Served
 from .sessions import PLAYLIST, Session, SessionStore, item
 from .timeline import Span, clip, spans
 from .times import format_us

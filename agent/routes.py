@@ -36,11 +36,11 @@ from .keys import (
     STARTED,
     TASKS,
 )
-from .media import MP4_TYPE
 from .media import MediaFailed as ExportFailed
 from .metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from .metrics import Snapshot
 from .page import SECURITY_HEADERS
+from .served import MP4_TYPE
 from .times import format_us, parse_rfc3339
 
 log = logging.getLogger(__name__)
@@ -452,7 +452,7 @@ async def page(request: web.Request) -> web.Response:
     if asset is None:
         raise web.HTTPNotFound()
     headers = {"ETag": asset.etag, "Cache-Control": "no-cache", **SECURITY_HEADERS}
-    if asset.etag in request.headers.get("If-None-Match", ""):
+    if serve.none_match(request.headers.get("If-None-Match"), asset.etag):
         return web.Response(status=304, headers=headers)
     return web.Response(
         body=asset.body, content_type=asset.content_type, charset="utf-8", headers=headers

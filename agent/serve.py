@@ -1,9 +1,16 @@
 """Sending a session's files over HTTP: byte ranges, conditional requests, the playlist's
 gzip twin, and media segments rewritten in flight onto the session's timeline.
 
-The media service decides what to send (paths the agent built, never the raw URL) and
-how to rewrite it; this module sends it, as aiohttp's FileResponse would, reading whole
-packets so that every byte range of a rewritten segment is the same bytes.
+The media service decides what to send (`served.Served`: paths the agent built, never
+the raw URL) and how to rewrite it; this module sends it, as aiohttp's FileResponse
+would, with the byte loop of `served` reading whole packets so that every byte range of
+a rewritten segment is the same bytes.
+
+Files sent as they are (the playlist and its gzip twin, segments ffmpeg made) go this
+way too, not through FileResponse: aiohttp 3.11's FileResponse reads `If-Range` only as
+a date, so a resume whose `If-Range` names a stale entity tag gets a 206 of the new
+bytes, the very splice the ETag is there to prevent; it also opens through symlinks and
+answers 416 to an invalid range-spec, which RFC 9110 14.1.1 says to ignore.
 """
 
 from __future__ import annotations
@@ -17,7 +24,7 @@ from pathlib import Path
 from aiohttp import web
 
 from .errors import NotFound
-from .media import Served, served_bytes
+from .served import Served, served_bytes
 
 _RANGE = re.compile(r"bytes=([0-9]*)-([0-9]*)")
 # One entity tag of an If-None-Match list (RFC 9110 8.8.3): weak or strong, or "*".
