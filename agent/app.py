@@ -35,6 +35,7 @@ from .page import load as load_page
 from .playback import Playback
 from .server import ConnectionGuard
 from .sessions import SessionStore, StateLock
+from .stored import row_of
 from .sweep import sweep_forever
 from .tasks import Supervisor
 
@@ -141,7 +142,7 @@ def _sessions(clock: Callable[[], float]) -> Callable[[web.Application], AsyncIt
         # /healthz answers at once; requests that need a session wait for the loading.
         app[TASKS].start("sessions-load", lambda _: store.load())
         media = MediaService(config, store, app[LIMITER])
-        chains = Chains(config, app[INDEX])
+        chains = Chains(config, app[INDEX], prepare=row_of)
         app[TASKS].start("chains-warm", lambda _: chains.warm(app[INDEXER].scanned))
         app[PLAYBACK] = Playback(
             config, app[INDEX], store, chains, media, app[LIMITER], app[INDEXER].status

@@ -26,7 +26,7 @@ import asyncio
 import bisect
 import logging
 from collections import OrderedDict
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -43,8 +43,7 @@ from .containers.probe import (
     ts_splits,
 )
 from .index import Change, Index, Segment
-from .playlists import Chain, Link, Plan, lines_of
-from .sessions import row_of
+from .playlists import Chain, Link, MediaItem, Plan, lines_of
 from .times import format_us
 
 log = logging.getLogger(__name__)
@@ -66,9 +65,14 @@ class _Kept:
 
 
 class Chains:
-    def __init__(self, config: Config, index: Index) -> None:
+    def __init__(
+        self, config: Config, index: Index, prepare: Callable[[MediaItem], object] = bool
+    ) -> None:
+        """`prepare` is called on each item as it is planned, on the worker thread: the
+        session store makes its plan.json row there, once for every session sliced."""
         self.config = config
         self.index = index
+        self._prepare = prepare
         self._kept: OrderedDict[str, _Kept] = OrderedDict()  # least recently used first
         self._locks: dict[str, asyncio.Lock] = {}
         # Writes told while chains are planned, a list each.
@@ -218,7 +222,7 @@ class Chains:
             kept.longest_us = max(kept.longest_us, segment.end_us - segment.start_us)
         for item in chain.items[made:]:
             lines_of(item)
-            row_of(item)
+            self._prepare(item)
 
     def _trim(self, using: str) -> None:
         """Keep at most CHAIN_LINKS_KEPT recordings: drop the chains used least lately,

@@ -40,7 +40,8 @@ from .errors import AgentError, Busy, InsufficientStorage, NotFound, ProbeError
 from .files import write_file
 from .playlists import CUT, FRAGMENTS, OUT_START, MediaItem, Plan
 from .served import MP4_TYPE, SEGMENT_TYPE, TS_TYPE, Served, served_bytes
-from .sessions import MEDIA_ROW, Session, SessionStore
+from .sessions import SessionStore
+from .stored import MEDIA_ROW, Session
 from .times import format_us
 
 log = logging.getLogger(__name__)

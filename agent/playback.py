@@ -22,7 +22,8 @@ from .index import Index
 from .indexer import IndexerStatus
 from .media import MediaService
 from .served import PLAYLIST_TYPE, Served
-from .sessions import PLAYLIST, Session, SessionStore, item
+from .sessions import SessionStore
+from .stored import PLAYLIST, Session, named_item
 from .timeline import Span, clip, spans
 from .times import format_us
 
@@ -172,7 +173,7 @@ class Playback:
             )
         else:
             plan = await self.store.plan(session)
-            found = item(plan, name)
+            found = named_item(plan, name)
             if found is None:
                 raise NotFound(f"this session has no media named {name}")
             served = await self.media.file_for(session, plan, *found, init=name.startswith("i"))

@@ -20,6 +20,7 @@ moves them onto its own by one offset (Plan.at).
 
 from __future__ import annotations
 
+import enum
 import functools
 import math
 import operator
@@ -38,8 +39,18 @@ OUT_START = 10 * CLOCK  # where a session's timeline starts (90 kHz ticks)
 # recorder may start ahead of the video, does not overlap the audio before it. Beyond
 # this the audio overlaps instead: a longer pause in the picture would be seen.
 MAX_HOLD = CLOCK // 2
-RECORDED, CUT, REMUX, FRAGMENTS = "recorded", "cut", "remux", "fragments"
-KINDS = (RECORDED, CUT, REMUX, FRAGMENTS)
+
+
+class MediaKind(enum.StrEnum):
+    """How a media item is served (its value is what plan.json says)."""
+
+    RECORDED = "recorded"  # a recording's own MPEG-TS bytes, rewritten in flight
+    CUT = "cut"  # the same from a keyframe's packet, PAT and PMT in front
+    REMUX = "remux"  # made by ffmpeg into the session's directory
+    FRAGMENTS = "fragments"  # a fragmented MP4 recording's own fragments
+
+
+RECORDED, CUT, REMUX, FRAGMENTS = MediaKind
 
 
 @dataclass(kw_only=True, slots=True)
@@ -51,10 +62,9 @@ class MediaItem:
     object.__setattr__: 69 ms of a day's 200 ms plan (8,640 items)."""
 
     source: str  # the recording's path relative to the recordings root
-    # RECORDED, CUT (from a keyframe's packet, PAT and PMT in front), REMUX, or FRAGMENTS
-    # (fragments of a fragmented MP4 recording, bytes cut_at to stop_at, init section 0 to
-    # init_size, their decode times moved by `shift` ticks of the video's timescale)
-    kind: str
+    # FRAGMENTS: bytes cut_at to stop_at, init section 0 to init_size, their decode
+    # times moved by `shift` ticks of the video's timescale
+    kind: MediaKind
     duration: float  # EXTINF: real media duration in seconds
     pdt_us: int  # wall-clock time of the first frame (UTC microseconds)
     discontinuity: bool  # the streams change before this segment (codec, PIDs, container)
@@ -84,7 +94,7 @@ class MediaItem:
     mp4_tag: str = ""
     timescale: int = 0  # FRAGMENTS: the video's timescale (ticks a second)
     name: str = ""  # its URI in its session (s000000.ts, s000000.m4s): given by Plan.at
-    # Its playlist lines and its plan.json row, made once (`lines_of`, sessions.row_of): every
+    # Its playlist lines and its plan.json row, made once (`lines_of`, stored.row_of): every
     # session that shares an item writes them. Not part of the plan.
     text: str = field(default="", init=False, repr=False, compare=False)
     row: bytes = field(default=b"", init=False, repr=False, compare=False)

@@ -17,7 +17,7 @@ from agent.containers.probe import Cut
 from agent.index import Segment
 from agent.keys import INDEX, PLAYBACK
 from agent.playlists import Chain, Plan, plan
-from agent.sessions import Stored
+from agent.stored import Stored
 
 from .conftest import T0, S, at, camera_counts, make_config, place_old, post, start_with, wait_for
 from .hls import parse

@@ -19,13 +19,15 @@ from typing import Any
 import pytest
 
 from agent import sessions as sessions_module
+from agent import stored as stored_module
 from agent.app import create_app
 from agent.demo import Rendered
 from agent.ids import new_session_id as new_id
 from agent.index import Index
 from agent.keys import INDEX, LIMITER, SESSIONS
-from agent.playlists import MediaItem, Plan
-from agent.sessions import FORMAT, SessionStore, Stored
+from agent.playlists import RECORDED, MediaItem, Plan
+from agent.sessions import SessionStore
+from agent.stored import FORMAT, Stored
 from agent.sweep import is_stray, sweep_once
 
 from .conftest import (
@@ -145,13 +147,13 @@ async def test_requests_wait_for_the_sessions_being_loaded(
     await client.close()
     # Loading held up, as with tens of thousands of sessions on a slow card.
     gate = threading.Event()
-    read = sessions_module._read_session
+    read = stored_module.read_summary
 
     def held_up(directory: Path, name: str) -> Any:
         gate.wait(30)
         return read(directory, name)
 
-    monkeypatch.setattr(sessions_module, "_read_session", held_up)
+    monkeypatch.setattr(sessions_module, "read_summary", held_up)
     client = await aiohttp_client(create_app(make_config(tmp_path)))
     try:
         health = await (await client.get("/healthz")).json()
@@ -178,7 +180,7 @@ def _plan() -> Plan:
     item = MediaItem(
         name="s000000.ts",
         source="cam/a.ts",
-        kind="recorded",
+        kind=RECORDED,
         duration=2.0,
         pdt_us=0,
         discontinuity=False,
