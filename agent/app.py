@@ -10,7 +10,7 @@ from aiohttp import web
 
 from . import routes
 from .admission import Limiter
-from .chains import Chains
+from .chains import ChainCache
 from .config import Config
 from .index import Index
 from .indexer import Indexer
@@ -142,7 +142,7 @@ def _sessions(clock: Callable[[], float]) -> Callable[[web.Application], AsyncIt
         # /healthz answers at once; requests that need a session wait for the loading.
         app[TASKS].start("sessions-load", lambda _: store.load())
         media = MediaService(config, store, app[LIMITER])
-        chains = Chains(config, app[INDEX], prepare=row_of)
+        chains = ChainCache(config, app[INDEX], prepare=row_of)
         app[TASKS].start("chains-warm", lambda _: chains.warm(app[INDEXER].scanned))
         app[PLAYBACK] = Playback(
             config, app[INDEX], store, chains, media, app[LIMITER], app[INDEXER].status

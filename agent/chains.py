@@ -64,7 +64,7 @@ class _Kept:
     changes: list[Change] = field(default_factory=list)  # told, not yet applied
 
 
-class Chains:
+class ChainCache:
     def __init__(
         self, config: Config, index: Index, prepare: Callable[[MediaItem], object] = bool
     ) -> None:
@@ -100,21 +100,21 @@ class Chains:
         for told in self._building.get(change.camera, ()):
             told.append(change)
 
-    async def plan(
+    async def for_session(
         self, camera: str, from_us: int, to_us: int
     ) -> tuple[list[Segment], Plan] | None:
         """The camera's recordings that overlap [from_us, to_us), and a session's plan of
         them played from `from_us`; None if there are none."""
         async with self._locks.setdefault(camera, asyncio.Lock()):
             try:
-                found = await self._plan(camera, from_us, to_us)
+                planned = await self._plan(camera, from_us, to_us)
             except BaseException:
                 self._kept.pop(camera, None)  # maybe half grown, or still in a thread's hands
                 raise
-            if found is not None:
+            if planned is not None:
                 self._kept.move_to_end(camera)
                 self._trim(camera)
-            return found
+            return planned
 
     async def _plan(
         self, camera: str, from_us: int, to_us: int
@@ -131,10 +131,10 @@ class Chains:
         ):
             await self._grow(camera, kept, to_us)
             grown = True
-        found = None
+        planned = None
         if kept is not None and from_us >= kept.lo and to_us <= kept.hi:
-            found = await asyncio.to_thread(self._slice, kept, from_us, to_us)
-        if found is not None:
+            planned = await asyncio.to_thread(self._slice, kept, from_us, to_us)
+        if planned is not None:
             self.counts["grown" if grown else "sliced"] += 1
         else:
             if kept is not None:
@@ -148,10 +148,11 @@ class Chains:
             if kept is None:
                 return None
             self._kept[camera] = kept
-            found = await asyncio.to_thread(self._slice, kept, from_us, to_us)
-            assert found is not None, "a chain of the session's own recordings serves it"
+            planned = await asyncio.to_thread(self._slice, kept, from_us, to_us)
+            if planned is None:  # its recordings in the range are none it would play
+                return None
             self.counts["planned"] += 1
-        return found if found[0] else None
+        return planned if planned[0] else None
 
     async def warm(self, scanned: asyncio.Event) -> None:
         """Once the first scan is done, plan each camera's latest `playback.max_seconds`
@@ -264,12 +265,14 @@ class Chains:
         if k == high:
             return [], Plan((), 0.0)  # no recordings
         segments = [link.segment for link in links[k:high] if link.segment.end_us > from_us]
-        m = next(n for n in range(high - 1, k - 1, -1) if links[n].chosen)
-        if not links[k].chosen or Chain.way(segments) != (kept.chain.fragmented, kept.chain.hevc):
+        m = next((n for n in range(high - 1, k - 1, -1) if links[n].chosen), None)
+        if m is None or not links[k].chosen:
+            return None
+        if Chain.way(segments) != (kept.chain.fragmented, kept.chain.hevc):
             return None
         first_cut, head_parts, tail_parts, last_cut = self._ends(links[k], links[m], from_us, to_us)
-        found = kept.chain.plan(k, m, from_us, first_cut, head_parts, tail_parts, last_cut)
-        return segments, found
+        sliced = kept.chain.slice(k, m, from_us, first_cut, head_parts, tail_parts, last_cut)
+        return segments, sliced
 
     # -- reading recordings --------------------------------------------------------------
 

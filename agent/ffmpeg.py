@@ -97,8 +97,9 @@ async def stream(
     early (a client went away) or `time_limit` passes, ffmpeg is stopped and reaped.
     Raises FfmpegError if it cannot start or fails."""
     process = await _spawn(argv, asyncio.subprocess.PIPE)
-    assert process.stdout is not None
-    assert process.stderr is not None
+    if process.stdout is None or process.stderr is None:  # both were asked for as pipes
+        await stop(process)
+        raise FfmpegError(f"{argv[0]} started without its pipes")
     errors = asyncio.ensure_future(process.stderr.read())  # drained, never left to fill
     deadline = asyncio.get_running_loop().time() + time_limit
     try:

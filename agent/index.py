@@ -321,11 +321,13 @@ class Index:
         return await asyncio.get_running_loop().run_in_executor(executor, call)
 
     def _w(self) -> sqlite3.Connection:
-        assert self._write_db is not None, "index is not open"
+        if self._write_db is None:
+            raise RuntimeError("the index is not open")
         return self._write_db
 
     def _r(self) -> sqlite3.Connection:
-        assert self._read_db is not None, "index is not open"
+        if self._read_db is None:
+            raise RuntimeError("the index is not open")
         return self._read_db
 
     async def _write(self, work: Callable[[sqlite3.Connection], T]) -> T:

@@ -283,7 +283,8 @@ class Indexer:
             newest: dict[str, int] = {}
             for relpath, state in on_disk.items():
                 name = self.layout.parse(relpath)
-                assert name is not None
+                if name is None:  # list_dir keeps only names that parse
+                    continue
                 newest[name.camera] = max(name.start_us, newest.get(name.camera, name.start_us))
                 unchanged = known.get(relpath) == (state.size, state.mtime_ns, state.inode)
                 if not unchanged and unreadable.get(relpath) != state:

@@ -98,12 +98,12 @@ def first_time(path: Path) -> int:
     with open(path, "rb") as handle:
         head = handle.read(1 << 20)
     program = mpegts.program(head)
-    found = [dts for _, dts in pes_times(head, 0, program.video_pid)[:1]]
+    starts = [dts for _, dts in pes_times(head, 0, program.video_pid)[:1]]
     if program.audio_pid is not None:
-        found += [pts for pts, _ in pes_times(head, 0, program.audio_pid)[:1]]
-    if not found:
+        starts += [pts for pts, _ in pes_times(head, 0, program.audio_pid)[:1]]
+    if not starts:
         raise ProbeError("a made segment's MPEG-TS has no timestamp at its head")
-    return min(found)
+    return min(starts)
 
 
 def concat_listing(root: Path, items: Sequence[MediaItem], first_dts: int | None = None) -> str:
@@ -400,7 +400,7 @@ class MediaService:
     async def export(self, session: Session) -> AsyncIterator[AsyncIterator[bytes]]:
         """The session's range as fragmented MP4, streamed while it is made, under an
         export slot (503 when the box is busy); ffmpeg stops when the consumer does."""
-        plan = await self.store.plan(session)
+        plan = await self.store.load_plan(session)
         # Every item as served: a day's 8,640, off the event loop.
         items = await asyncio.to_thread(lambda: [plan.at(n) for n in range(len(plan.items))])
         first_us = items[0].pdt_us

@@ -15,7 +15,7 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass, replace
 
 from .admission import Limiter
-from .chains import Chains
+from .chains import ChainCache
 from .config import Config
 from .errors import BadRequest, Busy, NotFound
 from .index import Index
@@ -59,7 +59,7 @@ class Playback:
         config: Config,
         index: Index,
         store: SessionStore,
-        chains: Chains,
+        chains: ChainCache,
         media: MediaService,
         limiter: Limiter,
         indexing: IndexerStatus,
@@ -82,8 +82,8 @@ class Playback:
         await self._require_camera(camera_id)
         low = from_us if from_us is not None else -ALL_TIME_US
         high = to_us if to_us is not None else ALL_TIME_US
-        found = await self.index.segments(camera_id, low, high)
-        return clip(spans(found, self.config.layout.name_resolution_us), low, high)
+        recordings = await self.index.segments(camera_id, low, high)
+        return clip(spans(recordings, self.config.layout.name_resolution_us), low, high)
 
     async def open(self, camera_id: str, from_us: int, to_us: int) -> Session:
         """Check a request, plan its playlist from the index and create the session."""
@@ -109,16 +109,16 @@ class Playback:
             )
         await self._require_camera(camera_id)
         started = time.perf_counter()
-        planned = await self.chains.plan(camera_id, from_us, to_us)
+        planned = await self.chains.for_session(camera_id, from_us, to_us)
         planned_s = time.perf_counter() - started
         if planned is None:
             raise NotFound(f"camera {camera_id} has no recorded footage in that range")
-        segments, found = planned
+        segments, plan = planned
         # The session writes its playlist and metadata now, its first segment soon after.
-        first = found.items[0]
-        await self.limiter.check_disk(len(found.items) * WRITTEN_PER_ITEM + first.made_size)
+        first = plan.items[0]
+        await self.limiter.check_disk(len(plan.items) * WRITTEN_PER_ITEM + first.made_size)
         session = await self.store.create(
-            camera_id, from_us, to_us, [segment.path for segment in segments], found
+            camera_id, from_us, to_us, [segment.path for segment in segments], plan
         )
         log.info(
             "playback: %s created for %s, %d segment(s), %.0f s (planned in %.0f ms, written"
@@ -172,11 +172,11 @@ class Playback:
                 content_type=PLAYLIST_TYPE,
             )
         else:
-            plan = await self.store.plan(session)
-            found = named_item(plan, name)
-            if found is None:
+            plan = await self.store.load_plan(session)
+            named = named_item(plan, name)
+            if named is None:
                 raise NotFound(f"this session has no media named {name}")
-            served = await self.media.file_for(session, plan, *found, init=name.startswith("i"))
+            served = await self.media.file_for(session, plan, *named, init=name.startswith("i"))
         self.store.touch(session)
         # Clients may keep what they fetched for as long as the session lives.
         max_age = max(0, (session.expires_us - self.store.now_us()) // 1_000_000)

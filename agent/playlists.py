@@ -14,7 +14,7 @@ fragmented MP4 (hvc1, for Safari) the same way. The playlist is complete from th
 start, so its durations come from the index, exact to the tick.
 
 A camera's recordings are planned once, as a chain (Chain), that sessions slice
-(Chain.plan): a session's items are the chain's, on the chain's timeline, and its plan
+(Chain.slice): a session's items are the chain's, on the chain's timeline, and its plan
 moves them onto its own by one offset (Plan.at).
 """
 
@@ -200,7 +200,7 @@ class Link:
     segment: Segment
     chosen: bool  # False: wholly inside the recording before (a duplicate); no items
     first: int  # the index of its first item in the chain's items
-    kind: str = RECORDED
+    kind: MediaKind = RECORDED
     start: int = 0  # its first frame on the chain's timeline (90 kHz, unwrapped)
     end: int = 0  # where its video ends
     audio_end: int | None = None  # where its audio ends
@@ -368,7 +368,8 @@ class Chain:
         else:
             fields.update(shift=(start - begin) % PTS_WRAP, cc_shift=link.cc_shift)
             if kind == CUT:
-                assert cut is not None
+                if cut is None:
+                    raise ValueError("an item cut at a keyframe without the keyframe")
                 fields.update(cut_at=cut.offset, prefix=cut.prefix, nulls=cut.early)
         if self.hevc:
             fields.update(mp4_tag="hvc1" if seg.video_codec == "hevc" else "avc1")
@@ -397,7 +398,7 @@ class Chain:
             found.append(({**fields, **part_fields}, start + at))
         return found, None
 
-    def plan(
+    def slice(
         self,
         k: int,
         m: int,
@@ -449,7 +450,7 @@ def _finish(opened: list[tuple[dict[str, Any], int]], end: int) -> list[MediaIte
     ]
 
 
-def plan(
+def plan_alone(
     segments: Sequence[Segment],
     from_us: int,
     name_resolution_us: int,
@@ -458,7 +459,7 @@ def plan(
     last_cut: Cut | None = None,
 ) -> Plan:
     """The plan of a session of `segments` (one camera's, by start) played from `from_us`,
-    on a chain of its own (Chain.plan says what the arguments mean).
+    on a chain of its own (Chain.slice says what the arguments mean).
 
     A long MPEG-TS or fragmented MP4 recording is served as several media segments, cut
     at the keyframes `splits` gives for its path (by offset, and for fragmented MP4 the
@@ -471,7 +472,7 @@ def plan(
         chain.append(segment, splits.get(segment.path, ()))
     last = max(n for n, link in enumerate(chain.links) if link.chosen)
     head, tail = segments[0].path, segments[last].path
-    return chain.plan(
+    return chain.slice(
         0, last, from_us, first_cut, splits.get(head, ()), splits.get(tail, ()), last_cut
     )
 

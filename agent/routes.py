@@ -273,7 +273,7 @@ async def healthz(request: web.Request) -> web.Response:
 
 async def cameras(request: web.Request) -> web.Response:
     _query(request, set())
-    found = await request.app[INDEX].cameras()
+    known = await request.app[INDEX].cameras()
     return web.json_response(
         {
             "cameras": [
@@ -284,7 +284,7 @@ async def cameras(request: web.Request) -> web.Response:
                     "last_end": format_us(camera.last_end_us),
                     "segment_seconds": round(camera.mean_segment_us / 1e6, 3),
                 }
-                for camera in found
+                for camera in known
             ]
         }
     )

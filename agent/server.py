@@ -241,7 +241,8 @@ class GuardedSite(web.TCPSite):
     async def start(self) -> None:
         await web.BaseSite.start(self)
         server = self._runner.server
-        assert server is not None
+        if server is None:
+            raise RuntimeError("the runner was not set up")
         guard = self._guard
         loop = asyncio.get_running_loop()
 

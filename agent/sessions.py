@@ -153,7 +153,7 @@ class SessionStore:
     def _load(self) -> tuple[list[Session], set[str]]:
         """The sessions read, and the names of every session directory present."""
         self.directory.mkdir(parents=True, exist_ok=True)
-        found = []
+        loaded = []
         present = set()
         for entry in os.scandir(self.directory):
             name = entry.name
@@ -171,12 +171,12 @@ class SessionStore:
                 continue
             for leftover in directory.glob(".*.tmp"):
                 leftover.unlink(missing_ok=True)
-            found.append(session)
-        return found, present
+            loaded.append(session)
+        return loaded, present
 
     # -- plans ---------------------------------------------------------------------------
 
-    async def plan(self, session: Session) -> Plan:
+    async def load_plan(self, session: Session) -> Plan:
         """The session's plan: from memory if it was used lately, else from its plan.json
         (one read however many requests ask at once)."""
         stored = self._plans.get(session.id)

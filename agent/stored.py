@@ -209,9 +209,9 @@ def named_item(plan: Plan, name: str) -> tuple[int, MediaItem] | None:
     number = int(name[1:7])
     if number >= len(plan.items):
         return None
-    found = plan.at(number)
-    if name == found.name or (name == init_name(number) and found.is_mp4):
-        return number, found
+    served = plan.at(number)
+    if name == served.name or (name == init_name(number) and served.is_mp4):
+        return number, served
     return None
 
 

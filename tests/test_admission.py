@@ -52,24 +52,38 @@ def test_build_slots_from_cpu_count() -> None:
 
 
 async def test_limiter_queues_then_rejects(tmp_path: Path) -> None:
+    """One slot: the second job waits for the first, and a job that cannot get the slot
+    within queue_timeout_seconds is refused with Retry-After. Each step waits on the
+    state it needs, never on a margin of wall-clock time."""
     limiter = Limiter(AdmissionConfig(max_builds=1, queue_timeout_seconds=1), tmp_path)
     await limiter.sample()
     limiter.cpu_percent = 0.0
     order: list[str] = []
 
-    async def job(name: str, hold: float) -> None:
+    async def job(name: str, holding: asyncio.Event, release: asyncio.Event) -> None:
         async with limiter.slot(0, Kind.EXPORT):
             order.append(name)
-            await asyncio.sleep(hold)
+            holding.set()
+            await release.wait()
 
-    await asyncio.gather(job("a", 0.2), job("b", 0))  # b waits for a's slot
+    a_holds, a_release = asyncio.Event(), asyncio.Event()
+    a = asyncio.create_task(job("a", a_holds, a_release))
+    await a_holds.wait()
+    b_holds, b_release = asyncio.Event(), asyncio.Event()
+    b = asyncio.create_task(job("b", b_holds, b_release))
+    while limiter.waiting == 0:  # b waits for a's slot
+        await asyncio.sleep(0)
+    assert order == ["a"]
+    a_release.set()
+    await b_holds.wait()
     assert order == ["a", "b"]
-    holder = asyncio.create_task(job("c", 1.5))
-    await asyncio.sleep(0.05)
+    # b holds the slot until it is told: d cannot get it within its second.
     with pytest.raises(Busy) as caught:
-        await job("d", 0)
+        await job("d", asyncio.Event(), asyncio.Event())
     assert caught.value.retry_after >= 1
-    await holder
+    b_release.set()
+    await asyncio.gather(a, b)
+    assert order == ["a", "b"]
     assert limiter.state()["rejected_busy"] == 1
     assert limiter.running == 0
 

@@ -16,7 +16,7 @@ from agent import chains as chains_module
 from agent.containers.probe import Cut
 from agent.index import Segment
 from agent.keys import INDEX, PLAYBACK
-from agent.playlists import Chain, Plan, plan
+from agent.playlists import Chain, Plan, plan_alone
 from agent.stored import Stored
 
 from .conftest import T0, S, at, camera_counts, make_config, place_old, post, start_with, wait_for
@@ -107,8 +107,8 @@ def test_a_slice_of_a_chain_is_the_session_planned_alone() -> None:
             keyframe = (head.first_pts + rnd.randrange(1, 800_000)) % (1 << 33)
             cut = Cut(offset=18_800, pts=keyframe, prefix=(0, 188), early=(376,))
         from_us = head.start_us + rnd.randrange(9 * S)
-        alone = plan(recordings[k : m + 1], from_us, S, cut)
-        sliced = chain.plan(k, m, from_us, cut)
+        alone = plan_alone(recordings[k : m + 1], from_us, S, cut)
+        sliced = chain.slice(k, m, from_us, cut)
         assert _differences(alone, sliced) == []
         # The served timeline starts where a session's does, whatever the chain's start.
         assert sliced.at(0).shift == alone.at(0).shift
@@ -126,14 +126,14 @@ def test_a_chain_cut_back_or_shortened_plans_as_one_planned_so() -> None:
         for segment in recordings[back:]:
             regrown.append(segment)
         last = len(recordings) - 1
-        assert regrown.plan(0, last, T0).items == straight.plan(0, last, T0).items
+        assert regrown.slice(0, last, T0).items == straight.slice(0, last, T0).items
         # The oldest recordings dropped: the rest of the chain stands as planned.
         dropped = rnd.randrange(1, len(recordings))
         shortened = _chain(recordings)
         shortened.drop(dropped)
         k = rnd.randrange(len(recordings) - dropped)
-        whole = straight.plan(k + dropped, last, recordings[k + dropped].start_us)
-        assert shortened.plan(k, last - dropped, recordings[k + dropped].start_us) == whole
+        whole = straight.slice(k + dropped, last, recordings[k + dropped].start_us)
+        assert shortened.slice(k, last - dropped, recordings[k + dropped].start_us) == whole
 
 
 def test_a_wall_clock_chained_for_days_stays_with_the_names() -> None:
@@ -147,7 +147,7 @@ def test_a_wall_clock_chained_for_days_stays_with_the_names() -> None:
             _recording(n, T0 + n * 10 * S, duration, (n * duration) % (1 << 33), end_us=10_010_000)
         )
     chain = _chain(recordings)
-    found = chain.plan(0, len(recordings) - 1, T0)
+    found = chain.slice(0, len(recordings) - 1, T0)
     assert all(
         abs(item.pdt_us - segment.start_us) <= S + 60_000
         for item, segment in zip(found.items, recordings, strict=True)
@@ -244,7 +244,7 @@ def test_a_plan_written_before_offsets_reads_as_it_was_served() -> None:
     format 4 keeps the chain's items as they are and one offset. Both read back to the
     same items as served."""
     recordings = _recordings(random.Random(10), 12)
-    sliced = _chain(recordings).plan(4, 11, recordings[4].start_us)
+    sliced = _chain(recordings).slice(4, 11, recordings[4].start_us)
     assert sliced.offset != 0
     stored = Stored(sliced, [segment.path for segment in recordings[4:]])
     again = Stored.from_json(json.loads(stored.to_bytes()))

@@ -39,7 +39,10 @@ def tfdt_value(moof: bytes, tfdt: tuple[int, int]) -> tuple[int, int, int]:
 
 
 def boxes(data: bytes, start: int, end: int) -> Iterator[tuple[bytes, int, int]]:
-    """(type, body start, box end) of each box in data[start:end]."""
+    """(type, body start, box end) of each box in data[start:end].
+
+    ISO/IEC 14496-12 4.2: a box is size, type, then largesize if size is 1; size 0 runs to the
+    end."""
     position = start
     while position + 8 <= end:
         size, kind, header = u32(data, position), data[position + 4 : position + 8], 8
@@ -62,7 +65,9 @@ def child(data: bytes, start: int, end: int, kind: bytes) -> tuple[int, int] | N
 
 def top_level(fd: int, size: int, start: int = 0) -> Iterator[tuple[bytes, int, int, int]]:
     """(type, box offset, body offset, box end) of each top-level box from `start` (a box's
-    offset), reading only headers; raises ProbeError at a box that is cut short."""
+    offset), reading only headers; raises ProbeError at a box that is cut short.
+
+    ISO/IEC 14496-12 4.2, as `boxes`."""
     position = start
     while position < size:
         header = os.pread(fd, 16, position)
@@ -81,6 +86,9 @@ def top_level(fd: int, size: int, start: int = 0) -> Iterator[tuple[bytes, int, 
 
 @dataclass
 class Track:
+    """ISO/IEC 14496-12: tkhd 8.3.2 (track_ID), mdhd 8.4.2 (timescale), hdlr 8.4.3 (handler_type),
+    trex 8.8.3 (fragment defaults)."""
+
     track_id: int = 0
     handler: bytes = b""
     timescale: int = 0
@@ -101,7 +109,10 @@ _CONFIG_BOXES = {b"avcC", b"hvcC"}
 def _decoder_config(moov: bytes, entry: int) -> bytes:
     """A video sample entry's width, height and codec configuration box (avcC, hvcC):
     what its decoder is set up with. Not the whole entry: a muxer writes each file's
-    own bitrate (btrt) there."""
+    own bitrate (btrt) there.
+
+    The sample entry: ISO/IEC 14496-12 8.5.2 stsd, 12.1.3 VisualSampleEntry; its avcC or
+    hvcC: ISO/IEC 14496-15 5.3.3.1, 8.3.3.1."""
     end = min(entry + u32(moov, entry), len(moov))
     found = bytearray(moov[entry + 32 : entry + 36])  # width, height
     children = entry + 8 + _VISUAL_ENTRY
@@ -118,7 +129,9 @@ def read_box(fd: int, body: int, end: int) -> bytes:
 
 
 def _table(moov: bytes, box: tuple[int, int] | None, width: int) -> list[tuple[int, ...]]:
-    """The entries of a full box made of a 32-bit count and `width` 32-bit fields each."""
+    """The entries of a full box made of a 32-bit count and `width` 32-bit fields each.
+
+    ISO/IEC 14496-12 4.2 FullBox, then entry_count and the entries of the tables in 8.6 and 8.7."""
     if box is None:
         return []
     count = u32(moov, box[0] + 4)
@@ -129,7 +142,10 @@ def _table(moov: bytes, box: tuple[int, int] | None, width: int) -> list[tuple[i
 
 
 def _plain_samples(moov: bytes, stbl: tuple[int, int], shift: int) -> list[tuple[int, int, bool]]:
-    """(pts, duration, sync) of each sample from the stts, ctts and stss tables."""
+    """(pts, duration, sync) of each sample from the stts, ctts and stss tables.
+
+    ISO/IEC 14496-12 8.6.1.2 stts, 8.6.1.3 ctts, 8.6.2 stss (none: every sample is a sync
+    sample)."""
     durations = [
         d for count, d in _table(moov, child(moov, *stbl, b"stts"), 2) for _ in range(count)
     ]
@@ -154,7 +170,10 @@ def _plain_samples(moov: bytes, stbl: tuple[int, int], shift: int) -> list[tuple
 
 def _edit_shift(moov: bytes, elst: tuple[int, int], movie_scale: int, track_scale: int) -> int:
     """Ticks from a track's media time to its presentation time, from its edit list:
-    leading empty edits delay it, the first real edit's media_time starts it later."""
+    leading empty edits delay it, the first real edit's media_time starts it later.
+
+    ISO/IEC 14496-12 8.6.6 elst (segment_duration in the movie's timescale, media_time in the
+    track's)."""
     version_1 = moov[elst[0]] == 1
     width = 20 if version_1 else 12
     empty = 0
@@ -178,6 +197,8 @@ def _rescale(ticks: int, to_scale: int, from_scale: int) -> int:
 
 
 def read_tracks(moov: bytes) -> tuple[list[Track], bool]:
+    """ISO/IEC 14496-12: moov 8.2.1, mvhd 8.2.2, mvex 8.8.1, trex 8.8.3, trak 8.3.1, mdia 8.4.1,
+    minf 8.4.4, stbl 8.5.1, edts 8.6.5."""
     tracks: list[Track] = []
     fragmented = False
     movie_scale = 1000
@@ -235,7 +256,10 @@ _NOT_SYNC = 0x10000  # sample_is_non_sync_sample, in sample flags
 
 
 def traf_samples(moof: bytes, track: Track) -> list[tuple[int, int, bool]]:
-    """(pts, duration, sync) of `track`'s samples in one moof."""
+    """(pts, duration, sync) of `track`'s samples in one moof.
+
+    ISO/IEC 14496-12 8.8.6 traf, 8.8.8 trun; sample_is_non_sync_sample in the sample flags,
+    8.8.3.1."""
     samples = []
     dts, entries = traf_entries(moof, 0, track)
     dts += track.shift
@@ -246,13 +270,19 @@ def traf_samples(moof: bytes, track: Track) -> list[tuple[int, int, bool]]:
 
 
 def _stride(flags: int) -> int:
-    """The bytes a track run gives each sample, by its flags."""
+    """The bytes a track run gives each sample, by its flags.
+
+    ISO/IEC 14496-12 8.8.8 trun: flags 0x100 duration, 0x200 size, 0x400 flags, 0x800 composition
+    offset."""
     return 4 * sum(1 for bit in (0x100, 0x200, 0x400, 0x800) if flags & bit)
 
 
 def traf_entries(moof: bytes, moof_at: int, track: Track) -> tuple[int, list[Sample]]:
     """`track`'s decode time (tfdt, 0 if none) and samples in one moof that starts at file
-    offset `moof_at` (its body is `moof`), each with where its data lies in the file."""
+    offset `moof_at` (its body is `moof`), each with where its data lies in the file.
+
+    ISO/IEC 14496-12: moof 8.8.4, traf 8.8.6, tfhd 8.8.7 (base-data-offset 0x1, defaults 0x8 0x10
+    0x20), trun 8.8.8 (data-offset 0x1, first-sample-flags 0x4), tfdt 8.8.12."""
     samples: list[Sample] = []
     decode_time = 0
     for kind, body, end in boxes(moof, 0, len(moof)):
@@ -320,7 +350,10 @@ class Retimed:
     """How a fragmented MP4 recording is served on a session's timeline: each fragment's
     decode time (`tfdt`) moved by its track's shift, and an HEVC sample entry `hev1`
     named `hvc1` (Safari plays only that). Both are rewritten in place, same length, so
-    that every byte range of the file maps 1:1."""
+    that every byte range of the file maps 1:1.
+
+    ISO/IEC 14496-12 8.8.12 tfdt; hev1 and hvc1 are the two HEVC sample entries of ISO/IEC
+    14496-15 8.4.1."""
 
     size: int  # the file's bytes when it was looked at
     init_size: int  # the init section: bytes 0 to here
@@ -400,7 +433,9 @@ def placed(fd: int, init_size: int, zero: int, clock: int) -> Retimed:
 def _first_runs(moof: bytes) -> Iterator[tuple[int, tuple[int, int, int], tuple[int, int, int]]]:
     """Per track of a moof whose first run states each sample's duration: its ID, its
     tfdt (offset of the value in the moof's body, width, value), and its first sample's
-    duration (offset), that duration and the second's."""
+    duration (offset), that duration and the second's.
+
+    ISO/IEC 14496-12 8.8.7 tfhd, 8.8.8 trun, 8.8.12 tfdt."""
     for kind, body, end in boxes(moof, 0, len(moof)):
         tfhd = child(moof, body, end, b"tfhd") if kind == b"traf" else None
         tfdt = child(moof, body, end, b"tfdt") if kind == b"traf" else None
@@ -450,7 +485,9 @@ def _retimed(
 
 
 def _decode_times(moof: bytes) -> Iterator[tuple[int, int, int, int]]:
-    """(offset in the moof's body, width in bytes, track ID, value) of each `tfdt`."""
+    """(offset in the moof's body, width in bytes, track ID, value) of each `tfdt`.
+
+    ISO/IEC 14496-12 8.8.7 tfhd (track_ID), 8.8.12 tfdt."""
     for kind, body, end in boxes(moof, 0, len(moof)):
         if kind != b"traf":
             continue
@@ -481,7 +518,9 @@ def cut_fragment(
     low: int,
     high: int | None,
 ) -> tuple[bytes, int]:
-    """Retimed.cut; `tracks[0]` is the video."""
+    """Retimed.cut; `tracks[0]` is the video.
+
+    ISO/IEC 14496-12: moof 8.8.4, mfhd 8.8.5, mdat 8.1.1."""
     kind, _, body, end = next(top_level(fd, os.fstat(fd).st_size, moof_at))
     if kind != b"moof":
         raise ProbeError(f"no fragment at byte {moof_at}")
@@ -526,16 +565,22 @@ def cut_fragment(
 
 
 def _box(kind: bytes, payload: bytes) -> bytes:
+    """ISO/IEC 14496-12 4.2 Box."""
     return (8 + len(payload)).to_bytes(4, "big") + kind + payload
 
 
 def _full_box(kind: bytes, version: int, flags: int, payload: bytes) -> bytes:
+    """ISO/IEC 14496-12 4.2 FullBox: version, then 24 bits of flags."""
     return _box(kind, bytes([version]) + flags.to_bytes(3, "big") + payload)
 
 
 def _fragment(fd: int, sequence: int, parts: list[tuple[int, int, list[Sample]]]) -> bytes:
     """A moof and its mdat for `parts` (track ID, decode time, samples), each sample's
-    every field stated, its data read from the file."""
+    every field stated, its data read from the file.
+
+    ISO/IEC 14496-12: mfhd 8.8.5; tfhd 8.8.7 with default-base-is-moof (0x020000); tfdt 8.8.12
+    version 1 (64 bits); trun 8.8.8 version 1 (signed composition offsets) with data-offset and
+    every sample field (0xF01)."""
     moof_size = 8 + 16 + sum(8 + 16 + 20 + 20 + 16 * len(samples) for _, _, samples in parts)
     trafs, data = [], []
     at = moof_size + 8  # where the next track's data begins, from the moof's start
@@ -557,5 +602,6 @@ def _fragment(fd: int, sequence: int, parts: list[tuple[int, int, list[Sample]]]
             data.append(os.pread(fd, size, offset))
             at += size
     moof = _box(b"moof", _full_box(b"mfhd", 0, 0, sequence.to_bytes(4, "big")) + b"".join(trafs))
-    assert len(moof) == moof_size
+    if len(moof) != moof_size:
+        raise ProbeError(f"a fragment made {len(moof)} bytes of moof, not {moof_size}")
     return moof + _box(b"mdat", b"".join(data))

@@ -28,7 +28,9 @@ _LATE_AUDIO_LIMIT = 4 << 20  # how far after a cut the audio of before it is loo
 
 
 def pts_delta(later: int, earlier: int) -> int:
-    """`later - earlier` for 33-bit timestamps, taking the shorter way round the wrap."""
+    """`later - earlier` for 33-bit timestamps, taking the shorter way round the wrap.
+
+    ISO/IEC 13818-1 2.4.3.7: PTS and DTS are 33 bits of a 90 kHz clock."""
     return (later - earlier + PTS_WRAP // 2) % PTS_WRAP - PTS_WRAP // 2
 
 
@@ -37,7 +39,8 @@ def pusi_packets(buf: bytes, offset: int, pid: int) -> Iterator[int]:
 
     Works on every 188th byte at once (bytes.find runs in C), so a megabyte costs
     microseconds rather than a Python loop over 5,000 packets.
-    """
+
+    ISO/IEC 13818-1 2.4.3.2: sync_byte 0x47, payload_unit_start_indicator, PID."""
     second = buf[offset + 1 :: PACKET]
     third = buf[offset + 2 :: PACKET]
     high, low = 0x40 | (pid >> 8), pid & 0xFF
@@ -50,6 +53,7 @@ def pusi_packets(buf: bytes, offset: int, pid: int) -> Iterator[int]:
 
 
 def payload_start(buf: bytes, position: int) -> int | None:
+    """ISO/IEC 13818-1 2.4.3.2 adaptation_field_control, 2.4.3.4 adaptation_field_length."""
     control = (buf[position + 3] >> 4) & 3
     start = position + 4
     if control & 2:
@@ -60,7 +64,9 @@ def payload_start(buf: bytes, position: int) -> int | None:
 
 
 def section(buf: bytes, offset: int, pid: int) -> bytes | None:
-    """The first PSI section carried on `pid` (PAT and PMT fit one packet in practice)."""
+    """The first PSI section carried on `pid` (PAT and PMT fit one packet in practice).
+
+    ISO/IEC 13818-1 2.4.4.2 pointer_field, 2.4.4.3 and 2.4.4.8 section_length."""
     for position in pusi_packets(buf, offset, pid):
         start = payload_start(buf, position)
         if start is None:
@@ -75,6 +81,7 @@ def section(buf: bytes, offset: int, pid: int) -> bytes | None:
 
 
 def read_timestamp(buf: bytes, at: int) -> int:
+    """ISO/IEC 13818-1 2.4.3.7: 33 bits in five bytes, with marker bits."""
     return (
         ((buf[at] >> 1) & 0x07) << 30
         | buf[at + 1] << 22
@@ -99,7 +106,9 @@ def keyframe_dts(path: Path | str, offset: int) -> int | None:
 
 
 def pes_times(buf: bytes, offset: int, pid: int) -> list[tuple[int, int]]:
-    """(pts, dts) of each PES of `pid` that starts in `buf`, in file order."""
+    """(pts, dts) of each PES of `pid` that starts in `buf`, in file order.
+
+    ISO/IEC 13818-1 2.4.3.6 PES header, 2.4.3.7 PTS_DTS_flags (2: PTS, 3: PTS and DTS)."""
     times = []
     for position in pusi_packets(buf, offset, pid):
         start = payload_start(buf, position)
@@ -116,7 +125,9 @@ def pes_times(buf: bytes, offset: int, pid: int) -> list[tuple[int, int]]:
 
 @dataclass(frozen=True)
 class Program:
-    """What the PAT and PMT at the head of a file say."""
+    """What the PAT and PMT at the head of a file say.
+
+    ISO/IEC 13818-1 2.4.4.8: the elementary streams' stream_type (table 2-34) and PIDs."""
 
     pmt_pid: int
     video_pid: int
@@ -126,7 +137,9 @@ class Program:
 
 
 def program(head: bytes) -> Program:
-    """The program of an MPEG-TS file from the PAT and PMT in its first bytes."""
+    """The program of an MPEG-TS file from the PAT and PMT in its first bytes.
+
+    ISO/IEC 13818-1 2.4.4.3 program_association_section, 2.4.4.8 TS_program_map_section."""
     pat = section(head, 0, 0)
     if pat is None or len(pat) < 12:
         raise ProbeError("MPEG-TS without a program table in its first 64 KiB")
@@ -157,7 +170,9 @@ def program(head: bytes) -> Program:
 
 def keyframes_in(data: bytes, video_pid: int, base: int = 0) -> list[tuple[int, int]]:
     """(PTS, byte offset + `base`) of the video PES packets in `data` (whole packets)
-    flagged as random access points."""
+    flagged as random access points.
+
+    ISO/IEC 13818-1 2.4.3.5: random_access_indicator in the adaptation field."""
     found = []
     for position in pusi_packets(data, 0, video_pid):
         control = data[position + 3] >> 4
@@ -240,7 +255,9 @@ def _has_payload(header_byte3: int) -> bool:
 
 
 def counters(data: bytes, last: bool = False) -> dict[int, int]:
-    """The first (or last) continuity counter of each PID's payload packets in `data`."""
+    """The first (or last) continuity counter of each PID's payload packets in `data`.
+
+    ISO/IEC 13818-1 2.4.3.3: continuity_counter counts a PID's packets with a payload, mod 16."""
     found: dict[int, int] = {}
     count = len(data) // PACKET
     order = range(count - 1, -1, -1) if last else range(count)
@@ -301,7 +318,9 @@ _ADTS_RATES = (
 
 def pes_payload(buf: bytes, position: int, pid: int) -> bytes:
     """The payload of the PES of `pid` that starts in the packet at `position`, as far as
-    `buf` holds it (its header skipped)."""
+    `buf` holds it (its header skipped).
+
+    ISO/IEC 13818-1 2.4.3.6: packet_start_code_prefix, then PES_header_data_length."""
     data = bytearray()
     at = position
     while at + PACKET <= len(buf):
@@ -324,7 +343,9 @@ _PARAMETER_SETS = {"h264": (0x1F, 0, {7, 8}), "hevc": (0x7E, 1, {32, 33, 34})}
 
 def parameter_sets(payload: bytes, codec: str) -> bytes:
     """The parameter set NAL units in a video PES payload (Annex B), concatenated: what
-    a decoder is configured with (resolution, profile, ...). Empty if there are none."""
+    a decoder is configured with (resolution, profile, ...). Empty if there are none.
+
+    ITU-T H.264 7.4.1.2 (nal_unit_type 7, 8), H.265 7.4.2.2 (32, 33, 34); Annex B start codes."""
     kind = _PARAMETER_SETS.get(codec)
     if kind is None:
         return b""
@@ -342,7 +363,10 @@ def parameter_sets(payload: bytes, codec: str) -> bytes:
 
 def adts_ticks(payload: bytes) -> int | None:
     """How long the whole ADTS (AAC) frames at the start of `payload` play, in 90 kHz
-    ticks; None if it does not start with one."""
+    ticks; None if it does not start with one.
+
+    ISO/IEC 13818-7 6.2 (ADTS): sampling_frequency_index, aac_frame_length,
+    number_of_raw_data_blocks."""
     at, ticks = 0, 0
     while at + 7 <= len(payload) and payload[at] == 0xFF and payload[at + 1] & 0xF6 == 0xF0:
         rate_index = (payload[at + 2] >> 2) & 0x0F
@@ -365,6 +389,7 @@ _NO_PES_HEADER = {0xBC, 0xBE, 0xBF, 0xF0, 0xF1, 0xF2, 0xF8, 0xFF}
 
 
 def _shift_timestamp(buf: bytearray, at: int, shift: int) -> None:
+    """ISO/IEC 13818-1 2.4.3.7: the marker bits kept."""
     value = (read_timestamp(buf, at) + shift) % PTS_WRAP
     buf[at] = (buf[at] & 0xF1) | ((value >> 29) & 0x0E)
     buf[at + 1] = (value >> 22) & 0xFF
@@ -374,6 +399,7 @@ def _shift_timestamp(buf: bytearray, at: int, shift: int) -> None:
 
 
 def _shift_pcr(buf: bytearray, at: int, shift: int) -> None:
+    """ISO/IEC 13818-1 2.4.3.5: program_clock_reference_base (33 bits), its extension kept."""
     base = buf[at] << 25 | buf[at + 1] << 17 | buf[at + 2] << 9 | buf[at + 3] << 1
     base = ((base | buf[at + 4] >> 7) + shift) % PTS_WRAP
     buf[at : at + 4] = (base >> 1).to_bytes(4, "big")
@@ -463,7 +489,8 @@ def _split(packet: bytes, extra: int) -> list[bytes]:
     bytes one per packet), so that its PID's packet count grows by `extra` while every
     demuxer reads the same PES or section (the counters are set afterwards)."""
     start = payload_start(packet, 0)
-    assert start is not None
+    if start is None:
+        raise ProbeError("a packet without a payload cannot be split")
     payload = packet[start:]
     keep = len(payload) - extra
     field = packet[4:start]  # the adaptation field, with its length byte, or nothing
