@@ -15,4 +15,4 @@ else
 fi
 # A cap on the whole run: a test stopped by pytest-timeout can leave a worker thread
 # that keeps the interpreter from exiting.
-timeout --kill-after=30 2400 .venv/bin/python -m pytest "$@"
+timeout --kill-after=30 2400 .venv/bin/python -m pytest --durations=25 "$@"

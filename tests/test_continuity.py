@@ -131,6 +131,7 @@ CASES = [
 ]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(("style", "after"), CASES)
 async def test_every_player_sees_one_stream(
     tmp_path: Path,
@@ -154,6 +155,7 @@ async def test_every_player_sees_one_stream(
         assert health["admission"]["started"] == 0
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("kind", ["mpegts", "mp4"])
 async def test_a_new_resolution_in_the_same_streams_is_a_discontinuity(
     tmp_path: Path, start_agent: Any, kind: str

@@ -17,6 +17,9 @@ from agent.layout import make_layout
 from .conftest import place_old
 from .test_lifecycle import T0, call, free_port, indexed, start
 
+# Real processes, players or a fuzzer: left out of the quick loop (pytest -m 'not slow').
+pytestmark = pytest.mark.slow
+
 CONFIG = Path(__file__).with_name("schemathesis.toml")
 
 

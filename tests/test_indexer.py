@@ -277,6 +277,7 @@ async def test_restart_reconciles_with_disk(
     await wait_for(reconciled, what="the second run to match the disk")
 
 
+@pytest.mark.slow  # waits out the settle time
 async def test_files_replaced_by_garbage_leave_the_index(
     tmp_path: Path, footage: dict[str, list[Rendered]], aiohttp_client: Any
 ) -> None:

@@ -32,6 +32,9 @@ from agent.times import format_us, parse_rfc3339
 
 from .conftest import place_old
 
+# Real processes, players or a fuzzer: left out of the quick loop (pytest -m 'not slow').
+pytestmark = pytest.mark.slow
+
 T0 = parse_rfc3339("2026-11-20T08:00:00Z", "t")
 
 

@@ -165,6 +165,7 @@ async def test_a_long_recording_is_served_in_parts_of_the_range_asked_for(
     assert health["admission"]["started"] == (len(entries) if style == "hevc" else 0)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("style", list(STYLES))
 async def test_every_player_sees_one_stream_across_long_recordings(
     tmp_path: Path, minute_files: dict[str, list[Rendered]], start_agent: Any, style: str

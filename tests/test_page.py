@@ -21,6 +21,9 @@ from .conftest import T0, S, at, make_config, place_old, start_with, started, wa
 from .hls import parse, video_facts
 from .players import Chromium, ffmpeg_errors
 
+# Real processes, players or a fuzzer: left out of the quick loop (pytest -m 'not slow').
+pytestmark = pytest.mark.slow
+
 SCREENSHOTS = Path(__file__).resolve().parent.parent / "build" / "screenshots"
 PARIS = {"recordings": {"timezone": "Europe/Paris"}}
 

@@ -422,6 +422,7 @@ async def test_a_recording_truncated_mid_packet_is_served_as_it_is(
     assert (await client.get("/healthz")).status == 200
 
 
+@pytest.mark.slow
 async def test_a_playlist_url_alone_creates_a_session_and_plays(
     tmp_path: Path, footage: dict[str, list[Rendered]], start_agent: Any
 ) -> None:
@@ -444,6 +445,7 @@ async def test_a_playlist_url_alone_creates_a_session_and_plays(
     assert "EOS" in out, out
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("kind", ["ts_reset", "mp4"])
 async def test_a_session_exports_as_one_mp4(
     tmp_path: Path, footage: dict[str, list[Rendered]], start_agent: Any, kind: str
