@@ -6,9 +6,11 @@ from __future__ import annotations
 import asyncio
 import os
 import shutil
+import threading
 import time
 from collections.abc import Awaitable, Callable, Coroutine
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
 from typing import Any, TypeVar
@@ -73,6 +75,35 @@ def run_in_thread(coroutine: Coroutine[Any, Any, T]) -> T:
     that the test's own event loop is left alone."""
     with ThreadPoolExecutor(1) as pool:
         return pool.submit(asyncio.run, coroutine).result()
+
+
+@dataclass
+class HeldProbe:
+    """The indexer's reads of recordings, held: `reading` is set when one has begun,
+    and each waits for `release`."""
+
+    reading: threading.Event
+    release: threading.Event
+
+    async def started(self) -> None:
+        assert await asyncio.to_thread(self.reading.wait, 30), "no recording was read"
+
+
+def hold_probes(monkeypatch: pytest.MonkeyPatch) -> HeldProbe:
+    """Hold every read of a recording by the indexer (the real `probe`, run once the
+    test releases it): the test decides what happens while a file is being read."""
+    from agent import indexer
+
+    held = HeldProbe(threading.Event(), threading.Event())
+    real = indexer.probe
+
+    def probe(path: Path) -> Any:
+        held.reading.set()
+        held.release.wait(30)
+        return real(path)
+
+    monkeypatch.setattr(indexer, "probe", probe)
+    return held
 
 
 def place_old(

@@ -11,13 +11,11 @@ import logging
 import os
 import shutil
 import subprocess
-import threading
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from agent import indexer as indexer_module
 from agent.demo import Rendered, place
 from agent.keys import CONFIG
 
@@ -27,6 +25,7 @@ from .conftest import (
     at,
     camera_counts,
     got,
+    hold_probes,
     make_config,
     place_old,
     post,
@@ -109,25 +108,17 @@ async def test_a_post_during_the_first_scan_is_503_never_a_short_session(
     config = make_config(tmp_path)
     for hour in range(4):
         place_old(footage["ts"], config.recordings.root, config.layout, "cam", T0 + hour * 6 * S)
-    reading, release = threading.Event(), threading.Event()
-    real = indexer_module.probe
-
-    def held(path: Path) -> Any:
-        reading.set()
-        release.wait(30)
-        return real(path)
-
-    monkeypatch.setattr(indexer_module, "probe", held)
+    held = hold_probes(monkeypatch)
     try:
         client = await start_agent(config)
-        assert await asyncio.to_thread(reading.wait, 30)
+        await held.started()
         body = {"camera_id": "cam", "from": at(0), "to": at(24)}
         first = await client.post("/api/playback", json=body)
         assert first.status == 503
         assert first.headers.get("Retry-After") is not None
         assert "indexing" in (await first.json())["error"]
     finally:
-        release.set()
+        held.release.set()
     await wait_for(lambda: scan_complete(client), what="the first scan")
     status, session = await post(client, body)
     assert status == 201

@@ -7,7 +7,6 @@ import asyncio
 import contextlib
 import os
 import shutil
-import threading
 import time
 from datetime import UTC, datetime
 from pathlib import Path
@@ -17,14 +16,21 @@ import pytest
 from aiohttp.test_utils import TestClient
 from watchfiles import Change
 
-from agent import indexer as indexer_module
 from agent.demo import Rendered, place
 from agent.index import Index
 from agent.indexer import FileState, Indexer, _Candidate
 from agent.keys import INDEX, INDEXER
 from agent.times import format_us, parse_rfc3339
 
-from .conftest import camera_counts, make_config, place_old, scan_complete, started, wait_for
+from .conftest import (
+    camera_counts,
+    hold_probes,
+    make_config,
+    place_old,
+    scan_complete,
+    started,
+    wait_for,
+)
 
 T0 = parse_rfc3339("2026-11-20T08:00:00Z", "t")
 S = 1_000_000
@@ -337,22 +343,14 @@ async def test_a_change_seen_while_the_file_is_read_is_not_lost(
     relpath = first.relative_to(root).as_posix()
     index = Index(tmp_path / "index.sqlite3", {"t": "1"})
     await index.open()
-    reading, release = threading.Event(), threading.Event()
-    real = indexer_module.probe
-
-    def slow_probe(path: Path) -> Any:
-        reading.set()
-        release.wait(10)
-        return real(path)
-
-    monkeypatch.setattr(indexer_module, "probe", slow_probe)
+    held = hold_probes(monkeypatch)
     try:
         indexer = Indexer(root, config.layout, index)
         name = config.layout.parse(relpath)
         assert name is not None
         indexer._pending[relpath] = _Candidate(relpath, name, FileState(-1, -1))
         settling = asyncio.create_task(indexer._settle())
-        assert await asyncio.to_thread(reading.wait, 10)
+        await held.started()
         # Meanwhile the recorder replaces it (a longer file), and the watcher says so.
         shutil.copyfile(second, first)
         with first.open("ab") as handle:
@@ -360,10 +358,10 @@ async def test_a_change_seen_while_the_file_is_read_is_not_lost(
         an_hour_ago = time.time() - 3600
         os.utime(first, (an_hour_ago, an_hour_ago))
         await indexer._apply([(Change.modified, str(first))])
-        release.set()
+        held.release.set()
         await settling
         await indexer._settle()  # the next tick of the settle loop
         assert (await index.files())[relpath][0] == first.stat().st_size
     finally:
-        release.set()
+        held.release.set()
         await index.close()
