@@ -83,11 +83,11 @@ class _Candidate:
 def leaf_dirs(root: Path, layout: Layout, under: str = "") -> list[str]:
     """Relative paths of the directories that may hold segments, sorted (blocking);
     only those at or below directory `under` ("" for the whole root)."""
-    found: list[str] = []
+    leaves: list[str] = []
 
     def visit(directory: Path, prefix: str, level: int) -> None:
         if level == layout.depth - 1:
-            found.append(prefix.rstrip("/"))
+            leaves.append(prefix.rstrip("/"))
             return
         try:
             entries = sorted(os.scandir(directory), key=lambda entry: entry.name)
@@ -100,36 +100,36 @@ def leaf_dirs(root: Path, layout: Layout, under: str = "") -> list[str]:
                 visit(Path(entry.path), f"{prefix}{entry.name}/", level + 1)
 
     if not root.is_dir():
-        return found
+        return leaves
     if not under:
         visit(root, "", 0)
-        return found
+        return leaves
     parts = under.split("/")
     if all(layout.dir_may_match(level, part) for level, part in enumerate(parts)):
         visit(root / under, f"{under}/", len(parts))
-    return found
+    return leaves
 
 
 def list_dir(root: Path, layout: Layout, reldir: str) -> dict[str, FileState]:
     """The files of one directory whose relative paths match the layout (blocking)."""
-    found: dict[str, FileState] = {}
+    files: dict[str, FileState] = {}
     prefix = f"{reldir}/" if reldir else ""
     try:
         entries = list(os.scandir(root / reldir))
     except (FileNotFoundError, NotADirectoryError):
-        return found
+        return files
     except PermissionError as error:
         log.warning("index: cannot list %s: %s", root / reldir, error.strerror)
-        return found
+        return files
     for entry in entries:
         relpath = prefix + entry.name
         try:
             if entry.is_file(follow_symlinks=False) and layout.parse(relpath) is not None:
                 stat = entry.stat(follow_symlinks=False)
-                found[relpath] = FileState.of(stat)
+                files[relpath] = FileState.of(stat)
         except FileNotFoundError:
             continue  # removed while we looked
-    return found
+    return files
 
 
 # Each probed file: (file, outcome, facts when read, the problem when unreadable, and for
@@ -177,13 +177,13 @@ def _probe_many(root: Path, items: list[_Candidate], final: bool, seconds: int) 
 
 def _settle_states(root: Path, relpaths: list[str]) -> dict[str, os.stat_result | OSError]:
     """lstat of each pending file (blocking), or the error that stopped it."""
-    found: dict[str, os.stat_result | OSError] = {}
+    states: dict[str, os.stat_result | OSError] = {}
     for relpath in relpaths:
         try:
-            found[relpath] = os.lstat(root / relpath)
+            states[relpath] = os.lstat(root / relpath)
         except OSError as error:
-            found[relpath] = error
-    return found
+            states[relpath] = error
+    return states
 
 
 class Indexer:
@@ -279,7 +279,7 @@ class Indexer:
             """The files that are new or changed since indexed, and each camera's latest
             start among them all (a day's directory of 10 s recordings is 8,640 names:
             read off the event loop)."""
-            found = []
+            candidates = []
             newest: dict[str, int] = {}
             for relpath, state in on_disk.items():
                 name = self.layout.parse(relpath)
@@ -288,11 +288,11 @@ class Indexer:
                 newest[name.camera] = max(name.start_us, newest.get(name.camera, name.start_us))
                 unchanged = known.get(relpath) == (state.size, state.mtime_ns, state.inode)
                 if not unchanged and unreadable.get(relpath) != state:
-                    found.append(_Candidate(relpath, name, state))
-            return found, newest
+                    candidates.append(_Candidate(relpath, name, state))
+            return candidates, newest
 
-        found, newest = await asyncio.to_thread(changed)
-        for candidate in found:
+        candidates, newest = await asyncio.to_thread(changed)
+        for candidate in candidates:
             self._pending.setdefault(candidate.relpath, candidate)
         for camera, start_us in newest.items():
             self._newest[camera] = max(start_us, self._newest.get(camera, -1))
@@ -502,7 +502,7 @@ class Indexer:
         ready: list[Segment] = []
         cuts: dict[str, list[Cut]] = {}
         unreadable: list[str] = []
-        for item, outcome, facts, problem, found in results:
+        for item, outcome, facts, problem, splits in results:
             if outcome is Outcome.INCOMPLETE:
                 continue  # still pending
             self._pending.pop(item.relpath, None)
@@ -523,8 +523,8 @@ class Indexer:
                     "index: %s: %s; it is served up to its last whole fragment (%d of %d bytes)",
                     item.relpath, facts.problem, facts.media_end, item.state.size,
                 )  # fmt: skip
-            if found is not None:
-                cuts[item.relpath] = found
+            if splits is not None:
+                cuts[item.relpath] = splits
             ready.append(
                 Segment.from_facts(
                     path=item.relpath,

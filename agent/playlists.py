@@ -123,11 +123,11 @@ class MediaItem:
 
     def counter_shifts(self) -> dict[int, int]:
         """`cc_shift` as PID -> delta."""
-        found = {}
+        shifts = {}
         for part in self.cc_shift.split(",") if self.cc_shift else ():
             pid, delta = part.split(":")
-            found[int(pid)] = int(delta)
-        return found
+            shifts[int(pid)] = int(delta)
+        return shifts
 
 
 @dataclass(frozen=True)
@@ -373,7 +373,7 @@ class Chain:
                 fields.update(cut_at=cut.offset, prefix=cut.prefix, nulls=cut.early)
         if self.hevc:
             fields.update(mp4_tag="hvc1" if seg.video_codec == "hevc" else "avc1")
-        found = [(fields, start)]
+        items = [(fields, start)]
         low = (fields.get("cut_at", 0), fields.get("cut_sample", 0))
         for part in parts:
             at = pts_delta(part.pts, begin)
@@ -382,9 +382,9 @@ class Chain:
             if not 0 < at < seg.duration - lead:
                 continue
             at = _to_clock(at, scale)
-            found[-1][0].update(stop_at=part.offset, stop_sample=part.sample, suffix=part.early)
+            items[-1][0].update(stop_at=part.offset, stop_sample=part.sample, suffix=part.early)
             if part is stop_cut:
-                return found, start + at  # the session ends with the part before
+                return items, start + at  # the session ends with the part before
             part_fields: dict[str, Any] = {
                 "cut_at": part.offset,
                 "cut_sample": part.sample,
@@ -395,8 +395,8 @@ class Chain:
             }
             if kind != FRAGMENTS:  # the part's own PAT and PMT, and its audio, as cut
                 part_fields.update(kind=CUT, prefix=part.prefix, suffix=(), nulls=part.early)
-            found.append(({**fields, **part_fields}, start + at))
-        return found, None
+            items.append(({**fields, **part_fields}, start + at))
+        return items, None
 
     def slice(
         self,
@@ -488,24 +488,24 @@ def init_name(n: int) -> str:
     return f"i{n:06d}.mp4"
 
 
-def render(found: Plan) -> str:
+def render(plan: Plan) -> str:
     """The complete VOD playlist (RFC 8216) for a plan."""
-    mp4 = found.items[0].is_mp4  # then all are
+    mp4 = plan.items[0].is_mp4  # then all are
     lines = [
         "#EXTM3U",
         f"#EXT-X-VERSION:{7 if mp4 else 3}",
-        f"#EXT-X-TARGETDURATION:{found.target_duration}",
+        f"#EXT-X-TARGETDURATION:{plan.target_duration}",
         "#EXT-X-MEDIA-SEQUENCE:0",
         "#EXT-X-PLAYLIST-TYPE:VOD",
         "#EXT-X-INDEPENDENT-SEGMENTS",
     ]
-    if found.start_offset > 0:
-        lines.append(f"#EXT-X-START:TIME-OFFSET={found.start_offset:.3f},PRECISE=YES")
-    texts = [item.text or lines_of(item) for item in found.items]
+    if plan.start_offset > 0:
+        lines.append(f"#EXT-X-START:TIME-OFFSET={plan.start_offset:.3f},PRECISE=YES")
+    texts = [item.text or lines_of(item) for item in plan.items]
     names = _names(len(texts), mp4)
     if mp4:  # an EXT-X-MAP where the init section changes
         source = ""  # the recording whose init section applies
-        for n, item in enumerate(found.items):
+        for n, item in enumerate(plan.items):
             if item.mp4_tag or item.source != source:
                 source = item.source  # each made item has an init section of its own
                 texts[n] = _with_map(texts[n], init_name(n))

@@ -145,9 +145,9 @@ def cut_point(path: Path | str, first_pts: int, wanted: int) -> Cut | None:
         head = os.pread(fd, 65536, 0)
         if len(head) >= PACKET and head[0] == 0x47:
             program = mpegts.program(head)
-            found = sorted(mpegts.file_keyframes(fd, size, program.video_pid))
-            at = _last_at_or_before([pts for pts, _ in found], first_pts, wanted)
-            return None if at is None else _cut(fd, program, *found[at])
+            keys = sorted(mpegts.file_keyframes(fd, size, program.video_pid))
+            at = _last_at_or_before([pts for pts, _ in keys], first_pts, wanted)
+            return None if at is None else _cut(fd, program, *keys[at])
         samples = _mp4_samples(fd, size).samples  # in decode order
         syncs = [n for n, (_, _, sync) in enumerate(samples) if sync]
         at = _last_at_or_before([samples[n][0] for n in syncs], first_pts, wanted)
@@ -237,10 +237,10 @@ def ts_splits(
             estimate = _near(size, duration, k * step)
             if cuts and estimate <= cuts[-1].offset:
                 continue
-            found = next(_scan(fd, size, program, estimate), None)
-            if found is None:
+            hit = next(_scan(fd, size, program, estimate), None)
+            if hit is None:
                 break
-            pts, offset = found
+            pts, offset = hit
             at = pts_delta(pts, first_pts)
             if at - last < step // 2 or min(high, duration) - at < step // 2:
                 continue
@@ -266,9 +266,9 @@ def _scan_from_before(
     back = step
     while at - back > 0:
         estimate = _near(size, duration, at - back)
-        found = next(_scan(fd, size, program, estimate), None)
-        if found is not None and pts_delta(found[0], first_pts) <= at:
-            return found[1]
+        hit = next(_scan(fd, size, program, estimate), None)
+        if hit is not None and pts_delta(hit[0], first_pts) <= at:
+            return hit[1]
         back *= 4
     return 0
 
@@ -479,7 +479,7 @@ class _Mp4:
 def _mp4_samples(fd: int, size: int) -> _Mp4:
     """The video and audio samples (pts, duration, sync) of an MP4 file, by track. A
     fragmented file is read up to its last whole fragment (moof and its mdat)."""
-    found: _Mp4 | None = None
+    mp4: _Mp4 | None = None
     moof: tuple[int, list[tuple[int, int, bool]], list[tuple[int, int, bool]]] | None = None
     try:
         for kind, start, body, end in top_level(fd, size):
@@ -489,36 +489,36 @@ def _mp4_samples(fd: int, size: int) -> _Mp4:
                 if video is None or not video.timescale:
                     raise ProbeError("MP4 without a video track")
                 audio = next((t for t in tracks if t.handler == b"soun" and t.timescale), None)
-                found = _Mp4(video, fragmented, audio)
+                mp4 = _Mp4(video, fragmented, audio)
                 if not fragmented:
-                    found.samples = list(video.samples or [])
-                    found.audio = list(audio.samples or []) if audio else []
-            elif kind == b"moof" and found is not None:
+                    mp4.samples = list(video.samples or [])
+                    mp4.audio = list(audio.samples or []) if audio else []
+            elif kind == b"moof" and mp4 is not None:
                 data = read_box(fd, body, end)
-                audio_track = found.audio_track
+                audio_track = mp4.audio_track
                 moof = (
                     start,
-                    traf_samples(data, found.video),
+                    traf_samples(data, mp4.video),
                     traf_samples(data, audio_track) if audio_track is not None else [],
                 )
-            elif kind == b"mdat" and found is not None and moof is not None:
+            elif kind == b"mdat" and mp4 is not None and moof is not None:
                 offset, video_samples, audio_samples = moof  # whole: its samples count
                 moof = None
                 for sample, earliest in _keyframes(video_samples):
-                    found.keyframes.append((offset, sample, earliest))
-                found.samples += video_samples
-                found.audio += audio_samples
-                found.media_start = found.media_start or offset
-                found.media_end = end
+                    mp4.keyframes.append((offset, sample, earliest))
+                mp4.samples += video_samples
+                mp4.audio += audio_samples
+                mp4.media_start = mp4.media_start or offset
+                mp4.media_end = end
     except ProbeError as error:
-        if found is None or not found.fragmented or not found.samples:
+        if mp4 is None or not mp4.fragmented or not mp4.samples:
             raise
-        found.problem = str(error)  # served up to the last whole fragment
-    if found is None:
+        mp4.problem = str(error)  # served up to the last whole fragment
+    if mp4 is None:
         raise ProbeError("MP4 without a moov box (still being written?)")
-    if not found.samples:
+    if not mp4.samples:
         raise ProbeError("MP4 without video samples")
-    return found
+    return mp4
 
 
 def _probe_mp4(fd: int, size: int) -> MediaFacts:
