@@ -154,6 +154,10 @@ def _probe_many(root: Path, items: list[_Candidate], final: bool, seconds: int) 
         except (ProbeError, OSError) as error:
             results.append((item, Outcome.UNREADABLE, None, str(error), None))
             continue
+        except Exception as error:  # a reader's own defect: this file only, never the batch
+            log.warning("index: reading %s failed", item.relpath, exc_info=True)
+            results.append((item, Outcome.UNREADABLE, None, f"{type(error).__name__}", None))
+            continue
         item.state = FileState.of(stat)
         ts = facts.container == "mpegts"
         whole = stat.st_size % 188 == 0 if ts else not facts.problem
@@ -168,8 +172,7 @@ def _probe_many(root: Path, items: list[_Candidate], final: bool, seconds: int) 
                     cuts = fmp4_splits(facts.keyframes, facts.first_pts, facts.duration, step)
                 else:
                     cuts = ts_splits(path, facts.first_pts, facts.duration, step)
-            except (ProbeError, OSError, ValueError) as error:
-                # Found when a session plays it, then, as for a recording the index lacks.
+            except Exception as error:  # found when a session plays it, then
                 log.info("index: cannot split %s (%s)", item.relpath, error)
         results.append((item, outcome, facts, "", cuts))
     return results

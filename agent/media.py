@@ -280,7 +280,8 @@ class MediaService:
             if item.stop_sample and not (same and item.cut_sample):
                 suffix, _ = timeline.cut(fd, item.stop_at, 0, item.stop_sample)
             timeline = replace(timeline, starts=(start,))
-        except (ProbeError, StopIteration) as error:  # cut short since it was planned
+        except (ProbeError, StopIteration, IndexError, ValueError) as error:
+            # Cut short or changed since it was planned.
             log.warning("media: %s cannot be served: %s", item.source, error)
             raise NotFound("the recording for this segment is no longer whole") from None
         finally:

@@ -128,37 +128,56 @@ def read_box(fd: int, body: int, end: int) -> bytes:
     return os.pread(fd, end - body, body)
 
 
-def _table(moov: bytes, box: tuple[int, int] | None, width: int) -> list[tuple[int, ...]]:
-    """The entries of a full box made of a 32-bit count and `width` 32-bit fields each.
+def _table(
+    moov: bytes, box: tuple[int, int] | None, width: int, limit: int
+) -> list[tuple[int, ...]]:
+    """The entries of a full box made of a 32-bit count and `width` 32-bit fields each;
+    ProbeError if it claims more than the box holds or than `limit` entries.
 
     ISO/IEC 14496-12 4.2 FullBox, then entry_count and the entries of the tables in 8.6 and 8.7."""
     if box is None:
         return []
+    if box[1] - box[0] < 8:
+        raise ProbeError("truncated MP4 sample table")
     count = u32(moov, box[0] + 4)
     at = box[0] + 8
-    if at + count * width * 4 > box[1]:
-        raise ProbeError("truncated MP4 sample table")
+    if at + count * width * 4 > box[1] or count > limit:
+        raise ProbeError("corrupt MP4 sample table: more entries than it holds")
     return [tuple(u32(moov, at + 4 * (n * width + k)) for k in range(width)) for n in range(count)]
 
 
-def _plain_samples(moov: bytes, stbl: tuple[int, int], shift: int) -> list[tuple[int, int, bool]]:
-    """(pts, duration, sync) of each sample from the stts, ctts and stss tables.
+def _runs(entries: list[tuple[int, ...]], limit: int) -> int:
+    """The samples a table of (count, value) runs covers; ProbeError past `limit`."""
+    total = sum(entry[0] for entry in entries)
+    if total > limit:
+        raise ProbeError(f"corrupt MP4 sample table: {total} samples, more than the file holds")
+    return total
+
+
+def _plain_samples(
+    moov: bytes, stbl: tuple[int, int], shift: int, limit: int
+) -> list[tuple[int, int, bool]]:
+    """(pts, duration, sync) of each sample from the stts, ctts and stss tables; at most
+    `limit` samples (what the file can hold), else ProbeError before anything is
+    expanded.
 
     ISO/IEC 14496-12 8.6.1.2 stts, 8.6.1.3 ctts, 8.6.2 stss (none: every sample is a sync
     sample)."""
-    durations = [
-        d for count, d in _table(moov, child(moov, *stbl, b"stts"), 2) for _ in range(count)
-    ]
+    stts = _table(moov, child(moov, *stbl, b"stts"), 2, limit)
+    _runs(stts, limit)
+    durations = [d for count, d in stts for _ in range(count)]
     ctts_box = child(moov, *stbl, b"ctts")
     offsets: list[int] = []
     if ctts_box is not None:
         signed = moov[ctts_box[0]] == 1
-        for count, offset in _table(moov, ctts_box, 2):
+        ctts = _table(moov, ctts_box, 2, limit)
+        _runs(ctts, limit)
+        for count, offset in ctts:
             if signed and offset >= 1 << 31:
                 offset -= 1 << 32
             offsets.extend([offset] * count)
     stss = child(moov, *stbl, b"stss")
-    sync = None if stss is None else {n for (n,) in _table(moov, stss, 1)}
+    sync = None if stss is None else {n for (n,) in _table(moov, stss, 1, limit)}
     samples = []
     dts = 0
     for n, duration in enumerate(durations):
@@ -196,9 +215,12 @@ def _rescale(ticks: int, to_scale: int, from_scale: int) -> int:
     return (ticks * to_scale + max(from_scale, 1) // 2) // max(from_scale, 1)
 
 
-def read_tracks(moov: bytes) -> tuple[list[Track], bool]:
+def read_tracks(moov: bytes, limit: int) -> tuple[list[Track], bool]:
     """ISO/IEC 14496-12: moov 8.2.1, mvhd 8.2.2, mvex 8.8.1, trex 8.8.3, trak 8.3.1, mdia 8.4.1,
-    minf 8.4.4, stbl 8.5.1, edts 8.6.5."""
+    minf 8.4.4, stbl 8.5.1, edts 8.6.5.
+
+    `limit`: the most samples a track may have, what the file can hold (a sample takes
+    at least a byte of it)."""
     tracks: list[Track] = []
     fragmented = False
     movie_scale = 1000
@@ -244,7 +266,7 @@ def read_tracks(moov: bytes) -> tuple[list[Track], bool]:
                 if track.handler == b"vide":
                     track.entry = _decoder_config(moov, stsd[0] + 8)
             if track.handler in (b"vide", b"soun"):
-                track.samples = _plain_samples(moov, stbl, track.shift)
+                track.samples = _plain_samples(moov, stbl, track.shift, limit)
         tracks.append(track)
     return tracks, fragmented
 
@@ -255,13 +277,15 @@ Sample = tuple[int, int, int, int, int]
 _NOT_SYNC = 0x10000  # sample_is_non_sync_sample, in sample flags
 
 
-def traf_samples(moof: bytes, track: Track) -> list[tuple[int, int, bool]]:
-    """(pts, duration, sync) of `track`'s samples in one moof.
+def traf_samples(
+    moof: bytes, track: Track, limit: int = _MAX_SAMPLES
+) -> list[tuple[int, int, bool]]:
+    """(pts, duration, sync) of `track`'s samples in one moof (at most `limit`).
 
     ISO/IEC 14496-12 8.8.6 traf, 8.8.8 trun; sample_is_non_sync_sample in the sample flags,
     8.8.3.1."""
     samples = []
-    dts, entries = traf_entries(moof, 0, track)
+    dts, entries = traf_entries(moof, 0, track, limit)
     dts += track.shift
     for duration, _, flags, offset, _ in entries:
         samples.append((dts + offset, duration, not flags & _NOT_SYNC))
@@ -277,9 +301,12 @@ def _stride(flags: int) -> int:
     return 4 * sum(1 for bit in (0x100, 0x200, 0x400, 0x800) if flags & bit)
 
 
-def traf_entries(moof: bytes, moof_at: int, track: Track) -> tuple[int, list[Sample]]:
+def traf_entries(
+    moof: bytes, moof_at: int, track: Track, limit: int = _MAX_SAMPLES
+) -> tuple[int, list[Sample]]:
     """`track`'s decode time (tfdt, 0 if none) and samples in one moof that starts at file
-    offset `moof_at` (its body is `moof`), each with where its data lies in the file.
+    offset `moof_at` (its body is `moof`), each with where its data lies in the file;
+    ProbeError if its runs claim more than they hold, or more than `limit` samples.
 
     ISO/IEC 14496-12: moof 8.8.4, traf 8.8.6, tfhd 8.8.7 (base-data-offset 0x1, defaults 0x8 0x10
     0x20), trun 8.8.8 (data-offset 0x1, first-sample-flags 0x4), tfdt 8.8.12."""
@@ -323,6 +350,8 @@ def traf_entries(moof: bytes, moof_at: int, track: Track) -> tuple[int, list[Sam
             stride = _stride(tflags)
             if at + count * stride > iend or count > _MAX_SAMPLES:
                 raise ProbeError("corrupt MP4 track run: more samples than it holds")
+            if len(samples) + count > limit:
+                raise ProbeError("corrupt MP4 track run: more samples than the file holds")
             for n in range(count):
                 duration, size, sample_flags = default_duration, default_size, default_flags
                 if tflags & 0x100:
@@ -460,7 +489,8 @@ def init_tracks(fd: int, init_size: int) -> tuple[int, list[Track], Track]:
     for kind, _, body, end in top_level(fd, init_size):
         if kind != b"moov":
             continue
-        tracks = [t for t in read_tracks(read_box(fd, body, end))[0] if t.timescale]
+        moov = read_box(fd, body, end)
+        tracks = [t for t in read_tracks(moov, os.fstat(fd).st_size)[0] if t.timescale]
         video = next((t for t in tracks if t.handler == b"vide"), None)
         if video is not None:
             return body, tracks, video

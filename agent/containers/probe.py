@@ -20,9 +20,10 @@ import itertools
 import os
 import stat
 import statistics
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any, TypeVar, cast
 
 from . import mpegts
 from .errors import ProbeError
@@ -90,6 +91,25 @@ class MediaFacts:
         return self.duration * 1_000_000 // self.timescale
 
 
+# What a reader may raise on bytes that break a structure's own rules (a count past its
+# box, an empty box at the end of its parent): turned into ProbeError by `_total`.
+_CORRUPT = (IndexError, ValueError, OverflowError, ZeroDivisionError, KeyError, StopIteration)
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def _total(read: F) -> F:
+    """A reader that gives facts or ProbeError (or OSError), whatever the bytes."""
+
+    @functools.wraps(read)
+    def total(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return read(*args, **kwargs)
+        except _CORRUPT as error:
+            raise ProbeError(f"corrupt recording ({type(error).__name__}: {error})") from None
+
+    return cast(F, total)
+
+
 @contextlib.contextmanager
 def opened(path: Path | str) -> Iterator[tuple[int, int]]:
     """A recording opened for reading, with its size: never blocking (a FIFO put in a
@@ -105,6 +125,7 @@ def opened(path: Path | str) -> Iterator[tuple[int, int]]:
         os.close(fd)
 
 
+@_total
 def probe(path: Path | str) -> MediaFacts:
     """Read the facts of the segment at `path`; raises ProbeError or OSError."""
     with opened(path) as (fd, size):
@@ -120,6 +141,7 @@ def probe(path: Path | str) -> MediaFacts:
         raise ProbeError("neither MPEG-TS nor MP4")
 
 
+@_total
 def keyframes(path: Path | str) -> list[tuple[int, int]]:
     """(presentation time, byte offset) of each video keyframe, in the ticks and origin of
     `probe`'s facts, by time; the offset is that of its first TS packet (-1 for MP4).
@@ -135,6 +157,7 @@ def keyframes(path: Path | str) -> list[tuple[int, int]]:
         return [(pts, -1) for pts, _, sync in _mp4_samples(fd, size).samples if sync]
 
 
+@_total
 def cut_point(path: Path | str, first_pts: int, wanted: int) -> Cut | None:
     """Where to start serving a recording so that `wanted` (a time in its ticks) plays:
     the last keyframe at or before it, or None if that is the recording's first keyframe
@@ -220,6 +243,7 @@ def _near(size: int, duration: int, at: int) -> int:
     return estimate - estimate % PACKET
 
 
+@_total
 def ts_splits(
     path: Path | str, first_pts: int, duration: int, step: int, low: int = 0, high: int = -1
 ) -> list[Cut]:
@@ -273,6 +297,7 @@ def _scan_from_before(
     return 0
 
 
+@_total
 def _keyframe_near(
     path: Path | str, first_pts: int, duration: int, wanted: int, step: int, after: bool
 ) -> Cut | None:
@@ -330,6 +355,7 @@ def fmp4_splits(
     return cuts
 
 
+@_total
 def fmp4_cut(
     path: Path | str, media_start: int, media_end: int, start: int, wanted: int, after: bool
 ) -> Cut | None:
@@ -370,6 +396,23 @@ def _unless_first(cut: Cut | None, media_start: int) -> Cut | None:
 # --- MPEG-TS --------------------------------------------------------------------------
 
 _MIN_FRAMES = 8  # beyond any B-frame reorder depth or open-GOP lead a camera uses
+_MAX_READ = 16 << 20  # the most of an MPEG-TS file's head or tail read to find frames
+# A video frame every 10 s at the least (a time-lapse), and a frame takes at least one
+# MPEG-TS packet or one MP4 sample: a recording whose timestamps span more than that is
+# corrupt (random timestamps), not days of footage hiding the recordings after it.
+_MAX_SECONDS_A_FRAME = 10
+
+
+def _plausible(duration: int, timescale: int, frames: int, what: str) -> None:
+    """ProbeError if `duration` ticks are not positive, or more than `frames` (packets or
+    samples) can span."""
+    if duration <= 0:
+        raise ProbeError("its timestamps do not advance")
+    if duration > frames * _MAX_SECONDS_A_FRAME * timescale:
+        raise ProbeError(
+            f"its timestamps span {duration / timescale:.0f} s, more than its {frames} {what}"
+            " can hold"
+        )
 
 
 def _earliest(times: list[tuple[int, int]]) -> int:
@@ -387,8 +430,8 @@ def _probe_ts(fd: int, size: int, head: bytes) -> MediaFacts:
     program = mpegts.program(head)
     video_pid, audio_pid = program.video_pid, program.audio_pid
     first = pes_times(head, 0, video_pid)
-    while len(first) < _MIN_FRAMES and len(head) < size:
-        head = os.pread(fd, min(size, len(head) * 4), 0)
+    while len(first) < _MIN_FRAMES and len(head) < min(size, _MAX_READ):
+        head = os.pread(fd, min(size, len(head) * 4, _MAX_READ), 0)
         first = pes_times(head, 0, video_pid)
     if not first:
         raise ProbeError("MPEG-TS without a timestamped video frame at its head")
@@ -400,13 +443,14 @@ def _probe_ts(fd: int, size: int, head: bytes) -> MediaFacts:
         tail = os.pread(fd, size - start, start)
         tail_offset = -start % PACKET
         last = pes_times(tail, tail_offset, video_pid)
-        if len(last) >= _MIN_FRAMES or start == 0:
+        if len(last) >= _MIN_FRAMES or start == 0 or tail_size >= _MAX_READ:
             break
-        tail_size *= 4
+        tail_size = min(tail_size * 4, _MAX_READ)
     if len(last) < 2:
         raise ProbeError("MPEG-TS with fewer than two video frames")
     frame_ticks = _step(last)
     end = max(pts_delta(pts, first_pts) for pts, _ in last) + frame_ticks
+    _plausible(end, mpegts.CLOCK, size // PACKET, "packets")
 
     audio_start = audio_end = None
     if audio_pid is not None:
@@ -484,7 +528,7 @@ def _mp4_samples(fd: int, size: int) -> _Mp4:
     try:
         for kind, start, body, end in top_level(fd, size):
             if kind == b"moov":
-                tracks, fragmented = read_tracks(read_box(fd, body, end))
+                tracks, fragmented = read_tracks(read_box(fd, body, end), size)
                 video = next((t for t in tracks if t.handler == b"vide"), None)
                 if video is None or not video.timescale:
                     raise ProbeError("MP4 without a video track")
@@ -496,10 +540,15 @@ def _mp4_samples(fd: int, size: int) -> _Mp4:
             elif kind == b"moof" and mp4 is not None:
                 data = read_box(fd, body, end)
                 audio_track = mp4.audio_track
+                # Every sample takes at least a byte of the file: no more than that many.
+                room = size - len(mp4.samples) - len(mp4.audio)
+                video_samples = traf_samples(data, mp4.video, room)
                 moof = (
                     start,
-                    traf_samples(data, mp4.video),
-                    traf_samples(data, audio_track) if audio_track is not None else [],
+                    video_samples,
+                    []
+                    if audio_track is None
+                    else traf_samples(data, audio_track, room - len(video_samples)),
                 )
             elif kind == b"mdat" and mp4 is not None and moof is not None:
                 offset, video_samples, audio_samples = moof  # whole: its samples count
@@ -526,6 +575,7 @@ def _probe_mp4(fd: int, size: int) -> MediaFacts:
     video, samples = mp4.video, mp4.samples
     first = min(pts for pts, _, _ in samples[:16])
     end = max(pts + d for pts, d, _ in samples[-16:])
+    _plausible(end - first, video.timescale or 1, len(samples), "video samples")
     audio_start = audio_end = None
     audio_codec = ""
     if mp4.audio_track is not None and mp4.audio:
