@@ -14,7 +14,7 @@ from typing import Any
 
 from agent import chains as chains_module
 from agent.containers.probe import Cut
-from agent.index import Segment
+from agent.index import Index, Segment
 from agent.keys import INDEX, PLAYBACK
 from agent.playlists import Chain, Plan, plan_alone
 from agent.stored import Stored
@@ -283,3 +283,21 @@ async def test_cameras_planned_ahead_past_the_cap_leave_every_post_whole(
         status, body = await post(client, {"camera_id": camera, "from": at(0), "to": at(6)})
         assert status == 201, (camera, body)
         assert chains.state()["recordings_kept"] <= 8
+
+
+def test_a_chain_left_with_duplicates_alone_serves_nothing_and_never_hangs(
+    tmp_path: Path,
+) -> None:
+    """A recording whose timestamps claimed hours made those after it duplicates; once it
+    is removed (retention, or the operator), the chain holds only duplicates. Slicing
+    it says it cannot serve (the session is planned anew), where a StopIteration raised
+    in the worker thread used to leave the camera's POSTs waiting for good."""
+    long = _recording(0, T0, 900_000 * 100, 0)  # 1,000 s: the next ones lie inside it
+    inside = [_recording(n, T0 + n * 10 * S, 900_000, n * 900_000) for n in range(1, 4)]
+    chain = _chain([long, *inside])
+    assert [link.chosen for link in chain.links] == [True, False, False, False]
+    chain.drop(1)
+    config = make_config(tmp_path)
+    cache = chains_module.ChainCache(config, Index(tmp_path / "i.sqlite3", {"t": "1"}))
+    kept = chains_module._Kept(chain, T0, T0 + 1000 * S, 1000 * S)
+    assert cache._slice(kept, T0 + 15 * S, T0 + 25 * S) is None

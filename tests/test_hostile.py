@@ -11,6 +11,7 @@ import logging
 import os
 import shutil
 import subprocess
+import time
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +19,7 @@ import pytest
 
 from agent.demo import Rendered, place
 from agent.keys import CONFIG
+from agent.layout import make_layout
 
 from .conftest import (
     T0,
@@ -34,6 +36,7 @@ from .conftest import (
     started,
     wait_for,
 )
+from .hostile_media import REGRESSIONS, all_regressions
 
 
 async def test_a_body_of_exactly_64_kib_is_read(
@@ -304,3 +307,56 @@ async def test_full_width_digits_name_nothing(
     assert (
         make_config(tmp_path).layout.parse("cam/\uff12\uff10\uff12\uff16-11-20/08-00-00.ts") is None
     )
+
+
+async def test_hostile_recordings_leave_the_rest_indexed_and_played(
+    tmp_path: Path, footage: dict[str, list[Rendered]], start_agent: Any
+) -> None:
+    """Every hostile file ever found, in a camera's folder before its real footage: each
+    is refused once (unreadable), the real recordings are indexed and play, no background
+    task fails, and a camera added later is indexed by the watcher."""
+    config = make_config(tmp_path)
+    root = config.recordings.root
+    place_old(footage["ts"], root, config.layout, "cam", T0 + 60 * S)
+    for n, name in enumerate(sorted(all_regressions())):
+        if name.endswith(".ts"):  # before the real footage, as if it held hours
+            target = root / config.layout.format("cam", T0 + n * S)
+            target.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(REGRESSIONS / name, target)
+    client = await started(start_agent, config)
+    health = await (await client.get("/healthz")).json()
+    assert health["status"] == "ok", health
+    assert health["index"]["unreadable_files"] == 1
+    assert await camera_counts(client) == {"cam": 3}
+    status, session = await post(client, {"camera_id": "cam", "from": at(0), "to": at(70)})
+    assert status == 201, session
+    assert session["segment_count"] == 3
+    place_old(footage["mp4"], root, make_layout("frigate", "UTC"), "ignored", T0)  # no match
+    place_old(footage["ts"], root, config.layout, "later", T0)
+
+    async def later_indexed() -> bool:
+        return (await camera_counts(client)).get("later") == 3
+
+    await wait_for(later_indexed, what="a camera added beside the hostile files")
+    health = await (await client.get("/healthz")).json()
+    assert health["problems"] == [], health
+
+
+async def test_hostile_mp4s_in_a_mediamtx_folder_leave_the_rest_indexed(
+    tmp_path: Path, footage: dict[str, list[Rendered]], start_agent: Any
+) -> None:
+    config = make_config(tmp_path, recordings={"layout": "mediamtx"})
+    root = config.recordings.root
+    place_old(footage["fmp4"], root, config.layout, "cam", T0 + 60 * S)
+    mp4s = [name for name in sorted(all_regressions()) if name.endswith(".mp4")]
+    for n, name in enumerate(mp4s):
+        target = root / config.layout.format("cam", T0 + n * S)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(REGRESSIONS / name, target)
+        old = time.time() - 3600
+        os.utime(target, (old, old))
+    client = await started(start_agent, config)
+    health = await (await client.get("/healthz")).json()
+    assert health["index"]["unreadable_files"] == len(mp4s), health
+    assert health["problems"] == [], health
+    assert await camera_counts(client) == {"cam": 3}
