@@ -26,6 +26,7 @@ from . import ffmpeg
 from .admission import Kind, Limiter
 from .config import Config
 from .containers import mp4, mpegts
+from .containers.files import open_regular, opened
 from .containers.mpegts import (
     CLOCK,
     PACKET,
@@ -95,8 +96,8 @@ def first_time(path: Path) -> int:
     """Where an MPEG-TS file's first stream begins: its video's first decode time or its
     audio's first, the earlier (90 kHz ticks, as in the file). ffmpeg starts the MP4 it
     makes of it there, at zero (blocking)."""
-    with open(path, "rb") as handle:
-        head = handle.read(1 << 20)
+    with opened(path, follow=False) as (fd, _):
+        head = os.pread(fd, 1 << 20, 0)
     program = mpegts.program(head)
     starts = [dts for _, dts in pes_times(head, 0, program.video_pid)[:1]]
     if program.audio_pid is not None:
@@ -160,11 +161,12 @@ class MediaService:
         self._changed: set[tuple[Path, int]] = set()  # recordings that changed, said once
         self.failed = 0  # ffmpeg runs that failed, since start
 
-    def recording(self, item: MediaItem) -> Path:
-        """The recording behind `item`, if it is still a regular file inside the root,
-        reached through no symlink at any level below the root (blocking)."""
+    def recording(self, source: str) -> Path:
+        """The recording at `source` (relative to the root), if it is still a regular
+        file inside the root, reached through no symlink at any level below the root
+        (blocking)."""
         root = os.path.realpath(self.config.recordings.root)
-        path = Path(root, item.source)
+        path = Path(root, source)
         try:
             info = os.lstat(path)
             resolved = os.path.realpath(path)
@@ -173,7 +175,7 @@ class MediaService:
         if info is None or not S_ISREG(info.st_mode):
             raise NotFound("the recording for this segment is no longer on disk")
         if resolved != str(path):
-            log.warning("media: refusing %s: a directory on its way is a symlink", item.source)
+            log.warning("media: refusing %s: a directory on its way is a symlink", source)
             raise NotFound("the recording for this segment is no longer on disk")
         return path
 
@@ -187,18 +189,22 @@ class MediaService:
         DTS and PCR moved by the plan's shift, its continuity counters carried on from
         the segment before, so that players see one stream, as from a single muxer.
         """
-        if item.kind == FRAGMENTS:
-            served = await asyncio.to_thread(self._fragments, item, init)
-        elif not item.made:
-            served = await asyncio.to_thread(self._as_recorded, item)
-        else:
-            path = self.store.path(session.id) / item.name
-            if not await asyncio.to_thread(path.is_file):
-                path = await self._made_for_viewer(session, item)
-            if item.mp4_tag:
-                served = await asyncio.to_thread(self._made_mp4, path, init)
+        try:
+            if item.kind == FRAGMENTS:
+                served = await asyncio.to_thread(self._fragments, item, init)
+            elif not item.made:
+                served = await asyncio.to_thread(self._as_recorded, item)
             else:
-                served = Served(path=path, content_type=TS_TYPE)  # made on the timeline
+                path = self.store.path(session.id) / item.name
+                if not await asyncio.to_thread(path.is_file):
+                    path = await self._made_for_viewer(session, item)
+                if item.mp4_tag:
+                    served = await asyncio.to_thread(self._made_mp4, path, init)
+                else:
+                    served = Served(path=path, content_type=TS_TYPE)  # made on the timeline
+        except ProbeError as error:  # replaced by something that is not a recording
+            log.warning("media: %s cannot be served: %s", item.source, error)
+            raise NotFound("the recording for this segment is no longer whole") from None
         await self._read_ahead(session, plan, number)
         if served.rewrite is not None or served.patch is not None:
             served = replace(served, version=_version(item, init, served))
@@ -219,7 +225,7 @@ class MediaService:
     def _write_as_recorded(self, item: MediaItem, target: Path) -> None:
         """Write the MPEG-TS a recorded item is served as (blocking)."""
         served = self._as_recorded(item)
-        fd = os.open(served.path, os.O_RDONLY | os.O_NOFOLLOW)
+        fd, _ = open_regular(served.path, follow=False)
         try:
             total = served.length(os.fstat(fd).st_size)
             with open(target, "wb") as out:
@@ -234,7 +240,7 @@ class MediaService:
             os.close(fd)
 
     def _as_recorded(self, item: MediaItem) -> Served:
-        path = self.recording(item)
+        path = self.recording(item.source)
         size = os.stat(path).st_size
         if size != item.size and (path, size) not in self._changed:
             # Served as it is now, on the plan's timeline: whole packets rewritten, a
@@ -261,8 +267,8 @@ class MediaService:
         """Bytes of a fragmented MP4 recording on the session's timeline: `item`'s
         fragments, decode times moved in flight, or its recording's init section, an HEVC
         sample entry named for Safari (mp4.Retimed)."""
-        path = self.recording(item)
-        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
+        path = self.recording(item.source)
+        fd, _ = open_regular(path, follow=False)
         prefix = suffix = b""
         start, stop = item.cut_at, item.stop_at
         try:
@@ -295,7 +301,7 @@ class MediaService:
         beside it): ffmpeg wrote it from zero."""
         facts = probe(path)
         zero = int(json.loads(_times_path(path).read_text())["zero"])
-        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
+        fd, _ = open_regular(path, follow=False)
         try:
             timeline = mp4.placed(fd, facts.media_start, zero, CLOCK)
         finally:
@@ -341,7 +347,7 @@ class MediaService:
         with self.store.hold(session.id):
             directory = self.store.path(session.id)
             target = directory / item.name
-            source = await asyncio.to_thread(self.recording, item)
+            source = await asyncio.to_thread(self.recording, item.source)
             kind = Kind.VIEWER if wait else Kind.READ_AHEAD
             async with self.limiter.slot(item.made_size, kind, wait=wait):
                 if not self.store.live(session.id):
@@ -411,7 +417,11 @@ class MediaService:
         root = self.config.recordings.root
 
         def prepare() -> bool:
-            """Write the list; whether the video is HEVC (tagged hvc1 for Safari)."""
+            """Write the list; whether the video is HEVC (tagged hvc1 for Safari). Every
+            recording is checked first as media serving checks it: a regular file inside
+            the root, reached through no symlink (ffmpeg would open anything)."""
+            for source in dict.fromkeys(item.source for item in items):
+                self.recording(source)
             first = items[0]
             dts = keyframe_dts(root / first.source, first.cut_at) if first.kind == CUT else None
             listing.write_text(concat_listing(root, items, dts))
@@ -444,11 +454,8 @@ class MediaService:
 def _packets(path: Path, offsets: tuple[int, ...]) -> bytes:
     """The whole packets of `path` at `offsets` (a cut segment's PAT and PMT, the audio
     sent after a part of a long recording)."""
-    fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
-    try:
+    with opened(path, follow=False) as (fd, _):
         return b"".join(os.pread(fd, PACKET, offset) for offset in offsets)
-    finally:
-        os.close(fd)
 
 
 def _version(item: MediaItem, init: bool, served: Served) -> str:

@@ -23,6 +23,8 @@ from pathlib import Path
 
 from aiohttp import web
 
+from .containers.errors import ProbeError
+from .containers.files import open_regular
 from .errors import NotFound
 from .served import Served, served_bytes
 
@@ -32,13 +34,9 @@ _TAG = re.compile(r'\s*(\*|(?:W/)?"[^"]*")\s*(?:,|$)')
 
 
 def _open(path: Path) -> tuple[int, os.stat_result]:
-    """Open a file (never through a symlink) and stat it, in one worker-thread hop."""
-    fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
-    try:
-        return fd, os.fstat(fd)
-    except BaseException:
-        os.close(fd)
-        raise
+    """Open a regular file (never through a symlink, never blocking on a FIFO) and stat
+    it, in one worker-thread hop."""
+    return open_regular(path, follow=False)
 
 
 def byte_range(header: str | None, total: int) -> tuple[int, int] | None:
@@ -101,7 +99,7 @@ async def send(request: web.Request, served: Served) -> web.StreamResponse:
             headers["Content-Encoding"] = "gzip"
     try:
         fd, info = await asyncio.to_thread(_open, path)
-    except (FileNotFoundError, NotADirectoryError):
+    except (FileNotFoundError, NotADirectoryError, ProbeError):
         raise NotFound("this session's file is gone; the session was deleted or expired") from None
     try:
         total = served.length(info.st_size)

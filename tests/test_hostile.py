@@ -97,6 +97,56 @@ async def test_a_date_folder_swapped_for_a_symlink_is_not_served(
     response = await client.get(media)
     assert response.status == 404
     assert list(await response.json()) == ["error"]
+    # The export reads the recordings by the same rule: refused, not read through it.
+    clip = await client.get(session["playlist_url"].replace("index.m3u8", "clip.mp4"))
+    assert clip.status == 404
+    assert list(await clip.json()) == ["error"]
+
+
+async def test_a_symlinked_recording_is_never_exported(
+    tmp_path: Path, footage: dict[str, list[Rendered]], start_agent: Any
+) -> None:
+    client = await start_with(start_agent, tmp_path, footage, "ts")
+    _, session = await post(client, {"camera_id": "cam", "from": at(0), "to": at(5)})
+    recording = sorted((tmp_path / "recordings").rglob("*.ts"))[1]
+    outside = tmp_path / "outside.ts"
+    shutil.copyfile(recording, outside)
+    recording.unlink()
+    recording.symlink_to(outside)
+    clip = await client.get(session["playlist_url"].replace("index.m3u8", "clip.mp4"))
+    assert clip.status == 404
+    assert list(await clip.json()) == ["error"]
+
+
+async def test_a_fifo_in_place_of_a_recording_holds_nothing_up(
+    tmp_path: Path, footage: dict[str, list[Rendered]], start_agent: Any
+) -> None:
+    """A FIFO where an indexed recording was: a POST that cuts it, its media and the
+    export each answer at once (a blocking open would hang a worker thread, and the
+    camera's planning lock, for good), and the agent goes on answering."""
+    client = await start_with(start_agent, tmp_path, footage, "ts")
+    _, before = await post(client, {"camera_id": "cam", "from": at(0), "to": at(5)})
+    recording = sorted((tmp_path / "recordings").rglob("*.ts"))[0]
+    recording.unlink()
+    os.mkfifo(recording)
+    try:
+        body = {"camera_id": "cam", "from": at(0.5), "to": at(5)}  # cut inside the FIFO
+        answer = await asyncio.wait_for(client.post("/api/playback", json=body), 10)
+        assert answer.status in (201, 404), await answer.text()
+        await answer.read()
+        for name in ("s000000.ts", "clip.mp4"):
+            url = before["playlist_url"].replace("index.m3u8", name)
+            response = await asyncio.wait_for(client.get(url), 10)
+            assert response.status == 404, name
+            await response.read()
+        for _ in range(3):  # the worker threads are free: other cameras' work goes on
+            status, _ = await asyncio.wait_for(post(client, body), 10)
+            assert status in (201, 404)
+        health = await asyncio.wait_for(client.get("/healthz"), 5)
+        assert health.status == 200
+        await health.read()
+    finally:
+        recording.unlink()
 
 
 async def test_a_post_during_the_first_scan_is_503_never_a_short_session(

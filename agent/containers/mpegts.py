@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .errors import ProbeError
+from .files import opened
 
 PACKET = 188
 PTS_WRAP = 1 << 33  # PTS and DTS are 33-bit counters of a 90 kHz clock
@@ -94,11 +95,8 @@ def read_timestamp(buf: bytes, at: int) -> int:
 def keyframe_dts(path: Path | str, offset: int) -> int | None:
     """The DTS of the PES that starts in the packet at `offset` of a file (a cut's
     keyframe), or None if there is none there."""
-    fd = os.open(path, os.O_RDONLY)
-    try:
+    with opened(path) as (fd, _):
         packet = os.pread(fd, PACKET, offset)
-    finally:
-        os.close(fd)
     if len(packet) < PACKET or packet[0] != 0x47:
         return None
     times = pes_times(packet, 0, ((packet[1] & 0x1F) << 8) | packet[2])

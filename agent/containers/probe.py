@@ -13,12 +13,10 @@ last frame, which is what a playlist's EXTINF must state.
 
 from __future__ import annotations
 
-import contextlib
 import functools
 import hashlib
 import itertools
 import os
-import stat
 import statistics
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
@@ -27,6 +25,7 @@ from typing import Any, TypeVar, cast
 
 from . import mpegts
 from .errors import ProbeError
+from .files import opened
 from .mp4 import Track, init_tracks, read_box, read_tracks, top_level, traf_samples
 from .mpegts import PACKET, PTS_WRAP, pes_times, pts_delta
 
@@ -108,21 +107,6 @@ def _total(read: F) -> F:
             raise ProbeError(f"corrupt recording ({type(error).__name__}: {error})") from None
 
     return cast(F, total)
-
-
-@contextlib.contextmanager
-def opened(path: Path | str) -> Iterator[tuple[int, int]]:
-    """A recording opened for reading, with its size: never blocking (a FIFO put in a
-    recording's place would hang the reader and its thread for good), and refused with
-    ProbeError unless it is a regular file."""
-    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
-    try:
-        info = os.fstat(fd)
-        if not stat.S_ISREG(info.st_mode):
-            raise ProbeError("not a regular file")
-        yield fd, info.st_size
-    finally:
-        os.close(fd)
 
 
 @_total
