@@ -118,13 +118,24 @@ async def stream(
     except TimeoutError:
         raise FfmpegError(f"{argv[0]} did not finish within {time_limit:g} s") from None
     finally:
-        await stop(process)
-        # The process is gone: what is left in the pipe (64 KiB at most) is read to its
-        # end so that asyncio closes the pipe.
-        with contextlib.suppress(OSError, ValueError):
-            await process.stdout.read()
-        with contextlib.suppress(asyncio.CancelledError, OSError):
-            await errors
+        # Its output is read to the end and dropped while it is stopped: asyncio counts a
+        # process as finished (wait() returns) only once its pipes are closed, and a pipe
+        # a consumer stopped reading (a cancelled download) never would be, holding the
+        # export's slot for good.
+        drained = asyncio.ensure_future(_drain(process.stdout))
+        try:
+            await stop(process)
+        finally:
+            with contextlib.suppress(asyncio.CancelledError, OSError, ValueError):
+                await drained
+            with contextlib.suppress(asyncio.CancelledError, OSError):
+                await errors
+
+
+async def _drain(pipe: asyncio.StreamReader) -> None:
+    """Read `pipe` to its end, keeping nothing."""
+    while await pipe.read(1 << 16):
+        pass
 
 
 async def stop(process: asyncio.subprocess.Process) -> None:

@@ -525,6 +525,15 @@ async def test_an_export_stops_when_its_client_goes_away(
     await wait_for(stopped, what="ffmpeg to stop")
     assert (await client.get("/healthz")).status == 200
 
+    async def released() -> bool:
+        health = await (await client.get("/healthz")).json()
+        return bool(health["admission"]["running"] == 0)
+
+    # Its export slot is free again (a paused pipe kept the reaping waiting, and the slot
+    # held, for good), and its concat list is gone.
+    await wait_for(released, what="the export slot released")
+    assert not list((tmp_path / "state" / "playback").rglob(".export-*"))
+
 
 async def test_an_export_whose_recordings_vanish_ends_and_is_logged(
     tmp_path: Path,
