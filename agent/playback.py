@@ -71,6 +71,7 @@ class Playback:
         self.chains = chains
         self.media = media
         self.limiter = limiter
+        self._opening = 0  # sessions being opened: they count against max_sessions
 
     async def _require_camera(self, camera_id: str) -> None:
         if not await self.index.has_camera(camera_id):
@@ -101,12 +102,21 @@ class Playback:
             )
         await self.store.ready()  # the sessions on disk count against the limit
         limit = self.config.playback.max_sessions
-        if len(self.store.sessions) + len(self.store.creating) >= limit:
+        # A place is taken before the first await that follows, so that POSTs answered
+        # at once cannot all pass the check and overshoot the limit together.
+        if len(self.store.sessions) + self._opening >= limit:
             raise Busy(
                 f"there are {limit} live playback sessions, the most playback.max_sessions"
                 " allows; delete one or wait for one to expire",
                 retry_after=SESSIONS_RETRY_SECONDS,
             )
+        self._opening += 1
+        try:
+            return await self._open(camera_id, from_us, to_us)
+        finally:
+            self._opening -= 1
+
+    async def _open(self, camera_id: str, from_us: int, to_us: int) -> Session:
         await self._require_camera(camera_id)
         started = time.perf_counter()
         planned = await self.chains.for_session(camera_id, from_us, to_us)

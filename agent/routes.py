@@ -132,7 +132,7 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
 def auth_middleware(token: str) -> Middleware:
     """Require `Authorization: Bearer <token>` on /api/* (but the OpenAPI description)
     and /metrics."""
-    expected = f"Bearer {token}".encode()
+    expected = token.encode()
 
     @web.middleware
     async def check(request: web.Request, handler: Handler) -> web.StreamResponse:
@@ -140,7 +140,11 @@ def auth_middleware(token: str) -> Middleware:
         if token and protected and request.path != "/api/openapi.json":
             # aiohttp hands over undecodable header bytes as surrogates: keep them as bytes.
             given = request.headers.get("Authorization", "").encode("utf-8", "surrogateescape")
-            if not hmac.compare_digest(given, expected):
+            scheme, _, credentials = given.strip().partition(b" ")
+            # The scheme is case-insensitive (RFC 9110 11.1), the token itself is not.
+            if scheme.lower() != b"bearer" or not hmac.compare_digest(
+                credentials.strip(), expected
+            ):
                 raise Unauthorized("missing or wrong bearer token")
         return await handler(request)
 

@@ -142,8 +142,14 @@ async def test_token(tmp_path: Path, start_agent: Any) -> None:
         assert response.status == 401
         assert response.headers["WWW-Authenticate"] == "Bearer"
         assert list(await response.json()) == ["error"]
-    response = await client.get("/api/cameras", headers={"Authorization": "Bearer s3cret-token"})
-    assert response.status == 200
+    for scheme in ("Bearer", "bearer", "BEARER"):  # case-insensitive, RFC 9110 11.1
+        response = await client.get(
+            "/api/cameras", headers={"Authorization": f"{scheme} s3cret-token"}
+        )
+        assert response.status == 200, scheme
+        await response.read()
+    wrong_case = await client.get("/api/cameras", headers={"Authorization": "Bearer S3CRET-TOKEN"})
+    assert wrong_case.status == 401
     assert (await client.get("/healthz")).status == 200  # open for monitoring
 
 

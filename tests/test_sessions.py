@@ -434,6 +434,19 @@ async def test_sessions_are_capped(
     assert (await post(client, body))[0] == 201
 
 
+async def test_concurrent_posts_never_overshoot_the_cap(
+    tmp_path: Path, footage: dict[str, list[Rendered]], start_agent: Any
+) -> None:
+    """Sixty POSTs at once against a cap of twenty: twenty sessions, forty 503s."""
+    client = await start_with(start_agent, tmp_path, footage, "ts", playback={"max_sessions": 20})
+    body = {"camera_id": "cam", "from": at(0), "to": at(4)}
+    answers = await asyncio.gather(*(post(client, body) for _ in range(60)))
+    statuses = sorted(status for status, _ in answers)
+    assert statuses == [201] * 20 + [503] * 40
+    health = await (await client.get("/healthz")).json()
+    assert health["sessions"]["live"] == 20
+
+
 async def test_concurrent_posts_all_answer_and_lock(
     tmp_path: Path, footage: dict[str, list[Rendered]], start_agent: Any
 ) -> None:
