@@ -17,7 +17,7 @@ from dataclasses import dataclass, replace
 from .admission import Limiter
 from .chains import ChainCache
 from .config import Config
-from .errors import BadRequest, Busy, NotFound
+from .errors import BadRequest, Busy, InsufficientStorage, NotFound
 from .index import Index
 from .indexer import IndexerStatus
 from .media import MediaService
@@ -101,6 +101,11 @@ class Playback:
                 retry_after=SCAN_RETRY_SECONDS,
             )
         await self.store.ready()  # the sessions on disk count against the limit
+        if self.store.unwritable and not await self.store.check_writable():
+            raise InsufficientStorage(
+                f"the playback directory cannot be written to ({self.store.unwritable});"
+                " no session can be made until it can"
+            )
         limit = self.config.playback.max_sessions
         # A place is taken before the first await that follows, so that POSTs answered
         # at once cannot all pass the check and overshoot the limit together.

@@ -122,6 +122,9 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
         if error.errno in (errno.ENOSPC, errno.EDQUOT):
             log.warning("%s %s: %s", request.method, request.path, error.strerror)
             return _error(507, "the agent's disk is full; nothing was changed")
+        if error.errno == errno.EROFS:
+            log.warning("%s %s: %s", request.method, request.path, error.strerror)
+            return _error(507, "the agent's disk is read-only; nothing was changed")
         log.exception("unexpected error in %s %s", request.method, request.path)
         return _error(500, "internal error; the agent logged the details")
     except Exception:
@@ -154,18 +157,46 @@ def auth_middleware(token: str) -> Middleware:
 # -- logging of what aiohttp and asyncio see below the handlers -------------------------
 
 
+MALFORMED_LINES = 10
+MALFORMED_SECONDS = 10.0
+
+
 class _MalformedRequests(logging.Filter):
     """A request aiohttp cannot parse is the client's mistake: one warning line, no
-    traceback (aiohttp logs each at ERROR with one)."""
+    traceback (aiohttp logs each at ERROR with one), and at most MALFORMED_LINES of them
+    every MALFORMED_SECONDS; the next line says how many were left unsaid (a flood of
+    garbage must not fill the journal: 45,000 lines in 10 s before)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.reset()
+
+    def reset(self) -> None:
+        """A new window, nothing left unsaid (an agent starting afresh)."""
+        self._window = -MALFORMED_SECONDS
+        self._said = 0
+        self._unsaid = 0
 
     def filter(self, record: logging.LogRecord) -> bool:
         error = record.exc_info[1] if record.exc_info else None
-        if isinstance(error, HttpProcessingError):
-            first = str(error.message).strip().splitlines()[0] if error.message else ""
-            said = record.getMessage()
-            record.msg, record.args = "%s: %s %s", (said, error.code, first)
-            record.levelno, record.levelname = logging.WARNING, "WARNING"
-            record.exc_info = record.exc_text = None
+        if not isinstance(error, HttpProcessingError):
+            return True
+        now = time.monotonic()
+        if now - self._window >= MALFORMED_SECONDS:
+            self._window, self._said = now, 0
+        if self._said >= MALFORMED_LINES:
+            self._unsaid += 1
+            return False
+        self._said += 1
+        first = str(error.message).strip().splitlines()[0] if error.message else ""
+        said = record.getMessage()
+        record.msg, record.args = "%s: %s %s", (said, error.code, first)
+        if self._unsaid:
+            record.msg += " (and %d more malformed requests not logged)"
+            record.args = (*record.args, self._unsaid)
+            self._unsaid = 0
+        record.levelno, record.levelname = logging.WARNING, "WARNING"
+        record.exc_info = record.exc_text = None
         return True
 
 
@@ -194,9 +225,13 @@ class _RateLimited(logging.Filter):
 
 
 def quiet_logs() -> None:
-    """Install the filters above once per process."""
+    """Install the filters above once per process (an app made anew starts their count
+    afresh)."""
     server = logging.getLogger("aiohttp.server")
-    if not any(isinstance(f, _MalformedRequests) for f in server.filters):
+    malformed = [f for f in server.filters if isinstance(f, _MalformedRequests)]
+    for found in malformed:
+        found.reset()
+    if not malformed:
         server.addFilter(_MalformedRequests())
     loop = logging.getLogger("asyncio")
     if not any(isinstance(f, _RateLimited) for f in loop.filters):
@@ -248,6 +283,11 @@ async def healthz(request: web.Request) -> web.Response:
     if not ffmpeg_found:
         problems.append(f"ffmpeg ({config.ffmpeg.ffmpeg}, ffmpeg.ffmpeg) is not installed")
     problems.extend(app[LIMITER].problems())
+    if app[SESSIONS].unwritable:
+        problems.append(
+            f"playback.dir {config.playback.dir} cannot be written to"
+            f" ({app[SESSIONS].unwritable}): new sessions get 507"
+        )
     body: dict[str, Any] = {
         "status": "degraded" if problems else "ok",
         "version": __version__,

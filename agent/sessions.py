@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import fcntl
 import gzip
 import logging
@@ -102,6 +103,7 @@ class SessionStore:
         self._plans_items = 0
         self._reading: dict[str, asyncio.Future[Stored]] = {}
         self.loaded = asyncio.Event()  # set once the sessions on disk are known
+        self.unwritable = ""  # why playback.dir cannot be written to, if it cannot
         self.counts = {"created": 0, "expired": 0, "deleted": 0}  # since start
 
     def now_us(self) -> int:
@@ -131,10 +133,31 @@ class SessionStore:
         """Wait until the sessions on disk are loaded (at start, in the background)."""
         await self.loaded.wait()
 
+    async def check_writable(self) -> bool:
+        """Whether a file can be made in the playback directory now (a read-only mount, an
+        SD card the kernel remounted read-only after errors); `unwritable` says why not."""
+
+        def probe() -> str:
+            trial = self.directory / f".write-test-{os.getpid()}.tmp"
+            try:
+                trial.write_bytes(b"")
+                trial.unlink()
+            except OSError as error:
+                return error.strerror or str(error)
+            return ""
+
+        was, self.unwritable = self.unwritable, await asyncio.to_thread(probe)
+        if self.unwritable and not was:
+            log.error("sessions: %s cannot be written to: %s", self.directory, self.unwritable)
+        elif was and not self.unwritable:
+            log.info("sessions: %s can be written to again", self.directory)
+        return not self.unwritable
+
     async def load(self) -> None:
         """Read every session's summary, drop leftovers of interrupted work, and make the
         index's locks those of the sessions on disk; then the store is ready."""
         loaded, present = await asyncio.to_thread(self._load)
+        await self.check_writable()
         self.sessions = {s.id: s for s in loaded}
         holders = await self.index.lock_holders()
         # Sessions the index does not know (it was rebuilt) lock their range again; only
@@ -245,8 +268,10 @@ class SessionStore:
             except BaseException:
                 await self.index.unlock(session.id)
                 raise
-        except BaseException:
+        except BaseException as error:
             await asyncio.to_thread(shutil.rmtree, staging, True)
+            if isinstance(error, OSError) and error.errno == errno.EROFS:
+                self.unwritable = error.strerror or "read-only"  # until the sweep sees it
             raise
         finally:
             self.creating.discard(session.id)

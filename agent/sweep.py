@@ -52,6 +52,7 @@ def _strays(directory: Path, ttl: float, live: set[str]) -> list[str]:
 
 async def sweep_once(store: SessionStore) -> None:
     await store.ready()  # a session not loaded yet would look like a leftover
+    await store.check_writable()  # remounted read-only, or writable again
     await store.persist_expiries()
     for session_id in await store.remove_expired():
         log.info("sweep: session %s expired and was removed", session_id)

@@ -17,6 +17,7 @@ from typing import Any
 
 import pytest
 
+from agent import routes
 from agent.demo import Rendered, place
 from agent.keys import CONFIG
 from agent.layout import make_layout
@@ -410,3 +411,77 @@ async def test_hostile_mp4s_in_a_mediamtx_folder_leave_the_rest_indexed(
     assert health["index"]["unreadable_files"] == len(mp4s), health
     assert health["problems"] == [], health
     assert await camera_counts(client) == {"cam": 3}
+
+
+async def test_a_flood_of_malformed_requests_is_a_few_lines(
+    tmp_path: Path,
+    start_agent: Any,
+    caplog: pytest.LogCaptureFixture,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Two hundred malformed requests: at most ten warning lines in ten seconds, and the
+    next line says how many went unsaid."""
+    client = await start_agent(make_config(tmp_path))
+
+    async def malformed() -> None:
+        reader, writer = await asyncio.open_connection(client.host, client.port)
+        writer.write(b"GET / HTTP/1.1\r\nHost: x\r\nContent-Length: abc\r\n\r\n")
+        await writer.drain()
+        await reader.read()
+        writer.close()
+        await writer.wait_closed()
+
+    for _ in range(200):
+        await malformed()
+    warned = [r for r in caplog.records if r.name == "aiohttp.server"]
+    assert 1 <= len(warned) <= 10
+    assert (await client.get("/healthz")).status == 200
+    # A window later (shortened here), the first line counts those not logged.
+    monkeypatch.setattr(routes, "MALFORMED_SECONDS", 0.2)
+
+    async def counted() -> bool:
+        await malformed()
+        return any("not logged" in r.getMessage() for r in caplog.records)
+
+    await wait_for(counted, what="the count of the lines not logged")
+
+
+@pytest.fixture
+def read_only_playback(tmp_path: Path) -> Any:
+    """The playback directory, bind-mounted onto itself, to be made read-only with the
+    function this yields (mounting needs root); unmounted after the test."""
+    if os.getuid() != 0:
+        pytest.skip("mounting needs root (CI runs as root)")
+    directory = tmp_path / "state" / "playback"
+    directory.mkdir(parents=True)
+    subprocess.run(["mount", "--bind", str(directory), str(directory)], check=True)
+
+    def remount(mode: str) -> None:
+        subprocess.run(["mount", "-o", f"remount,{mode},bind", str(directory)], check=True)
+
+    yield remount
+    subprocess.run(["umount", "-l", str(directory)], check=True)
+
+
+async def test_a_read_only_playback_dir_is_said_and_refused_with_a_sentence(
+    tmp_path: Path,
+    footage: dict[str, list[Rendered]],
+    start_agent: Any,
+    read_only_playback: Any,
+) -> None:
+    """An SD card remounted read-only: /healthz says so at start, a POST is 507 with a
+    sentence (not 500 and a traceback), and once it can be written again, sessions are."""
+    read_only_playback("ro")
+    client = await start_with(start_agent, tmp_path, footage, "ts")
+    health = await (await client.get("/healthz")).json()
+    assert health["status"] == "degraded"
+    assert any("cannot be written to" in p for p in health["problems"]), health
+    body = {"camera_id": "cam", "from": at(0), "to": at(4)}
+    status, answer = await post(client, body)
+    assert status == 507, answer
+    assert "cannot be written to" in answer["error"]
+    read_only_playback("rw")
+    status, answer = await post(client, body)
+    assert status == 201, answer
+    health = await (await client.get("/healthz")).json()
+    assert health["problems"] == [], health
