@@ -119,6 +119,7 @@ async def _indexer(app: web.Application) -> AsyncIterator[None]:
     tasks.start("index-scan", indexer.reconcile_forever)
     tasks.start("index-watch", indexer.watch)
     tasks.start("index-pending", indexer.settle_forever)
+    tasks.start("index-poll", indexer.poll_forever)
     yield
 
 

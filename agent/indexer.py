@@ -25,6 +25,7 @@ from pathlib import Path
 from stat import S_ISREG
 
 from watchfiles import Change, awatch
+from watchfiles._rust_notify import WatchfilesRustInternalError
 
 from .containers.probe import Cut, MediaFacts, ProbeError, fmp4_splits, is_long, probe, ts_splits
 from .index import Index, Segment
@@ -36,6 +37,7 @@ log = logging.getLogger(__name__)
 QUIET_SECONDS = 1.0
 SETTLE_SECONDS = 15.0
 RECONCILE_SECONDS = 300.0
+POLL_SECONDS = 2.0  # how often a directory the watcher cannot follow is looked at
 _BATCH = 256  # files probed per worker-thread call, and written per transaction
 _TICK_SECONDS = 0.25  # how often files still pending are looked at again
 
@@ -206,6 +208,7 @@ class Indexer:
         self._has_pending = asyncio.Event()
         self._reported: set[bytes] = set()  # undecodable names already logged
         self._round_over = asyncio.Event()
+        self._polled: list[str] = []  # directories reconciled every POLL_SECONDS
         self.scanned = asyncio.Event()  # set once the first scan is done
 
     # -- entry points: three loops, each run (and restarted) by the app's supervisor ---
@@ -332,7 +335,7 @@ class Indexer:
                     if await pause(stop, 2.0):
                         return
                 await self.reconcile()
-            recursive, alone = await asyncio.to_thread(self._watch_plan)
+            recursive, alone, self._polled = await asyncio.to_thread(self._watch_plan)
             # Ends this round of watching: the agent stops, or a directory watched alone
             # got a new subdirectory, which the next plan must take in.
             self._round_over = asyncio.Event()
@@ -347,14 +350,42 @@ class Indexer:
                 await asyncio.gather(*streams)
                 if not stop.is_set():
                     continue  # a new plan; what changed meanwhile was reconciled
-            except Exception:
-                log.exception("index: watching %s failed; starting again", self.root)
+            except Exception as error:
+                if _undecodable_name(error):
+                    # A file of a name that is not UTF-8 arrived: the next plan polls its
+                    # folder (once for each such file, not at each change to it).
+                    log.info("index: a name that is not UTF-8 appeared; watching around it")
+                else:
+                    log.exception("index: watching %s failed; starting again", self.root)
             finally:
                 self.status.watching = False
+                self._round_over.set()  # every stream of this round ends with it
                 relay.cancel()
             if await pause(stop, 1.0):
                 return
             await self.reconcile()  # catch up on what happened while not watching
+
+    async def poll_forever(self, stop: asyncio.Event) -> None:
+        """Reconcile the directories the watcher cannot follow (a file name in them is
+        not UTF-8) every POLL_SECONDS; once one no longer has such a name, the watcher
+        plans anew and follows it again."""
+        while not await pause(stop, POLL_SECONDS):
+            for reldir in list(self._polled):
+                await self.reconcile_under(reldir)
+            clean = bool(self._polled) and await asyncio.to_thread(self._polled_clean)
+            if clean:
+                self._round_over.set()
+
+    def _polled_clean(self) -> bool:
+        """Whether a polled directory no longer holds a name that is not UTF-8."""
+        for reldir in self._polled:
+            try:
+                names = os.listdir(os.fsencode(self.root / reldir))
+            except OSError:
+                return True
+            if not any(_undecodable(name) for name in names):
+                return True
+        return False
 
     async def _follow(self, paths: list[Path], recursive: bool, over: asyncio.Event) -> None:
         async for changes in awatch(
@@ -371,36 +402,46 @@ class Indexer:
             if new_dirs and not recursive:
                 over.set()
 
-    def _watch_plan(self) -> tuple[list[Path], list[Path]]:
-        """(directories to watch with all below them, directories to watch alone).
+    def _watch_plan(self) -> tuple[list[Path], list[Path], list[str]]:
+        """(directories to watch with all below them, directories to watch alone,
+        directories to look at every POLL_SECONDS instead, relative to the root).
 
         watchfiles stops on a name that is not UTF-8 anywhere in what it watches, so the
-        subtrees that hold one are watched directory by directory around it; such names
-        are reported once and left out (no layout matches them). Blocking."""
+        subtrees that hold one are watched directory by directory around it; a directory
+        that holds a file of such a name is not watched at all but looked at every
+        POLL_SECONDS. Such names are reported once and left out (no layout matches
+        them). Blocking."""
         recursive: list[Path] = []
         alone: list[Path] = []
+        polled: list[str] = []
 
-        def clean(directory: bytes) -> bool:
-            """Whether nothing below `directory` has an undecodable name; if something
-            does, plan its clean parts and watch `directory` itself alone."""
+        def undecodable(path: bytes) -> bool:
+            if not _undecodable(os.path.basename(path)):
+                return False
+            if path not in self._reported:
+                self._reported.add(path)
+                log.warning("index: skipping %r: the name is not UTF-8", os.fsdecode(path))
+            return True
+
+        def clean(directory: bytes) -> bool | None:
+            """Whether nothing below `directory` has an undecodable name (None: `directory`
+            itself holds a file of one); if something below does, plan its clean parts and
+            watch `directory` itself alone."""
             try:
-                children = [
-                    e.path for e in os.scandir(directory) if e.is_dir(follow_symlinks=False)
-                ]
+                entries = list(os.scandir(directory))
             except OSError:
                 return True
+            bad_files = [
+                e for e in entries if not e.is_dir(follow_symlinks=False) and undecodable(e.path)
+            ]
             verdicts: dict[bytes, bool | None] = {}
-            for child in children:
-                name = os.path.basename(child)
-                try:
-                    name.decode("utf-8")
-                except UnicodeDecodeError:
-                    verdicts[child] = None
-                    if child not in self._reported:
-                        self._reported.add(child)
-                        log.warning("index: skipping %r: the name is not UTF-8", os.fsdecode(child))
-                    continue
-                verdicts[child] = clean(child)
+            for entry in entries:
+                if entry.is_dir(follow_symlinks=False):
+                    verdicts[entry.path] = None if undecodable(entry.path) else clean(entry.path)
+            if bad_files:
+                polled.append(self._relative(os.fsdecode(directory)) or "")
+                recursive.extend(Path(os.fsdecode(c)) for c, ok in verdicts.items() if ok)
+                return None
             if all(verdicts.values()):
                 return True
             alone.append(Path(os.fsdecode(directory)))
@@ -409,7 +450,7 @@ class Indexer:
 
         if clean(os.fsencode(self.root)):
             recursive.append(self.root)
-        return recursive, alone
+        return recursive, alone, polled
 
     async def _apply(self, changes: Iterable[tuple[Change, str]]) -> list[str]:
         """Index or forget what a batch of changes touched; the new directories."""
@@ -566,6 +607,22 @@ class Indexer:
                 segment.path,
                 (segment.end_us - segment.start_us) / 1e6,
             )
+
+
+def _undecodable_name(error: BaseException) -> bool:
+    """Whether watchfiles stopped on a path it could not decode (perhaps inside the
+    exception group its task group raises)."""
+    if isinstance(error, BaseExceptionGroup):
+        return any(_undecodable_name(inner) for inner in error.exceptions)
+    return isinstance(error, WatchfilesRustInternalError) and "decode" in str(error)
+
+
+def _undecodable(name: bytes) -> bool:
+    try:
+        name.decode("utf-8")
+    except UnicodeDecodeError:
+        return True
+    return False
 
 
 async def _relay(source: asyncio.Event, target: asyncio.Event) -> None:

@@ -296,6 +296,38 @@ async def test_a_folder_name_that_is_not_utf8_is_skipped_and_watching_goes_on(
     ]
 
 
+async def test_a_file_name_that_is_not_utf8_is_said_once_and_its_folder_still_followed(
+    tmp_path: Path,
+    footage: dict[str, list[Rendered]],
+    start_agent: Any,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """watchfiles stops on such a name: its folder is looked at every few seconds
+    instead, the others are watched as before, and the watcher never fails."""
+    config = make_config(tmp_path)
+    root = config.recordings.root
+    place_old(footage["ts"], root, config.layout, "cam", T0)
+    client = await started(start_agent, config)
+
+    async def watching() -> bool:
+        body = await (await client.get("/healthz")).json()
+        return bool(body["index"]["watching"])
+
+    await wait_for(watching, what="the watcher to run")
+    day = os.fsencode(root / "cam" / "2026-11-20")
+    for _ in range(3):  # a change to it, again and again
+        with open(day + b"/\xff.ts", "ab") as handle:
+            handle.write(b"x")
+    place(footage["ts"], root, config.layout, "cam", T0 + 6 * S)  # in its folder
+    place(footage["ts"], root, config.layout, "other", T0)  # elsewhere
+    await wait_for(lambda: _counts_are(client, {"cam": 6, "other": 3}), what="new files")
+    said = [r for r in caplog.records if "is not UTF-8" in r.getMessage()]
+    assert len(said) == 1
+    assert not [r for r in caplog.records if r.levelno >= logging.ERROR]
+    body = await (await client.get("/healthz")).json()
+    assert body["status"] == "ok", body
+
+
 async def _counts_are(client: Any, expected: dict[str, int]) -> bool:
     return bool(await camera_counts(client) == expected)
 
