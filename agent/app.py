@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import time
 from collections.abc import AsyncIterator, Callable
 
@@ -73,11 +74,26 @@ def create_app(
 
 
 async def _exclusive(app: web.Application) -> AsyncIterator[None]:
-    """One agent per state: a second one on the same playback.dir stops before it touches
-    anything (it would clean up the first one's work in progress)."""
-    lock = await asyncio.to_thread(StateLock.take, app[CONFIG].playback.dir)
+    """One agent per state: a second one on the same playback.dir, or with its index in
+    the same directory, stops before it touches anything (it would clean up the first
+    one's work in progress, or drop its sessions' locks from the index)."""
+    config = app[CONFIG]
+    playback = await asyncio.to_thread(StateLock.take, config.playback.dir)
+    index_dir = config.index.database.parent
+    same = await asyncio.to_thread(
+        lambda: os.path.realpath(index_dir) == os.path.realpath(config.playback.dir)
+    )
+    index = None
+    try:
+        if not same:
+            index = await asyncio.to_thread(StateLock.take, index_dir, "index.database")
+    except BaseException:
+        await asyncio.to_thread(playback.release)
+        raise
     yield
-    await asyncio.to_thread(lock.release)
+    for lock in (index, playback):
+        if lock is not None:
+            await asyncio.to_thread(lock.release)
 
 
 async def _page(app: web.Application) -> AsyncIterator[None]:

@@ -64,8 +64,9 @@ class StateLock:
         self._fd = fd
 
     @classmethod
-    def take(cls, directory: Path) -> StateLock:
-        """Lock `directory` (blocking), or raise StartupError if another agent holds it."""
+    def take(cls, directory: Path, key: str = "playback.dir") -> StateLock:
+        """Lock `directory` (blocking), or raise StartupError if another agent holds it;
+        `key` is the setting that named it."""
         directory.mkdir(parents=True, exist_ok=True)
         fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
         try:
@@ -73,7 +74,7 @@ class StateLock:
         except BlockingIOError:
             os.close(fd)
             raise StartupError(
-                f"another agent is using {directory} (playback.dir); stop it first,"
+                f"another agent is using {directory} ({key}); stop it first,"
                 " or give this one its own directories"
             ) from None
         return cls(fd)

@@ -325,6 +325,47 @@ def test_a_second_agent_on_the_same_state_stops_at_once(tmp_path: Path) -> None:
         first.communicate()
 
 
+def test_a_second_agent_sharing_only_the_index_stops_at_once(
+    tmp_path: Path, footage: dict[str, list[Rendered]]
+) -> None:
+    """Its own playback directory and port, the first one's index: it would drop every
+    lock the first one's sessions hold. One line, exit status 1, the locks intact."""
+    place_old(footage["ts"], tmp_path / "rec", make_layout("ffmpeg", "UTC"), "cam", T0)
+    port = free_port()
+    first = start(tmp_path, port)
+    try:
+        deadline = time.monotonic() + 20
+        while not indexed(port, 1):
+            assert time.monotonic() < deadline, "not indexed"
+            time.sleep(0.05)
+        body = {"camera_id": "cam", "from": format_us(T0), "to": format_us(T0 + 2_000_000)}
+        assert call(port, "POST", "/api/playback", body)[0] == 201
+        with contextlib.closing(sqlite3.connect(tmp_path / "index.sqlite3")) as db:
+            before = db.execute("SELECT COUNT(*) FROM locks").fetchone()
+        second_config = tmp_path / "second.toml"
+        second_config.write_text(
+            (tmp_path / "agent.toml")
+            .read_text()
+            .replace(str(port), str(free_port()))
+            .replace(str(tmp_path / "playback"), str(tmp_path / "elsewhere"))
+        )
+        second = subprocess.run(
+            [sys.executable, "-m", "agent", "--config", str(second_config)],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert second.returncode == 1
+        assert "another agent is using" in second.stderr
+        assert "index.database" in second.stderr
+        assert "Traceback" not in second.stderr
+        with contextlib.closing(sqlite3.connect(tmp_path / "index.sqlite3")) as db:
+            assert db.execute("SELECT COUNT(*) FROM locks").fetchone() == before == (1,)
+    finally:
+        first.kill()
+        first.communicate()
+
+
 def test_ffmpeg_dies_with_the_agent(tmp_path: Path) -> None:
     """kill -9 of the agent takes its ffmpeg with it (the parent-death signal)."""
     script = (
