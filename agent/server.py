@@ -7,6 +7,9 @@ the process's file limit and a share of it per client address; at either limit i
 evicts that client's (or the busiest client's) connection that has waited longest for
 its headers; and it closes any that has not completed its request headers within
 HEADER_TIMEOUT_SECONDS. One client holding connections open hurts only itself.
+A response the client stops reading (asyncio pauses writing to it) is evictable once it
+has stalled EVICTABLE_STALL_SECONDS, and cut after WRITE_STALL_SECONDS: slow readers from
+a few addresses cannot hold every connection against everyone else.
 
 A request aiohttp cannot parse (a control character in a header, say) never reaches the
 app's middleware; its answer is still the API's JSON error, not aiohttp's plain text.
@@ -32,6 +35,12 @@ from .tasks import pause
 log = logging.getLogger(__name__)
 
 HEADER_TIMEOUT_SECONDS = 10.0
+# A response whose client has read nothing for this long (the socket's buffers full) is
+# cut: a paused player reconnects with a Range when it plays on.
+WRITE_STALL_SECONDS = 60.0
+# A connection whose response has stalled this long may be closed to make room for a
+# new client when the connections are all taken.
+EVICTABLE_STALL_SECONDS = 2.0
 KEEPALIVE_SECONDS = 75.0  # an idle keep-alive connection is closed after this
 MAX_CONNECTIONS = 1024
 LISTEN_QUEUE = 4096  # connections the kernel holds until accepted (net.core.somaxconn caps)
@@ -52,6 +61,7 @@ class ConnectionGuard:
         soft = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
         self.cap = cap or connection_cap(soft if soft > 0 else 1024)
         self._waiting: dict[RequestHandler, float | None] = {}  # None: in a request
+        self._stalled: dict[RequestHandler, float] = {}  # writing paused since
         self._peers: dict[str, set[RequestHandler]] = {}  # client address -> connections
         self._peer_of: dict[RequestHandler, str] = {}
         # No one client may hold more than a quarter of the connections.
@@ -61,6 +71,7 @@ class ConnectionGuard:
         self.evicted = 0
         self.refused = 0
         self.timed_out = 0
+        self.write_timeouts = 0
 
     @property
     def open(self) -> int:
@@ -82,9 +93,10 @@ class ConnectionGuard:
                 self.refused += 1
                 return False
         elif len(self._waiting) >= self.cap:
-            # Room is made at the client that holds the most.
+            # Room is made at the client that holds the most, else wherever a response
+            # has stalled.
             busiest = max(self._peers.values(), key=len)
-            if not self._evict(list(busiest)):
+            if not self._evict(list(busiest)) and not self._evict(list(self._waiting)):
                 self.refused += 1
                 return False
         return True
@@ -95,16 +107,28 @@ class ConnectionGuard:
         self._peer_of[handler] = peer
 
     def _evict(self, handlers: list[RequestHandler]) -> bool:
-        """Close the idle keep-alive connection, else the one that has waited longest for
-        its headers, among `handlers`; False if all are answering a request."""
-        candidates = [(self._waiting[h] != _IDLE, self._waiting[h], id(h), h) for h in handlers
-                      if self._waiting.get(h) is not None]  # fmt: skip
+        """Close, among `handlers`, the idle keep-alive connection, else the one that has
+        waited longest for its headers, else the response stalled longest (at least
+        EVICTABLE_STALL_SECONDS); False if all are answering a request that flows."""
+        stalled_before = time.monotonic() - EVICTABLE_STALL_SECONDS
+        candidates = [(0 if self._waiting[h] == _IDLE else 1, self._waiting[h], id(h), h)
+                      for h in handlers if self._waiting.get(h) is not None]  # fmt: skip
+        candidates += [(2, self._stalled[h], id(h), h) for h in handlers
+                       if self._waiting.get(h, 0) is None
+                       and self._stalled.get(h, _IDLE) <= stalled_before]  # fmt: skip
         if not candidates:
             return False
         *_, oldest = min(candidates, key=lambda entry: entry[:3])
         self.evicted += 1
         self._close(oldest)
         return True
+
+    def paused(self, handler: RequestHandler) -> None:
+        """The client stopped reading: the socket's buffers are full."""
+        self._stalled.setdefault(handler, time.monotonic())
+
+    def resumed(self, handler: RequestHandler) -> None:
+        self._stalled.pop(handler, None)
 
     def received(self, handler: RequestHandler) -> None:
         """Bytes arrived: on an idle keep-alive connection they start a header clock."""
@@ -116,6 +140,7 @@ class ConnectionGuard:
 
     def _forget(self, handler: RequestHandler) -> None:
         self._waiting.pop(handler, None)
+        self._stalled.pop(handler, None)
         peer = self._peer_of.pop(handler, None)
         handlers = self._peers.get(peer, set()) if peer is not None else set()
         handlers.discard(handler)
@@ -134,28 +159,40 @@ class ConnectionGuard:
             self._waiting[handler] = _IDLE  # type: ignore[index]
 
     def _close(self, handler: RequestHandler) -> None:
+        stalled = handler in self._stalled
         self._forget(handler)
         handler.force_close()
         if handler.transport is not None:
-            handler.transport.close()
+            if stalled:  # close() would wait for a client that reads nothing to read
+                handler.transport.abort()
+            else:
+                handler.transport.close()
 
     async def sweep_forever(self, stop: asyncio.Event) -> None:
-        """Close connections that have waited too long for their request headers."""
+        """Close connections that have waited too long for their request headers, and
+        responses that have stalled too long."""
         while not stop.is_set():
             if await pause(stop, 1.0):
                 return
-            deadline = time.monotonic() - HEADER_TIMEOUT_SECONDS
-            late = [
-                h for h, since in self._waiting.items() if since is not None and since < deadline
-            ]
-            for handler in late:
-                self.timed_out += 1
-                self._close(handler)
+            self.sweep(time.monotonic())
+
+    def sweep(self, now: float) -> None:
+        """One pass of `sweep_forever` at time `now`."""
+        deadline = now - HEADER_TIMEOUT_SECONDS
+        late = [h for h, since in self._waiting.items() if since is not None and since < deadline]
+        for handler in late:
+            self.timed_out += 1
+            self._close(handler)
+        stalled = [h for h, since in self._stalled.items() if since < now - WRITE_STALL_SECONDS]
+        for handler in stalled:
+            self.write_timeouts += 1
+            self._close(handler)
 
     def state(self) -> dict[str, int]:
         return {"open": self.open, "cap": self.cap, "per_client": self.per_peer,
                 "evicted": self.evicted, "refused": self.refused,
-                "header_timeouts": self.timed_out}  # fmt: skip
+                "header_timeouts": self.timed_out,
+                "write_timeouts": self.write_timeouts}  # fmt: skip
 
 
 _IDLE = float("inf")  # waiting for a next request that may never come: never "late"
@@ -224,10 +261,12 @@ class _Guarded:
 
     def pause_writing(self) -> None:
         if self._handler is not None:
+            self._guard.paused(self._handler)
             self._handler.pause_writing()
 
     def resume_writing(self) -> None:
         if self._handler is not None:
+            self._guard.resumed(self._handler)
             self._handler.resume_writing()
 
 
