@@ -41,6 +41,8 @@ WRITE_STALL_SECONDS = 60.0
 # A connection whose response has stalled this long may be closed to make room for a
 # new client when the connections are all taken.
 EVICTABLE_STALL_SECONDS = 2.0
+# At the cap, a client holding fewer connections than this may take another's room.
+NEWCOMER_CONNECTIONS = 4
 KEEPALIVE_SECONDS = 75.0  # an idle keep-alive connection is closed after this
 MAX_CONNECTIONS = 1024
 LISTEN_QUEUE = 4096  # connections the kernel holds until accepted (net.core.somaxconn caps)
@@ -93,10 +95,16 @@ class ConnectionGuard:
                 self.refused += 1
                 return False
         elif len(self._waiting) >= self.cap:
-            # Room is made at the client that holds the most, else wherever a response
-            # has stalled.
-            busiest = max(self._peers.values(), key=len)
-            if not self._evict(list(busiest)) and not self._evict(list(self._waiting)):
+            if mine is not None and len(mine) >= NEWCOMER_CONNECTIONS:
+                # A client that holds several makes room among its own: were it to take
+                # others', clients that reconnect at once would evict each other for good.
+                admitted = self._evict(list(mine))
+            else:
+                # A new client: room is made at the client that holds the most, else
+                # wherever a response has stalled.
+                busiest = max(self._peers.values(), key=len)
+                admitted = self._evict(list(busiest)) or self._evict(list(self._waiting))
+            if not admitted:
                 self.refused += 1
                 return False
         return True

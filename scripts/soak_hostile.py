@@ -4,16 +4,22 @@
   .venv/bin/python scripts/soak_hostile.py [--seconds 60] [--files 256]
 
 The agent runs as a process with a limit of --files open files, on 30 s of footage and a
-hostile recordings root (a year-9999 name, a name that is not UTF-8, a symlinked folder).
-For --seconds it is probed at once by: 300 connections from 127.0.0.2 that send half a
+hostile recordings root (a year-9999 name, a name that is not UTF-8, a symlinked folder,
+every hostile recording in tests/regressions/ (memory bombs, random timestamps, empty
+boxes), a sparse 20 GB file, and a FIFO put in place of an indexed recording). For
+--seconds it is probed at once by: 300 connections from 127.0.0.2 that send half a
 request and are reopened whenever the agent closes them; 20 slow readers taking media at
-about 1 KB/s; malformed requests; and a client creating and deleting sessions (some
-kept). Meanwhile /healthz is timed every 100 ms, on a new connection each time, from a
-process of its own (the probes keep this one's event loop too busy to time anything).
-As root, the playback and index directories are small tmpfs mounts, each filled to
-the last byte for 2 s out of every 4. At the end: /healthz latency (p50, p99, max, how
-many over 50 ms, failures), what the guard did, and whether every session that answered
-201 and was kept still plays (ffmpeg -v error). Needs about 50 MB under $TMPDIR.
+about 1 KB/s; 4 addresses each holding their share of connections on 720p media they
+never read (4 KB receive buffers); exports cancelled after their first 64 KB; sessions,
+media and exports of the FIFO's camera; malformed requests; and a client creating and
+deleting sessions (some kept). Meanwhile /healthz is timed every 100 ms, on a new
+connection each time, from a process of its own (the probes keep this one's event loop
+too busy to time anything), and the agent's RSS sampled. As root, the playback and index
+directories are small tmpfs mounts, each filled to the last byte for 2 s out of every 4.
+At the end: /healthz latency (p50, p99, max, how many over 50 ms, failures), the agent's
+largest RSS, what the guard did, the build slots still held once the probes stopped, and
+whether every session that answered 201 and was kept still plays (ffmpeg -v error).
+Needs about 100 MB under $TMPDIR.
 """
 
 from __future__ import annotations
@@ -31,6 +37,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import urllib.request
 from collections.abc import Iterator
@@ -39,6 +46,7 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
+import psutil
 
 from agent.demo import place, render_run
 from agent.layout import make_layout
@@ -46,6 +54,8 @@ from agent.times import format_us
 
 T0 = 1_795_161_600_000_000  # 2026-11-20T08:00:00Z
 ATTACKER = "127.0.0.2"  # the half-sent requests come from another loopback address
+# Every hostile recording the tests keep.
+REGRESSIONS = Path(__file__).resolve().parent.parent / "tests" / "regressions"
 
 
 def free_port() -> int:
@@ -89,6 +99,85 @@ async def slow_reader(url: str, stop: asyncio.Event, tally: dict[str, int]) -> N
             writer.close()
             tally["slow reads ended"] += 1
         except OSError:
+            await asyncio.sleep(0.5)
+
+
+async def stalled_readers(
+    url: str, addresses: list[str], each: int, stop: asyncio.Event, tally: dict[str, int]
+) -> None:
+    """From each of `addresses`, `each` connections that ask for `url` and never read
+    (4 KB receive buffers), reopened whenever the agent closes them."""
+    host, _, rest = url.removeprefix("http://").partition("/")
+    address, _, port = host.partition(":")
+
+    async def one(source: str) -> None:
+        while not stop.is_set():
+            sock = socket.socket()
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+            sock.setblocking(False)
+            try:
+                sock.bind((source, 0))
+                await asyncio.get_running_loop().sock_connect(sock, (address, int(port)))
+                reader, writer = await asyncio.open_connection(sock=sock)
+                writer.write(f"GET /{rest} HTTP/1.1\r\nHost: x\r\n\r\n".encode())
+                await writer.drain()
+                await reader.read(1)  # then nothing more, until the agent cuts it
+                while not writer.is_closing():
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(stop.wait(), 1)
+                    if stop.is_set():
+                        break
+                else:
+                    tally["stalled reads cut"] += 1
+                writer.close()
+            except OSError:
+                sock.close()
+                await asyncio.sleep(0.5)
+
+    await asyncio.gather(*(one(a) for a in addresses for _ in range(each)))
+
+
+async def cancelled_exports(base: str, stop: asyncio.Event, tally: dict[str, int]) -> None:
+    """Exports of the whole footage, each dropped after its first 64 KB."""
+    body = {"camera_id": "cam", "from": format_us(T0), "to": format_us(T0 + 30_000_000)}
+    while not stop.is_set():
+        with contextlib.suppress(aiohttp.ClientError, TimeoutError, OSError):
+            async with aiohttp.ClientSession() as http:
+                async with http.post(f"{base}/api/playback", json=body) as answer:
+                    session = await answer.json()
+                clip = base + session["playlist_url"].replace("index.m3u8", "clip.mp4")
+                async with http.get(clip) as download:
+                    tally[f"export {download.status}"] += 1
+                    await download.content.read(65536)
+                async with http.delete(f"{base}/api/playback/{session['id']}"):
+                    pass
+        await asyncio.sleep(0.5)
+
+
+async def fifo_camera(base: str, stop: asyncio.Event, tally: dict[str, int]) -> None:
+    """Sessions, media and exports of the camera one of whose recordings is a FIFO: each
+    must answer (201, 404 or 503), never hang."""
+    body = {"camera_id": "fifo", "from": format_us(T0 + 5_000_000),
+            "to": format_us(T0 + 30_000_000)}  # fmt: skip
+    timeout = aiohttp.ClientTimeout(total=10)
+    async with aiohttp.ClientSession(timeout=timeout) as http:
+        while not stop.is_set():
+            try:
+                async with http.post(f"{base}/api/playback", json=body) as answer:
+                    tally[f"FIFO POST {answer.status}"] += 1
+                    session = await answer.json()
+                if answer.status == 201:
+                    for name in ("s000000.ts", "s000001.ts", "clip.mp4"):
+                        url = base + session["playlist_url"].replace("index.m3u8", name)
+                        async with http.get(url) as media:
+                            await media.read()
+                            tally[f"FIFO GET {media.status}"] += 1
+                    async with http.delete(f"{base}/api/playback/{session['id']}"):
+                        pass
+            except TimeoutError:
+                tally["FIFO hung"] += 1
+            except aiohttp.ClientError:
+                pass
             await asyncio.sleep(0.5)
 
 
@@ -185,9 +274,22 @@ async def soak(base: str, port: int, seconds: float, disks: list[Path]) -> list[
         }) as answer:  # fmt: skip
             first = await answer.json()
         media = base + first["playlist_url"].replace("index.m3u8", "s000001.ts")
+        async with http.post(f"{base}/api/playback", json={
+            "camera_id": "big", "from": format_us(T0), "to": format_us(T0 + 20_000_000)
+        }) as answer:  # fmt: skip
+            big = await answer.json()
+        big_media = base + big["playlist_url"].replace("index.m3u8", "s000000.ts")
+        share = (await (await http.get(f"{base}/healthz")).json())["connections"]["per_client"]
         probes = [
             asyncio.create_task(half_requests(port, 300, stop, tally)),
             *(asyncio.create_task(slow_reader(media, stop, tally)) for _ in range(20)),
+            asyncio.create_task(
+                stalled_readers(
+                    big_media, [f"127.0.0.{n}" for n in range(3, 7)], share, stop, tally
+                )
+            ),  # fmt: skip
+            asyncio.create_task(cancelled_exports(base, stop, tally)),
+            asyncio.create_task(fifo_camera(base, stop, tally)),
             asyncio.create_task(malformed(port, stop, tally)),
             asyncio.create_task(sessions(base, stop, kept, tally)),
             asyncio.create_task(fill(disks, stop, tally)),
@@ -201,6 +303,8 @@ async def soak(base: str, port: int, seconds: float, disks: list[Path]) -> list[
         for task in probes:
             task.cancel()
         await asyncio.gather(*probes, return_exceptions=True)
+
+    after = await asyncio.to_thread(settled, base)
     latencies.sort()
     p99 = latencies[int(len(latencies) * 0.99) - 1] if latencies else float("nan")
     print(f"\n/healthz, every 100 ms for {seconds:g} s under the probes: {len(latencies)} answers,"
@@ -208,8 +312,22 @@ async def soak(base: str, port: int, seconds: float, disks: list[Path]) -> list[
           f" p99 {p99 * 1e3:.1f} ms, max {latencies[-1] * 1e3:.1f} ms,"
           f" {sum(t > 0.05 for t in latencies)} over 50 ms")  # fmt: skip
     print(f"guard: {health['connections']}; status {health['status']}: {health['problems']}")
+    print(f"after the probes: build slots held {after['admission']['running']},"
+          f" unreadable files {after['index']['unreadable_files']}")  # fmt: skip
     print("probes: " + ", ".join(f"{k} {v}" for k, v in sorted(tally.items())))
     return [first, *kept]
+
+
+def settled(base: str) -> dict[str, Any]:
+    """/healthz once the build slots the probes took are given back (at most 10 s)."""
+    after: dict[str, Any] = {}
+    for _ in range(100):
+        with urllib.request.urlopen(f"{base}/healthz", timeout=10) as answer:
+            after = json.load(answer)
+        if after["admission"]["running"] == 0:
+            break
+        time.sleep(0.1)
+    return after
 
 
 def time_healthz(base: str, seconds: float) -> tuple[list[float], int, dict[str, Any]]:
@@ -243,6 +361,25 @@ def lost(base: str, sessions: list[dict[str, str]]) -> int:
     return count
 
 
+class RssSampler(threading.Thread):
+    """The largest resident set of a process, sampled every 100 ms."""
+
+    def __init__(self, pid: int) -> None:
+        super().__init__(daemon=True)
+        self.process = psutil.Process(pid)
+        self.peak = 0
+        self._done = threading.Event()
+
+    def run(self) -> None:
+        while not self._done.wait(0.1):
+            with contextlib.suppress(psutil.Error):
+                self.peak = max(self.peak, self.process.memory_info().rss)
+
+    def stop(self) -> None:
+        self._done.set()
+        self.join()
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__.split("\n\n")[0],
@@ -254,10 +391,22 @@ def main() -> None:
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="soak-") as name, contextlib.ExitStack() as stack:
         work = Path(name)
-        print("Rendering 30 s of footage ...", flush=True)
+        print("Rendering 30 s of footage, and 20 s of 720p ...", flush=True)
         run = asyncio.run(render_run(work / "render", 30, 10, size="320x240"))
+        big = asyncio.run(render_run(work / "big", 20, 10, size="1280x720", video_bitrate="8M"))
         root = work / "rec"
-        place(run, root, make_layout("ffmpeg", "UTC"), "cam", T0)
+        layout = make_layout("ffmpeg", "UTC")
+        place(run, root, layout, "cam", T0)
+        place(big, root, layout, "big", T0)
+        fifo = place(run, root, layout, "fifo", T0)[1]
+        for n, regression in enumerate(sorted(REGRESSIONS.iterdir())):  # memory bombs, ...
+            target = root / layout.format("bad", T0 + n * 1_000_000)
+            target.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(regression, target)
+        sparse = root / layout.format("sparse", T0)
+        sparse.parent.mkdir(parents=True)
+        shutil.copyfile(run[0].path, sparse)
+        os.truncate(sparse, 20 << 30)
         hostile = root / "hcam" / "9999-12-31"
         hostile.mkdir(parents=True)
         shutil.copyfile(run[0].path, hostile / "23-59-55.ts")
@@ -282,10 +431,12 @@ def main() -> None:
         def limit() -> None:
             resource.setrlimit(resource.RLIMIT_NOFILE, (args.files, args.files))
 
+        log_file = stack.enter_context((work / "agent.log").open("w+"))
+
         agent = subprocess.Popen(
             [sys.executable, "-m", "agent", "--config", str(work / "agent.toml"),
              "--log-level", "WARNING"],
-            preexec_fn=limit, stderr=subprocess.PIPE, text=True,
+            preexec_fn=limit, stderr=log_file, text=True,
         )  # fmt: skip
         base = f"http://127.0.0.1:{port}"
         try:
@@ -298,13 +449,24 @@ def main() -> None:
                             break
                 except OSError:
                     time.sleep(0.1)
+            fifo.unlink()
+            os.mkfifo(fifo)  # in place of a recording the index has
             print(f"Probing for {args.seconds:g} s (files limit {args.files}) ...", flush=True)
-            kept = asyncio.run(soak(base, port, args.seconds, disks))
+            rss = RssSampler(agent.pid)
+            rss.start()
+            try:
+                kept = asyncio.run(soak(base, port, args.seconds, disks))
+            finally:
+                rss.stop()
+            print(f"agent RSS: at most {rss.peak / (1 << 20):.0f} MB")
             print(f"sessions kept: {len(kept)}, of which lost or not playable: {lost(base, kept)}")
         finally:
             agent.terminate()
-            _, stderr = agent.communicate(timeout=30)
-        lines = stderr.splitlines()
+            agent.wait(timeout=30)
+        # A file, not a pipe: a pipe nobody reads until the end fills, and the agent's
+        # next log line would then block it (journald reads as it goes).
+        log_file.seek(0)
+        lines = log_file.read().splitlines()
         print(f"agent: exit {agent.returncode}, {len(lines)} log lines at WARNING or above,"
               f" {sum('Traceback' in line for line in lines)} tracebacks")  # fmt: skip
         for line in sorted({line for line in lines if line[:1].isupper() and ":" in line})[:10]:

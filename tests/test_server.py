@@ -76,3 +76,41 @@ def test_a_response_stalled_for_a_minute_is_cut(clock: list[float]) -> None:
     assert paused.aborted
     assert not slow.aborted
     assert guard.state()["write_timeouts"] == 1
+
+
+def test_at_the_cap_a_client_with_several_connections_recycles_its_own(
+    clock: list[float],
+) -> None:
+    """Clients that reconnect at once must not evict each other for good: one that holds
+    several connections makes room among its own; only a newcomer takes another's."""
+    guard = ConnectionGuard(cap=32)
+    readers = [_answering(guard, f"10.0.0.{n}", guard.per_peer) for n in range(4)]
+    for mine in readers:
+        for connection in mine:
+            clock[0] += 0.01
+            guard.paused(connection)
+    clock[0] += server.EVICTABLE_STALL_SECONDS + 1
+    assert guard.admit("10.0.0.2")  # at its share: its own oldest goes
+    assert readers[2][0].aborted
+    assert not any(c.aborted for n, mine in enumerate(readers) if n != 2 for c in mine)
+    guard.closed(readers[2][0])
+    _answering(guard, "10.0.0.2", 1)
+    stranger = _answering(guard, "10.0.0.9", 0)
+    assert stranger == []
+    assert guard.admit("10.0.0.9")  # a newcomer: the busiest client's stalled one goes
+
+
+def test_below_its_share_a_client_with_several_connections_still_recycles_its_own(
+    clock: list[float],
+) -> None:
+    guard = ConnectionGuard(cap=32)
+    full = [_answering(guard, f"10.0.0.{n}", guard.per_peer) for n in range(3)]
+    several = _answering(guard, "10.0.0.3", server.NEWCOMER_CONNECTIONS + 1)
+    _answering(guard, "10.0.0.4", guard.cap - guard.open)  # the cap reached
+    for connection in [c for mine in full for c in mine] + several:
+        clock[0] += 0.01
+        guard.paused(connection)
+    clock[0] += server.EVICTABLE_STALL_SECONDS + 1
+    assert guard.admit("10.0.0.3")
+    assert several[0].aborted  # its own
+    assert not any(c.aborted for mine in full for c in mine)
