@@ -32,7 +32,9 @@ _ERRORS = {
     "408": "The request body did not arrive within 10 s",
     "413": "Request body over 64 KiB",
     "500": "Unexpected failure (logged by the agent)",
-    "503": "No build slot within `admission.queue_timeout_seconds`; see Retry-After",
+    "503": "No build slot within `admission.queue_timeout_seconds`, `playback.max_sessions`"
+    " live sessions, the first scan still running, or (on any route) every file descriptor"
+    " in use for a moment; see Retry-After",
     "507": "The build would leave less than `admission.min_free_disk_mb` free, or a disk"
     " the agent writes to (playback or index) is full; nothing was changed",
 }
@@ -43,7 +45,8 @@ def _errors(*codes: str) -> dict[str, Any]:
 
 
 def _op(summary: str, ok: dict[str, Any], errors: tuple[str, ...], **extra: Any) -> dict[str, Any]:
-    codes = sorted({*errors, "400", "500"})  # any request may be malformed HTTP
+    # Any request may be malformed HTTP, or come when every descriptor is in use.
+    codes = sorted({*errors, "400", "500", "503"})
     return {"summary": summary, "responses": {**ok, **_errors(*codes)}, **extra}
 
 

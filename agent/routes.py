@@ -113,7 +113,7 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
             return _error(507, "the agent's index disk is full; nothing was changed")
         log.exception("unexpected error in %s %s", request.method, request.path)
         return _error(500, "internal error; the agent logged the details")
-    except ConnectionResetError:
+    except ConnectionError:
         # The client closed or reset its connection while its request was read: no one
         # is left to answer, and nothing went wrong here.
         log.info("%s %s: the client went away", request.method, request.path)
@@ -125,6 +125,11 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
         if error.errno == errno.EROFS:
             log.warning("%s %s: %s", request.method, request.path, error.strerror)
             return _error(507, "the agent's disk is read-only; nothing was changed")
+        if error.errno in (errno.EMFILE, errno.ENFILE):
+            # Every descriptor is in use (connections at the cap, each reading a file):
+            # a moment's shortage, said once in a while, not a defect with a traceback.
+            _busy_log.warning("%s %s: %s", request.method, request.path, error.strerror)
+            return _error(503, "the agent is busy; try again shortly", {"Retry-After": "1"})
         log.exception("unexpected error in %s %s", request.method, request.path)
         return _error(500, "internal error; the agent logged the details")
     except Exception:
@@ -224,6 +229,10 @@ class _RateLimited(logging.Filter):
         return True
 
 
+# Said at most once every 10 s (quiet_logs rate-limits it), whatever the flood.
+_busy_log = logging.getLogger(f"{__name__}.busy")
+
+
 def quiet_logs() -> None:
     """Install the filters above once per process (an app made anew starts their count
     afresh)."""
@@ -233,9 +242,10 @@ def quiet_logs() -> None:
         found.reset()
     if not malformed:
         server.addFilter(_MalformedRequests())
-    loop = logging.getLogger("asyncio")
-    if not any(isinstance(f, _RateLimited) for f in loop.filters):
-        loop.addFilter(_RateLimited(10.0))
+    for name in ("asyncio", _busy_log.name):
+        logger = logging.getLogger(name)
+        if not any(isinstance(f, _RateLimited) for f in logger.filters):
+            logger.addFilter(_RateLimited(10.0))
 
 
 # -- helpers ------------------------------------------------------------------------------

@@ -134,8 +134,8 @@ async def send(request: web.Request, served: Served) -> web.StreamResponse:
                 await response.write(chunk)
                 position += len(chunk)
             await response.write_eof()
-        except ConnectionResetError:
-            pass  # the player went away (a seek, a closed tab): nothing to report
+        except ConnectionError:
+            pass  # the player went away (a seek, a closed tab) or was cut: nothing to report
         return response
     finally:
         await asyncio.to_thread(os.close, fd)
@@ -156,7 +156,7 @@ async def send_stream(
             await response.write(first)
             async for chunk in chunks:
                 await response.write(chunk)
-        except ConnectionResetError:
+        except ConnectionError:
             return response  # the download was cancelled
         except Exception:
             if request.transport is not None:
