@@ -122,6 +122,7 @@ async def stalled_readers(
                 writer.write(f"GET /{rest} HTTP/1.1\r\nHost: x\r\n\r\n".encode())
                 await writer.drain()
                 await reader.read(1)  # then nothing more, until the agent cuts it
+                tally["stalled reads begun"] += 1
                 while not writer.is_closing():
                     with contextlib.suppress(TimeoutError):
                         await asyncio.wait_for(stop.wait(), 1)
@@ -145,6 +146,9 @@ async def cancelled_exports(base: str, stop: asyncio.Event, tally: dict[str, int
             async with aiohttp.ClientSession() as http:
                 async with http.post(f"{base}/api/playback", json=body) as answer:
                     session = await answer.json()
+                if answer.status != 201:  # the disk is being filled
+                    await asyncio.sleep(0.5)
+                    continue
                 clip = base + session["playlist_url"].replace("index.m3u8", "clip.mp4")
                 async with http.get(clip) as download:
                     tally[f"export {download.status}"] += 1
