@@ -15,12 +15,9 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import os
 import sys
 import tempfile
-import time
-import tracemalloc
 from pathlib import Path
 
 import atheris
@@ -29,10 +26,12 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 with atheris.instrument_imports():
-    from agent.containers.errors import ProbeError
-    from agent.containers.probe import cut_point, keyframes, probe
+    import agent.containers.mp4
+    import agent.containers.mpegts
+    import agent.containers.probe  # noqa: F401
 
 from agent.demo import render_run  # noqa: E402
+from tests.hostile_media import read_in_bounds  # noqa: E402
 
 MB = 1 << 20
 FOUND = ROOT / "tests" / "regressions"
@@ -42,20 +41,7 @@ _scratch = Path(tempfile.mkdtemp(prefix="fuzz-")) / "input"
 def one(data: bytes) -> None:
     """The property, on one input (raises AssertionError where it does not hold)."""
     _scratch.write_bytes(data)
-    tracemalloc.start()
-    started = time.process_time()
-    try:
-        for reader in (
-            lambda: probe(_scratch),
-            lambda: keyframes(_scratch),
-            lambda: cut_point(_scratch, 0, 90_000),
-        ):
-            with contextlib.suppress(ProbeError):
-                reader()
-        _, peak = tracemalloc.get_traced_memory()
-    finally:
-        tracemalloc.stop()
-    seconds = time.process_time() - started
+    _, peak, seconds = read_in_bounds(_scratch)
     if peak > 50 * MB or seconds > 2 + 2 * len(data) / MB:
         name = FOUND / f"fuzz-{abs(hash(data)):x}.bin"
         name.write_bytes(data)

@@ -3,9 +3,15 @@ misled it, kept in tests/regressions/ (written by `python -m tests.hostile_media
 
 from __future__ import annotations
 
+import contextlib
 import random
 import struct
+import time
+import tracemalloc
 from pathlib import Path
+
+from agent.containers.errors import ProbeError
+from agent.containers.probe import MediaFacts, cut_point, keyframes, probe
 
 REGRESSIONS = Path(__file__).with_name("regressions")
 
@@ -115,6 +121,26 @@ def all_regressions() -> dict[str, bytes]:
         # Random timestamps: 27 h indexed from 500 KB before, hiding the footage after it.
         "random-pts.ts": ts_random_timestamps(5, 2000),
     }
+
+
+def read_in_bounds(path: Path) -> tuple[MediaFacts | None, int, float]:
+    """Every container reader on one file: its facts (None where they said ProbeError),
+    the peak of Python's allocations (bytes) and the CPU seconds it took; raises what
+    else they raise."""
+    tracemalloc.start()
+    started = time.process_time()
+    try:
+        try:
+            facts: MediaFacts | None = probe(path)
+        except ProbeError:
+            facts = None
+        for reader in (lambda: keyframes(path), lambda: cut_point(path, 0, 90_000)):
+            with contextlib.suppress(ProbeError):
+                reader()
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    return facts, peak, time.process_time() - started
 
 
 def write_all() -> None:

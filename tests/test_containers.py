@@ -4,11 +4,8 @@ mutates real footage (sizes, counts, truncations) for more."""
 
 from __future__ import annotations
 
-import contextlib
 import os
 import struct
-import time
-import tracemalloc
 from pathlib import Path
 
 import pytest
@@ -16,11 +13,10 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from agent.containers import mpegts
-from agent.containers.errors import ProbeError
-from agent.containers.probe import MediaFacts, cut_point, keyframes, probe
+from agent.containers.probe import MediaFacts
 from agent.demo import Rendered
 
-from .hostile_media import REGRESSIONS, all_regressions
+from .hostile_media import REGRESSIONS, all_regressions, read_in_bounds
 
 MB = 1 << 20
 MEMORY_LIMIT = 50 * MB  # "within 50 MB and 1 s per MB"
@@ -30,20 +26,7 @@ def read_all(path: Path) -> MediaFacts | None:
     """Every reader on one file: facts, or None where they said ProbeError; raises what
     else they raise. Its peak allocations and time are checked against the bounds."""
     size = path.stat().st_size
-    tracemalloc.start()
-    started = time.process_time()
-    try:
-        try:
-            facts = probe(path)
-        except ProbeError:
-            facts = None
-        for reader in (lambda: keyframes(path), lambda: cut_point(path, 0, 90_000)):
-            with contextlib.suppress(ProbeError):
-                reader()
-        _, peak = tracemalloc.get_traced_memory()
-    finally:
-        tracemalloc.stop()
-    seconds = time.process_time() - started
+    facts, peak, seconds = read_in_bounds(path)
     assert peak < MEMORY_LIMIT, f"{path.name}: {peak / MB:.0f} MB"
     assert seconds < 1 + 2 * size / MB, f"{path.name}: {seconds:.1f} s"  # 2x: tracemalloc
     return facts

@@ -299,25 +299,35 @@ def test_kill_9_in_a_loop_loses_nothing(tmp_path: Path, footage: dict[str, list[
         process.communicate(timeout=10)
 
 
+def _second_agent_refused(tmp_path: Path, port: int, changes: dict[str, str]) -> str:
+    """Start a second agent on the first one's configuration, another port and
+    `changes` made to it: it must stop at once with one line and exit status 1, which is
+    returned."""
+    text = (tmp_path / "agent.toml").read_text().replace(str(port), str(free_port()))
+    for old, new in changes.items():
+        text = text.replace(old, new)
+    second_config = tmp_path / "second.toml"
+    second_config.write_text(text)
+    second = subprocess.run(
+        [sys.executable, "-m", "agent", "--config", str(second_config)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert second.returncode == 1
+    assert "another agent is using" in second.stderr
+    assert "Traceback" not in second.stderr
+    return second.stderr
+
+
 def test_a_second_agent_on_the_same_state_stops_at_once(tmp_path: Path) -> None:
     """It must not clean up the running agent's work: one line, exit status 1."""
     port = free_port()
     first = start(tmp_path, port)
     try:
         (tmp_path / "playback" / ".pbs_leftover.creating").mkdir()  # looks like a crash's
-        second_config = tmp_path / "second.toml"
-        second_config.write_text(
-            (tmp_path / "agent.toml").read_text().replace(str(port), str(free_port()))
-        )
-        second = subprocess.run(
-            [sys.executable, "-m", "agent", "--config", str(second_config)],
-            capture_output=True,
-            text=True,
-            timeout=60,
-        )
-        assert second.returncode == 1
-        assert "another agent is using" in second.stderr
-        assert "Traceback" not in second.stderr
+        said = _second_agent_refused(tmp_path, port, {})
+        assert "playback.dir" in said
         assert (tmp_path / "playback" / ".pbs_leftover.creating").exists()
         assert call(port, "GET", "/healthz")[0] == 200
     finally:
@@ -342,23 +352,8 @@ def test_a_second_agent_sharing_only_the_index_stops_at_once(
         assert call(port, "POST", "/api/playback", body)[0] == 201
         with contextlib.closing(sqlite3.connect(tmp_path / "index.sqlite3")) as db:
             before = db.execute("SELECT COUNT(*) FROM locks").fetchone()
-        second_config = tmp_path / "second.toml"
-        second_config.write_text(
-            (tmp_path / "agent.toml")
-            .read_text()
-            .replace(str(port), str(free_port()))
-            .replace(str(tmp_path / "playback"), str(tmp_path / "elsewhere"))
-        )
-        second = subprocess.run(
-            [sys.executable, "-m", "agent", "--config", str(second_config)],
-            capture_output=True,
-            text=True,
-            timeout=60,
-        )
-        assert second.returncode == 1
-        assert "another agent is using" in second.stderr
-        assert "index.database" in second.stderr
-        assert "Traceback" not in second.stderr
+        own = {str(tmp_path / "playback"): str(tmp_path / "elsewhere")}
+        assert "index.database" in _second_agent_refused(tmp_path, port, own)
         with contextlib.closing(sqlite3.connect(tmp_path / "index.sqlite3")) as db:
             assert db.execute("SELECT COUNT(*) FROM locks").fetchone() == before == (1,)
     finally:
