@@ -208,7 +208,9 @@ class Indexer:
         self._has_pending = asyncio.Event()
         self._reported: set[bytes] = set()  # undecodable names already logged
         self._round_over = asyncio.Event()
-        self._polled: list[str] = []  # directories reconciled every POLL_SECONDS
+        # Directories looked at every POLL_SECONDS, each with its subdirectories' names
+        # when the watcher planned.
+        self._polled: dict[str, frozenset[str]] = {}
         self.scanned = asyncio.Event()  # set once the first scan is done
 
     # -- entry points: three loops, each run (and restarted) by the app's supervisor ---
@@ -347,7 +349,10 @@ class Indexer:
                     for paths, deep in ((recursive, True), (alone, False))
                     if paths
                 ]
-                await asyncio.gather(*streams)
+                if streams:
+                    await asyncio.gather(*streams)
+                else:  # all of it polled: until the poll sees it change
+                    await self._round_over.wait()
                 if not stop.is_set():
                     continue  # a new plan; what changed meanwhile was reconciled
             except Exception as error:
@@ -366,26 +371,45 @@ class Indexer:
             await self.reconcile()  # catch up on what happened while not watching
 
     async def poll_forever(self, stop: asyncio.Event) -> None:
-        """Reconcile the directories the watcher cannot follow (a file name in them is
-        not UTF-8) every POLL_SECONDS; once one no longer has such a name, the watcher
-        plans anew and follows it again."""
+        """Look at the directories the watcher cannot follow (a file name in them is not
+        UTF-8) every POLL_SECONDS: a leaf's files are reconciled; a subdirectory added or
+        removed is indexed or forgotten, and the watcher plans anew to follow it; once a
+        directory no longer holds such a name, the watcher plans anew to follow it."""
         while not await pause(stop, POLL_SECONDS):
-            for reldir in list(self._polled):
-                await self.reconcile_under(reldir)
-            clean = bool(self._polled) and await asyncio.to_thread(self._polled_clean)
-            if clean:
+            if self._polled and await self._poll():
                 self._round_over.set()
 
-    def _polled_clean(self) -> bool:
-        """Whether a polled directory no longer holds a name that is not UTF-8."""
-        for reldir in self._polled:
-            try:
-                names = os.listdir(os.fsencode(self.root / reldir))
-            except OSError:
-                return True
-            if not any(_undecodable(name) for name in names):
-                return True
-        return False
+    async def _poll(self) -> bool:
+        """One look at every polled directory; whether the watcher must plan anew."""
+        replan = False
+        for reldir, planned in list(self._polled.items()):
+            level = len(reldir.split("/")) if reldir else 0
+            if level == self.layout.depth - 1:
+                await self._reconcile_dir(reldir)  # a leaf: its recordings
+            subdirs, clean = await asyncio.to_thread(self._look, reldir)
+            for name in sorted(subdirs - planned):
+                await self.reconcile_under(f"{reldir}/{name}" if reldir else name)
+            for name in sorted(planned - subdirs):
+                await self.index.remove_under(f"{reldir}/{name}" if reldir else name)
+            replan = replan or clean or subdirs != planned
+        return replan
+
+    def _look(self, reldir: str) -> tuple[frozenset[str], bool]:
+        """The names of a directory's subdirectories, and whether it no longer holds a
+        file whose name is not UTF-8 (blocking)."""
+        try:
+            entries = list(os.scandir(os.fsencode(self.root / reldir)))
+        except OSError:
+            return frozenset(), True
+        subdirs = frozenset(
+            os.fsdecode(e.name)
+            for e in entries
+            if e.is_dir(follow_symlinks=False) and not _undecodable(e.name)
+        )
+        clean = not any(
+            _undecodable(e.name) for e in entries if not e.is_dir(follow_symlinks=False)
+        )
+        return subdirs, clean
 
     async def _follow(self, paths: list[Path], recursive: bool, over: asyncio.Event) -> None:
         async for changes in awatch(
@@ -402,7 +426,7 @@ class Indexer:
             if new_dirs and not recursive:
                 over.set()
 
-    def _watch_plan(self) -> tuple[list[Path], list[Path], list[str]]:
+    def _watch_plan(self) -> tuple[list[Path], list[Path], dict[str, frozenset[str]]]:
         """(directories to watch with all below them, directories to watch alone,
         directories to look at every POLL_SECONDS instead, relative to the root).
 
@@ -413,7 +437,7 @@ class Indexer:
         them). Blocking."""
         recursive: list[Path] = []
         alone: list[Path] = []
-        polled: list[str] = []
+        polled: dict[str, frozenset[str]] = {}
 
         def undecodable(path: bytes) -> bool:
             if not _undecodable(os.path.basename(path)):
@@ -439,7 +463,9 @@ class Indexer:
                 if entry.is_dir(follow_symlinks=False):
                     verdicts[entry.path] = None if undecodable(entry.path) else clean(entry.path)
             if bad_files:
-                polled.append(self._relative(os.fsdecode(directory)) or "")
+                reldir = self._relative(os.fsdecode(directory)) or ""
+                names = (os.path.basename(child) for child in verdicts)
+                polled[reldir] = frozenset(os.fsdecode(n) for n in names if not _undecodable(n))
                 recursive.extend(Path(os.fsdecode(c)) for c, ok in verdicts.items() if ok)
                 return None
             if all(verdicts.values()):

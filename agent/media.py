@@ -436,6 +436,9 @@ class MediaService:
                     hevc = await asyncio.to_thread(prepare)
                 except FileNotFoundError:
                     raise self._gone(session) from None
+                except ProbeError as error:  # a recording that is no longer one
+                    log.warning("media: export of %s refused: %s", session.id, error)
+                    raise NotFound("a recording of this session is no longer whole") from None
                 argv = export_argv(self.config.ffmpeg.ffmpeg, listing, seconds, first_us, hevc)
                 try:
                     yield ffmpeg.stream(argv, self.config.playback.build_timeout_seconds)

@@ -1,6 +1,6 @@
 """What is sent for a session's URL, and its bytes: a file of the agent's choosing (a
 recording, or a segment made for the session), a part of it, with bytes sent before and
-after it and its timestamps rewritten in flight (pure: no HTTP here; `serve` sends it).
+after it and its timestamps rewritten in flight (no HTTP here: `serve` sends it).
 """
 
 from __future__ import annotations

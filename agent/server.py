@@ -4,8 +4,10 @@ aiohttp times out neither request headers nor a connection that never completes 
 and 150 connections that each send half a request exhaust a 128-file limit. The guard
 sits between the socket and aiohttp's protocol: it counts connections against a cap below
 the process's file limit and a share of it per client address; at either limit it
-evicts that client's (or the busiest client's) connection that has waited longest for
-its headers; and it closes any that has not completed its request headers within
+evicts that client's connection that has waited longest for its headers (at the cap, a
+client holding fewer than NEWCOMER_CONNECTIONS takes the busiest client's instead; one
+holding more recycles only its own, and is refused if they are all answering); and it
+closes any that has not completed its request headers within
 HEADER_TIMEOUT_SECONDS. One client holding connections open hurts only itself.
 A response the client stops reading (asyncio pauses writing to it) is evictable once it
 has stalled EVICTABLE_STALL_SECONDS, and cut after WRITE_STALL_SECONDS: slow readers from
@@ -170,11 +172,14 @@ class ConnectionGuard:
         stalled = handler in self._stalled
         self._forget(handler)
         handler.force_close()
-        if handler.transport is not None:
-            if stalled:  # close() would wait for a client that reads nothing to read
-                handler.transport.abort()
+        transport = handler.transport
+        if transport is not None:
+            # close() would wait to flush what is left to a client that may read nothing,
+            # holding the descriptor the guard no longer counts.
+            if stalled or transport.get_write_buffer_size():
+                transport.abort()
             else:
-                handler.transport.close()
+                transport.close()
 
     async def sweep_forever(self, stop: asyncio.Event) -> None:
         """Close connections that have waited too long for their request headers, and

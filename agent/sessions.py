@@ -10,9 +10,9 @@ crashes:
 - deletion renames the directory to `.<id>.deleting/` before removing it, so a crash
   never brings a deleted session back;
 - at start, only the `session.json` files are read; locks of sessions whose directory is
-  gone are dropped (a session that cannot be read keeps its locks until the sweep removes
-  its directory), and those of sessions the index lost are taken again from their
-  `session.json` (camera and range).
+  gone are dropped (a session that cannot be read then is not served and not read again,
+  but keeps its locks until the sweep removes its directory), and those of sessions the
+  index lost are taken again from their `session.json` (camera and range).
 Plans are read when a session's media is asked for, and a few recent ones are kept, so
 memory does not grow with the number of sessions on disk.
 """
@@ -53,6 +53,8 @@ log = logging.getLogger(__name__)
 
 PLANS_KEPT_ITEMS = 20_000  # plans kept in memory: about 8 MB, 55 one-hour sessions
 CREATING, DELETING = ".creating", ".deleting"
+# Out of file descriptors: the process, not the file, is short of something.
+_SHORT_OF_DESCRIPTORS = (errno.EMFILE, errno.ENFILE)
 PERSIST_AFTER_US = 60_000_000
 
 
@@ -137,6 +139,7 @@ class SessionStore:
     async def check_writable(self) -> bool:
         """Whether a file can be made in the playback directory now (a read-only mount, an
         SD card the kernel remounted read-only after errors); `unwritable` says why not."""
+        was = self.unwritable
 
         def probe() -> str:
             trial = self.directory / f".write-test-{os.getpid()}.tmp"
@@ -144,10 +147,12 @@ class SessionStore:
                 trial.write_bytes(b"")
                 trial.unlink()
             except OSError as error:
+                if error.errno in _SHORT_OF_DESCRIPTORS:
+                    return was  # a moment's shortage says nothing of the disk
                 return error.strerror or str(error)
             return ""
 
-        was, self.unwritable = self.unwritable, await asyncio.to_thread(probe)
+        self.unwritable = await asyncio.to_thread(probe)
         if self.unwritable and not was:
             log.error("sessions: %s cannot be written to: %s", self.directory, self.unwritable)
         elif was and not self.unwritable:
@@ -215,6 +220,8 @@ class SessionStore:
         try:
             stored = await asyncio.shield(reading)
         except (OSError, ValueError, KeyError, TypeError) as error:
+            if isinstance(error, OSError) and error.errno in _SHORT_OF_DESCRIPTORS:
+                raise  # a moment's shortage (503), not a session that cannot be read
             if not self.live(session.id) or isinstance(error, FileNotFoundError):
                 raise NotFound(f"playback session {session.id} was deleted") from None
             log.error("sessions: %s has no valid %s (%s)", session.id, PLAN, error)

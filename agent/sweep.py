@@ -46,7 +46,8 @@ def _strays(directory: Path, ttl: float, live: set[str]) -> list[str]:
             continue
         if is_stray(entry.name, is_dir, mtime, now, ttl, live):
             shutil.rmtree(entry.path, ignore_errors=True)
-            found.append(entry.name)
+            if not os.path.lexists(entry.path):  # a read-only disk keeps it, and its locks
+                found.append(entry.name)
     return found
 
 

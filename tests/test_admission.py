@@ -102,8 +102,8 @@ async def test_the_disk_is_looked_at_again_off_the_event_loop(
 ) -> None:
     """Before refusing for want of disk, the limiter looks at the disk again: a statvfs
     that a stalled disk can hold for seconds, so never on the event loop's thread."""
-    limiter = Limiter(AdmissionConfig(min_free_disk_mb=512), tmp_path)
-    limiter.free_bytes = 0  # the last sample: full
+    limiter = Limiter(AdmissionConfig(min_free_disk_mb=0), tmp_path)
+    limiter.free_bytes = -1  # the last sample: under the floor
     threads: list[int] = []
     real = psutil.disk_usage
 

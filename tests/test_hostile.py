@@ -19,7 +19,8 @@ import pytest
 
 from agent import routes
 from agent.demo import Rendered, place
-from agent.keys import CONFIG
+from agent.indexer import Indexer
+from agent.keys import CONFIG, INDEXER
 from agent.layout import make_layout
 
 from .conftest import (
@@ -320,14 +321,72 @@ async def test_a_file_name_that_is_not_utf8_is_said_once_and_its_folder_still_fo
     for _ in range(3):  # a change to it, again and again
         with open(day + b"/\xff.ts", "ab") as handle:
             handle.write(b"x")
-    place(footage["ts"], root, config.layout, "cam", T0 + 6 * S)  # in its folder
-    place(footage["ts"], root, config.layout, "other", T0)  # elsewhere
+    indexer = client.server.app[INDEXER]
+
+    async def polled() -> bool:
+        return "cam/2026-11-20" in indexer._polled and bool(
+            (await (await client.get("/healthz")).json())["index"]["watching"]
+        )
+
+    await wait_for(polled, what="its folder polled and the rest watched")
+    # Files the watcher no longer sees (their folder is not watched): the poll finds them.
+    place(footage["ts"], root, config.layout, "cam", T0 + 6 * S)
+    place(footage["ts"], root, config.layout, "other", T0)  # elsewhere: the watcher
     await wait_for(lambda: _counts_are(client, {"cam": 6, "other": 3}), what="new files")
     said = [r for r in caplog.records if "is not UTF-8" in r.getMessage()]
     assert len(said) == 1
     assert not [r for r in caplog.records if r.levelno >= logging.ERROR]
     body = await (await client.get("/healthz")).json()
     assert body["status"] == "ok", body
+    # The name gone, its folder is watched again.
+    os.unlink(day + b"/\xff.ts")
+    await wait_for(lambda: _not_polled(indexer), what="its folder watched again")
+
+
+async def _not_polled(indexer: Any) -> bool:
+    return not indexer._polled
+
+
+async def test_a_root_with_nothing_to_watch_but_a_bad_name_does_not_spin(
+    tmp_path: Path, start_agent: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A root holding only a file whose name is not UTF-8: nothing can be watched, all
+    of it is polled, and the watcher waits for the poll instead of planning anew in a
+    loop."""
+    config = make_config(tmp_path)
+    root = config.recordings.root
+    root.mkdir(parents=True)
+    with open(os.fsencode(root) + b"/\xfe", "wb"):
+        pass
+    plans: list[float] = []
+    polls: list[float] = []
+    real_plan, real_poll = Indexer._watch_plan, Indexer._poll
+
+    def counted_plan(self: Indexer) -> Any:
+        plans.append(time.monotonic())
+        return real_plan(self)
+
+    async def counted_poll(self: Indexer) -> bool:
+        polls.append(time.monotonic())
+        return await real_poll(self)
+
+    monkeypatch.setattr(Indexer, "_watch_plan", counted_plan)
+    monkeypatch.setattr(Indexer, "_poll", counted_poll)
+    client = await started(start_agent, config)
+    indexer = client.server.app[INDEXER]
+
+    async def root_polled() -> bool:
+        return "" in indexer._polled
+
+    await wait_for(root_polled, what="the root polled")
+    settled = len(plans)
+    seen = len(polls)
+
+    async def two_more_polls() -> bool:
+        return len(polls) >= seen + 2
+
+    await wait_for(two_more_polls, what="two more polls")
+    assert len(plans) == settled  # no plan between: it waits for the poll
 
 
 async def _counts_are(client: Any, expected: dict[str, int]) -> bool:
@@ -455,6 +514,7 @@ async def test_a_flood_of_malformed_requests_is_a_few_lines(
 ) -> None:
     """Two hundred malformed requests: at most ten warning lines in ten seconds, and the
     next line says how many went unsaid."""
+    monkeypatch.setattr(routes, "MALFORMED_SECONDS", 3600.0)  # one window, however slow
     client = await start_agent(make_config(tmp_path))
 
     async def malformed() -> None:

@@ -1,6 +1,8 @@
-"""Opening recordings: never blocking, and regular files only. A FIFO (or a device) put
-in a recording's place would hang a blocking open, and the worker thread with it, for
-good; it is refused with ProbeError instead."""
+"""Opening recordings: never blocking, regular files only, and none that is mostly holes.
+A FIFO (or a device) put in a recording's place would hang a blocking open, and the
+worker thread with it, for good; a sparse file (a valid head, then `truncate -s 20G`)
+would have the readers scan gigabytes of zeros and count samples by a size the file does
+not hold. Both are refused with ProbeError instead."""
 
 from __future__ import annotations
 
@@ -23,10 +25,24 @@ def open_regular(path: Path | str, follow: bool = True) -> tuple[int, os.stat_re
         info = os.fstat(fd)
         if not stat.S_ISREG(info.st_mode):
             raise ProbeError("not a regular file")
+        if _mostly_holes(info):
+            raise ProbeError(
+                f"a sparse file: {info.st_size} bytes long, {info.st_blocks * 512} on disk"
+            )
     except BaseException:
         os.close(fd)
         raise
     return fd, info
+
+
+# A recording is written from start to end, so every byte of it is on disk: one with more
+# holes than data is no recording. (Half, not all: a compressing file system stores video
+# in a little less than its length; small files may be stored inline, without blocks.)
+_SPARSE_ABOVE = 1 << 20
+
+
+def _mostly_holes(info: os.stat_result) -> bool:
+    return info.st_size > _SPARSE_ABOVE and 0 < info.st_blocks * 512 < info.st_size // 2
 
 
 @contextlib.contextmanager

@@ -12,6 +12,9 @@ from dataclasses import dataclass, field
 from .errors import ProbeError
 
 _MAX_BOX = 64 << 20  # a moov or moof larger than this is not a camera segment
+# The most samples one track of a recording may have: over four hours at 60 fps, and about
+# 100 MB of Python objects at the most, whatever a file claims.
+MAX_TRACK_SAMPLES = 1 << 20
 _CODECS = {b"avc1": "h264", b"avc3": "h264", b"hvc1": "hevc", b"hev1": "hevc"}
 
 
@@ -220,7 +223,8 @@ def read_tracks(moov: bytes, limit: int) -> tuple[list[Track], bool]:
     minf 8.4.4, stbl 8.5.1, edts 8.6.5.
 
     `limit`: the most samples a track may have, what the file can hold (a sample takes
-    at least a byte of it)."""
+    at least a byte of it), and never more than MAX_TRACK_SAMPLES."""
+    limit = min(limit, MAX_TRACK_SAMPLES)
     tracks: list[Track] = []
     fragmented = False
     movie_scale = 1000

@@ -26,7 +26,15 @@ from typing import Any, TypeVar, cast
 from . import mpegts
 from .errors import ProbeError
 from .files import opened
-from .mp4 import Track, init_tracks, read_box, read_tracks, top_level, traf_samples
+from .mp4 import (
+    MAX_TRACK_SAMPLES,
+    Track,
+    init_tracks,
+    read_box,
+    read_tracks,
+    top_level,
+    traf_samples,
+)
 from .mpegts import PACKET, PTS_WRAP, pes_times, pts_delta
 
 __all__ = [
@@ -92,7 +100,10 @@ class MediaFacts:
 
 # What a reader may raise on bytes that break a structure's own rules (a count past its
 # box, an empty box at the end of its parent): turned into ProbeError by `_total`.
-_CORRUPT = (IndexError, ValueError, OverflowError, ZeroDivisionError, KeyError, StopIteration)
+_CORRUPT = (
+    IndexError, ValueError, OverflowError, ZeroDivisionError, KeyError, StopIteration,
+    RecursionError, MemoryError,
+)  # fmt: skip
 F = TypeVar("F", bound=Callable[..., Any])
 
 
@@ -524,8 +535,9 @@ def _mp4_samples(fd: int, size: int) -> _Mp4:
             elif kind == b"moof" and mp4 is not None:
                 data = read_box(fd, body, end)
                 audio_track = mp4.audio_track
-                # Every sample takes at least a byte of the file: no more than that many.
-                room = size - len(mp4.samples) - len(mp4.audio)
+                # Every sample takes at least a byte of the file: no more than that many,
+                # and no more than a track may have.
+                room = min(size, 2 * MAX_TRACK_SAMPLES) - len(mp4.samples) - len(mp4.audio)
                 video_samples = traf_samples(data, mp4.video, room)
                 moof = (
                     start,
