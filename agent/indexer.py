@@ -376,7 +376,12 @@ class Indexer:
         removed is indexed or forgotten, and the watcher plans anew to follow it; once a
         directory no longer holds such a name, the watcher plans anew to follow it."""
         while not await pause(stop, POLL_SECONDS):
-            if self._polled and await self._poll():
+            try:
+                replan = bool(self._polled) and await self._poll()
+            except OSError as error:  # out of descriptors, say: look again next time
+                log.warning("index: cannot look at a polled directory: %s", error)
+                continue
+            if replan:
                 self._round_over.set()
 
     async def _poll(self) -> bool:
@@ -386,7 +391,11 @@ class Indexer:
             level = len(reldir.split("/")) if reldir else 0
             if level == self.layout.depth - 1:
                 await self._reconcile_dir(reldir)  # a leaf: its recordings
-            subdirs, clean = await asyncio.to_thread(self._look, reldir)
+            looked = await asyncio.to_thread(self._look, reldir)
+            if looked is None:  # gone: the next plan no longer has it
+                replan = True
+                continue
+            subdirs, clean = looked
             for name in sorted(subdirs - planned):
                 await self.reconcile_under(f"{reldir}/{name}" if reldir else name)
             for name in sorted(planned - subdirs):
@@ -394,13 +403,14 @@ class Indexer:
             replan = replan or clean or subdirs != planned
         return replan
 
-    def _look(self, reldir: str) -> tuple[frozenset[str], bool]:
+    def _look(self, reldir: str) -> tuple[frozenset[str], bool] | None:
         """The names of a directory's subdirectories, and whether it no longer holds a
-        file whose name is not UTF-8 (blocking)."""
+        file whose name is not UTF-8; None if it is gone (blocking; other failures to
+        list it are raised, never taken for subdirectories removed)."""
         try:
             entries = list(os.scandir(os.fsencode(self.root / reldir)))
-        except OSError:
-            return frozenset(), True
+        except (FileNotFoundError, NotADirectoryError):
+            return None
         subdirs = frozenset(
             os.fsdecode(e.name)
             for e in entries

@@ -6,7 +6,8 @@ sits between the socket and aiohttp's protocol: it counts connections against a 
 the process's file limit and a share of it per client address; at either limit it
 evicts that client's connection that has waited longest for its headers (at the cap, a
 client holding fewer than NEWCOMER_CONNECTIONS takes the busiest client's instead; one
-holding more recycles only its own, and is refused if they are all answering); and it
+holding that many or more recycles only its own, and is refused if they are all
+answering); and it
 closes any that has not completed its request headers within
 HEADER_TIMEOUT_SECONDS. One client holding connections open hurts only itself.
 A response the client stops reading (asyncio pauses writing to it) is evictable once it
@@ -102,8 +103,9 @@ class ConnectionGuard:
                 # others', clients that reconnect at once would evict each other for good.
                 admitted = self._evict(list(mine))
             else:
-                # A new client: room is made at the client that holds the most, else
-                # wherever a response has stalled.
+                # A new client: room is made at the client that holds the most, else at
+                # any client (an idle connection, one waiting for its headers, or a
+                # response that has stalled).
                 busiest = max(self._peers.values(), key=len)
                 admitted = self._evict(list(busiest)) or self._evict(list(self._waiting))
             if not admitted:
@@ -171,15 +173,12 @@ class ConnectionGuard:
     def _close(self, handler: RequestHandler) -> None:
         stalled = handler in self._stalled
         self._forget(handler)
-        handler.force_close()
-        transport = handler.transport
-        if transport is not None:
+        transport = handler.transport  # force_close() closes it, and forgets it
+        if transport is not None and (stalled or transport.get_write_buffer_size()):
             # close() would wait to flush what is left to a client that may read nothing,
             # holding the descriptor the guard no longer counts.
-            if stalled or transport.get_write_buffer_size():
-                transport.abort()
-            else:
-                transport.close()
+            transport.abort()
+        handler.force_close()
 
     async def sweep_forever(self, stop: asyncio.Event) -> None:
         """Close connections that have waited too long for their request headers, and

@@ -196,6 +196,8 @@ class SessionStore:
             try:
                 session = read_summary(directory, name)
             except (OSError, ValueError, KeyError, TypeError) as error:
+                if isinstance(error, OSError) and error.errno in _SHORT_OF_DESCRIPTORS:
+                    raise  # the load is tried again (its task restarts), the session kept
                 log.warning("sessions: %s has no valid %s (%s)", name, META, error)
                 continue
             for leftover in directory.glob(".*.tmp"):

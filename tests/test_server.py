@@ -11,17 +11,25 @@ from agent.server import ConnectionGuard
 
 
 class Connection:
-    """What the guard uses of aiohttp's protocol: closing it."""
+    """What the guard uses of aiohttp's protocol and its transport, as aiohttp 3.11
+    behaves: force_close() closes the transport and forgets it."""
 
-    def __init__(self) -> None:
-        self.transport = self
+    def __init__(self, pending: int = 0) -> None:
+        self.transport: Connection | None = self
+        self.pending = pending  # bytes the transport still has to send
         self.closed = self.aborted = False
 
     def force_close(self) -> None:
-        self.closed = True
+        if self.transport is not None:
+            self.transport.close()
+            self.transport = None
+
+    def get_write_buffer_size(self) -> int:
+        return self.pending
 
     def close(self) -> None:
-        self.closed = True
+        if not self.aborted:
+            self.closed = True
 
     def abort(self) -> None:
         self.aborted = True

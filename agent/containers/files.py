@@ -1,4 +1,5 @@
-"""Opening recordings: never blocking, regular files only, and none that is mostly holes.
+"""Opening recordings: never blocking, regular files only, and none with holes.
+
 A FIFO (or a device) put in a recording's place would hang a blocking open, and the
 worker thread with it, for good; a sparse file (a valid head, then `truncate -s 20G`)
 would have the readers scan gigabytes of zeros and count samples by a size the file does
@@ -25,24 +26,27 @@ def open_regular(path: Path | str, follow: bool = True) -> tuple[int, os.stat_re
         info = os.fstat(fd)
         if not stat.S_ISREG(info.st_mode):
             raise ProbeError("not a regular file")
-        if _mostly_holes(info):
-            raise ProbeError(
-                f"a sparse file: {info.st_size} bytes long, {info.st_blocks * 512} on disk"
-            )
+        if _mostly_holes(fd, info):
+            raise ProbeError(f"a sparse file: {info.st_size} bytes long, mostly holes")
     except BaseException:
         os.close(fd)
         raise
     return fd, info
 
 
-# A recording is written from start to end, so every byte of it is on disk: one with more
-# holes than data is no recording. (Half, not all: a compressing file system stores video
-# in a little less than its length; small files may be stored inline, without blocks.)
+# A recording is written from start to end, so it has no hole before its end: one whose
+# first hole (SEEK_HOLE) comes before half its length is no recording. (Where a file
+# system cannot tell, SEEK_HOLE says the whole file is data: never a false refusal.)
 _SPARSE_ABOVE = 1 << 20
 
 
-def _mostly_holes(info: os.stat_result) -> bool:
-    return info.st_size > _SPARSE_ABOVE and 0 < info.st_blocks * 512 < info.st_size // 2
+def _mostly_holes(fd: int, info: os.stat_result) -> bool:
+    if info.st_size <= _SPARSE_ABOVE:
+        return False
+    try:
+        return os.lseek(fd, 0, os.SEEK_HOLE) < info.st_size // 2
+    except OSError:
+        return False
 
 
 @contextlib.contextmanager

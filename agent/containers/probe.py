@@ -102,7 +102,7 @@ class MediaFacts:
 # box, an empty box at the end of its parent): turned into ProbeError by `_total`.
 _CORRUPT = (
     IndexError, ValueError, OverflowError, ZeroDivisionError, KeyError, StopIteration,
-    RecursionError, MemoryError,
+    RecursionError,
 )  # fmt: skip
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -537,14 +537,14 @@ def _mp4_samples(fd: int, size: int) -> _Mp4:
                 audio_track = mp4.audio_track
                 # Every sample takes at least a byte of the file: no more than that many,
                 # and no more than a track may have.
-                room = min(size, 2 * MAX_TRACK_SAMPLES) - len(mp4.samples) - len(mp4.audio)
-                video_samples = traf_samples(data, mp4.video, room)
+                room = size - len(mp4.samples) - len(mp4.audio)
+                video_room = min(room, MAX_TRACK_SAMPLES - len(mp4.samples))
+                video_samples = traf_samples(data, mp4.video, video_room)
+                audio_room = min(room - len(video_samples), MAX_TRACK_SAMPLES - len(mp4.audio))
                 moof = (
                     start,
                     video_samples,
-                    []
-                    if audio_track is None
-                    else traf_samples(data, audio_track, room - len(video_samples)),
+                    [] if audio_track is None else traf_samples(data, audio_track, audio_room),
                 )
             elif kind == b"mdat" and mp4 is not None and moof is not None:
                 offset, video_samples, audio_samples = moof  # whole: its samples count
