@@ -17,7 +17,6 @@ import json
 import logging
 import os
 import secrets
-from collections.abc import AsyncIterator, Sequence
 from dataclasses import replace
 from pathlib import Path
 from stat import S_ISREG
@@ -30,8 +29,6 @@ from .containers.files import open_regular, opened
 from .containers.mpegts import (
     CLOCK,
     PACKET,
-    PTS_WRAP,
-    keyframe_dts,
     pes_times,
     renumber,
     rewrite,
@@ -39,11 +36,10 @@ from .containers.mpegts import (
 from .containers.probe import probe
 from .errors import AgentError, Busy, InsufficientStorage, NotFound, ProbeError
 from .files import write_file
-from .playlists import CUT, FRAGMENTS, OUT_START, MediaItem, Plan
+from .playlists import CUT, FRAGMENTS, MediaItem, Plan
 from .served import MP4_TYPE, SEGMENT_TYPE, TS_TYPE, Served, served_bytes
 from .sessions import SessionStore
 from .stored import MEDIA_ROW, Session
-from .times import format_us
 
 log = logging.getLogger(__name__)
 
@@ -105,51 +101,6 @@ def first_time(path: Path) -> int:
     if not starts:
         raise ProbeError("a made segment's MPEG-TS has no timestamp at its head")
     return min(starts)
-
-
-def concat_listing(root: Path, items: Sequence[MediaItem], first_dts: int | None = None) -> str:
-    """ffmpeg's concat list for a session's items, the first from its keyframe (pure):
-    each file's duration is the items', so timestamps run on across recorder resets.
-    The parts of one long recording are one entry: the concat demuxer would read each
-    entry of a file from the file's start. The concat demuxer starts an MPEG-TS file at
-    the first keyframe whose DTS is at or after `inpoint`: a cut first item starts at its
-    keyframe's DTS (`first_dts`, in the file's clock), which precedes its PTS by the
-    B-frame delay (at its PTS, the export began one GOP late)."""
-    lines = ["ffconcat version 1.0"]
-    start = OUT_START
-    first = items[0]
-    entries: list[tuple[str, float]] = []  # source, seconds
-    for item in items:
-        if entries and item.source == entries[-1][0] and item.kind in (CUT, FRAGMENTS):
-            entries[-1] = (item.source, entries[-1][1] + item.duration)
-        else:
-            entries.append((item.source, item.duration))
-    for n, (source, seconds) in enumerate(entries):
-        path = str(root / source).replace("'", "'\\''")
-        lines.append(f"file '{path}'")
-        if n == 0 and first.kind == CUT:
-            begin = (start - first.shift) % PTS_WRAP  # the keyframe, in the file's own clock
-            lines.append(f"inpoint {(begin if first_dts is None else first_dts) / CLOCK:.6f}")
-        elif n == 0 and first.seek is not None:
-            lines.append(f"inpoint {first.seek:.6f}")
-        lines.append(f"duration {seconds:.6f}")
-    return "\n".join(lines) + "\n"
-
-
-def export_argv(
-    ffmpeg_bin: str, listing: Path, seconds: float, creation_us: int, hevc: bool
-) -> list[str]:
-    """ffmpeg's arguments to stream a session's range as fragmented MP4 on stdout: stream
-    copy, `creation_time` the first frame's wall-clock time."""
-    return [
-        ffmpeg_bin, "-hide_banner", "-nostdin", "-loglevel", "error",
-        "-f", "concat", "-safe", "0", "-i", str(listing),
-        "-map", "0:v:0", "-map", "0:a?", "-c", "copy", *(["-tag:v", "hvc1"] if hevc else []),
-        "-bsf:a", "aac_adtstoasc",  # MPEG-TS carries AAC as ADTS; MP4 wants it raw
-        "-t", f"{seconds:.6f}", "-metadata", f"creation_time={format_us(creation_us)}",
-        "-movflags", "frag_keyframe+empty_moov+default_base_moof+skip_trailer",
-        "-f", "mp4", "pipe:1",
-    ]  # fmt: skip
 
 
 class MediaService:
@@ -402,49 +353,6 @@ class MediaService:
                             await asyncio.to_thread(made.unlink)
             log.info("media: session %s made %s", session.id, item.name)
             return target
-
-    @contextlib.asynccontextmanager
-    async def export(self, session: Session) -> AsyncIterator[AsyncIterator[bytes]]:
-        """The session's range as fragmented MP4, streamed while it is made, under an
-        export slot (503 when the box is busy); ffmpeg stops when the consumer does."""
-        plan = await self.store.load_plan(session)
-        # Every item as served: a day's 8,640, off the event loop.
-        items = await asyncio.to_thread(lambda: [plan.at(n) for n in range(len(plan.items))])
-        first_us = items[0].pdt_us
-        seconds = max(0.0, (session.to_us - first_us) / 1e6)
-        directory = self.store.path(session.id)
-        listing = directory / f".export-{secrets.token_hex(4)}.ffconcat"
-        root = self.config.recordings.root
-
-        def prepare() -> bool:
-            """Write the list; whether the video is HEVC (tagged hvc1 for Safari). Every
-            recording is checked first as media serving checks it: a regular file inside
-            the root, reached through no symlink (ffmpeg would open anything)."""
-            for source in dict.fromkeys(item.source for item in items):
-                self.recording(source)
-            first = items[0]
-            dts = keyframe_dts(root / first.source, first.cut_at) if first.kind == CUT else None
-            listing.write_text(concat_listing(root, items, dts))
-            try:
-                return probe(root / items[0].source).video_codec == "hevc"
-            except (OSError, ProbeError):
-                return False
-
-        with self.store.hold(session.id):
-            async with self.limiter.slot(0, Kind.EXPORT):
-                try:
-                    hevc = await asyncio.to_thread(prepare)
-                except FileNotFoundError:
-                    raise self._gone(session) from None
-                except ProbeError as error:  # a recording that is no longer one
-                    log.warning("media: export of %s refused: %s", session.id, error)
-                    raise NotFound("a recording of this session is no longer whole") from None
-                argv = export_argv(self.config.ffmpeg.ffmpeg, listing, seconds, first_us, hevc)
-                try:
-                    yield ffmpeg.stream(argv, self.config.playback.build_timeout_seconds)
-                finally:
-                    with contextlib.suppress(FileNotFoundError):
-                        await asyncio.to_thread(listing.unlink)
 
     async def close(self) -> None:
         """Stop every build (their ffmpeg processes are terminated and reaped)."""

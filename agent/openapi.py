@@ -301,9 +301,16 @@ def document() -> dict[str, Any]:
             "/media/playback/{session_id}/clip.mp4": {
                 "parameters": [_path_param("session_id", _SESSION_ID)],
                 "get": _op(
-                    "The session's range as one MP4 download (fragmented, streamed as it is"
-                    " made; Content-Disposition: attachment)",
-                    {"200": {"description": "The clip", "content": {"video/mp4": {}}}},
+                    "The session's range as one progressive MP4 download (moov first,"
+                    " made from the recordings' own samples with no ffmpeg; Content-Length,"
+                    " a strong ETag, Range and If-Range; Content-Disposition: attachment)."
+                    " A recording that changes or goes while it is read cuts the download.",
+                    {
+                        "200": {"description": "The clip", "content": {"video/mp4": {}}},
+                        "206": {"description": "Part of the clip (Range request)"},
+                        "304": {"description": "Not modified (If-None-Match)"},
+                        "416": {"description": "The range starts past the clip's end"},
+                    },
                     ("400", "404", "503"),
                 ),
             },

@@ -8,16 +8,17 @@ service makes and finds segments.
 
 from __future__ import annotations
 
-import contextlib
+import asyncio
 import logging
 import time
-from collections.abc import AsyncIterator
 from dataclasses import dataclass, replace
 
+from . import export
 from .admission import Limiter
 from .chains import ChainCache
 from .config import Config
 from .errors import BadRequest, Busy, InsufficientStorage, NotFound
+from .export import Clip, Exporter
 from .index import Index
 from .indexer import IndexerStatus
 from .media import MediaService
@@ -40,11 +41,14 @@ ALL_TIME_US = 1 << 62
 
 @dataclass(frozen=True)
 class Export:
-    """A download of a session's range: its file name and its bytes as they are made."""
+    """A download of a session's range: its file name and the clip laid out."""
 
     session: Session
     filename: str
-    chunks: AsyncIterator[bytes]
+    clip: Clip
+
+    async def read(self, exporter: Exporter, position: int, stop: int) -> bytes:
+        return await asyncio.to_thread(export.read, self.clip, position, stop, exporter.path_of)
 
 
 def check_range(from_us: int | None, to_us: int | None) -> None:
@@ -71,6 +75,7 @@ class Playback:
         self.chains = chains
         self.media = media
         self.limiter = limiter
+        self.exporter = Exporter(media.recording)
         self._opening = 0  # sessions being opened: they count against max_sessions
 
     async def _require_camera(self, camera_id: str) -> None:
@@ -153,10 +158,9 @@ class Playback:
     async def delete(self, session_id: str) -> None:
         await self.store.delete(session_id)
 
-    @contextlib.asynccontextmanager
-    async def export(self, session_id: str) -> AsyncIterator[Export]:
+    async def export(self, session_id: str) -> Export:
         """The session's range as one MP4 download: the session, the file name its
-        download gets, and its bytes as they are made (under an export slot)."""
+        download gets, and the clip laid out (export.py)."""
         session = await self.store.get(session_id)
         self.store.touch(session)
 
@@ -164,8 +168,10 @@ class Playback:
             return format_us(us).replace("-", "").replace(":", "")
 
         name = f"{session.camera_id}_{stamp(session.from_us)}_{stamp(session.to_us)}.mp4"
-        async with self.media.export(session) as chunks:
-            yield Export(session, name, chunks)
+        plan = await self.store.load_plan(session)
+        with self.store.hold(session.id):
+            clip = await asyncio.to_thread(self.exporter.clip, session, plan)
+        return Export(session, name, clip)
 
     def plans_state(self) -> dict[str, int | bool]:
         """For /healthz: how sessions were planned, and what is kept planned."""

@@ -20,7 +20,7 @@ from aiohttp.typedefs import Middleware
 
 from . import __version__, serve
 from .errors import AgentError, BadRequest, RequestTimeout, Unauthorized
-from .ffmpeg import FfmpegError
+from .export import ClipBroken
 from .ids import check_camera_id, check_session_id
 from .keys import (
     CONFIG,
@@ -36,7 +36,6 @@ from .keys import (
     STARTED,
     TASKS,
 )
-from .media import MediaFailed as ExportFailed
 from .metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from .metrics import Snapshot
 from .page import SECURITY_HEADERS
@@ -438,18 +437,28 @@ async def media(request: web.Request) -> web.StreamResponse:
 
 
 async def clip(request: web.Request) -> web.StreamResponse:
-    """The session's range as one MP4 download, streamed as ffmpeg makes it."""
-    app = request.app
-    async with app[PLAYBACK].export(request.match_info["session_id"]) as export:
-        headers = {
-            "Content-Type": MP4_TYPE,
-            "Content-Disposition": f'attachment; filename="{export.filename}"',
-        }
-        try:
-            return await serve.send_stream(request, export.chunks, headers)
-        except FfmpegError as error:
-            log.error("export of %s failed: %s %s", export.session.id, error, error.detail)
-            raise ExportFailed("the export could not be made; the agent logged why") from None
+    """The session's range as one progressive MP4 download, made from the recordings'
+    own samples as it is read (export.py): Content-Length, byte ranges, a strong ETag."""
+    playback = request.app[PLAYBACK]
+    export = await playback.export(request.match_info["session_id"])
+    headers = {
+        "Content-Type": MP4_TYPE,
+        "Content-Disposition": f'attachment; filename="{export.filename}"',
+        "Cache-Control": "private, no-cache",
+    }
+
+    async def read(position: int, stop: int) -> bytes:
+        return await export.read(playback.exporter, position, stop)
+
+    def broken(error: Exception) -> None:
+        playback.exporter.forget(export.session.id)
+        if isinstance(error, ClipBroken):
+            log.warning("export of %s ended early: %s", export.session.id, error)
+        else:
+            log.error("export of %s failed", export.session.id, exc_info=error)
+
+    clip = export.clip
+    return await serve.send_made(request, headers, clip.etag, clip.total, read, broken)
 
 
 async def metrics(request: web.Request) -> web.Response:

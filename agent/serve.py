@@ -18,7 +18,7 @@ from __future__ import annotations
 import asyncio
 import os
 import re
-from collections.abc import AsyncIterator
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 from aiohttp import web
@@ -107,18 +107,8 @@ async def send(request: web.Request, served: Served) -> web.StreamResponse:
         headers["ETag"] = etag
         if none_match(request.headers.get("If-None-Match"), etag):
             return web.Response(status=304, headers={"ETag": etag})
-        wanted = request.headers.get("Range")
-        if_range = request.headers.get("If-Range")
-        if if_range is not None and if_range != etag:
-            wanted = None  # the client's copy is another version: send it all
-        try:
-            ranged = byte_range(wanted, total)
-        except ValueError:
-            raise web.HTTPRequestRangeNotSatisfiable(
-                headers={"Content-Range": f"bytes */{total}"}
-            ) from None
-        start, stop = ranged or (0, total)
-        if ranged is not None:
+        start, stop, ranged = _wanted(request, etag, total)
+        if ranged:
             headers["Content-Range"] = f"bytes {start}-{stop - 1}/{total}"
         headers["Content-Length"] = str(stop - start)
         response = web.StreamResponse(status=206 if ranged else 200, headers=headers)
@@ -141,28 +131,62 @@ async def send(request: web.Request, served: Served) -> web.StreamResponse:
         await asyncio.to_thread(os.close, fd)
 
 
-async def send_stream(
-    request: web.Request, chunks: AsyncIterator[bytes], headers: dict[str, str]
+async def send_made(
+    request: web.Request,
+    headers: dict[str, str],
+    etag: str,
+    total: int,
+    read: Callable[[int, int], Awaitable[bytes]],
+    broken: Callable[[Exception], None],
 ) -> web.StreamResponse:
-    """Send bytes as they are made (no length known). A client that goes away stops the
-    producer at once (the iterator is closed); a producer that fails once the answer has
-    begun cuts the connection, so that the client sees a broken download, not a short
-    file (the producer's error is raised for the caller to log)."""
-    response = web.StreamResponse(headers={**headers, "Cache-Control": "no-store"})
-    try:
-        first = await anext(chunks, b"")  # errors before the first byte answer in JSON
+    """Send an entity the agent makes as it is read (an export): `total` bytes, `read`
+    giving those from a position up to a stop, some at a time. Whole, one byte range, or
+    304, as `send`. A read that fails before the answer begins is answered as an error;
+    once it has begun, the connection is cut, so that the client sees a broken download,
+    never a short file that looks whole, and `broken` is told why."""
+    headers = {**headers, "Accept-Ranges": "bytes", "ETag": etag}
+    if none_match(request.headers.get("If-None-Match"), etag):
+        return web.Response(status=304, headers={"ETag": etag})
+    start, stop, ranged = _wanted(request, etag, total)
+    if ranged:
+        headers["Content-Range"] = f"bytes {start}-{stop - 1}/{total}"
+    headers["Content-Length"] = str(stop - start)
+    response = web.StreamResponse(status=206 if ranged else 200, headers=headers)
+    if request.method == "HEAD":
         await response.prepare(request)
-        try:
-            await response.write(first)
-            async for chunk in chunks:
-                await response.write(chunk)
-        except ConnectionError:
-            return response  # the download was cancelled
-        except Exception:
-            if request.transport is not None:
-                request.transport.abort()
-            raise
-        await response.write_eof()
         return response
-    finally:
-        await chunks.aclose()  # type: ignore[attr-defined]
+    chunk = await read(start, stop) if start < stop else b""
+    await response.prepare(request)
+    position = start
+    try:
+        while True:
+            await response.write(chunk)
+            position += len(chunk)
+            if position >= stop:
+                break
+            chunk = await read(position, stop)
+        await response.write_eof()
+    except ConnectionError:
+        pass  # the download was cancelled
+    except Exception as error:
+        if request.transport is not None:
+            request.transport.abort()
+        broken(error)
+    return response
+
+
+def _wanted(request: web.BaseRequest, etag: str, total: int) -> tuple[int, int, bool]:
+    """[start, stop) of `total` bytes to send, and whether it is a range (206): Range
+    honoured unless If-Range names another version; 416 for a range past the end."""
+    wanted = request.headers.get("Range")
+    if_range = request.headers.get("If-Range")
+    if if_range is not None and if_range != etag:
+        wanted = None  # the client's copy is another version: send it all
+    try:
+        ranged = byte_range(wanted, total)
+    except ValueError:
+        raise web.HTTPRequestRangeNotSatisfiable(
+            headers={"Content-Range": f"bytes */{total}"}
+        ) from None
+    start, stop = ranged or (0, total)
+    return start, stop, ranged is not None

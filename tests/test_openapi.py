@@ -34,8 +34,7 @@ CONTRACT = {
     ("/api/playback/{session_id}", "get"): {"200", "400", "401", "404"},
     ("/api/playback/{session_id}", "delete"): {"204", "400", "401", "404"},
     ("/media/playback/{session_id}/{name}", "get"): {"200", "206", "304", "400", "404", "416"},
-    # SPEC.md gives clip.mp4 206 too, once the export honours Range.
-    ("/media/playback/{session_id}/clip.mp4", "get"): {"200", "400", "404"},
+    ("/media/playback/{session_id}/clip.mp4", "get"): {"200", "206", "304", "400", "404", "416"},
     ("/metrics", "get"): {"200", "401"},
     ("/healthz", "get"): {"200"},
 }

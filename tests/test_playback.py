@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import gzip
 import os
 import shutil
@@ -10,8 +9,6 @@ from fractions import Fraction
 from pathlib import Path
 from typing import Any
 
-import aiohttp
-import psutil
 import pytest
 
 from agent.demo import Rendered
@@ -20,26 +17,17 @@ from agent.playlists import CUT, REMUX, MediaItem
 
 from .conftest import (
     FRAME,
-    T0,
-    S,
     at,
     fetch_all,
     got,
-    make_config,
-    place_old,
     post,
     start_with,
-    started,
-    wait_for,
 )
 from .hls import parse, video_facts
 from .players import (
-    chromium_plays,
     ffmpeg_errors,
     gstreamer,
     run,
-    video_packets,
-    vlc_video_packets,
 )
 
 HOLD = 3 * FRAME  # the footage's audio starts up to 80 ms ahead of its video
@@ -443,131 +431,6 @@ async def test_a_playlist_url_alone_creates_a_session_and_plays(
     code, out = await gstreamer(url)
     assert code == 0, out
     assert "EOS" in out, out
-
-
-@pytest.mark.slow
-@pytest.mark.parametrize("kind", ["ts_reset", "mp4"])
-async def test_a_session_exports_as_one_mp4(
-    tmp_path: Path, footage: dict[str, list[Rendered]], start_agent: Any, kind: str
-) -> None:
-    client = await start_with(start_agent, tmp_path, footage, kind)
-    _, session = await post(client, {"camera_id": "cam", "from": at(1.5), "to": at(5.5)})
-    response = await client.get(session["playlist_url"].replace("index.m3u8", "clip.mp4"))
-    assert response.status == 200
-    assert response.headers["Content-Type"] == "video/mp4"
-    assert response.headers["Content-Disposition"] == (
-        'attachment; filename="cam_20261120T080001.5Z_20261120T080005.5Z.mp4"'
-    )
-    clip = tmp_path / "clip.mp4"
-    clip.write_bytes(await response.read())
-    facts = video_facts(clip)
-    assert facts.first_is_keyframe
-    # From the keyframe before `from` (08:00:01) to `to`: 4.5 s, within a GOP (1 s).
-    assert abs(facts.duration - Fraction(9, 2)) <= 1
-    code, out = await run("ffmpeg", "-nostdin", "-v", "error", "-i", str(clip), "-f", "null", "-")
-    assert code == 0
-    assert out == ""
-    # The download URL plays in VLC (as an ordinary user) and in Chromium's <video>.
-    url = str(client.make_url(session["playlist_url"].replace("index.m3u8", "clip.mp4")))
-    frames = await video_packets(clip)
-    received, said = await vlc_video_packets(url)
-    # VLC's file output drops a few frames at the very end of any stream (see
-    # test_continuity); a clip of a few seconds shows just that.
-    assert received >= frames - 8, f"VLC received {received} of {frames} frames:\n{said}"
-    seen = await chromium_plays(url, seek_to=1)  # plays, seeks and plays on
-    assert seen["e"] is None, seen
-    state = (await (await client.get("/healthz")).json())["admission"]
-    assert state["by_kind"]["export"]["started"] == 3
-    assert not list((tmp_path / "state" / "playback" / session["id"]).glob(".export-*"))
-
-
-async def _export_of(
-    start_agent: Any, tmp_path: Path, footage: dict[str, list[Rendered]], minutes: int
-) -> tuple[Any, Any, list[Path]]:
-    """An agent with `minutes` of TS footage (copies of the 6 s run), and the export URL of
-    a session over all of it; with the recordings' paths."""
-    config = make_config(tmp_path)
-    placed = []
-    for copy in range(minutes * 10):
-        start = T0 + copy * 6 * S
-        placed += place_old(footage["ts"], config.recordings.root, config.layout, "cam", start)
-    client = await started(start_agent, config)
-    _, session = await post(client, {"camera_id": "cam", "from": at(0), "to": at(minutes * 60)})
-    return (
-        client,
-        client.make_url(session["playlist_url"].replace("index.m3u8", "clip.mp4")),
-        placed,
-    )
-
-
-async def test_an_export_stops_when_its_client_goes_away(
-    tmp_path: Path, footage: dict[str, list[Rendered]], start_agent: Any
-) -> None:
-    # Four minutes: more than the socket and pipe buffers hold.
-    client, url, _ = await _export_of(start_agent, tmp_path, footage, minutes=4)
-    async with aiohttp.ClientSession() as other:
-        response = await other.get(url)
-        assert response.status == 200
-        await response.content.read(65536)
-
-        async def exporting() -> bool:
-            return any(c.name() == "ffmpeg" for c in psutil.Process().children())
-
-        await wait_for(exporting, what="ffmpeg to run")
-        response.close()  # the viewer cancels the download
-
-    async def stopped() -> bool:
-        return not any(
-            c.name() == "ffmpeg" and c.status() != psutil.STATUS_ZOMBIE
-            for c in psutil.Process().children()
-        )
-
-    await wait_for(stopped, what="ffmpeg to stop")
-    assert (await client.get("/healthz")).status == 200
-
-    async def released() -> bool:
-        health = await (await client.get("/healthz")).json()
-        return bool(health["admission"]["running"] == 0)
-
-    # Its export slot is free again (a paused pipe kept the reaping waiting, and the slot
-    # held, for good), and its concat list is gone.
-    await wait_for(released, what="the export slot released")
-    assert not list((tmp_path / "state" / "playback").rglob(".export-*"))
-
-
-async def test_an_export_whose_recordings_vanish_ends_and_is_logged(
-    tmp_path: Path,
-    footage: dict[str, list[Rendered]],
-    start_agent: Any,
-    caplog: pytest.LogCaptureFixture,
-) -> None:
-    """The recorder's retention deletes the footage while it is being exported: the
-    download ends (broken, not passed off as whole), the agent says why and stays up."""
-    # Twenty minutes: far more than the socket and pipe buffers hold.
-    client, url, placed = await _export_of(start_agent, tmp_path, footage, minutes=20)
-    async with aiohttp.ClientSession() as other:
-        response = await other.get(url)
-        assert response.status == 200
-        await response.content.read(65536)
-        for path in placed[len(placed) // 5 :]:
-            path.unlink()
-        broken = False
-        try:
-            async with asyncio.timeout(60):
-                while await response.content.read(65536):
-                    pass
-        except aiohttp.ClientPayloadError:
-            broken = True
-        finally:
-            response.close()  # a broken download's connection: closed, not left to GC
-        assert broken  # the download does not end as if it were whole
-
-    async def logged() -> bool:
-        return any("export of" in r.getMessage() for r in caplog.records)
-
-    await wait_for(logged, what="the failure logged")
-    assert (await client.get("/healthz")).status == 200
-    assert (await client.get(url.path.replace("clip.mp4", "index.m3u8"))).status == 200
 
 
 def test_a_segment_made_of_part_of_a_recording_needs_room_for_that_part() -> None:

@@ -1,0 +1,251 @@
+"""Writing a progressive MP4's header: `ftyp`, then a `moov` whose sample tables describe
+media that follows in one `mdat` (ISO/IEC 14496-12), built from sample tables alone.
+
+The writer never sees sample data: it is given each track's durations, composition
+offsets, sizes and sync flags, how the samples fall into chunks and where each chunk will
+be in the file, and the edit list that says which part of the media is shown. Sample
+entries are made here too: avc1/hvc1 around a decoder configuration (ISO/IEC 14496-15),
+mp4a around an AudioSpecificConfig (ISO/IEC 14496-14), and tx3g for a text track of the
+wall-clock time (3GPP TS 26.245).
+"""
+
+from __future__ import annotations
+
+import sys
+from array import array
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+MOVIE_SCALE = 90_000  # the movie's timescale: an edit's durations are in these ticks
+SECONDS_1904 = 2_082_844_800  # from 1904-01-01 (MP4's epoch) to 1970-01-01
+# The identity matrix of mvhd and tkhd (ISO/IEC 14496-12 8.2.2.3): 16.16 and 2.30 fixed.
+_MATRIX = b"".join(v.to_bytes(4, "big") for v in (0x10000, 0, 0, 0, 0x10000, 0, 0, 0, 0x40000000))
+_LANGUAGE_UND = 0x55C4  # ISO 639-2 "und", packed as three 5-bit letters (8.4.2.3)
+
+
+def box(kind: bytes, *payload: bytes) -> bytes:
+    """ISO/IEC 14496-12 4.2 Box."""
+    body = b"".join(payload)
+    return (8 + len(body)).to_bytes(4, "big") + kind + body
+
+
+def full_box(kind: bytes, version: int, flags: int, *payload: bytes) -> bytes:
+    """ISO/IEC 14496-12 4.2 FullBox: version, then 24 bits of flags."""
+    return box(kind, bytes([version]) + flags.to_bytes(3, "big"), *payload)
+
+
+def _u16(value: int) -> bytes:
+    return value.to_bytes(2, "big")
+
+
+def _u32(value: int) -> bytes:
+    return value.to_bytes(4, "big")
+
+
+def _u64(value: int) -> bytes:
+    return value.to_bytes(8, "big")
+
+
+def _big_endian(values: array[int]) -> bytes:
+    """An array's items as big-endian bytes (one C-speed pass)."""
+    copy = array(values.typecode, values)
+    if sys.byteorder == "little":
+        copy.byteswap()
+    return copy.tobytes()
+
+
+# --- sample entries ----------------------------------------------------------------------
+
+
+def visual_entry(tag: bytes, width: int, height: int, config_kind: bytes, config: bytes) -> bytes:
+    """A video sample entry (avc1, hvc1) and its decoder configuration box (avcC, hvcC).
+
+    ISO/IEC 14496-12 8.5.2.2 SampleEntry, 12.1.3.2 VisualSampleEntry (72 dpi, one frame a
+    sample, depth 0x18); ISO/IEC 14496-15 5.4.2.1 (avc1, avcC), 8.4.1.1 (hvc1, hvcC)."""
+    return box(
+        tag,
+        bytes(6), _u16(1),  # reserved, data_reference_index
+        bytes(16),  # pre_defined, reserved
+        _u16(width), _u16(height),
+        _u32(0x00480000), _u32(0x00480000),  # horizresolution, vertresolution
+        bytes(4), _u16(1),  # reserved, frame_count
+        bytes(32),  # compressorname
+        _u16(0x0018), (0xFFFF).to_bytes(2, "big"),  # depth, pre_defined = -1
+        box(config_kind, config),
+    )  # fmt: skip
+
+
+def audio_entry(rate: int, channels: int, config: bytes) -> bytes:
+    """An AAC sample entry: mp4a and its esds (ISO/IEC 14496-12 12.2.3.2 AudioSampleEntry;
+    ISO/IEC 14496-14 5.6 esds; ISO/IEC 14496-1 7.2.6.5 ES_Descriptor)."""
+    from .nal import esds_payload
+
+    return box(
+        b"mp4a",
+        bytes(6), _u16(1),  # reserved, data_reference_index
+        bytes(8),  # reserved
+        _u16(channels), _u16(16),  # channelcount, samplesize
+        bytes(4),  # pre_defined, reserved
+        _u32((rate if rate < 1 << 16 else 0) << 16),  # samplerate, 16.16
+        full_box(b"esds", 0, 0, esds_payload(config)),
+    )  # fmt: skip
+
+
+def text_entry() -> bytes:
+    """A 3GPP timed text sample entry: white text, centred at the bottom, one serif font.
+
+    3GPP TS 26.245 5.16 TextSampleEntry: displayFlags, horizontal and vertical
+    justification, background colour, default text box (BoxRecord), default style
+    (StyleRecord: startChar, endChar, font-ID, face style, font size, text colour), and
+    the font table (FontTableBox `ftab`)."""
+    font = b"Serif"
+    return box(
+        b"tx3g",
+        bytes(6), _u16(1),  # reserved, data_reference_index
+        _u32(0),  # displayFlags
+        bytes([1, 0xFF]),  # centred, at the bottom (-1)
+        bytes(4),  # background: transparent
+        bytes(8),  # default text box: the whole track
+        _u16(0), _u16(0), _u16(1), bytes([0, 18]), b"\xff\xff\xff\xff",  # default style
+        box(b"ftab", _u16(1), _u16(1), bytes([len(font)]), font),
+    )  # fmt: skip
+
+
+def text_sample(text: str) -> bytes:
+    """A timed text sample: its length, then UTF-8 (3GPP TS 26.245 5.17 TextSample)."""
+    data = text.encode()
+    return _u16(len(data)) + data
+
+
+# --- the movie ---------------------------------------------------------------------------
+
+
+@dataclass(eq=False)
+class TrackOut:
+    """One track of the movie, as its sample tables will say it."""
+
+    track_id: int
+    handler: bytes  # b"vide", b"soun" or b"sbtl"
+    timescale: int
+    entries: list[bytes]  # sample entries; a chunk names one by its 1-based index
+    durations: array[int] = field(default_factory=lambda: array("q"))
+    sizes: array[int] = field(default_factory=lambda: array("I"))
+    offsets: array[int] | None = None  # composition offsets (video), or none at all
+    sync: bytearray | None = None  # 1 per sample, or None: every sample is a sync sample
+    # Chunks in file order: (samples in it, sample entry index, offset in the file).
+    chunks: list[tuple[int, int, int]] = field(default_factory=list)
+    # The edit list: (duration in MOVIE_SCALE ticks, media time in the track's ticks or
+    # -1 for an empty edit).
+    edits: list[tuple[int, int]] = field(default_factory=list)
+    width: int = 0
+    height: int = 0
+
+    @property
+    def shown(self) -> int:
+        """How long the track is shown, in MOVIE_SCALE ticks (its edits)."""
+        return sum(duration for duration, _ in self.edits)
+
+
+def ftyp(hevc: bool) -> bytes:
+    """ISO/IEC 14496-12 4.3 FileTypeBox: isom, with the brands the tracks need."""
+    brands = [b"isom", b"iso2", b"mp41"] + ([b"hvc1"] if hevc else [b"avc1"])
+    return box(b"ftyp", b"isom", _u32(512), *brands)
+
+
+def moov(tracks: Sequence[TrackOut], creation_unix: int) -> bytes:
+    """The movie box for `tracks` (ISO/IEC 14496-12 8.2.1), times version 1 (64 bits).
+
+    `creation_unix` (seconds) is the creation and modification time of the movie and of
+    each track: the wall-clock time the clip begins at."""
+    when = creation_unix + SECONDS_1904
+    duration = max((t.shown for t in tracks), default=0)
+    mvhd = full_box(
+        b"mvhd", 1, 0,
+        _u64(when), _u64(when), _u32(MOVIE_SCALE), _u64(duration),
+        _u32(0x00010000), _u16(0x0100), bytes(10),  # rate 1.0, volume 1.0, reserved
+        _MATRIX, bytes(24),  # pre_defined
+        _u32(max((t.track_id for t in tracks), default=0) + 1),  # next_track_ID
+    )  # fmt: skip
+    return box(b"moov", mvhd, *(_trak(t, when) for t in tracks))
+
+
+def _trak(track: TrackOut, when: int) -> bytes:
+    """ISO/IEC 14496-12 8.3.1 trak, 8.3.2 tkhd (enabled, in movie), 8.6.5 edts, 8.6.6 elst,
+    8.4.1 mdia, 8.4.2 mdhd, 8.4.3 hdlr."""
+    tkhd = full_box(
+        b"tkhd", 1, 0x3,
+        _u64(when), _u64(when), _u32(track.track_id), bytes(4), _u64(track.shown),
+        bytes(8), _u16(0), _u16(0),  # reserved, layer, alternate_group
+        _u16(0x0100 if track.handler == b"soun" else 0), bytes(2),  # volume, reserved
+        _MATRIX, _u32(track.width << 16), _u32(track.height << 16),
+    )  # fmt: skip
+    elst = full_box(
+        b"elst", 1, 0, _u32(len(track.edits)),
+        *(_u64(d) + (m if m >= 0 else (1 << 64) - 1).to_bytes(8, "big") + _u32(0x00010000)
+          for d, m in track.edits),
+    )  # fmt: skip
+    media_duration = sum(track.durations)
+    mdhd = full_box(
+        b"mdhd", 1, 0, _u64(when), _u64(when), _u32(track.timescale), _u64(media_duration),
+        _u16(_LANGUAGE_UND), _u16(0),
+    )  # fmt: skip
+    names = {b"vide": b"VideoHandler", b"soun": b"SoundHandler", b"sbtl": b"Wall clock"}
+    hdlr = full_box(b"hdlr", 0, 0, bytes(4), track.handler, bytes(12),
+                    names.get(track.handler, b"") + b"\0")  # fmt: skip
+    if track.handler == b"vide":
+        header = full_box(b"vmhd", 0, 1, bytes(8))  # 12.1.2 vmhd
+    elif track.handler == b"soun":
+        header = full_box(b"smhd", 0, 0, bytes(4))  # 12.2.2 smhd
+    else:
+        header = full_box(b"nmhd", 0, 0)  # 8.4.5.2 nmhd
+    dinf = box(b"dinf", full_box(b"dref", 0, 0, _u32(1), full_box(b"url ", 0, 1)))  # 8.7.1
+    minf = box(b"minf", header, dinf, _stbl(track))
+    return box(b"trak", tkhd, box(b"edts", elst), box(b"mdia", mdhd, hdlr, minf))
+
+
+def _stbl(track: TrackOut) -> bytes:
+    """ISO/IEC 14496-12 8.5.1 stbl: 8.5.2 stsd, 8.6.1.2 stts, 8.6.1.3 ctts (version 1,
+    signed), 8.6.2 stss, 8.7.3 stsz, 8.7.4 stsc, 8.7.5 co64."""
+    stsd = full_box(b"stsd", 0, 0, _u32(len(track.entries)), *track.entries)
+    parts = [stsd, full_box(b"stts", 0, 0, *_runs(track.durations))]
+    if track.offsets is not None and any(track.offsets):
+        parts.append(full_box(b"ctts", 1, 0, *_runs(track.offsets)))
+    if track.sync is not None and not all(track.sync):
+        numbers = array("I", (n + 1 for n, s in enumerate(track.sync) if s))
+        parts.append(full_box(b"stss", 0, 0, _u32(len(numbers)), _big_endian(numbers)))
+    parts.append(full_box(b"stsz", 0, 0, _u32(0), _u32(len(track.sizes)),
+                          _big_endian(track.sizes)))  # fmt: skip
+    stsc = array("I")
+    previous: tuple[int, int] | None = None
+    for n, (count, entry, _) in enumerate(track.chunks):
+        if (count, entry) != previous:
+            stsc.extend((n + 1, count, entry))
+            previous = (count, entry)
+    parts.append(full_box(b"stsc", 0, 0, _u32(len(stsc) // 3), _big_endian(stsc)))
+    offsets = array("Q", (offset for _, _, offset in track.chunks))
+    parts.append(full_box(b"co64", 0, 0, _u32(len(offsets)), _big_endian(offsets)))
+    return box(b"stbl", *parts)
+
+
+def _runs(values: array[int]) -> tuple[bytes, bytes]:
+    """A (count, value) run-length table of `values` and its entry count."""
+    wide = array("q")
+    count = 0
+    value = None
+    for current in values:
+        if current == value:
+            count += 1
+            continue
+        if count:
+            wide.extend((count, value))  # type: ignore[arg-type]
+        value, count = current, 1
+    if count:
+        wide.extend((count, value))  # type: ignore[arg-type]
+    runs = array("i", (v if -(1 << 31) <= v < 1 << 31 else 0 for v in wide))
+    return _u32(len(wide) // 2), _big_endian(runs)
+
+
+def mdat_header(payload: int) -> bytes:
+    """A media data box's header with a 64-bit size (ISO/IEC 14496-12 4.2 largesize,
+    8.1.1 mdat)."""
+    return _u32(1) + b"mdat" + _u64(16 + payload)

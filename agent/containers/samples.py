@@ -1,0 +1,707 @@
+"""Sample tables: each video and audio sample of a recording, when it decodes and shows,
+how many bytes it is as an MP4 sample, and where those bytes are in the recording.
+
+What an MP4 built from the recordings' own sample data needs (ISO/IEC 14496-12 8.6, 8.7):
+from a plain MP4, its `moov`'s tables; from a fragmented one, its `moof`s' track runs;
+from MPEG-TS, a scan of the file, each PES with a PTS a sample (Annex B NAL units given
+4-byte lengths, ISO/IEC 14496-15 5.3.2 / 8.3.2; each ADTS frame's raw data an AAC
+sample, ISO/IEC 14496-3 1.A.2). `sample_bytes` gives the samples' bytes as an MP4
+holds them, read again from the recording, checked against the table.
+
+Tables are compact (the array module): about 25 bytes a video sample and 20 an audio
+one.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from array import array
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+
+from . import mp4, mpegts, nal
+from .errors import ProbeError
+from .mp4 import MAX_TRACK_SAMPLES, boxes, child, read_box, top_level, traf_entries, u32, u64
+from .mpegts import CLOCK, PACKET, pts_delta
+from .progressive import audio_entry, visual_entry
+
+# MPEG-TS read a few hundred kilobytes at a time, whole packets.
+_READ = PACKET * 2048
+_NOT_SYNC = 0x10000  # sample_is_non_sync_sample (ISO/IEC 14496-12 8.8.3.1)
+# NAL unit types of a random access point: H.264 IDR (7.4.1.2.4, type 5); H.265 IRAP
+# (7.4.2.2, types 16 to 21: BLA, IDR, CRA).
+_SYNC_TYPES = {"h264": frozenset({5}), "hevc": frozenset(range(16, 22))}
+# Parameter set NAL unit types: H.264 SPS 7, PPS 8; H.265 VPS 32, SPS 33, PPS 34.
+_PARAMETER_TYPES = {"h264": (7, 8), "hevc": (32, 33, 34)}
+
+
+@dataclass(slots=True, eq=False)
+class Table:
+    """One track's samples, in decode order."""
+
+    handler: bytes  # b"vide" or b"soun" (ISO/IEC 14496-12 8.4.3 handler_type)
+    codec: str  # "h264", "hevc", "aac", or an MP4 entry's own name
+    timescale: int  # ticks a second of `dts` and `cto`
+    entry: bytes  # the MP4 sample entry (avc1, hvc1, mp4a...) its samples decode with
+    width: int = 0
+    height: int = 0
+    dts: array[int] = field(default_factory=lambda: array("q"))  # unwrapped decode times
+    cto: array[int] = field(default_factory=lambda: array("i"))  # presentation - decode
+    sizes: array[int] = field(default_factory=lambda: array("I"))  # bytes as an MP4 sample
+    sync: bytearray = field(default_factory=bytearray)  # 1: a sync sample
+    # MP4: the file offset of each sample's bytes. MPEG-TS: of its PES's first packet.
+    at: array[int] = field(default_factory=lambda: array("q"))
+    # MPEG-TS audio: where its raw AAC data begins in its PES's payload.
+    sub: array[int] = field(default_factory=lambda: array("I"))
+    end: int = 0  # MPEG-TS: where the last sample's packets end
+    last_duration: int = 0  # the last sample's duration (MPEG-TS: the usual step)
+    pid: int = 0  # MPEG-TS: the stream's PID
+    shift: int = 0  # MP4: presentation = dts + cto + shift (its edit list, 8.6.6)
+
+    def __len__(self) -> int:
+        return len(self.dts)
+
+    @property
+    def nbytes(self) -> int:
+        """About the memory the table takes."""
+        arrays = (self.dts, self.cto, self.sizes, self.at, self.sub)
+        return sum(a.itemsize * len(a) for a in arrays) + len(self.sync) + len(self.entry)
+
+    def duration(self, n: int) -> int:
+        """Sample `n`'s duration: to the next sample's decode time."""
+        return self.dts[n + 1] - self.dts[n] if n + 1 < len(self.dts) else self.last_duration
+
+
+@dataclass(frozen=True)
+class Recording:
+    """A recording's sample tables: its video's, and its audio's if it has any."""
+
+    container: str  # "mpegts", "mp4" or "fmp4"
+    size: int  # the file's bytes when it was read
+    video: Table
+    audio: Table | None
+
+    @property
+    def nbytes(self) -> int:
+        return self.video.nbytes + (self.audio.nbytes if self.audio is not None else 0)
+
+
+def read_recording(fd: int, size: int) -> Recording:
+    """The sample tables of the recording open at `fd` (blocking: an MPEG-TS file is read
+    whole; an MP4 file's boxes that describe samples). ProbeError for anything that is
+    not a recording of H.264 or HEVC video with AAC audio, or none."""
+    head = os.pread(fd, 12, 0)
+    if head[:1] == b"\x47":
+        video, audio = _ts_tables(fd, size)
+        return Recording("mpegts", size, video, audio)
+    container, video, audio = _mp4_tables(fd, size)
+    return Recording(container, size, video, audio)
+
+
+# --- MP4 and fragmented MP4 --------------------------------------------------------------
+
+
+def _mp4_tables(fd: int, size: int) -> tuple[str, Table, Table | None]:
+    """ISO/IEC 14496-12 8.2.1 moov, 8.8.4 moof, 8.1.1 mdat."""
+    moov: bytes | None = None
+    fragmented = False
+    wanted: list[tuple[mp4.Track, Table]] = []
+    decode: dict[int, int] = {}  # track ID -> the next sample's decode time (fragmented)
+    for kind, start, body, end in top_level(fd, size):
+        if kind == b"moov":
+            moov = read_box(fd, body, end)
+            tracks, fragmented = mp4.read_tracks(moov, size)
+            video = next((t for t in tracks if t.handler == b"vide" and t.timescale), None)
+            if video is None:
+                raise ProbeError("MP4 without a video track")
+            audio = next((t for t in tracks if t.handler == b"soun" and t.timescale), None)
+            for track in (video, audio):
+                if track is not None:
+                    wanted.append((track, _mp4_table(moov, track)))
+            if not fragmented:
+                for track, table in wanted:
+                    _plain_table(moov, track, table, size)
+                break
+        elif kind == b"moof" and moov is not None:
+            moof = read_box(fd, body, end)
+            for track, table in wanted:
+                tfdt, entries = traf_entries(moof, start, track, MAX_TRACK_SAMPLES - len(table))
+                if not entries:
+                    continue
+                dts = tfdt if child_tfdt(moof, track.track_id) else decode.get(track.track_id, 0)
+                if any(data_at + length > size for _, length, _, _, data_at in entries):
+                    return _finish_mp4(fragmented, wanted)  # cut short: its whole fragments
+                for duration, length, flags, offset, data_at in entries:
+                    _add(table, dts, offset, length, not flags & _NOT_SYNC, data_at)
+                    dts += duration
+                    table.last_duration = duration
+                decode[track.track_id] = dts
+    if moov is None or not wanted:
+        raise ProbeError("MP4 without a moov box")
+    return _finish_mp4(fragmented, wanted)
+
+
+def _finish_mp4(
+    fragmented: bool, wanted: list[tuple[mp4.Track, Table]]
+) -> tuple[str, Table, Table | None]:
+    tables = [table for _, table in wanted]
+    if not len(tables[0]):
+        raise ProbeError("MP4 without video samples")
+    audio_table = tables[1] if len(tables) > 1 and len(tables[1]) else None
+    return ("fmp4" if fragmented else "mp4"), tables[0], audio_table
+
+
+def child_tfdt(moof: bytes, track_id: int) -> bool:
+    """Whether `track_id`'s traf in a moof states its decode time (ISO/IEC 14496-12
+    8.8.12 tfdt)."""
+    for kind, body, end in boxes(moof, 0, len(moof)):
+        if kind != b"traf":
+            continue
+        tfhd = child(moof, body, end, b"tfhd")
+        if tfhd is not None and u32(moof, tfhd[0] + 4) == track_id:
+            return child(moof, body, end, b"tfdt") is not None
+    return False
+
+
+def _add(table: Table, dts: int, cto: int, size: int, sync: bool, at: int) -> None:
+    table.dts.append(dts)
+    table.cto.append(cto)
+    table.sizes.append(size)
+    table.sync.append(sync)
+    table.at.append(at)
+
+
+def _mp4_table(moov: bytes, track: mp4.Track) -> Table:
+    """An empty table for `track`, with its sample entry: an HEVC `hev1` named `hvc1`
+    (Safari plays only that) and the file's own bit rate box (btrt) left out, so that
+    recordings of one stream share one entry (ISO/IEC 14496-12 8.5.2 stsd, 8.5.2.2 btrt;
+    ISO/IEC 14496-15 8.4.1 hvc1/hev1)."""
+    at = track.entry_at - 4
+    if at < 0 or at + 8 > len(moov):
+        raise ProbeError("MP4 track without a sample entry")
+    entry = moov[at : at + u32(moov, at)]
+    if len(entry) < 16:
+        raise ProbeError("MP4 sample entry cut short")
+    fields = 78 if track.handler == b"vide" else 28  # Visual/AudioSampleEntry's own fields
+    kept = entry[: 8 + fields]
+    at = 8 + fields
+    while at + 8 <= len(entry):
+        length = u32(entry, at)
+        if length < 8 or at + length > len(entry):
+            break
+        if entry[at + 4 : at + 8] != b"btrt":
+            kept += entry[at : at + length]
+        at += length
+    if kept[4:8] == b"hev1":
+        kept = kept[:4] + b"hvc1" + kept[8:]
+    if kept[4:8] == b"mp4a":  # made anew: each file states its own bit rate in its esds
+        config = _decoder_specific_info(kept)
+        if config is not None:
+            channels = int.from_bytes(entry[24:26], "big")
+            kept = audio_entry(track.timescale, channels, config)
+    kept = len(kept).to_bytes(4, "big") + kept[4:]
+    width = int.from_bytes(entry[32:34], "big") if track.handler == b"vide" else 0
+    height = int.from_bytes(entry[34:36], "big") if track.handler == b"vide" else 0
+    table = Table(track.handler, track.codec, track.timescale, kept, width, height)
+    table.shift = track.shift
+    return table
+
+
+def _descriptor(data: bytes, at: int) -> tuple[int, int, int]:
+    """A descriptor's tag, where its body starts and where it ends (ISO/IEC 14496-1
+    8.3.3 expandable size: 7 bits a byte, the high bit saying that another follows)."""
+    tag, length, at = data[at], 0, at + 1
+    for _ in range(4):
+        byte = data[at]
+        at += 1
+        length = length << 7 | byte & 0x7F
+        if not byte & 0x80:
+            break
+    return tag, at, at + length
+
+
+def _decoder_specific_info(entry: bytes) -> bytes | None:
+    """The AudioSpecificConfig in an mp4a entry's esds, if it can be found (ISO/IEC
+    14496-1 7.2.6.5 ES_Descriptor, 7.2.6.6 DecoderConfigDescriptor, 7.2.6.7
+    DecoderSpecificInfo)."""
+    at = entry.find(b"esds")
+    if at < 4:
+        return None
+    try:
+        tag, body, _ = _descriptor(entry, at + 8)  # after the full box's version and flags
+        if tag != 0x03:
+            return None
+        flags = entry[body + 2]
+        body += 3 + (2 if flags & 0x80 else 0) + (2 if flags & 0x20 else 0)
+        if flags & 0x40:
+            body += 1 + entry[body]
+        tag, body, _ = _descriptor(entry, body)
+        if tag != 0x04:
+            return None
+        tag, body, end = _descriptor(entry, body + 13)
+        if tag != 0x05 or end > len(entry):
+            return None
+        return entry[body:end]
+    except IndexError:
+        return None
+
+
+def _plain_table(moov: bytes, track: mp4.Track, table: Table, size: int) -> None:
+    """A plain MP4 track's samples from its sample table (ISO/IEC 14496-12 8.6.1.2 stts,
+    8.6.1.3 ctts, 8.6.2 stss, 8.7.3 stsz, 8.7.4 stsc, 8.7.5 stco/co64), each sample's
+    bytes checked to lie inside the file."""
+    stbl = _stbl(moov, track)
+    limit = min(size, MAX_TRACK_SAMPLES)
+    stts = _entries(moov, child(moov, *stbl, b"stts"), 2, limit)
+    ctts_box = child(moov, *stbl, b"ctts")
+    ctts = _entries(moov, ctts_box, 2, limit)
+    signed = ctts_box is not None and moov[ctts_box[0]] == 1
+    stss_box = child(moov, *stbl, b"stss")
+    sync = None if stss_box is None else {n for (n,) in _entries(moov, stss_box, 1, limit)}
+    sizes = _sizes(moov, child(moov, *stbl, b"stsz"), limit)
+    offsets = _chunk_offsets(moov, stbl, limit)
+    stsc = _entries(moov, child(moov, *stbl, b"stsc"), 3, limit)
+    count = len(sizes)
+    if sum(n for n, _ in stts) != count:
+        raise ProbeError("MP4 time table and size table disagree")
+    durations = array("q")
+    for n, duration in stts:
+        durations.extend([duration] * n)
+    compositions = array("q")
+    for n, offset in ctts:
+        if signed and offset >= 1 << 31:
+            offset -= 1 << 32
+        compositions.extend([offset] * n)
+    compositions.extend([0] * max(0, count - len(compositions)))
+    dts = sample = 0
+    for run, (first, per_chunk, _) in enumerate(stsc):
+        last = stsc[run + 1][0] - 1 if run + 1 < len(stsc) else len(offsets)
+        for chunk in range(first - 1, min(last, len(offsets))):
+            at = offsets[chunk]
+            for _ in range(per_chunk):
+                if sample >= count:
+                    break
+                length = sizes[sample]
+                if at + length > size:
+                    raise ProbeError("MP4 sample past the file's end")
+                _add(table, dts, compositions[sample], length,
+                     sync is None or sample + 1 in sync, at)  # fmt: skip
+                at += length
+                dts += durations[sample]
+                sample += 1
+    if sample != count:
+        raise ProbeError("MP4 chunk table holds fewer samples than its size table")
+    table.last_duration = durations[-1] if count else 0
+
+
+def _stbl(moov: bytes, track: mp4.Track) -> tuple[int, int]:
+    for kind, body, end in boxes(moov, 0, len(moov)):
+        if kind != b"trak":
+            continue
+        tkhd = child(moov, body, end, b"tkhd")
+        if (
+            tkhd is None
+            or u32(moov, tkhd[0] + (20 if moov[tkhd[0]] == 1 else 12)) != track.track_id
+        ):
+            continue
+        mdia = child(moov, body, end, b"mdia")
+        minf = child(moov, *mdia, b"minf") if mdia else None
+        stbl = child(moov, *minf, b"stbl") if minf else None
+        if stbl is not None:
+            return stbl
+    raise ProbeError("MP4 track without a sample table")
+
+
+def _entries(
+    moov: bytes, box: tuple[int, int] | None, width: int, limit: int
+) -> list[tuple[int, ...]]:
+    """A full box's 32-bit entry count and its entries of `width` 32-bit fields,
+    checked against the box and `limit` (ISO/IEC 14496-12 4.2 FullBox)."""
+    if box is None:
+        return []
+    if box[1] - box[0] < 8:
+        raise ProbeError("truncated MP4 sample table")
+    count = u32(moov, box[0] + 4)
+    at = box[0] + 8
+    if count > limit or at + count * width * 4 > box[1]:
+        raise ProbeError("corrupt MP4 sample table: more entries than it holds")
+    flat = array("I", moov[at : at + count * width * 4])
+    if sys.byteorder == "little":
+        flat.byteswap()
+    return [tuple(flat[n * width : (n + 1) * width]) for n in range(count)]
+
+
+def _sizes(moov: bytes, box: tuple[int, int] | None, limit: int) -> array[int]:
+    """ISO/IEC 14496-12 8.7.3.2 stsz: one size for all samples, or one each."""
+    if box is None or box[1] - box[0] < 12:
+        raise ProbeError("MP4 track without a sample size table")
+    same, count = u32(moov, box[0] + 4), u32(moov, box[0] + 8)
+    if count > limit:
+        raise ProbeError("corrupt MP4 sample size table")
+    if same:
+        return array("I", [same]) * count
+    at = box[0] + 12
+    if at + 4 * count > box[1]:
+        raise ProbeError("corrupt MP4 sample size table: more entries than it holds")
+    sizes = array("I", moov[at : at + 4 * count])
+    if sys.byteorder == "little":
+        sizes.byteswap()
+    return sizes
+
+
+def _chunk_offsets(moov: bytes, stbl: tuple[int, int], limit: int) -> list[int]:
+    """ISO/IEC 14496-12 8.7.5 stco (32-bit) or co64 (64-bit) chunk offsets."""
+    box = child(moov, *stbl, b"stco")
+    if box is not None:
+        return [n for (n,) in _entries(moov, box, 1, limit)]
+    box = child(moov, *stbl, b"co64")
+    if box is None or box[1] - box[0] < 8:
+        raise ProbeError("MP4 track without a chunk offset table")
+    count = u32(moov, box[0] + 4)
+    if count > limit or box[0] + 8 + 8 * count > box[1]:
+        raise ProbeError("corrupt MP4 chunk offset table")
+    return [u64(moov, box[0] + 8 + 8 * n) for n in range(count)]
+
+
+# --- MPEG-TS -----------------------------------------------------------------------------
+
+
+def _ts_tables(fd: int, size: int) -> tuple[Table, Table | None]:
+    """Scan an MPEG-TS file: each video PES with a PTS starts a sample (one without a PTS
+    continues the one before), each ADTS frame is an audio sample.
+
+    ISO/IEC 13818-1 2.4.3.6 PES; 2.4.3.7 PTS and DTS."""
+    head = os.pread(fd, 1 << 16, 0)
+    program = mpegts.program(head)
+    codec = program.video_codec
+    if codec not in _SYNC_TYPES:
+        raise ProbeError(f"MPEG-TS video is {codec}, not H.264 or HEVC")
+    video = Table(b"vide", codec, CLOCK, b"", pid=program.video_pid)
+    audio = None
+    if program.audio_pid is not None:
+        audio = Table(b"soun", "aac", 0, b"", pid=program.audio_pid)
+    state = _TsState(video, audio)
+    for offset, pid, pts, dts, data in pes_units(fd, 0, size, program.video_pid,
+                                                  program.audio_pid):  # fmt: skip
+        if pid == program.video_pid:
+            state.video_unit(offset, pts, dts, data)
+        elif audio is not None:
+            state.audio_unit(offset, pts, data)
+    state.finish(size)
+    if not len(video):
+        raise ProbeError("MPEG-TS without video samples")
+    if not video.entry:
+        raise ProbeError("MPEG-TS video without parameter sets")
+    return video, (audio if audio is not None and len(audio) else None)
+
+
+def pes_units(
+    fd: int, start: int, stop: int, video_pid: int, audio_pid: int | None
+) -> Iterator[tuple[int, int, int | None, int | None, bytes]]:
+    """(offset of its first packet, PID, PTS, DTS, payload) of each PES of the two PIDs
+    that starts in [start, stop), read in bounded chunks: the PES at the end runs on past
+    `stop` no further than its own packets do (up to the next PES of its PID).
+
+    ISO/IEC 13818-1 2.4.3.2 transport packet (sync byte, PUSI, PID, adaptation field
+    control), 2.4.3.6 PES header."""
+    open_pes: dict[int, tuple[int, list[bytes]]] = {}
+    position = start
+    size = os.fstat(fd).st_size
+    wanted: tuple[int | None, ...] = (video_pid, audio_pid)
+    while position < size:
+        buf = os.pread(fd, _READ, position)
+        whole = len(buf) - len(buf) % PACKET
+        if not whole:
+            break
+        for p in range(0, whole, PACKET):
+            if buf[p] != 0x47:
+                raise ProbeError(f"MPEG-TS lost its packet sync at byte {position + p}")
+            b1 = buf[p + 1]
+            pid = ((b1 & 0x1F) << 8) | buf[p + 2]
+            if pid not in wanted:
+                continue
+            control = buf[p + 3]
+            if not control & 0x10:
+                continue  # no payload
+            begin = p + 4 + (1 + buf[p + 4] if control & 0x20 else 0)
+            if b1 & 0x40:
+                done = open_pes.pop(pid, None)
+                if done is not None:
+                    yield _unit(done, pid)
+                if position + p >= stop:
+                    if not open_pes:
+                        return
+                    wanted = tuple(w for w in wanted if w != pid)
+                    continue
+                open_pes[pid] = (position + p, [buf[begin : p + PACKET]])
+            elif pid in open_pes:
+                open_pes[pid][1].append(buf[begin : p + PACKET])
+        position += whole
+    for pid, done in sorted(open_pes.items(), key=lambda item: item[1][0]):
+        yield _unit(done, pid)
+
+
+def _unit(
+    done: tuple[int, list[bytes]], pid: int
+) -> tuple[int, int, int | None, int | None, bytes]:
+    """ISO/IEC 13818-1 2.4.3.6: packet_start_code_prefix, PTS_DTS_flags,
+    PES_header_data_length."""
+    offset, parts = done
+    data = b"".join(parts)
+    if len(data) < 9 or data[:3] != b"\0\0\1":
+        return offset, pid, None, None, b""
+    flags = data[7] >> 6
+    header = 9 + data[8]
+    pts = dts = None
+    if flags & 2 and len(data) >= 14:
+        pts = mpegts.read_timestamp(data, 9)
+        dts = mpegts.read_timestamp(data, 14) if flags == 3 and len(data) >= 19 else pts
+    return offset, pid, pts, dts, data[header:]
+
+
+def nal_units(data: bytes) -> Iterator[memoryview]:
+    """The NAL units of an Annex B byte stream, each without its start code or the zero
+    bytes that trail it (ITU-T H.264 / H.265 Annex B.2)."""
+    view = memoryview(data)
+    start = data.find(b"\0\0\1")
+    while start >= 0:
+        begin = start + 3
+        following = data.find(b"\0\0\1", begin)
+        end = len(data) if following < 0 else following
+        while end > begin and data[end - 1] == 0:
+            end -= 1
+        if end > begin:
+            yield view[begin:end]
+        start = following
+
+
+def length_prefixed(data: bytes) -> bytes:
+    """An Annex B access unit as an MP4 sample: each NAL unit after a 4-byte length
+    (ISO/IEC 14496-15 5.3.2, 8.3.2; lengthSizeMinusOne 3)."""
+    parts: list[bytes | memoryview] = []
+    for unit in nal_units(data):
+        parts.append(len(unit).to_bytes(4, "big"))
+        parts.append(unit)
+    return b"".join(parts)
+
+
+@dataclass
+class _TsState:
+    video: Table
+    audio: Table | None
+    unit: tuple[int, int, int, list[bytes]] | None = None  # offset, pts, dts, payloads
+    first_dts: int | None = None
+    last_dts: int = 0  # unwrapped, 90 kHz
+    audio_last: int | None = None  # the last audio PES's PTS, unwrapped, 90 kHz
+    parameter_sets: dict[int, bytes] = field(default_factory=dict)
+
+    def video_unit(self, offset: int, pts: int | None, dts: int | None, data: bytes) -> None:
+        if pts is None or dts is None:
+            if self.unit is not None:
+                self.unit[3].append(data)  # an access unit carried on in a second PES
+            return
+        self._close()
+        if self.first_dts is None:
+            self.first_dts, self.last_dts = dts, dts
+        else:
+            self.last_dts += pts_delta(dts, self.last_dts % mpegts.PTS_WRAP)
+        self.unit = (offset, self.last_dts + pts_delta(pts, dts), self.last_dts, [data])
+
+    def _close(self) -> None:
+        if self.unit is None:
+            return
+        offset, pts, dts, parts = self.unit
+        self.unit = None
+        data = parts[0] if len(parts) == 1 else b"".join(parts)
+        codec = self.video.codec
+        types = _SYNC_TYPES[codec]
+        sync = False
+        length = 0
+        for unit in nal_units(data):
+            kind = nal.nal_type(bytes(unit[:2]), codec)
+            sync = sync or kind in types
+            if kind in _PARAMETER_TYPES[codec] and kind not in self.parameter_sets:
+                self.parameter_sets[kind] = bytes(unit)
+            length += 4 + len(unit)
+        if not length:
+            return
+        if not self.video.entry and all(k in self.parameter_sets for k in _PARAMETER_TYPES[codec]):
+            self._configure()
+        _add(self.video, dts, pts - dts, length, sync, offset)
+
+    def _configure(self) -> None:
+        sets = self.parameter_sets
+        if self.video.codec == "h264":
+            config, width, height = nal.avc_config([sets[7]], [sets[8]])
+            tag, box = b"avc1", b"avcC"
+        else:
+            config, width, height = nal.hevc_config([sets[32]], [sets[33]], [sets[34]])
+            tag, box = b"hvc1", b"hvcC"
+        self.video.entry = visual_entry(tag, width, height, box, config)
+        self.video.width, self.video.height = width, height
+
+    def audio_unit(self, offset: int, pts: int | None, data: bytes) -> None:
+        audio = self.audio
+        if audio is None or pts is None:
+            return
+        if self.audio_last is None:
+            self.audio_last = pts
+        else:
+            self.audio_last += pts_delta(pts, self.audio_last % mpegts.PTS_WRAP)
+        at, ticks = 0, 0
+        while at + 7 <= len(data) and data[at] == 0xFF and data[at + 1] & 0xF6 == 0xF0:
+            length = ((data[at + 3] & 0x03) << 11) | (data[at + 4] << 3) | (data[at + 5] >> 5)
+            header = 7 if data[at + 1] & 0x01 else 9  # protection_absent
+            if length <= header or at + length > len(data):
+                break
+            if not audio.entry:
+                config, rate, channels = nal.aac_config(data[at : at + 7])
+                audio.timescale = rate
+                audio.entry = audio_entry(rate, channels, config)
+            frames = 1024 * ((data[at + 6] & 0x03) + 1)
+            time = (self.audio_last * audio.timescale + CLOCK // 2) // CLOCK + ticks
+            if len(audio) and abs(time - audio.dts[-1] - audio.last_duration) * 2 < frames:
+                time = audio.dts[-1] + audio.last_duration  # carries straight on
+            _add(audio, time, 0, length - header, True, offset)
+            audio.sub.append(at + header)
+            audio.last_duration = frames
+            ticks += frames
+            at += length
+
+    def finish(self, size: int) -> None:
+        self._close()
+        self.video.end = size
+        if len(self.video) > 1:
+            last = len(self.video) - 1
+            steps = sorted(
+                self.video.dts[n + 1] - self.video.dts[n] for n in range(max(0, last - 15), last)
+            )
+            self.video.last_duration = steps[len(steps) // 2]
+        elif len(self.video):
+            self.video.last_duration = CLOCK // 25
+        if self.audio is not None:
+            self.audio.end = size
+            # Samples at one time would be one in an MP4: a PES's frames are apart.
+            self._audio_times()
+
+    def _audio_times(self) -> None:
+        """A PES's frames follow its PTS one after another; a PES that starts before the
+        frames of the one before end overlaps them: its frames follow them instead, so
+        that no two samples share a decode time."""
+        audio = self.audio
+        if audio is None:
+            return
+        for n in range(1, len(audio)):
+            floor = audio.dts[n - 1] + 1
+            if audio.dts[n] < floor:
+                audio.dts[n] = floor
+
+
+def sample_bytes(
+    fd: int, recording: Recording, table: Table, first: int, stop: int
+) -> Iterator[bytes]:
+    """The bytes of `table`'s samples `first` to `stop` (exclusive) as an MP4 holds them,
+    read from the recording at `fd`, in bounded pieces. ProbeError if the recording no
+    longer holds them as its table says (cut short, replaced)."""
+    if recording.container != "mpegts":
+        yield from _mp4_bytes(fd, table, first, stop)
+    elif table.handler == b"vide":
+        yield from _ts_video_bytes(fd, recording, table, first, stop)
+    else:
+        yield from _ts_audio_bytes(fd, recording, table, first, stop)
+
+
+_PIECE = 1 << 20  # bytes gathered before they are handed on
+
+
+def _mp4_bytes(fd: int, table: Table, first: int, stop: int) -> Iterator[bytes]:
+    """Samples' bytes read straight from the file: neighbours in the file in one read."""
+    n = first
+    while n < stop:
+        begin = table.at[n]
+        length = table.sizes[n]
+        n += 1
+        while n < stop and table.at[n] == begin + length and length < _PIECE:
+            length += table.sizes[n]
+            n += 1
+        data = os.pread(fd, length, begin)
+        if len(data) != length:
+            raise ProbeError("the recording is shorter than its samples")
+        yield data
+
+
+def _span(table: Table, first: int, stop: int) -> tuple[int, int]:
+    """The bytes whose PES packets start the samples `first` to `stop`: from the first's
+    PES up to the last's (a PES may hold several audio samples)."""
+    return table.at[first], table.at[stop - 1] + 1
+
+
+def _ts_video_bytes(
+    fd: int, recording: Recording, table: Table, first: int, stop: int
+) -> Iterator[bytes]:
+    start, end = _span(table, first, stop)
+    n = first
+    pending: list[bytes] = []
+    held = 0
+    parts: list[bytes] = []
+
+    def close() -> bytes:
+        nonlocal n
+        data = length_prefixed(parts[0] if len(parts) == 1 else b"".join(parts))
+        if not data:
+            return b""  # a PES without NAL units: never a sample
+        if n >= stop or len(data) != table.sizes[n]:
+            raise ProbeError("the recording's video is not what its sample table says")
+        n += 1
+        return data
+
+    for _, pid, pts, _, data in pes_units(fd, start, end, table.pid, None):
+        if pid != table.pid:
+            continue
+        if pts is None:
+            parts.append(data)
+            continue
+        if parts:
+            done = close()
+            pending.append(done)
+            held += len(done)
+            if held >= _PIECE:
+                yield b"".join(pending)
+                pending, held = [], 0
+        parts = [data]
+    if parts and n < stop:
+        pending.append(close())
+    if n != stop:
+        raise ProbeError("the recording holds fewer video samples than its sample table")
+    if pending:
+        yield b"".join(pending)
+
+
+def _ts_audio_bytes(
+    fd: int, recording: Recording, table: Table, first: int, stop: int
+) -> Iterator[bytes]:
+    start, end = _span(table, first, stop)
+    n = first
+    pending: list[bytes] = []
+    held = 0
+    for offset, pid, _, _, data in pes_units(fd, start, end, table.pid, None):
+        if pid != table.pid:
+            continue
+        while n < stop and table.at[n] == offset:
+            at, length = table.sub[n], table.sizes[n]
+            piece = data[at : at + length]
+            if len(piece) != length:
+                raise ProbeError("the recording's audio is not what its sample table says")
+            pending.append(piece)
+            held += length
+            n += 1
+        if held >= _PIECE:
+            yield b"".join(pending)
+            pending, held = [], 0
+        if n >= stop:
+            break
+    if n != stop:
+        raise ProbeError("the recording holds fewer audio samples than its sample table")
+    if pending:
+        yield b"".join(pending)

@@ -1,0 +1,293 @@
+"""clip.mp4: a session's range as one progressive MP4 made from the recordings' own
+samples. Real footage of each recorder style, a real agent, real ffmpeg decoding, real
+players, and no ffmpeg in the agent (its configured ffmpeg does not exist)."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import itertools
+import json
+import random
+import re
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import pytest
+
+from agent.demo import Rendered, render_run
+from agent.times import parse_rfc3339
+
+from .conftest import T0, S, at, make_config, place_old, post, start_with, started
+from .hls import parse
+from .players import chromium_plays, ffmpeg_errors, run, video_packets, vlc_video_packets
+
+# The agent is given an ffmpeg that is not there: an export that needed it would fail.
+NO_FFMPEG = {"ffmpeg": {"ffmpeg": "/nonexistent/ffmpeg"}}
+
+
+async def frame_digests(source: str, *options: str) -> list[tuple[float, str]]:
+    """(presentation time in seconds, MD5) of each decoded video frame of `source`, as
+    ffmpeg decodes it (its timestamps kept as they are, each frame at its own size)."""
+    code, out = await run(
+        "ffmpeg", "-nostdin", "-v", "error", *options, "-i", source, "-map", "0:v:0",
+        "-autoscale", "0", "-f", "framemd5", "-fps_mode", "passthrough",
+        "-enc_time_base", "1/90000", "-",
+    )  # fmt: skip
+    assert code == 0, out
+    frames = []
+    for line in out.splitlines():
+        if line.startswith("#") or not line.strip():
+            continue
+        fields = [f.strip() for f in line.split(",")]
+        frames.append((int(fields[2]) / 90_000, fields[5]))
+    return frames
+
+
+async def clip_of(client: Any, session: dict[str, Any], into: Path) -> Path:
+    response = await client.get(session["playlist_url"].replace("index.m3u8", "clip.mp4"))
+    assert response.status == 200, await response.text()
+    body = await response.read()
+    assert int(response.headers["Content-Length"]) == len(body)
+    path = into / "clip.mp4"
+    path.write_bytes(body)
+    return path
+
+
+def shown(frames: list[tuple[float, str]], begin: float, end: float) -> list[str]:
+    """The frames on screen from `begin` to `end` (seconds): the one showing at `begin`,
+    those that start before `end`."""
+    starts = [t for t, _ in frames] + [float("inf")]
+    return [d for n, (t, d) in enumerate(frames) if t < end - 1e-6 and starts[n + 1] > begin + 1e-6]
+
+
+async def window(client: Any, tmp_path: Path, session: dict[str, Any]) -> tuple[float, float]:
+    """Where the session's `from` and `to` are on its HLS timeline (seconds, as ffmpeg
+    reads the playlist with -copyts): `from` where the plan puts it, `to` by the wall
+    clock of the segment it falls in (EXT-X-PROGRAM-DATE-TIME)."""
+    plan = json.loads((tmp_path / "state" / "playback" / session["id"] / "plan.json").read_text())
+    begin = 10 + plan["start_offset"]
+    playlist = parse(await (await client.get(session["playlist_url"])).text())
+    to = parse_rfc3339(session["to"], "to") / 1e6
+    start, pdt, end = 10.0, 0.0, 10.0
+    for entry in playlist.entries:
+        pdt = parse_rfc3339(entry.pdt, "pdt") / 1e6 if entry.pdt else pdt
+        if pdt <= to:
+            end = min(start + entry.duration, start + to - pdt)
+        start += entry.duration
+        pdt += entry.duration
+    return begin, end
+
+
+KINDS = ["ts", "ts_reset", "mp4", "fmp4", "hevc", "hevc_fmp4", "hevc_mp4"]
+
+
+@pytest.mark.parametrize("kind", KINDS)
+async def test_the_clip_shows_the_sessions_frames(
+    tmp_path: Path, footage: dict[str, list[Rendered]], start_agent: Any, kind: str
+) -> None:
+    """Frame for frame (MD5 of each decoded frame) what the session's HLS shows from
+    `from` to `to`, across a gap, from every recorder style; ffmpeg reads it silently;
+    its audio runs on with no overlap; its wall clock is in a text track."""
+    client = await start_with(start_agent, tmp_path, footage, kind, **NO_FFMPEG)
+    _, session = await post(client, {"camera_id": "cam", "from": at(1.5), "to": at(23.2)})
+    clip = await clip_of(client, session, tmp_path)
+    assert await ffmpeg_errors(str(clip)) == ""
+    url = str(client.make_url(session["playlist_url"]))
+    if kind in ("mp4", "hevc_mp4", "hevc"):  # its HLS is made by ffmpeg: an agent with it
+        other = await start_with(start_agent, tmp_path / "hls", footage, kind)
+        _, twin = await post(other, {"camera_id": "cam", "from": at(1.5), "to": at(23.2)})
+        url = str(other.make_url(twin["playlist_url"]))
+        client, session, tmp_path = other, twin, tmp_path / "hls"
+    hls = await frame_digests(url, "-copyts")
+    begin, end = await window(client, tmp_path, session)
+    wanted = shown(hls, begin, end)
+    frames = await frame_digests(str(clip))
+    got = [digest for _, digest in frames]
+    assert got == wanted, (len(got), len(wanted))
+    await check_audio(clip)
+    await check_wall_clock(clip, "2026-11-20 08:00:01 UTC", "2026-11-20 08:00:23 UTC")
+
+
+async def check_audio(clip: Path) -> None:
+    """The clip's audio packets follow one another, never overlapping, one AAC frame
+    (1024 samples at 48 kHz) apart except where the footage has a gap or a hold."""
+    code, out = await run(
+        "ffprobe", "-v", "error", "-select_streams", "a:0", "-show_entries",
+        "packet=pts,duration", "-of", "csv=p=0", str(clip),
+    )  # fmt: skip
+    assert code == 0, out
+    packets = [tuple(map(int, line.split(",")[:2])) for line in out.split()]
+    assert len(packets) > 100
+    steps = [b[0] - a[0] for a, b in itertools.pairwise(packets)]
+    assert min(steps) > 0
+    assert sum(step != 1024 for step in steps) <= 4, steps
+
+
+async def check_wall_clock(clip: Path, first: str, last: str) -> None:
+    """The text track says the wall-clock time, a cue a second; the movie's creation
+    time is `from`."""
+    code, out = await run(
+        "ffmpeg", "-v", "error", "-i", str(clip), "-map", "0:s:0", "-f", "srt", "-"
+    )
+    assert code == 0, out
+    cues = re.findall(r"2026-[0-9-]+ [0-9:]+ UTC", out)
+    assert cues[0] == first
+    assert cues[-1] == last
+    code, out = await run(
+        "ffprobe", "-v", "error", "-show_entries", "format_tags=creation_time",
+        "-of", "csv=p=0", str(clip),
+    )  # fmt: skip
+    assert out.strip() == "2026-11-20T08:00:01.000000Z"  # whole seconds (mvhd)
+
+
+async def test_a_resolution_change_gets_a_sample_entry_of_its_own(
+    tmp_path: Path, footage: dict[str, list[Rendered]], start_agent: Any
+) -> None:
+    """A camera whose resolution changed between recordings: the clip has one sample
+    entry per stream configuration and shows every frame of both."""
+    larger = await render_run(tmp_path / "larger", 4, 2, size="480x270", keyframe_seconds=1)
+    config = make_config(tmp_path, **NO_FFMPEG)
+    place_old(footage["ts"], config.recordings.root, config.layout, "cam", T0)
+    place_old(larger, config.recordings.root, config.layout, "cam", T0 + 6 * S)
+    client = await started(start_agent, config)
+    _, session = await post(client, {"camera_id": "cam", "from": at(0), "to": at(10)})
+    clip = await clip_of(client, session, tmp_path)
+    assert await ffmpeg_errors(str(clip)) == ""
+    assert clip.read_bytes().count(b"avcC") == 2
+    frames = [d for _, d in await frame_digests(str(clip))]
+    sources = []
+    for run_ in (footage["ts"], larger):
+        for rendered in run_:
+            sources += [d for _, d in await frame_digests(str(rendered.path))]
+    assert frames == sources
+
+
+async def test_byte_ranges_are_the_same_bytes_as_the_whole(
+    tmp_path: Path, footage: dict[str, list[Rendered]], start_agent: Any
+) -> None:
+    """Content-Length, HEAD, Range (206, suffix, 416), If-Range and If-None-Match on a
+    strong ETag; any range is the same bytes as the whole file's."""
+    client = await start_with(start_agent, tmp_path, footage, "ts", **NO_FFMPEG)
+    _, session = await post(client, {"camera_id": "cam", "from": at(1.5), "to": at(23.2)})
+    url = session["playlist_url"].replace("index.m3u8", "clip.mp4")
+    whole = await client.get(url)
+    body = await whole.read()
+    etag = whole.headers["ETag"]
+    assert etag.startswith('"')
+    assert whole.headers["Accept-Ranges"] == "bytes"
+    assert int(whole.headers["Content-Length"]) == len(body)
+    assert body[4:8] == b"ftyp"
+    assert body.find(b"moov") < body.find(b"mdat")
+    head = await client.head(url)
+    assert head.status == 200
+    assert head.headers["Content-Length"] == str(len(body))
+    assert head.headers["ETag"] == etag
+    spots = random.Random(7).sample(range(len(body)), 40)
+    moov_end = body.find(b"mdat") + 12
+    for low in [*sorted(spots), 0, moov_end - 1, moov_end, len(body) - 1]:
+        high = min(len(body) - 1, low + random.Random(low).randrange(1, 300_000))
+        part = await client.get(url, headers={"Range": f"bytes={low}-{high}"})
+        assert part.status == 206
+        assert part.headers["Content-Range"] == f"bytes {low}-{high}/{len(body)}"
+        assert await part.read() == body[low : high + 1], low
+    tail = await client.get(url, headers={"Range": "bytes=-1000"})
+    assert await tail.read() == body[-1000:]
+    past = await client.get(url, headers={"Range": f"bytes={len(body)}-"})
+    assert past.status == 416
+    assert past.headers["Content-Range"] == f"bytes */{len(body)}"
+    same = await client.get(url, headers={"Range": "bytes=100-199", "If-Range": etag})
+    assert (same.status, await same.read()) == (206, body[100:200])
+    stale = await client.get(url, headers={"Range": "bytes=100-199", "If-Range": '"old"'})
+    assert (stale.status, len(await stale.read())) == (200, len(body))
+    cached = await client.get(url, headers={"If-None-Match": etag})
+    assert cached.status == 304
+    # Another range of the same footage is another file, with another tag.
+    _, other = await post(client, {"camera_id": "cam", "from": at(2), "to": at(23.2)})
+    response = await client.head(other["playlist_url"].replace("index.m3u8", "clip.mp4"))
+    assert response.headers["ETag"] != etag
+
+
+async def test_a_download_cut_at_40_percent_resumes_to_the_same_file(
+    tmp_path: Path, footage: dict[str, list[Rendered]], start_agent: Any
+) -> None:
+    """curl -C - after a download was cut: the file is identical (SHA-256) to one made
+    in one go."""
+    client = await start_with(start_agent, tmp_path, footage, "hevc", **NO_FFMPEG)
+    _, session = await post(client, {"camera_id": "cam", "from": at(0), "to": at(26)})
+    url = str(client.make_url(session["playlist_url"].replace("index.m3u8", "clip.mp4")))
+    whole = tmp_path / "whole.mp4"
+    code, out = await run("curl", "-sSf", "-o", str(whole), url)
+    assert code == 0, out
+    size = whole.stat().st_size
+    cut = tmp_path / "cut.mp4"
+    code, out = await run("curl", "-sSf", "-r", f"0-{size * 4 // 10 - 1}", "-o", str(cut), url)
+    assert code == 0, out
+    assert cut.stat().st_size == size * 4 // 10
+    code, out = await run("curl", "-sSf", "-C", "-", "-o", str(cut), url)
+    assert code == 0, out
+    digest = [hashlib.sha256(p.read_bytes()).hexdigest() for p in (whole, cut)]
+    assert digest[0] == digest[1]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("kind", ["ts", "mp4"])
+async def test_players_play_the_clip(
+    tmp_path: Path, footage: dict[str, list[Rendered]], start_agent: Any, kind: str
+) -> None:
+    """VLC (as an ordinary user) receives every frame; Chromium's <video> plays it and
+    seeks into the middle (by Range); the download's name says the camera and range."""
+    client = await start_with(start_agent, tmp_path, footage, kind, **NO_FFMPEG)
+    _, session = await post(client, {"camera_id": "cam", "from": at(1.5), "to": at(5.5)})
+    response = await client.head(session["playlist_url"].replace("index.m3u8", "clip.mp4"))
+    assert response.headers["Content-Type"] == "video/mp4"
+    assert response.headers["Content-Disposition"] == (
+        'attachment; filename="cam_20261120T080001.5Z_20261120T080005.5Z.mp4"'
+    )
+    clip = await clip_of(client, session, tmp_path)
+    url = str(client.make_url(session["playlist_url"].replace("index.m3u8", "clip.mp4")))
+    frames = await video_packets(clip)
+    received, said = await vlc_video_packets(url)
+    assert received >= frames - 8, f"VLC received {received} of {frames} frames:\n{said}"
+    seen = await chromium_plays(url, seek_to=2)
+    assert seen["e"] is None, seen
+    assert abs(seen["duration"] - 4.02) < 0.1, seen
+
+
+async def test_an_export_whose_recordings_vanish_ends_and_is_logged(
+    tmp_path: Path,
+    footage: dict[str, list[Rendered]],
+    start_agent: Any,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """The recorder's retention deletes the footage while it is being exported: the
+    download ends (broken, not passed off as whole), the agent says why and stays up."""
+    config = make_config(tmp_path, **NO_FFMPEG)
+    placed = []
+    for copy in range(20 * 10):  # twenty minutes of the 6 s run
+        start = T0 + copy * 6 * S
+        placed += place_old(footage["ts"], config.recordings.root, config.layout, "cam", start)
+    client = await started(start_agent, config)
+    _, session = await post(client, {"camera_id": "cam", "from": at(0), "to": at(20 * 60)})
+    url = client.make_url(session["playlist_url"].replace("index.m3u8", "clip.mp4"))
+    async with aiohttp.ClientSession() as other:
+        response = await other.get(url)
+        assert response.status == 200
+        await response.content.read(65536)
+        for path in placed[len(placed) // 5 :]:
+            path.unlink()
+        broken = False
+        try:
+            async with asyncio.timeout(60):
+                while await response.content.read(65536):
+                    pass
+        except aiohttp.ClientPayloadError:
+            broken = True
+        finally:
+            response.close()
+        assert broken  # the download does not end as if it were whole
+    said = [r.getMessage() for r in caplog.records if "export of" in r.getMessage()]
+    assert len(said) == 1, said
+    assert (await client.get("/healthz")).status == 200
+    assert (await client.get(url.path.replace("clip.mp4", "index.m3u8"))).status == 200
