@@ -6,8 +6,9 @@ kind, and the kinds are not equal:
 - a VIEWER's build is a segment a player is waiting for: the CPU rule does not hold it
   back (it protects the recorder from new work, and cutting a stream that is being
   watched is worse), it goes first when a slot frees, and it may wait longer;
-- READ_AHEAD (segments made before a player asks) and EXPORT start only while system
-  CPU is at most `max_cpu_percent` and no viewer is waiting.
+- READ_AHEAD (segments made before a player asks) starts only while system CPU is at
+  most `max_cpu_percent` and no viewer is waiting.
+An export runs no ffmpeg and takes no slot (export.py).
 A request that cannot get a slot in time is answered 503 with Retry-After.
 """
 
@@ -48,7 +49,6 @@ class Decision(enum.Enum):
 class Kind(enum.Enum):
     VIEWER = "viewer"  # a segment a player asked for
     READ_AHEAD = "read_ahead"  # a segment made before anyone asks
-    EXPORT = "export"  # a download of a session's range
 
 
 def decide(

@@ -24,8 +24,11 @@ it measures:
 - ffmpeg runs and ffmpeg CPU to fetch every segment of the session (from /healthz and
   the agent's children);
 - the agent's own CPU per served segment (timestamps and counters rewritten in flight);
-- the session's export (GET clip.mp4): time to its first byte, its size and time, and
-  the agent's largest RSS meanwhile (the MP4 is streamed as ffmpeg makes it).
+- the session's export (GET clip.mp4, laid out from the recordings' sample tables): time
+  to its first byte when the tables are read on first use (cold) and when kept (warm),
+  its size, throughput and the agent's CPU for it, the agent's RSS growth, and whether a
+  download cut at 40 % and resumed (Range, If-Range) is the same file (SHA-256); beside
+  ffmpeg's concat export of the same recordings (the design it replaced).
 The replaced design's remux of 24 h takes minutes; it runs only with --hours 24.
 
 Long recordings: the ten minutes six times over as one hour-long MPEG-TS file (camera
@@ -44,6 +47,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import hashlib
 import json
 import os
 import resource
@@ -54,6 +58,7 @@ import sys
 import tempfile
 import time
 import urllib.request
+from dataclasses import dataclass
 from pathlib import Path
 
 import psutil
@@ -99,18 +104,100 @@ def make_footage(work: Path, seconds: int) -> Path:
     return root
 
 
-def export(url: str, agent: psutil.Process) -> tuple[float, float, int, int]:
-    """GET a session's clip.mp4: seconds to the first byte, seconds in all, bytes, and the
-    agent's largest RSS seen while it streamed."""
+@dataclass
+class Exported:
+    """One clip.mp4 measured: cold (sample tables read from the recordings on first use)
+    and warm (read again, the page cache warm), with what ffmpeg's concat export of the
+    same recordings (the design clip.mp4 replaced) took in the same run."""
+
+    size: int
+    cold_first_byte: float
+    warm_first_byte: float
+    warm_seconds: float
+    agent_cpu: float  # the agent's CPU seconds for the warm download
+    rss_growth: int  # the agent's largest RSS during the downloads, over its RSS before
+    resumed_same: bool  # cut at 40 %, resumed with Range and If-Range: the same SHA-256
+    ffmpeg_first_byte: float
+    ffmpeg_seconds: float
+    ffmpeg_size: int
+
+
+def download(url: str, agent: psutil.Process, headers: dict[str, str] | None = None
+             ) -> tuple[float, float, int, str, int]:  # fmt: skip
+    """GET `url`: seconds to the first byte, in all, bytes, SHA-256, the agent's largest
+    RSS meanwhile."""
+    digest = hashlib.sha256()
     started = time.perf_counter()
-    with urllib.request.urlopen(url, timeout=600) as answer:
-        size = len(answer.read(1))
+    request = urllib.request.Request(url, headers=headers or {})
+    with urllib.request.urlopen(request, timeout=600) as answer:
+        chunk = answer.read(1)
         first_byte = time.perf_counter() - started
-        rss = agent.memory_info().rss
-        while chunk := answer.read(1 << 20):
+        size, rss = 0, agent.memory_info().rss
+        while chunk:
             size += len(chunk)
+            digest.update(chunk)
             rss = max(rss, agent.memory_info().rss)
-    return first_byte, time.perf_counter() - started, size, rss
+            chunk = answer.read(1 << 20)
+    return first_byte, time.perf_counter() - started, size, digest.hexdigest(), rss
+
+
+def export(url: str, agent: psutil.Process, files: list[Path], seconds: int) -> Exported:
+    before = agent.memory_info().rss
+    cold, _, _, _, rss_cold = download(url, agent)
+    cpu = agent.cpu_times()
+    warm, took, size, whole, rss_warm = download(url, agent)
+    after = agent.cpu_times()
+    etag = urllib.request.urlopen(urllib.request.Request(url, method="HEAD")).headers["ETag"]
+    cut = size * 4 // 10
+    digest = hashlib.sha256()
+    for wanted in (f"bytes=0-{cut - 1}", f"bytes={cut}-"):
+        request = urllib.request.Request(url, headers={"Range": wanted, "If-Range": etag})
+        with urllib.request.urlopen(request, timeout=600) as answer:
+            while chunk := answer.read(1 << 20):
+                digest.update(chunk)
+    ffmpeg_first, ffmpeg_took, ffmpeg_size = ffmpeg_export(files, seconds)
+    return Exported(
+        size, cold, warm, took, (after.user + after.system) - (cpu.user + cpu.system),
+        max(rss_cold, rss_warm) - before, digest.hexdigest() == whole,
+        ffmpeg_first, ffmpeg_took, ffmpeg_size,
+    )  # fmt: skip
+
+
+def ffmpeg_export(files: list[Path], seconds: int) -> tuple[float, float, int]:
+    """The export clip.mp4 replaced: ffmpeg's concat demuxer over the recordings, stream
+    copy to fragmented MP4 on a pipe. Seconds to its first byte, in all, and bytes."""
+    with tempfile.NamedTemporaryFile("w", suffix=".ffconcat", delete=False) as listing:
+        listing.write("ffconcat version 1.0\n" + "".join(f"file '{f}'\n" for f in files))
+    started = time.perf_counter()
+    process = subprocess.Popen(
+        ["ffmpeg", "-hide_banner", "-nostdin", "-loglevel", "error", "-f", "concat",
+         "-safe", "0", "-i", listing.name, "-map", "0:v:0", "-map", "0:a?", "-c", "copy",
+         "-bsf:a", "aac_adtstoasc", "-t", str(seconds), "-movflags",
+         "frag_keyframe+empty_moov+default_base_moof+skip_trailer", "-f", "mp4", "pipe:1"],
+        stdout=subprocess.PIPE,
+    )  # fmt: skip
+    assert process.stdout is not None
+    chunk = process.stdout.read(1)
+    first_byte = time.perf_counter() - started
+    size = 0
+    while chunk:
+        size += len(chunk)
+        chunk = process.stdout.read(1 << 20)
+    process.wait()
+    os.unlink(listing.name)
+    return first_byte, time.perf_counter() - started, size
+
+
+def range_files(root: Path, start_us: int, seconds: int) -> list[Path]:
+    """The recordings under `root` (ffmpeg layout, 10 s files) that a range touches."""
+    layout = make_layout("ffmpeg", "UTC")
+    end_us = start_us + seconds * S
+    found = []
+    for path in sorted(root.rglob("*.ts")):
+        name = layout.parse(path.relative_to(root).as_posix())
+        if name is not None and name.start_us < end_us and name.start_us + 11 * S > start_us:
+            found.append(path)
+    return found
 
 
 def long_file(work: Path, root: Path) -> Path:
@@ -432,7 +519,7 @@ def main() -> None:
         try:
             process = psutil.Process(agent.pid)
             rows = []
-            exports: list[tuple[str, float, float, int, int]] = []
+            exports: list[tuple[str, Exported]] = []
             for label, seconds in ranges:
                 say(f"Session of {label}: the agent, then the replaced design's remux ...")
                 start_us = T0 + 3_500_000  # mid-segment, between keyframes
@@ -469,7 +556,8 @@ def main() -> None:
                 )
                 agent_cpu = (after.user + after.system) - (before.user + before.system)
                 runs = json.loads(get(f"{base}/healthz"))["admission"]["started"] - runs_before
-                exports.append((label, *export(f"{media}/clip.mp4", process)))
+                files = range_files(root, start_us, seconds)
+                exports.append((label, export(f"{media}/clip.mp4", process, files, seconds)))
                 old_time, old_bytes, old_cpu = original(root, work, start_us, seconds)
                 rows.append(
                     (
@@ -535,10 +623,20 @@ def main() -> None:
             f"  {label:6} kept chain {later:.3f} s (POST {later_post * 1e3:.0f} ms),"
             f" planned anew {anew:.3f} s (POST {anew_post * 1e3:.0f} ms)"
         )
-    for label, first_byte, took, size, rss in exports:
+    print(
+        "\nclip.mp4 (progressive MP4 from the recordings' samples) beside ffmpeg's concat"
+        " export of the same recordings (fragmented MP4 on a pipe):"
+    )
+    for label, e in exports:
         print(
-            f"export {label:6} first byte after {first_byte:.3f} s, {size / 1e6:.0f} MB in"
-            f" {took:.1f} s, agent RSS at most {rss / 2**20:.0f} MB"
+            f"  {label:6} first byte cold {e.cold_first_byte:.3f} s, warm"
+            f" {e.warm_first_byte:.3f} s; {e.size / 1e6:.0f} MB in {e.warm_seconds:.1f} s"
+            f" ({e.size / 1e6 / e.warm_seconds:.0f} MB/s,"
+            f" {e.size / 1e6 / max(e.agent_cpu, 1e-9):.0f} MB per agent CPU second);"
+            f" RSS +{e.rss_growth / 2**20:.0f} MB; resumed at 40 %:"
+            f" {'identical' if e.resumed_same else 'DIFFERENT'} | ffmpeg: first byte"
+            f" {e.ffmpeg_first_byte:.3f} s, {e.ffmpeg_size / 1e6:.0f} MB"
+            f" in {e.ffmpeg_seconds:.1f} s"
         )
     print(
         f"\nIn-flight rewrite of one {segment_bytes / 1e6:.1f} MB segment (timestamps and every"

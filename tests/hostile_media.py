@@ -11,7 +11,9 @@ import tracemalloc
 from pathlib import Path
 
 from agent.containers.errors import ProbeError
+from agent.containers.files import opened
 from agent.containers.probe import MediaFacts, cut_point, keyframes, probe
+from agent.containers.samples import read_recording, sample_bytes
 
 REGRESSIONS = Path(__file__).with_name("regressions")
 
@@ -134,13 +136,27 @@ def read_in_bounds(path: Path) -> tuple[MediaFacts | None, int, float]:
             facts: MediaFacts | None = probe(path)
         except ProbeError:
             facts = None
-        for reader in (lambda: keyframes(path), lambda: cut_point(path, 0, 90_000)):
+        for reader in (
+            lambda: keyframes(path),
+            lambda: cut_point(path, 0, 90_000),
+            lambda: every_sample(path),
+        ):
             with contextlib.suppress(ProbeError):
                 reader()
         _, peak = tracemalloc.get_traced_memory()
     finally:
         tracemalloc.stop()
     return facts, peak, time.process_time() - started
+
+
+def every_sample(path: Path) -> None:
+    """The export's reader: a recording's sample tables, then every sample's bytes."""
+    with opened(path, follow=False) as (fd, size):
+        recording = read_recording(fd, size)
+        for table in (recording.video, recording.audio):
+            if table is not None and len(table):
+                for _ in sample_bytes(fd, recording, table, 0, len(table)):
+                    pass
 
 
 def write_all() -> None:

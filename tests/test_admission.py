@@ -36,7 +36,6 @@ def test_viewers_pass_the_cpu_rule_and_go_first() -> None:
     busy_cpu = (0, 2, 95.0, 90, 1000 * MB, 512 * MB, 10 * MB)
     assert decide(*busy_cpu, Kind.VIEWER) is Decision.START
     assert decide(*busy_cpu, Kind.READ_AHEAD) is Decision.WAIT
-    assert decide(*busy_cpu, Kind.EXPORT) is Decision.WAIT
     idle_cpu = (0, 2, 10.0, 90, 1000 * MB, 512 * MB, 10 * MB)
     assert decide(*idle_cpu, Kind.READ_AHEAD, viewers_waiting=1) is Decision.WAIT
     assert decide(*idle_cpu, Kind.READ_AHEAD) is Decision.START
@@ -61,7 +60,7 @@ async def test_limiter_queues_then_rejects(tmp_path: Path) -> None:
     order: list[str] = []
 
     async def job(name: str, holding: asyncio.Event, release: asyncio.Event) -> None:
-        async with limiter.slot(0, Kind.EXPORT):
+        async with limiter.slot(0, Kind.READ_AHEAD):
             order.append(name)
             holding.set()
             await release.wait()

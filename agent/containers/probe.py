@@ -18,13 +18,12 @@ import hashlib
 import itertools
 import os
 import statistics
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, TypeVar, cast
 
 from . import mpegts
-from .errors import ProbeError
+from .errors import ProbeError, total
 from .files import opened
 from .mp4 import (
     MAX_TRACK_SAMPLES,
@@ -98,29 +97,7 @@ class MediaFacts:
         return self.duration * 1_000_000 // self.timescale
 
 
-# What a reader may raise on bytes that break a structure's own rules (a count past its
-# box, an empty box at the end of its parent): turned into ProbeError by `_total`.
-_CORRUPT = (
-    IndexError, ValueError, OverflowError, ZeroDivisionError, KeyError, StopIteration,
-    RecursionError,
-)  # fmt: skip
-F = TypeVar("F", bound=Callable[..., Any])
-
-
-def _total(read: F) -> F:
-    """A reader that gives facts or ProbeError (or OSError), whatever the bytes."""
-
-    @functools.wraps(read)
-    def total(*args: Any, **kwargs: Any) -> Any:
-        try:
-            return read(*args, **kwargs)
-        except _CORRUPT as error:
-            raise ProbeError(f"corrupt recording ({type(error).__name__}: {error})") from None
-
-    return cast(F, total)
-
-
-@_total
+@total
 def probe(path: Path | str) -> MediaFacts:
     """Read the facts of the segment at `path`; raises ProbeError or OSError."""
     with opened(path) as (fd, size):
@@ -136,7 +113,7 @@ def probe(path: Path | str) -> MediaFacts:
         raise ProbeError("neither MPEG-TS nor MP4")
 
 
-@_total
+@total
 def keyframes(path: Path | str) -> list[tuple[int, int]]:
     """(presentation time, byte offset) of each video keyframe, in the ticks and origin of
     `probe`'s facts, by time; the offset is that of its first TS packet (-1 for MP4).
@@ -152,7 +129,7 @@ def keyframes(path: Path | str) -> list[tuple[int, int]]:
         return [(pts, -1) for pts, _, sync in _mp4_samples(fd, size).samples if sync]
 
 
-@_total
+@total
 def cut_point(path: Path | str, first_pts: int, wanted: int) -> Cut | None:
     """Where to start serving a recording so that `wanted` (a time in its ticks) plays:
     the last keyframe at or before it, or None if that is the recording's first keyframe
@@ -238,7 +215,7 @@ def _near(size: int, duration: int, at: int) -> int:
     return estimate - estimate % PACKET
 
 
-@_total
+@total
 def ts_splits(
     path: Path | str, first_pts: int, duration: int, step: int, low: int = 0, high: int = -1
 ) -> list[Cut]:
@@ -292,7 +269,7 @@ def _scan_from_before(
     return 0
 
 
-@_total
+@total
 def _keyframe_near(
     path: Path | str, first_pts: int, duration: int, wanted: int, step: int, after: bool
 ) -> Cut | None:
@@ -350,7 +327,7 @@ def fmp4_splits(
     return cuts
 
 
-@_total
+@total
 def fmp4_cut(
     path: Path | str, media_start: int, media_end: int, start: int, wanted: int, after: bool
 ) -> Cut | None:

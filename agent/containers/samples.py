@@ -21,7 +21,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 from . import mp4, mpegts, nal
-from .errors import ProbeError
+from .errors import CORRUPT, ProbeError, total
 from .mp4 import MAX_TRACK_SAMPLES, boxes, child, read_box, top_level, traf_entries, u32, u64
 from .mpegts import CLOCK, PACKET, pts_delta
 from .progressive import audio_entry, visual_entry
@@ -47,9 +47,11 @@ class Table:
     width: int = 0
     height: int = 0
     dts: array[int] = field(default_factory=lambda: array("q"))  # unwrapped decode times
-    cto: array[int] = field(default_factory=lambda: array("i"))  # presentation - decode
+    # Video: presentation - decode, and 1 for a sync sample. Audio: none (every sample is
+    # a sync sample, shown as decoded).
+    cto: array[int] = field(default_factory=lambda: array("i"))
     sizes: array[int] = field(default_factory=lambda: array("I"))  # bytes as an MP4 sample
-    sync: bytearray = field(default_factory=bytearray)  # 1: a sync sample
+    sync: bytearray = field(default_factory=bytearray)
     # MP4: the file offset of each sample's bytes. MPEG-TS: of its PES's first packet.
     at: array[int] = field(default_factory=lambda: array("q"))
     # MPEG-TS audio: where its raw AAC data begins in its PES's payload.
@@ -87,16 +89,18 @@ class Recording:
         return self.video.nbytes + (self.audio.nbytes if self.audio is not None else 0)
 
 
+@total
 def read_recording(fd: int, size: int) -> Recording:
     """The sample tables of the recording open at `fd` (blocking: an MPEG-TS file is read
     whole; an MP4 file's boxes that describe samples). ProbeError for anything that is
     not a recording of H.264 or HEVC video with AAC audio, or none."""
     head = os.pread(fd, 12, 0)
     if head[:1] == b"\x47":
+        container = "mpegts"
         video, audio = _ts_tables(fd, size)
-        return Recording("mpegts", size, video, audio)
-    container, video, audio = _mp4_tables(fd, size)
-    return Recording(container, size, video, audio)
+    else:
+        container, video, audio = _mp4_tables(fd, size)
+    return Recording(container, size, _compact(video), audio and _compact(audio))
 
 
 # --- MP4 and fragmented MP4 --------------------------------------------------------------
@@ -126,7 +130,10 @@ def _mp4_tables(fd: int, size: int) -> tuple[str, Table, Table | None]:
         elif kind == b"moof" and moov is not None:
             moof = read_box(fd, body, end)
             for track, table in wanted:
-                tfdt, entries = traf_entries(moof, start, track, MAX_TRACK_SAMPLES - len(table))
+                # Every sample takes at least a byte of the file: no more than that many.
+                room = size - sum(len(t) for _, t in wanted)
+                limit = min(room, MAX_TRACK_SAMPLES - len(table))
+                tfdt, entries = traf_entries(moof, start, track, limit)
                 if not entries:
                     continue
                 dts = tfdt if child_tfdt(moof, track.track_id) else decode.get(track.track_id, 0)
@@ -166,10 +173,21 @@ def child_tfdt(moof: bytes, track_id: int) -> bool:
 
 def _add(table: Table, dts: int, cto: int, size: int, sync: bool, at: int) -> None:
     table.dts.append(dts)
-    table.cto.append(cto)
+    if table.handler == b"vide":  # audio: every sample a sync sample, shown as decoded
+        table.cto.append(cto)
+        table.sync.append(sync)
     table.sizes.append(size)
-    table.sync.append(sync)
     table.at.append(at)
+
+
+def _compact(table: Table) -> Table:
+    """The table in the narrowest arrays that hold it: 32-bit offsets in a file under
+    4 GiB, 16-bit places in a PES payload under 64 KiB."""
+    if table.at and max(table.at) < 1 << 32:
+        table.at = array("I", table.at)
+    if table.sub and max(table.sub) < 1 << 16:
+        table.sub = array("H", table.sub)
+    return table
 
 
 def _mp4_table(moov: bytes, track: mp4.Track) -> Table:
@@ -605,11 +623,15 @@ def sample_bytes(
     read from the recording at `fd`, in bounded pieces. ProbeError if the recording no
     longer holds them as its table says (cut short, replaced)."""
     if recording.container != "mpegts":
-        yield from _mp4_bytes(fd, table, first, stop)
+        pieces = _mp4_bytes(fd, table, first, stop)
     elif table.handler == b"vide":
-        yield from _ts_video_bytes(fd, recording, table, first, stop)
+        pieces = _ts_video_bytes(fd, recording, table, first, stop)
     else:
-        yield from _ts_audio_bytes(fd, recording, table, first, stop)
+        pieces = _ts_audio_bytes(fd, recording, table, first, stop)
+    try:
+        yield from pieces
+    except CORRUPT as error:
+        raise ProbeError(f"corrupt recording ({type(error).__name__}: {error})") from None
 
 
 _PIECE = 1 << 20  # bytes gathered before they are handed on
