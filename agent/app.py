@@ -13,6 +13,7 @@ from . import routes
 from .admission import Limiter
 from .chains import ChainCache
 from .config import Config
+from .export import Exporter
 from .index import Index
 from .indexer import Indexer
 from .keys import (
@@ -34,6 +35,7 @@ from .metrics import Metrics
 from .openapi import document
 from .page import load as load_page
 from .playback import Playback
+from .samplestore import SampleStore
 from .server import ConnectionGuard
 from .sessions import SessionStore, StateLock
 from .stored import row_of
@@ -161,13 +163,19 @@ def _sessions(clock: Callable[[], float]) -> Callable[[web.Application], AsyncIt
         media = MediaService(config, store, app[LIMITER])
         chains = ChainCache(config, app[INDEX], prepare=row_of)
         app[TASKS].start("chains-warm", lambda _: chains.warm(app[INDEXER].scanned))
+        tables = SampleStore(config.index.database.parent / "samples.sqlite3")
+        await asyncio.to_thread(tables.open)
+        exporter = Exporter(media.recording, tables, clock)
+        app[INDEX].watch(exporter.told)
+        app[TASKS].start("export-tables", lambda stop: exporter.prepare_forever(app[INDEX], stop))
         app[PLAYBACK] = Playback(
-            config, app[INDEX], store, chains, media, app[LIMITER], app[INDEXER].status
+            config, app[INDEX], store, chains, media, app[LIMITER], app[INDEXER].status, exporter
         )
         interval = config.playback.sweep_interval_seconds
         app[TASKS].start("sweep", lambda stop: sweep_forever(store, interval, stop))
         yield
         await app[TASKS].stop()
         await media.close()
+        await asyncio.to_thread(tables.close)
 
     return sessions

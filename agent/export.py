@@ -21,11 +21,14 @@ memory, least recently used dropped first, within TABLE_CACHE_BYTES.
 
 from __future__ import annotations
 
+import asyncio
 import bisect
+import contextlib
 import hashlib
 import logging
 import os
 import threading
+import time
 from array import array
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
@@ -38,7 +41,9 @@ from .containers.mpegts import CLOCK, PTS_WRAP, pts_delta
 from .containers.progressive import TrackOut
 from .containers.samples import Recording, Table, read_recording, sample_bytes
 from .errors import AgentError, ProbeError
+from .index import Change, Index
 from .playlists import FRAGMENTS, OUT_START, REMUX, MediaItem, Plan
+from .samplestore import SampleStore
 from .stored import MEDIA_ROW, Session
 from .times import format_us
 
@@ -50,6 +55,10 @@ CLIP_FORMAT = 1
 CHUNK_TICKS = CLOCK  # a chunk holds about a second of one track
 TABLE_CACHE_BYTES = 64 << 20
 CLIPS_KEPT = 4  # clips laid out lately, kept for the range requests that follow
+# Recordings whose footage ends this close to now are taken as arriving: their tables are
+# read and kept at once. Older ones (an archive found at start) are read on first use.
+ARRIVED_WITHIN_US = 600 * 1_000_000
+ARRIVALS_QUEUED = 1024
 _TEXT = 2  # the text track's index
 _AAC_FRAME = 1024  # samples an AAC frame holds (ISO/IEC 14496-3 4.5.1.1)
 
@@ -510,15 +519,64 @@ def read(clip: Clip, position: int, stop: int, path_of: Callable[[str], Path]) -
 
 
 class Exporter:
-    """Lays clips out and keeps what that costs to read: recordings' sample tables (LRU,
-    within TABLE_CACHE_BYTES) and the last few clips."""
+    """Lays clips out and keeps what that costs to read: recordings' sample tables (in
+    memory, LRU within TABLE_CACHE_BYTES; on disk in a SampleStore) and the last few
+    clips. Recordings that arrive while the agent runs have their tables read and kept
+    as they arrive (`prepare_forever`), so that an export of recent footage never waits
+    for its recordings to be read whole."""
 
-    def __init__(self, path_of: Callable[[str], Path]) -> None:
+    def __init__(
+        self,
+        path_of: Callable[[str], Path],
+        store: SampleStore | None = None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
         self.path_of = path_of  # a recording's path, refused if not plainly under the root
+        self.store = store
+        self.clock = clock
         self._tables: OrderedDict[tuple[str, int, int, int], Recording] = OrderedDict()
         self._table_bytes = 0
         self._clips: OrderedDict[str, Clip] = OrderedDict()
         self._lock = threading.Lock()
+        self._arrived: asyncio.Queue[Change] = asyncio.Queue(ARRIVALS_QUEUED)
+        self.read_whole = 0  # recordings read whole for their tables, since start
+
+    def told(self, change: Change) -> None:
+        """An index change (Index.watch): recordings written lately are prepared."""
+        if change.removed or change.end_us < self.clock() * 1e6 - ARRIVED_WITHIN_US:
+            return
+        with contextlib.suppress(asyncio.QueueFull):  # missed: read on first use instead
+            self._arrived.put_nowait(change)
+
+    async def prepare_forever(self, index: Index, stop: asyncio.Event) -> None:
+        """Read and keep the sample tables of recordings as they arrive."""
+        while not stop.is_set():
+            waiting = asyncio.ensure_future(self._arrived.get())
+            stopping = asyncio.ensure_future(stop.wait())
+            try:
+                await asyncio.wait({waiting, stopping}, return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                stopping.cancel()
+                if not waiting.done():
+                    waiting.cancel()
+            if not waiting.done() or waiting.cancelled():
+                return
+            change = waiting.result()
+            for segment in await index.segments(change.camera, change.start_us, change.end_us):
+                if stop.is_set():
+                    return
+                await asyncio.to_thread(self.prepare, segment.path)
+
+    def prepare(self, source: str) -> None:
+        """Keep `source`'s tables on disk unless they are kept already (blocking)."""
+        if self.store is None:
+            return
+        try:
+            stamp = self.stamps([source])[source]
+            if not self.store.has(source, stamp):
+                self.recording(source, stamp)
+        except ClipBroken as error:
+            log.info("export: %s not prepared: %s", source, error)
 
     def stamps(self, sources: Sequence[str]) -> dict[str, tuple[int, int, int]]:
         """Each recording's (size, mtime_ns, inode) now (blocking)."""
@@ -552,16 +610,31 @@ class Exporter:
         return clip
 
     def recording(self, source: str, stamp: tuple[int, int, int]) -> Recording:
-        """A recording's sample tables, from memory or read now (blocking)."""
+        """A recording's sample tables: from memory, from the store, or read now and kept
+        in both (blocking)."""
         key = (source, *stamp)
         with self._lock:
             kept = self._tables.get(key)
             if kept is not None:
                 self._tables.move_to_end(key)
                 return kept
+        recording = self.store.get(source, stamp) if self.store is not None else None
+        if recording is None:
+            recording = self._read(source, stamp)
+            if self.store is not None:
+                self.store.put(source, stamp, recording)
+        with self._lock:
+            self._tables[key] = recording
+            self._table_bytes += recording.nbytes
+            while self._table_bytes > TABLE_CACHE_BYTES and len(self._tables) > 1:
+                _, dropped = self._tables.popitem(last=False)
+                self._table_bytes -= dropped.nbytes
+        return recording
+
+    def _read(self, source: str, stamp: tuple[int, int, int]) -> Recording:
         try:
             fd, info = open_regular(self.path_of(source), follow=False)
-        except (OSError, ProbeError) as error:
+        except (OSError, ProbeError, AgentError) as error:
             raise ClipBroken(f"{source} is gone: {error}") from None
         try:
             if (info.st_size, info.st_mtime_ns, info.st_ino) != stamp:
@@ -572,12 +645,7 @@ class Exporter:
                 raise ClipBroken(f"{source} cannot be read: {error}") from None
         finally:
             os.close(fd)
-        with self._lock:
-            self._tables[key] = recording
-            self._table_bytes += recording.nbytes
-            while self._table_bytes > TABLE_CACHE_BYTES and len(self._tables) > 1:
-                _, dropped = self._tables.popitem(last=False)
-                self._table_bytes -= dropped.nbytes
+        self.read_whole += 1
         return recording
 
     def forget(self, session_id: str) -> None:

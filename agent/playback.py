@@ -67,6 +67,7 @@ class Playback:
         media: MediaService,
         limiter: Limiter,
         indexing: IndexerStatus,
+        exporter: Exporter | None = None,
     ) -> None:
         self.indexing = indexing
         self.config = config
@@ -75,7 +76,7 @@ class Playback:
         self.chains = chains
         self.media = media
         self.limiter = limiter
-        self.exporter = Exporter(media.recording)
+        self.exporter = exporter or Exporter(media.recording)
         self._opening = 0  # sessions being opened: they count against max_sessions
 
     async def _require_camera(self, camera_id: str) -> None:

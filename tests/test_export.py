@@ -16,10 +16,26 @@ from typing import Any
 import aiohttp
 import pytest
 
-from agent.demo import Rendered, render_run
+from agent.containers.errors import ProbeError
+from agent.containers.files import opened
+from agent.containers.samples import decode, encode, read_recording
+from agent.demo import Rendered, place, render_run
+from agent.keys import INDEX, PLAYBACK
+from agent.samplestore import SampleStore
 from agent.times import parse_rfc3339
 
-from .conftest import T0, S, at, make_config, place_old, post, start_with, started
+from .conftest import (
+    T0,
+    S,
+    at,
+    camera_counts,
+    make_config,
+    place_old,
+    post,
+    start_with,
+    started,
+    wait_for,
+)
 from .hls import parse
 from .players import chromium_plays, ffmpeg_errors, run, video_packets, vlc_video_packets
 
@@ -291,3 +307,88 @@ async def test_an_export_whose_recordings_vanish_ends_and_is_logged(
     assert len(said) == 1, said
     assert (await client.get("/healthz")).status == 200
     assert (await client.get(url.path.replace("clip.mp4", "index.m3u8"))).status == 200
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_sample_tables_kept_on_disk_read_back_the_same(
+    footage: dict[str, list[Rendered]], kind: str
+) -> None:
+    """encode/decode keep every field of every table; damaged bytes are a ProbeError."""
+    with opened(footage[kind][0].path) as (fd, size):
+        recording = read_recording(fd, size)
+    back = decode(encode(recording))
+    for table, again in ((recording.video, back.video), (recording.audio, back.audio)):
+        assert table is not None
+        assert again is not None
+        for name in ("handler", "codec", "timescale", "entry", "width", "height", "end",
+                     "last_duration", "pid", "shift"):  # fmt: skip
+            assert getattr(again, name) == getattr(table, name), name
+        for name in ("dts", "cto", "sizes", "sync", "at", "sub"):
+            assert list(getattr(again, name)) == list(getattr(table, name)), name
+    data = encode(recording)
+    for damaged in (data[:-10], data[:20] + bytes(10) + data[30:], b"", b"x" * 100):
+        with pytest.raises(ProbeError):
+            decode(damaged)
+
+
+def test_the_store_keeps_the_latest_within_its_budget(
+    tmp_path: Path, footage: dict[str, list[Rendered]]
+) -> None:
+    with opened(footage["ts"][0].path) as (fd, size):
+        recording = read_recording(fd, size)
+    one = len(encode(recording))
+    store = SampleStore(tmp_path / "samples.sqlite3", budget=3 * one)
+    store.open()
+    for n in range(5):
+        store.put(f"cam/{n}.ts", (size, n, 1), recording)
+    assert store.get("cam/4.ts", (size, 4, 1)) is not None
+    assert store.get("cam/4.ts", (size, 5, 1)) is None  # another mtime: another file
+    assert store.get("cam/0.ts", (size, 0, 1)) is None  # the least recently used, dropped
+    store.close()
+    again = SampleStore(tmp_path / "samples.sqlite3", budget=3 * one)
+    again.open()
+    assert again.has("cam/4.ts", (size, 4, 1))
+    again.close()
+    # A store that cannot be opened (a directory in its place) is no store: no error.
+    (tmp_path / "broken").mkdir()
+    broken = SampleStore(tmp_path / "broken")
+    broken.open()
+    assert broken.get("cam/4.ts", (size, 4, 1)) is None
+    broken.put("cam/4.ts", (size, 4, 1), recording)
+
+
+async def test_recordings_that_arrive_are_ready_to_export(
+    tmp_path: Path, footage: dict[str, list[Rendered]], start_agent: Any
+) -> None:
+    """Recordings written while the agent runs have their sample tables kept as they
+    arrive: an export of them reads no recording whole. The archive found at start is
+    read on first use (then kept on disk)."""
+    config = make_config(tmp_path, **NO_FFMPEG)
+    place_old(footage["ts"], config.recordings.root, config.layout, "cam", T0)
+    now = T0 / S + 3600  # an hour after the archive
+
+    client = await start_agent(config, lambda: now)
+    playback = client.server.app[PLAYBACK]
+    await wait_for(lambda: camera_counts_are(client, 3), what="the archive indexed")
+    place(footage["ts"], config.recordings.root, config.layout, "cam", T0 + 3590 * S)
+    await wait_for(lambda: camera_counts_are(client, 6), what="the new recordings indexed")
+    store = playback.exporter.store
+
+    async def prepared() -> bool:
+        found = await client.server.app[INDEX].segments("cam", T0 + 3000 * S, T0 + 4000 * S)
+        return len(found) == 3 and all(
+            store.has(s.path, (s.size, s.mtime_ns, s.inode)) for s in found
+        )
+
+    await wait_for(prepared, what="the new recordings' tables kept")
+    assert playback.exporter.read_whole == 3  # the new ones, as they arrived
+    _, session = await post(client, {"camera_id": "cam", "from": at(3590), "to": at(3596)})
+    await clip_of(client, session, tmp_path)
+    assert playback.exporter.read_whole == 3
+    _, session = await post(client, {"camera_id": "cam", "from": at(0), "to": at(6)})
+    await clip_of(client, session, tmp_path)
+    assert playback.exporter.read_whole == 6  # the archive: read on first use
+
+
+async def camera_counts_are(client: Any, count: int) -> bool:
+    return await camera_counts(client) == {"cam": count}
