@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import os
 import time
 from collections.abc import AsyncIterator, Callable
@@ -30,7 +31,7 @@ from .keys import (
     STARTED,
     TASKS,
 )
-from .media import MediaService
+from .media import MediaService, recording_path
 from .metrics import Metrics
 from .openapi import document
 from .page import load as load_page
@@ -160,14 +161,15 @@ def _sessions(clock: Callable[[], float]) -> Callable[[web.Application], AsyncIt
         app[SESSIONS] = store
         # /healthz answers at once; requests that need a session wait for the loading.
         app[TASKS].start("sessions-load", lambda _: store.load())
-        media = MediaService(config, store, app[LIMITER])
-        chains = ChainCache(config, app[INDEX], prepare=row_of)
-        app[TASKS].start("chains-warm", lambda _: chains.warm(app[INDEXER].scanned))
         tables = SampleStore(config.index.database.parent / "samples.sqlite3")
         await asyncio.to_thread(tables.open)
-        exporter = Exporter(media.recording, tables, clock)
+        root = config.recordings.root
+        exporter = Exporter(functools.partial(recording_path, root), tables, clock)
         app[INDEX].watch(exporter.told)
         app[TASKS].start("export-tables", lambda stop: exporter.prepare_forever(app[INDEX], stop))
+        media = MediaService(config, store, exporter)
+        chains = ChainCache(config, app[INDEX], prepare=row_of)
+        app[TASKS].start("chains-warm", lambda _: chains.warm(app[INDEXER].scanned))
         app[PLAYBACK] = Playback(
             config, app[INDEX], store, chains, media, app[LIMITER], app[INDEXER].status, exporter
         )
@@ -175,7 +177,6 @@ def _sessions(clock: Callable[[], float]) -> Callable[[web.Application], AsyncIt
         app[TASKS].start("sweep", lambda stop: sweep_forever(store, interval, stop))
         yield
         await app[TASKS].stop()
-        await media.close()
         await asyncio.to_thread(tables.close)
 
     return sessions

@@ -268,7 +268,7 @@ class ChainCache:
         m = next((n for n in range(high - 1, k - 1, -1) if links[n].chosen), None)
         if m is None or not links[k].chosen:
             return None
-        if Chain.way(segments) != (kept.chain.fragmented, kept.chain.hevc):
+        if Chain.way(segments) != (kept.chain.fragmented, kept.chain.reboxed):
             return None
         first_cut, head_parts, tail_parts, last_cut = self._ends(links[k], links[m], from_us, to_us)
         sliced = kept.chain.slice(k, m, from_us, first_cut, head_parts, tail_parts, last_cut)

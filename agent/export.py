@@ -42,7 +42,7 @@ from .containers.progressive import TrackOut
 from .containers.samples import Recording, Table, read_recording, sample_bytes
 from .errors import AgentError, ProbeError
 from .index import Change, Index
-from .playlists import FRAGMENTS, OUT_START, REMUX, MediaItem, Plan
+from .playlists import FRAGMENTS, OUT_START, REMUX, MediaItem, Plan, item_starts
 from .samplestore import SampleStore
 from .stored import MEDIA_ROW, Session
 from .times import format_us
@@ -123,16 +123,7 @@ class _Track:
 # --- where each sample lies on the session's timeline -----------------------------------
 
 
-def _item_starts(items: Sequence[MediaItem]) -> list[int]:
-    """Each item's start on the session's timeline (90 kHz ticks), and the end of the
-    last (pure): items follow one another, each as long as its duration."""
-    starts = [OUT_START]
-    for item in items:
-        starts.append(starts[-1] + round(item.duration * CLOCK))
-    return starts
-
-
-def _session_times(item: MediaItem, start: int, table: Table, values: array[int]) -> array[int]:
+def session_times(item: MediaItem, start: int, table: Table, values: array[int]) -> array[int]:
     """`values`, times of `table`'s samples in the recording's own clock (decode or
     presentation, without the table's shift), on the session's timeline (pure).
 
@@ -211,7 +202,7 @@ def lay_out(
     """The clip of `session` (blocking only through `recordings`, which gives each
     recording's sample tables)."""
     items = [plan.at(n) for n in range(len(plan.items))]
-    starts = _item_starts(items)
+    starts = item_starts(items)
     begin, end = _window(plan, items, starts, session.to_us)
     video, audio = _Track(timescale=CLOCK), _Track()
     pieces = _pieces(items, starts)
@@ -238,8 +229,8 @@ def _video_samples(
     to the last sample the frames before `end` need, in decode order."""
     table = recording.video
     item = piece.item
-    dts = _session_times(item, piece.start, table, table.dts)
-    pts = _session_times(
+    dts = session_times(item, piece.start, table, table.dts)
+    pts = session_times(
         item,
         piece.start,
         table,
@@ -301,7 +292,7 @@ def _audio_samples(
     exactly; one that starts more than half a frame before the one before ends overlaps
     it and is left out; after a gap, it starts where it is."""
     item = piece.item
-    times = _session_times(item, piece.start, table, table.dts)
+    times = session_times(item, piece.start, table, table.dts)
     clock = CLOCK
     frame = _AAC_FRAME * track.timescale // table.timescale if track.timescale else _AAC_FRAME
     chosen = []

@@ -15,7 +15,6 @@ import functools
 import logging
 import shutil
 import signal
-from collections.abc import AsyncIterator
 
 log = logging.getLogger(__name__)
 
@@ -88,54 +87,6 @@ async def run(argv: list[str], time_limit: float) -> None:
     failure = _failure(argv, process.returncode, stderr.decode("utf-8", "replace")[-_STDERR_KEEP:])
     if failure is not None:
         raise failure
-
-
-async def stream(
-    argv: list[str], time_limit: float, chunk: int = 256 * 1024
-) -> AsyncIterator[bytes]:
-    """Run `argv` and yield its standard output as it comes; when the consumer stops
-    early (a client went away) or `time_limit` passes, ffmpeg is stopped and reaped.
-    Raises FfmpegError if it cannot start or fails."""
-    process = await _spawn(argv, asyncio.subprocess.PIPE)
-    if process.stdout is None or process.stderr is None:  # both were asked for as pipes
-        await stop(process)
-        raise FfmpegError(f"{argv[0]} started without its pipes")
-    errors = asyncio.ensure_future(process.stderr.read())  # drained, never left to fill
-    deadline = asyncio.get_running_loop().time() + time_limit
-    try:
-        while True:
-            async with asyncio.timeout_at(deadline):
-                data = await process.stdout.read(chunk)
-            if not data:
-                break
-            yield data
-        async with asyncio.timeout_at(deadline):
-            await process.wait()
-        text = (await errors).decode("utf-8", "replace")[-_STDERR_KEEP:]
-        failure = _failure(argv, process.returncode, text)
-        if failure is not None:
-            raise failure
-    except TimeoutError:
-        raise FfmpegError(f"{argv[0]} did not finish within {time_limit:g} s") from None
-    finally:
-        # Its output is read to the end and dropped while it is stopped: asyncio counts a
-        # process as finished (wait() returns) only once its pipes are closed, and a pipe
-        # a consumer stopped reading (a cancelled download) never would be, holding the
-        # export's slot for good.
-        drained = asyncio.ensure_future(_drain(process.stdout))
-        try:
-            await stop(process)
-        finally:
-            with contextlib.suppress(asyncio.CancelledError, OSError, ValueError):
-                await drained
-            with contextlib.suppress(asyncio.CancelledError, OSError):
-                await errors
-
-
-async def _drain(pipe: asyncio.StreamReader) -> None:
-    """Read `pipe` to its end, keeping nothing."""
-    while await pipe.read(1 << 16):
-        pass
 
 
 async def stop(process: asyncio.subprocess.Process) -> None:

@@ -27,7 +27,6 @@ class Snapshot:
     sessions_deleted: int
     ffmpeg_running: int
     ffmpeg_by_kind: dict[str, dict[str, int]]  # kind -> started, delayed, rejected_*
-    ffmpeg_failed: int
     index_segments: int
     index_cameras: int
     index_pending: int
@@ -49,7 +48,6 @@ class _State(Collector):
                             ("deleted", state.sessions_deleted)):  # fmt: skip
             yield _counter(f"sessions_{name}", f"Playback sessions {name}", value)
         yield _gauge("ffmpeg_running", "ffmpeg processes running", state.ffmpeg_running)
-        yield _counter("ffmpeg_failed", "ffmpeg runs that failed", state.ffmpeg_failed)
         for outcome in ("started", "delayed", "rejected_busy", "rejected_disk"):
             family = CounterMetricFamily(
                 f"{_PREFIX}_ffmpeg_{outcome}", f"ffmpeg runs {outcome}, by kind", labels=["kind"]

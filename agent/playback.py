@@ -76,7 +76,7 @@ class Playback:
         self.chains = chains
         self.media = media
         self.limiter = limiter
-        self.exporter = exporter or Exporter(media.recording)
+        self.exporter = exporter or media.exporter
         self._opening = 0  # sessions being opened: they count against max_sessions
 
     async def _require_camera(self, camera_id: str) -> None:
@@ -135,9 +135,8 @@ class Playback:
         if planned is None:
             raise NotFound(f"camera {camera_id} has no recorded footage in that range")
         segments, plan = planned
-        # The session writes its playlist and metadata now, its first segment soon after.
-        first = plan.items[0]
-        await self.limiter.check_disk(len(plan.items) * WRITTEN_PER_ITEM + first.made_size)
+        # The session writes its playlist and metadata now, and nothing more.
+        await self.limiter.check_disk(len(plan.items) * WRITTEN_PER_ITEM)
         session = await self.store.create(
             camera_id, from_us, to_us, [segment.path for segment in segments], plan
         )
@@ -177,11 +176,6 @@ class Playback:
     def plans_state(self) -> dict[str, int | bool]:
         """For /healthz: how sessions were planned, and what is kept planned."""
         return self.chains.state()
-
-    @property
-    def failed_builds(self) -> int:
-        """ffmpeg runs that failed since start."""
-        return self.media.failed
 
     async def media_for(self, session_id: str, name: str) -> Served:
         """What to send for `name` of a session: its playlist or one of its segments."""

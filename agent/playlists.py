@@ -139,6 +139,11 @@ class Plan:
     start_offset: float  # where in the playlist the requested `from` is, in seconds
     offset: int = 0
 
+    @functools.cached_property
+    def starts(self) -> list[int]:
+        """Each item's start on the session's timeline, and the end of the last."""
+        return item_starts(self.items)
+
     @property
     def target_duration(self) -> int:
         return max(1, _round(max(map(_DURATION, self.items))))
@@ -188,6 +193,20 @@ def _changes(prev: Segment, seg: Segment) -> bool:
     )
 
 
+def _reboxed(segment: Segment) -> bool:
+    """Whether a recording is served re-boxed as fragmented MP4 (in any session)."""
+    return segment.video_codec == "hevc" or segment.container != "mpegts"
+
+
+def item_starts(items: Sequence[MediaItem]) -> list[int]:
+    """Each item's start on the session's timeline (90 kHz ticks), and the end of the
+    last (pure): items follow one another, each as long as its duration."""
+    starts = [OUT_START]
+    for item in items:
+        starts.append(starts[-1] + round(item.duration * CLOCK))
+    return starts
+
+
 def _to_clock(ticks: int, scale: int) -> int:
     return ticks * CLOCK // scale
 
@@ -227,10 +246,10 @@ class Chain:
     its way fits (`fits`).
     """
 
-    def __init__(self, name_resolution_us: int, fragmented: bool, hevc: bool) -> None:
+    def __init__(self, name_resolution_us: int, fragmented: bool, reboxed: bool) -> None:
         self.name_resolution_us = name_resolution_us
         self.fragmented = fragmented
-        self.hevc = hevc
+        self.reboxed = reboxed
         self.links: list[Link] = []
         self.items: list[MediaItem] = []  # the items of every chosen link but the last
         self._last: Link | None = None  # the last chosen link
@@ -240,18 +259,19 @@ class Chain:
 
     @staticmethod
     def way(segments: Sequence[Segment]) -> tuple[bool, bool]:
-        """(fragmented, hevc) for a session of these recordings: fragmented MP4 served as
-        it is when every recording is (its init sections, EXT-X-MAP, would apply to any
-        MPEG-TS segment after them); made fragmented MP4 when one is HEVC (Safari plays
-        HEVC only so)."""
+        """(fragmented, reboxed) for a session of these recordings: fragmented MP4 served
+        as it is when every recording is (its init sections, EXT-X-MAP, would apply to
+        any MPEG-TS segment after them); MPEG-TS served as it is when every recording is
+        H.264 MPEG-TS; otherwise every segment re-boxed as fragmented MP4 from its
+        recording's samples (reboxed.py; HEVC as hvc1, which Safari plays only so)."""
         fragmented = all(seg.container == "fmp4" and seg.media_end for seg in segments)
-        return fragmented, not fragmented and any(s.video_codec == "hevc" for s in segments)
+        return fragmented, not fragmented and any(_reboxed(s) for s in segments)
 
     def fits(self, segment: Segment) -> bool:
         """Whether `segment` can join the chain as the chain is served."""
         if self.fragmented:
             return segment.container == "fmp4" and bool(segment.media_end)
-        return self.hevc or segment.video_codec != "hevc"
+        return self.reboxed or not _reboxed(segment)
 
     def append(self, seg: Segment, parts: Sequence[Cut] = ()) -> None:
         """Add the recording that follows (by start), split at `parts` if long."""
@@ -371,7 +391,7 @@ class Chain:
                 if cut is None:
                     raise ValueError("an item cut at a keyframe without the keyframe")
                 fields.update(cut_at=cut.offset, prefix=cut.prefix, nulls=cut.early)
-        if self.hevc:
+        if self.reboxed:
             fields.update(mp4_tag="hvc1" if seg.video_codec == "hevc" else "avc1")
         items = [(fields, start)]
         low = (fields.get("cut_at", 0), fields.get("cut_sample", 0))

@@ -1,9 +1,11 @@
 #!/usr/bin/env bash
 # Builds the .deb in Debian 13 (trixie) and proves it in a fresh Debian 13 chroot:
-# lintian, `apt install ./<deb>` with nothing else preinstalled, files, user, conffile
-# and unit in place, the agent started as the unit starts it, a playback session played
-# to the end by the chroot's ffmpeg, `apt remove` keeping config and state, `apt purge`
-# leaving nothing of the package and the recordings untouched.
+# lintian, what `apt install ./<deb>` pulls with and without its Recommends (ffmpeg), the
+# install with nothing else preinstalled and no Recommends (no ffmpeg on the box), files,
+# user, conffile and unit in place, the agent started as the unit starts it, a playback
+# session and its clip.mp4 read to the end by ffmpeg (this machine's), `apt remove`
+# keeping config and state, `apt purge` leaving nothing of the package and the
+# recordings untouched.
 #
 #   sudo bash scripts/test-deb.sh        (needs root, debootstrap and the Debian mirror)
 #
@@ -101,10 +103,12 @@ ok "built $deb ($(du -k "$work/$deb" | cut -f1) KiB)"
 version=$(sed -n 's/^__version__ = "\(.*\)"/\1/p' agent/__init__.py)
 [ "$(dpkg-deb -f "$work/$deb" Version)" = "$version" ] || fail "package version is not $version"
 ok "package version $version matches agent/__init__.py"
-for dep in python3-aiohttp python3-psutil python3-watchfiles python3-prometheus-client ffmpeg python3; do
+for dep in python3-aiohttp python3-psutil python3-watchfiles python3-prometheus-client python3; do
     dpkg-deb -f "$work/$deb" Depends | grep -q "\b$dep\b" || fail "Depends lacks $dep"
 done
-ok "Depends: $(dpkg-deb -f "$work/$deb" Depends)"
+! dpkg-deb -f "$work/$deb" Depends | grep -q "\bffmpeg\b" || fail "Depends has ffmpeg"
+[ "$(dpkg-deb -f "$work/$deb" Recommends)" = ffmpeg ] || fail "Recommends is not ffmpeg"
+ok "Depends: $(dpkg-deb -f "$work/$deb" Depends); Recommends: ffmpeg"
 ok "Installed-Size: $(dpkg-deb -f "$work/$deb" Installed-Size) KiB"
 
 step "lintian"
@@ -120,12 +124,22 @@ root=$work/install
 unpack base "$root"
 cp "$work/$deb" "$root/tmp/"
 in_root "$root" apt-get update -qq
+# What apt would pull onto a minimal Debian 13, with its Recommends (apt's default) and
+# without: packages, and the disk they take.
+pulls() {
+    in_root "$root" apt-get install --assume-no "$@" "/tmp/$deb" 2>/dev/null \
+        | sed -n 's/^\([0-9]*\) upgraded, \([0-9]*\) newly installed.*/\2 packages/p;
+                  s/^After this operation, \(.*\) of additional disk space will be used./\1/p' \
+        | paste -sd ' ' || true
+}
+ok "apt would install, with Recommends (ffmpeg): $(pulls); without: $(pulls --no-install-recommends)"
 before=$SECONDS
-echo "   apt-get install ./$deb (about half a minute) ..."
-in_root "$root" apt-get install -y -qq -o Dpkg::Use-Pty=0 "/tmp/$deb" >"$work/apt.log" 2>&1 \
-    || { tail -n 30 "$work/apt.log"; fail "apt install"; }
+echo "   apt-get install --no-install-recommends ./$deb (about half a minute) ..."
+in_root "$root" apt-get install -y -qq -o Dpkg::Use-Pty=0 --no-install-recommends "/tmp/$deb" \
+    >"$work/apt.log" 2>&1 || { tail -n 30 "$work/apt.log"; fail "apt install"; }
 installed=$((SECONDS - before))
-ok "apt-get install ./$deb in $installed s"
+in_root "$root" sh -c '! command -v ffmpeg' >/dev/null || fail "ffmpeg came with the package"
+ok "apt-get install --no-install-recommends ./$deb in $installed s: no ffmpeg on the box"
 cp scripts/install.sh "$root/tmp/"
 in_root "$root" bash /tmp/install.sh "/tmp/$deb" >"$work/install.log" 2>&1 \
     || { cat "$work/install.log"; fail "scripts/install.sh over the installed package"; }
@@ -187,16 +201,16 @@ for _ in $(seq 1 100); do
 done
 health=$(curl -fsS "$base/healthz") || { cat "$work/agent.log"; fail "/healthz"; }
 ok "healthy $((SECONDS - launched)) s after it started (apt install took $installed s): $health"
-in_root "$root" python3 -c '
+# The box has no ffmpeg: the footage is rendered here, then placed in the box's tree.
+PYTHONPATH=$repo python3 -c '
 import asyncio, sys, time
-sys.path.insert(0, "/usr/share/nvr-playback-agent")
 from pathlib import Path
 from agent.demo import place, render_run
 from agent.layout import make_layout
-run = asyncio.run(render_run(Path("/tmp/render"), 30, 10, size="320x240"))
+run = asyncio.run(render_run(Path(sys.argv[1]) / "render", 30, 10, size="320x240"))
 start = int(time.time() - 600) * 1_000_000
-place(run, Path("/var/lib/nvr/recordings"), make_layout("ffmpeg", "UTC"), "door", start)
-'
+place(run, Path(sys.argv[2]), make_layout("ffmpeg", "UTC"), "door", start)
+' "$work" "$root/var/lib/nvr/recordings"
 in_root "$root" chgrp -R nvr-playback-agent /var/lib/nvr/recordings
 in_root "$root" chmod -R g+rX /var/lib/nvr/recordings
 session=$(python3 - "$base" <<'PY'
@@ -215,10 +229,16 @@ print(json.load(urllib.request.urlopen(request))["playlist_url"])
 PY
 ) || fail "creating a session"
 ok "session created: $session"
-in_root "$root" ffmpeg -v error -nostdin -i "$base$session" -f null - >"$work/play.log" 2>&1 \
+ffmpeg -v error -nostdin -i "$base$session" -f null - >"$work/play.log" 2>&1 \
     || { cat "$work/play.log"; fail "playing the session"; }
 [ ! -s "$work/play.log" ] || { cat "$work/play.log"; fail "ffmpeg reported errors"; }
-ok "the chroot's ffmpeg played the whole session over HTTP without an error"
+ok "ffmpeg played the whole session over HTTP without an error"
+clip=${base}${session%index.m3u8}clip.mp4
+curl -fsS -o "$work/clip.mp4" "$clip" || fail "downloading the session's clip.mp4"
+ffmpeg -v error -nostdin -i "$work/clip.mp4" -f null - >"$work/clip.log" 2>&1 \
+    || { cat "$work/clip.log"; fail "reading the clip"; }
+[ ! -s "$work/clip.log" ] || { cat "$work/clip.log"; fail "ffmpeg reported errors in the clip"; }
+ok "its clip.mp4 ($(du -k "$work/clip.mp4" | cut -f1) KiB) made by an agent with no ffmpeg reads without an error"
 for page in / /page/page.js /page/page.css; do
     curl -fsS -o /dev/null "$base$page" || fail "the page's $page is not served"
 done

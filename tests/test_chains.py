@@ -71,7 +71,7 @@ def _recordings(rnd: random.Random, count: int) -> list[Segment]:
 
 def _chain(recordings: list[Segment]) -> Chain:
     """A chain of MPEG-TS H.264 recordings, names with whole seconds."""
-    chain = Chain(S, fragmented=False, hevc=False)
+    chain = Chain(S, fragmented=False, reboxed=False)
     for segment in recordings:
         chain.append(segment)
     return chain

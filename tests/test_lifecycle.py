@@ -165,19 +165,30 @@ def test_kill_9_loses_no_session(tmp_path: Path, footage: dict[str, list[Rendere
         process.communicate(timeout=10)
 
 
-def _whole_ts(body: bytes) -> bool:
-    """A complete MPEG-TS file: whole packets, each with its sync byte."""
-    return len(body) > 0 and len(body) % 188 == 0 and body[::188] == b"G" * (len(body) // 188)
+def _whole(body: bytes) -> bool:
+    """A complete fragmented MP4 segment or init section: boxes that add up to its length,
+    a moof and its mdat, or an ftyp and a moov."""
+    kinds, at = [], 0
+    while at + 8 <= len(body):
+        size = int.from_bytes(body[at : at + 4], "big")
+        if size < 8:
+            return False
+        kinds.append(body[at + 4 : at + 8])
+        at += size
+    return at == len(body) and kinds in ([b"moof", b"mdat"], [b"ftyp", b"moov"])
 
 
-def _load(port: int, until: float, created: list[dict[str, Any]], seed: int) -> list[str]:
-    """One client until `until` or until the agent dies: POSTs, playlists and segments of
-    the sessions created so far; what it saw that was wrong."""
+def _load(
+    port: int, until: float, created: list[dict[str, Any]], seed: int, most: int
+) -> list[str]:
+    """One client until `until` or until the agent dies: POSTs (until `most` sessions are
+    created in all, well within max_sessions), playlists and segments of the sessions
+    created so far; what it saw that was wrong."""
     chance = random.Random(seed)
     wrong = []
     while time.monotonic() < until:
         try:
-            if not created or chance.random() < 0.3:
+            if not created or (chance.random() < 0.3 and len(created) < most):
                 first = chance.randrange(0, 5000, 100)
                 status, session = call(
                     port,
@@ -195,9 +206,11 @@ def _load(port: int, until: float, created: list[dict[str, Any]], seed: int) -> 
             session = chance.choice(created)
             playlist = call(port, "GET", session["playlist_url"])[1].decode()
             name = chance.choice([line for line in playlist.splitlines() if line[:1] != "#"])
+            if chance.random() < 0.2:  # its init section
+                name = f"i{name[1:7]}.mp4"
             status, body = call(port, "GET", session["playlist_url"].replace("index.m3u8", name))
-            if status == 200 and not _whole_ts(body):
-                wrong.append(f"{session['id']}/{name}: {len(body)} bytes, not whole packets")
+            if status == 200 and not _whole(body):
+                wrong.append(f"{session['id']}/{name}: {len(body)} bytes, not whole boxes")
         except urllib.error.HTTPError as error:
             if error.code != 503:  # a busy box may say so
                 wrong.append(f"HTTP {error.code}: {error.read()[:200]!r}")
@@ -218,10 +231,11 @@ def _agent_ffmpeg(tmp_path: Path) -> list[psutil.Process]:
 
 @pytest.mark.timeout(600)
 def test_kill_9_in_a_loop_loses_nothing(tmp_path: Path, footage: dict[str, list[Rendered]]) -> None:
-    """30 times: clients POST, fetch playlists and segments (made by ffmpeg: MP4
-    recordings), and the agent is killed with SIGKILL at a random moment. Then every
-    session that answered 201 plays to its end, the locks are exactly the live sessions'
-    recordings, no ffmpeg is left, and nothing half-made was ever served."""
+    """30 times: clients POST, fetch playlists, segments and init sections (re-boxed from
+    MP4 recordings as they are asked for), and the agent is killed with SIGKILL at a
+    random moment. Then every session that answered 201 plays to its end, the locks are
+    exactly the live sessions' recordings, no ffmpeg is left, and nothing half-made was
+    ever served."""
     layout = make_layout("frigate", "UTC")
     place_old(footage["mp4"], tmp_path / "rec", layout, "cam", T0)
     chance = random.Random(8)
@@ -239,7 +253,8 @@ def test_kill_9_in_a_loop_loses_nothing(tmp_path: Path, footage: dict[str, list[
             before = len(created)
             with ThreadPoolExecutor(4) as pool:
                 clients = [
-                    pool.submit(_load, port, until, created, cycle * 10 + n) for n in range(4)
+                    pool.submit(_load, port, until, created, cycle * 10 + n, before + 20)
+                    for n in range(4)
                 ]
                 # Killed at a random moment once this cycle has a session of its own, so
                 # that every cycle puts one through the kill.
@@ -283,7 +298,7 @@ def test_kill_9_in_a_loop_loses_nothing(tmp_path: Path, footage: dict[str, list[
             for name in [line for line in playlist.splitlines() if not line.startswith("#")]:
                 status, body = call(port, "GET", f"{base}/{name}")
                 assert status == 200
-                assert _whole_ts(body), f"{session['id']}/{name}"
+                assert _whole(body), f"{session['id']}/{name}"
         with contextlib.closing(sqlite3.connect(tmp_path / "index.sqlite3")) as db:
             locks = dict(db.execute("SELECT path, sessions FROM locked_segments"))
         assert locks == held

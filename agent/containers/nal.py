@@ -465,3 +465,43 @@ def esds_payload(config: bytes, bitrate: int = 0) -> bytes:
         + _descriptor(0x06, b"\x02")
     )
     return _descriptor(0x03, es)
+
+
+def config_parameter_sets(entry: bytes) -> bytes:
+    """The parameter set NAL units of a video sample entry's avcC or hvcC, each after a
+    4-byte length, as they would open an access unit in band; b"" if there is no such
+    box or it is cut short (ISO/IEC 14496-15 5.3.3.1 AVCDecoderConfigurationRecord,
+    8.3.3.1 HEVCDecoderConfigurationRecord)."""
+    found: list[bytes] = []
+    try:
+        at = entry.find(b"avcC")
+        if at >= 4:
+            end = at - 4 + int.from_bytes(entry[at - 4 : at], "big")
+            p = at + 4 + 5
+            for count_mask in (0x1F, 0xFF):  # SPS (low 5 bits of its count byte), then PPS
+                count = entry[p] & count_mask
+                p += 1
+                for _ in range(count):
+                    length = int.from_bytes(entry[p : p + 2], "big")
+                    found.append(entry[p + 2 : p + 2 + length])
+                    p += 2 + length
+        else:
+            at = entry.find(b"hvcC")
+            if at < 4:
+                return b""
+            end = at - 4 + int.from_bytes(entry[at - 4 : at], "big")
+            p = at + 4 + 22
+            arrays = entry[p]
+            p += 1
+            for _ in range(arrays):
+                count = int.from_bytes(entry[p + 1 : p + 3], "big")
+                p += 3
+                for _ in range(count):
+                    length = int.from_bytes(entry[p : p + 2], "big")
+                    found.append(entry[p + 2 : p + 2 + length])
+                    p += 2 + length
+        if p > end or p > len(entry):
+            return b""
+    except IndexError:
+        return b""
+    return b"".join(len(unit).to_bytes(4, "big") + unit for unit in found if unit)

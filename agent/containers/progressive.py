@@ -200,7 +200,8 @@ def _trak(track: TrackOut, when: int) -> bytes:
         header = full_box(b"nmhd", 0, 0)  # 8.4.5.2 nmhd
     dinf = box(b"dinf", full_box(b"dref", 0, 0, _u32(1), full_box(b"url ", 0, 1)))  # 8.7.1
     minf = box(b"minf", header, dinf, _stbl(track))
-    return box(b"trak", tkhd, box(b"edts", elst), box(b"mdia", mdhd, hdlr, minf))
+    edts = box(b"edts", elst) if track.edits else b""
+    return box(b"trak", tkhd, edts, box(b"mdia", mdhd, hdlr, minf))
 
 
 def _stbl(track: TrackOut) -> bytes:
@@ -249,3 +250,68 @@ def mdat_header(payload: int) -> bytes:
     """A media data box's header with a 64-bit size (ISO/IEC 14496-12 4.2 largesize,
     8.1.1 mdat)."""
     return _u32(1) + b"mdat" + _u64(16 + payload)
+
+
+# --- fragmented MP4 (an HLS init section and media segments) -----------------------------
+
+
+def init_section(tracks: Sequence[TrackOut]) -> bytes:
+    """An init section for fragmented media of `tracks` (their sample entries; no
+    samples, no edits): ftyp, then a moov with empty sample tables and an mvex saying
+    that fragments follow.
+
+    ISO/IEC 14496-12 8.8.1 mvex, 8.8.3 trex (default sample description 1, nothing else
+    by default: every fragment states each sample's fields)."""
+    hevc = any(entry[4:8] == b"hvc1" for t in tracks for entry in t.entries)
+    mvex = box(
+        b"mvex",
+        *(full_box(b"trex", 0, 0, _u32(t.track_id), _u32(1), bytes(12)) for t in tracks),
+    )
+    movie = moov(tracks, 0)
+    return ftyp(hevc) + box(b"moov", movie[8:], mvex)
+
+
+@dataclass(eq=False)
+class Run:
+    """One track's samples in a fragment: where they begin on the track's timeline and
+    each one's fields; their bytes follow in the mdat in this order."""
+
+    track_id: int
+    decode_time: int
+    durations: Sequence[int]
+    sizes: Sequence[int]
+    flags: Sequence[int]  # sample_flags (8.8.3.1): 0x2000000 a sync sample, 0x1010000 not
+    offsets: Sequence[int]  # composition offsets
+
+
+SYNC_FLAGS = 0x02000000  # sample_depends_on 2: depends on no other sample
+OTHER_FLAGS = 0x01010000  # sample_depends_on 1, sample_is_non_sync_sample
+
+
+def fragment_header(sequence: int, runs: Sequence[Run]) -> bytes:
+    """A moof and the header of the mdat that follows it, for `runs` whose bytes come
+    after (each run's data where the one before ends).
+
+    ISO/IEC 14496-12: mfhd 8.8.5; tfhd 8.8.7 with default-base-is-moof (0x020000); tfdt
+    8.8.12 version 1 (64 bits); trun 8.8.8 version 1 (signed composition offsets) with
+    data-offset and every sample field (0xF01); mdat 8.1.1."""
+    moof_size = 8 + 16 + sum(8 + 16 + 20 + 20 + 16 * len(run.sizes) for run in runs)
+    trafs = []
+    at = moof_size + 8
+    for run in runs:
+        entries = array("i")
+        for fields in zip(run.durations, run.sizes, run.flags, run.offsets, strict=True):
+            entries.extend(v if v < 1 << 31 else v - (1 << 32) for v in fields)
+        head = _u32(len(run.sizes)) + at.to_bytes(4, "big", signed=True)
+        trafs.append(
+            box(
+                b"traf",
+                full_box(b"tfhd", 0, 0x020000, _u32(run.track_id)),
+                full_box(b"tfdt", 1, 0, _u64(run.decode_time)),
+                full_box(b"trun", 1, 0xF01, head, _big_endian(entries)),
+            )
+        )
+        at += sum(run.sizes)
+    moof = box(b"moof", full_box(b"mfhd", 0, 0, _u32(sequence)), *trafs)
+    payload = at - moof_size - 8
+    return moof + _u32(8 + payload) + b"mdat"

@@ -1,0 +1,163 @@
+"""Media segments re-boxed from the recordings' sample tables: a session that is neither
+all H.264 MPEG-TS (served as recorded) nor all fragmented MP4 (served as recorded) is
+served as fragmented MP4, each segment a moof and mdat made when it is asked for from
+its recording's samples, on the session's timeline, and each recording's init section
+made from its sample entries (hvc1 for HEVC, as Safari needs). No ffmpeg, nothing
+written to disk.
+
+A segment holds its recording's video samples in decode order from the keyframe its
+item starts at to the keyframe the next item of the same recording starts at (a
+recording's first segment: from its first sample; its last: to its last), and the audio
+presented from its start to where the next one starts. Times are the session's, as the
+export places them (export.session_times).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import itertools
+from array import array
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from .containers import progressive
+from .containers.mpegts import CLOCK
+from .containers.nal import config_parameter_sets
+from .containers.progressive import OTHER_FLAGS, SYNC_FLAGS, Run, TrackOut
+from .containers.samples import Recording, Table, sample_bytes
+from .export import session_times
+from .playlists import MediaItem
+
+# The re-boxing's own version, in the ETag of what it sends.
+REBOX_FORMAT = 1
+_AAC_FRAME = 1024
+_FOREVER = 1 << 62
+
+
+def init_section(recording: Recording) -> bytes:
+    """The init section of a recording's segments: its video track (90 kHz, the session's
+    clock) and its audio track (its sample rate), with their sample entries."""
+    video = recording.video
+    tracks = [TrackOut(1, b"vide", CLOCK, [video.entry], width=video.width, height=video.height)]
+    if recording.audio is not None:
+        tracks.append(TrackOut(2, b"soun", recording.audio.timescale, [recording.audio.entry]))
+    return progressive.init_section(tracks)
+
+
+@dataclass(frozen=True)
+class Window:
+    """Where an item lies on the session's timeline (90 kHz) and how it borders its
+    neighbours."""
+
+    start: int
+    end: int
+    first: bool  # the session's first item
+    after_same: bool  # the item before it is of the same recording
+    before_same: bool  # the item after it is of the same recording
+    last: bool  # the session's last item
+
+
+def window(items: Sequence[MediaItem], starts: Sequence[int], n: int) -> Window:
+    """Item `n`'s window (pure); `starts` as export.item_starts gives them."""
+    source = items[n].source
+    return Window(
+        starts[n],
+        starts[n + 1],
+        n == 0,
+        n > 0 and items[n - 1].source == source,
+        n + 1 < len(items) and items[n + 1].source == source,
+        n + 1 == len(items),
+    )
+
+
+def _first_keyframe(table: Table, pts: array[int], at_or_after: int, low: int = 0) -> int:
+    for n in range(low, len(table)):
+        if table.sync[n] and pts[n] >= at_or_after:
+            return n
+    return len(table)
+
+
+def video_range(table: Table, pts: array[int], where: Window) -> range:
+    """The decode-order samples of the item (pure)."""
+    tolerance = table.last_duration * CLOCK // max(table.timescale, 1) // 2
+    if where.after_same or where.first:
+        low = _first_keyframe(table, pts, where.start - tolerance)
+    else:
+        low = 0
+    if where.before_same or where.last:
+        high = _first_keyframe(table, pts, where.end - tolerance, low + 1)
+    else:
+        high = len(table)
+    return range(low, high)
+
+
+def segment(fd: int, recording: Recording, item: MediaItem, where: Window, sequence: int) -> bytes:
+    """The item's media segment: a moof and its mdat (blocking: reads the samples)."""
+    video = recording.video
+    dts = session_times(item, where.start, video, video.dts)
+    pts = session_times(
+        item,
+        where.start,
+        video,
+        array("q", (d + c for d, c in zip(video.dts, video.cto, strict=True))),
+    )
+    chosen = video_range(video, pts, where)
+    runs, pieces = [], []
+    in_band = b""
+    if chosen:
+        times = [dts[n] for n in chosen]
+        durations = [b - a for a, b in itertools.pairwise(times)]
+        last = chosen[-1]
+        following = (
+            dts[last + 1]
+            if last + 1 < len(video)
+            else times[-1] + video.last_duration * CLOCK // video.timescale
+        )
+        durations.append(max(1, following - times[-1]))
+        sizes = [video.sizes[n] for n in chosen]
+        # An MP4 recording's parameter sets are in its sample entry alone: they open the
+        # segment in band too, so that a player that keeps the first init section it was
+        # given (ffmpeg's HLS reader) decodes a new resolution all the same. MPEG-TS
+        # access units carry theirs.
+        in_band = b"" if recording.container == "mpegts" else config_parameter_sets(video.entry)
+        sizes[0] += len(in_band)
+        runs.append(Run(
+            1, times[0], [max(1, d) for d in durations],
+            sizes,
+            [SYNC_FLAGS if video.sync[n] else OTHER_FLAGS for n in chosen],
+            [pts[n] - dts[n] for n in chosen],
+        ))  # fmt: skip
+        pieces.append((video, chosen.start, chosen.stop))
+    audio = recording.audio
+    if audio is not None and chosen:
+        heard = session_times(item, where.start, audio, audio.dts)
+        frame = _AAC_FRAME * CLOCK // audio.timescale
+        # From the frame playing at the keyframe (the session's first), from the item's
+        # start (the item before is of this recording), or all (its first item); to the
+        # next item's start, or all (its last).
+        if where.first:
+            low = pts[chosen.start] - frame + 1
+        elif where.after_same:
+            low = where.start
+        else:
+            low = -_FOREVER
+        high = where.end if chosen.stop < len(video) else _FOREVER
+        picked = [n for n in range(len(audio)) if low <= heard[n] < high]
+        if picked:
+            a, b = picked[0], picked[-1] + 1
+            ticks = [t * audio.timescale // CLOCK for t in heard[a:b]]
+            durations = [max(1, y - x) for x, y in itertools.pairwise(ticks)] + [_AAC_FRAME]
+            count = b - a
+            runs.append(Run(2, ticks[0], durations, audio.sizes[a:b], [SYNC_FLAGS] * count,
+                            [0] * count))  # fmt: skip
+            pieces.append((audio, a, b))
+    data = [progressive.fragment_header(sequence, runs), in_band]
+    for table, a, b in pieces:
+        data.extend(sample_bytes(fd, recording, table, a, b))
+    return b"".join(data)
+
+
+def version(item: MediaItem, init: bool, where: Window | None) -> str:
+    """A digest of what a re-boxed segment's bytes depend on besides its recording (pure)."""
+    key = repr((REBOX_FORMAT, item.source, item.kind, item.shift, item.offset, init, where))
+    return hashlib.blake2b(key.encode(), digest_size=8).hexdigest()
