@@ -7,6 +7,7 @@ import asyncio
 import contextlib
 import ctypes
 import logging
+import shutil
 import sqlite3
 import sys
 from pathlib import Path
@@ -59,6 +60,12 @@ def main(argv: list[str] | None = None) -> int:
         config.server.host,
         config.server.port,
     )
+    if shutil.which(config.ffmpeg.ffmpeg) is None:
+        logging.getLogger(__name__).info(
+            "ffmpeg (%s) is not installed: nothing the agent serves or exports needs it;"
+            " only the demo renders footage with it",
+            config.ffmpeg.ffmpeg,
+        )
     _fixed_mmap_threshold()
     guard = ConnectionGuard()
     try:

@@ -36,10 +36,18 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .containers import progressive
+from .containers.errors import CORRUPT
 from .containers.files import open_regular
 from .containers.mpegts import CLOCK, PTS_WRAP, pts_delta
 from .containers.progressive import TrackOut
-from .containers.samples import Recording, Table, read_recording, sample_bytes
+from .containers.samples import (
+    TABLES_VERSION,
+    Recording,
+    Table,
+    read_recording,
+    sample_bytes,
+    ts_ranges,
+)
 from .errors import AgentError, ProbeError
 from .index import Change, Index
 from .playlists import FRAGMENTS, OUT_START, REMUX, MediaItem, Plan, item_starts
@@ -53,14 +61,14 @@ log = logging.getLogger(__name__)
 # recordings (an upgrade) must change the ETag, or a resume would splice two versions.
 CLIP_FORMAT = 1
 CHUNK_TICKS = CLOCK  # a chunk holds about a second of one track
-TABLE_CACHE_BYTES = 64 << 20
+TABLE_CACHE_BYTES = 24 << 20
 CLIPS_KEPT = 4  # clips laid out lately, kept for the range requests that follow
 # Recordings whose footage ends this close to now are taken as arriving: their tables are
 # read and kept at once. Older ones (an archive found at start) are read on first use.
 ARRIVED_WITHIN_US = 600 * 1_000_000
 ARRIVALS_QUEUED = 1024
-_TEXT = 2  # the text track's index
 _AAC_FRAME = 1024  # samples an AAC frame holds (ISO/IEC 14496-3 4.5.1.1)
+READ_BYTES = 1 << 20  # what one read of a clip gathers, in whole chunks, before it is sent
 
 
 class ClipBroken(AgentError):
@@ -77,7 +85,7 @@ class Chunk:
     size: int
     track: int  # 0 video, 1 audio, 2 text
     source: str = ""  # the recording it is read from ("": text made here)
-    recording: Recording | None = None
+    container: str = ""  # the recording's (its tables are fetched when it is read)
     first: int = 0  # its samples in the recording's table: first to stop (exclusive)
     stop: int = 0
     data: bytes = b""  # text
@@ -254,16 +262,20 @@ def _video_samples(
     entry = track.entry_index(table.entry)
     track.width, track.height = track.width or table.width, track.height or table.height
     run_first = len(track.dts)
+    kept = []
     for n in chosen:
         d = dts[n]
         if track.dts and d <= track.dts[-1]:
             d = track.dts[-1] + 1  # never two samples at one decode time
+        if not -(1 << 31) <= pts[n] - d < 1 << 31:
+            continue  # a time far out of its place (garbage): left out
+        kept.append(n)
         track.dts.append(d)
         track.pts.append(pts[n])
         track.sizes.append(table.sizes[n])
         track.sync.append(table.sync[n])
     # Runs of consecutive table samples (leading pictures left out split them).
-    _runs_of(track, chosen, run_first, entry, item.source, recording)
+    _runs_of(track, kept, run_first, entry, item.source, recording)
 
 
 def _runs_of(
@@ -312,10 +324,8 @@ def _audio_samples(
                 continue  # overlaps the audio before it
             if here < expected + frame // 2:
                 here = expected
-        track.dts.append(here)
-        track.pts.append(here)
+        track.dts.append(here)  # shown as decoded, each a sync sample: no more said
         track.sizes.append(table.sizes[n])
-        track.sync.append(1)
         chosen.append(n)
     if chosen:
         entry = track.entry_index(table.entry)
@@ -404,7 +414,7 @@ def _chunks(chunks: list[tuple[int, int, Chunk]], index: int, track: _Track, out
             while m < stop and track.dts[m] - track.dts[n] < span:
                 m += 1
             size = sum(track.sizes[n:m])
-            chunk = Chunk(0, size, index, source, recording, table_first + n - first,
+            chunk = Chunk(0, size, index, source, recording.container, table_first + n - first,
                           table_first + m - first)  # fmt: skip
             chunks.append((track.base + track.dts[n] * CLOCK // scale, index, chunk))
             out.chunks.append((m - n, entry, 0))
@@ -437,7 +447,8 @@ def _text_track(
     step = 10  # samples a chunk: about ten seconds
     for k in range(0, len(samples), step):
         data = b"".join(samples[k : k + step])
-        chunks.append((times[k], _TEXT, Chunk(0, len(data), _TEXT, data=data)))
+        index = track_id - 1  # the track's place among the clip's tracks
+        chunks.append((times[k], index, Chunk(0, len(data), index, data=data)))
         out.chunks.append((len(samples[k : k + step]), 1, 0))
     return out, chunks
 
@@ -451,7 +462,8 @@ def _etag(
     """A strong entity tag: the clip's format, the session's range and plan, and each
     recording as it was when laid out (pure)."""
     digest = hashlib.blake2b(digest_size=12)
-    digest.update(repr((CLIP_FORMAT, session.id, session.from_us, session.to_us)).encode())
+    key = (CLIP_FORMAT, TABLES_VERSION, session.id, session.from_us, session.to_us)
+    digest.update(repr(key).encode())
     digest.update(repr((plan.start_offset, plan.offset)).encode())
     for item in items:
         digest.update(repr(MEDIA_ROW(item)).encode())
@@ -463,17 +475,94 @@ def _etag(
 # --- reading the clip --------------------------------------------------------------------
 
 
-def read(clip: Clip, position: int, stop: int, path_of: Callable[[str], Path]) -> bytes:
+Tables = Callable[[str], Recording]  # a recording's sample tables, as laid out
+
+
+def read(
+    clip: Clip, position: int, stop: int, path_of: Callable[[str], Path], tables: Tables
+) -> bytes:
+    """The clip's bytes from `position`: whole chunks up to about READ_BYTES, at most to
+    `stop` (blocking: reads the recordings). ClipBroken if a recording changed."""
+    if position < len(clip.header):  # the header alone: it is sent at once
+        return clip.header[position:stop]
+    parts = []
+    held = 0
+    while position < stop and held < READ_BYTES:
+        k = bisect.bisect_right(clip.starts, position) - 1
+        chunk = clip.chunks[k] if k >= 0 and position >= len(clip.header) else None
+        if chunk is not None and chunk.container == "mpegts":
+            data = _read_ts_chunks(clip, k, position, stop, path_of, tables)
+        else:
+            data = _read_chunk(clip, position, stop, path_of, tables)
+        if not data:  # never: a layout's every byte is some chunk's
+            raise ClipBroken(f"nothing to read at byte {position} of the clip")
+        parts.append(data)
+        held += len(data)
+        position += len(data)
+    return b"".join(parts)
+
+
+def _read_ts_chunks(
+    clip: Clip, k: int, position: int, stop: int, path_of: Callable[[str], Path], tables: Tables
+) -> bytes:
+    """From chunk `k` (an MPEG-TS recording's) on, its neighbours of the same recording up
+    to about READ_BYTES, read in one pass (samples.ts_ranges); from `position` to at most
+    `stop`."""
+    first = clip.chunks[k]
+    recording = tables(first.source)
+    group = [first]
+    size = first.size
+    while (
+        k + len(group) < len(clip.chunks)
+        and size < READ_BYTES
+        and clip.chunks[k + len(group)].source == first.source
+        and first.offset + size < stop
+    ):
+        group.append(clip.chunks[k + len(group)])
+        size += group[-1].size
+    wanted = []
+    for chunk in group:
+        table = recording.video if chunk.track == 0 else recording.audio
+        assert table is not None
+        wanted.append((table, chunk.first, chunk.stop))
+    fd = _open_checked(clip, first.source, path_of)
+    try:
+        datas = ts_ranges(fd, recording, wanted)
+    except (ProbeError, OSError) as error:
+        raise ClipBroken(f"{first.source}: {error}") from None
+    finally:
+        os.close(fd)
+    data = b"".join(datas)
+    if len(data) != size:
+        raise ClipBroken(f"{first.source} holds less than the clip was laid out from")
+    return data[position - first.offset : stop - first.offset]
+
+
+def _open_checked(clip: Clip, source: str, path_of: Callable[[str], Path]) -> int:
+    """The recording open, as it was when the clip was laid out; ClipBroken if not."""
+    try:
+        fd, info = open_regular(path_of(source), follow=False)
+    except (OSError, ProbeError, AgentError) as error:
+        raise ClipBroken(f"{source} is gone: {error}") from None
+    if (info.st_size, info.st_mtime_ns, info.st_ino) != clip.stamps[source]:
+        os.close(fd)
+        raise ClipBroken(f"{source} changed since the clip was laid out")
+    return fd
+
+
+def _read_chunk(
+    clip: Clip, position: int, stop: int, path_of: Callable[[str], Path], tables: Tables
+) -> bytes:
     """The clip's bytes from `position`, up to the end of the chunk it falls in and at
-    most to `stop` (blocking: reads the recording). ClipBroken if a recording changed."""
+    most to `stop`."""
     if position < len(clip.header):
         return clip.header[position:stop]
     k = bisect.bisect_right(clip.starts, position) - 1
     chunk = clip.chunks[k]
     into = position - chunk.offset
-    if chunk.recording is None:
+    if not chunk.source:
         return chunk.data[into : into + stop - position]
-    recording = chunk.recording
+    recording = tables(chunk.source)
     table = recording.video if chunk.track == 0 else recording.audio
     assert table is not None
     # The sample the position falls in, and how far into it.
@@ -483,7 +572,7 @@ def read(clip: Clip, position: int, stop: int, path_of: Callable[[str], Path]) -
         n += 1
     try:
         fd, info = open_regular(path_of(chunk.source), follow=False)
-    except (OSError, ProbeError) as error:
+    except (OSError, ProbeError, AgentError) as error:
         raise ClipBroken(f"{chunk.source} is gone: {error}") from None
     try:
         if (info.st_size, info.st_mtime_ns, info.st_ino) != clip.stamps[chunk.source]:
@@ -496,7 +585,7 @@ def read(clip: Clip, position: int, stop: int, path_of: Callable[[str], Path]) -
                 held += len(data)
                 if held >= wanted:
                     break
-        except ProbeError as error:
+        except (ProbeError, OSError) as error:
             raise ClipBroken(f"{chunk.source}: {error}") from None
     finally:
         os.close(fd)
@@ -559,13 +648,14 @@ class Exporter:
                 await asyncio.to_thread(self.prepare, segment.path)
 
     def prepare(self, source: str) -> None:
-        """Keep `source`'s tables on disk unless they are kept already (blocking)."""
+        """Keep `source`'s tables on disk unless they are kept already (blocking); not in
+        memory: nobody may export it."""
         if self.store is None:
             return
         try:
             stamp = self.stamps([source])[source]
             if not self.store.has(source, stamp):
-                self.recording(source, stamp)
+                self.store.put(source, stamp, self._read(source, stamp))
         except ClipBroken as error:
             log.info("export: %s not prepared: %s", source, error)
 
@@ -593,7 +683,10 @@ class Exporter:
         def recordings(source: str) -> Recording:
             return self.recording(source, stamps[source])
 
-        clip = lay_out(session, plan, recordings, stamps)
+        try:
+            clip = lay_out(session, plan, recordings, stamps)
+        except CORRUPT as error:  # times in a recording that no MP4 can say
+            raise ClipBroken(f"this session's recordings cannot be laid out: {error}") from None
         with self._lock:
             self._clips[session.id] = clip
             while len(self._clips) > CLIPS_KEPT:
@@ -615,6 +708,8 @@ class Exporter:
             if self.store is not None:
                 self.store.put(source, stamp, recording)
         with self._lock:
+            if key in self._tables:  # read meanwhile by another thread: that one is kept
+                return self._tables[key]
             self._tables[key] = recording
             self._table_bytes += recording.nbytes
             while self._table_bytes > TABLE_CACHE_BYTES and len(self._tables) > 1:
@@ -632,12 +727,17 @@ class Exporter:
                 raise ClipBroken(f"{source} changed while the clip was laid out")
             try:
                 recording = read_recording(fd, info.st_size)
-            except ProbeError as error:
+            except (ProbeError, OSError) as error:
                 raise ClipBroken(f"{source} cannot be read: {error}") from None
         finally:
             os.close(fd)
         self.read_whole += 1
         return recording
+
+    def read(self, clip: Clip, position: int, stop: int) -> bytes:
+        """`read` with this exporter's recordings and tables (blocking)."""
+        return read(clip, position, stop, self.path_of,
+                    lambda source: self.recording(source, clip.stamps[source]))  # fmt: skip
 
     def forget(self, session_id: str) -> None:
         with self._lock:

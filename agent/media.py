@@ -19,6 +19,7 @@ from stat import S_ISREG
 from . import reboxed
 from .config import Config
 from .containers import mp4
+from .containers.errors import CORRUPT
 from .containers.files import open_regular, opened
 from .containers.mpegts import PACKET, rewrite
 from .errors import NotFound, ProbeError
@@ -83,7 +84,7 @@ class MediaService:
                 served = await asyncio.to_thread(self._remuxed, session, item)
             else:
                 served = await asyncio.to_thread(self._as_recorded, item)
-        except (ProbeError, ClipBroken) as error:  # replaced by something else
+        except (ProbeError, ClipBroken, OSError, *CORRUPT) as error:  # changed, or gone
             log.warning("media: %s cannot be served: %s", item.source, error)
             raise NotFound("the recording for this segment is no longer whole") from None
         if served.rewrite is not None or served.patch is not None:

@@ -13,7 +13,6 @@ import logging
 import time
 from dataclasses import dataclass, replace
 
-from . import export
 from .admission import Limiter
 from .chains import ChainCache
 from .config import Config
@@ -48,7 +47,7 @@ class Export:
     clip: Clip
 
     async def read(self, exporter: Exporter, position: int, stop: int) -> bytes:
-        return await asyncio.to_thread(export.read, self.clip, position, stop, exporter.path_of)
+        return await asyncio.to_thread(exporter.read, self.clip, position, stop)
 
 
 def check_range(from_us: int | None, to_us: int | None) -> None:

@@ -8,10 +8,10 @@ EXT-X-PROGRAM-DATE-TIME). An MPEG-TS recording is served from its own bytes, its
 PTS/DTS/PCR and continuity counters rewritten in flight; the first one is cut at the
 keyframe before `from` the same way. When every recording is fragmented MP4, the session
 is fragmented MP4, served from the recordings' bytes, each fragment's decode time moved
-in flight. Otherwise an MP4 recording is remuxed to MPEG-TS by `ffmpeg -c copy` onto the
-same timeline when first asked for; and an HEVC session's every segment is made
-fragmented MP4 (hvc1, for Safari) the same way. The playlist is complete from the
-start, so its durations come from the index, exact to the tick.
+in flight. Otherwise (a plain MP4 recording in the session, or HEVC in MPEG-TS) every
+segment is re-boxed as fragmented MP4 (hvc1 for HEVC, as Safari needs) from its
+recording's sample tables when it is asked for (reboxed.py). The playlist is complete
+from the start, so its durations come from the index, exact to the tick.
 
 A camera's recordings are planned once, as a chain (Chain), that sessions slice
 (Chain.slice): a session's items are the chain's, on the chain's timeline, and its plan
@@ -46,7 +46,7 @@ class MediaKind(enum.StrEnum):
 
     RECORDED = "recorded"  # a recording's own MPEG-TS bytes, rewritten in flight
     CUT = "cut"  # the same from a keyframe's packet, PAT and PMT in front
-    REMUX = "remux"  # made by ffmpeg into the session's directory
+    REMUX = "remux"  # a plain MP4 recording's, re-boxed (its times: `seek`, `offset`)
     FRAGMENTS = "fragments"  # a fragmented MP4 recording's own fragments
 
 
@@ -86,11 +86,11 @@ class MediaItem:
     prefix: tuple[int, ...] = ()  # CUT: offsets of the PAT and PMT packets sent first
     # REMUX, FRAGMENTS: start at the keyframe at this media time (seconds)
     seek: float | None = None
-    # REMUX: ffmpeg's -output_ts_offset (seconds), before the plan's offset
+    # REMUX: seconds added to the recording's presentation times, before the plan's offset
     offset: float | None = None
     init_size: int = 0  # FRAGMENTS: the bytes of the init section, from the file's start
-    # Made as fragmented MP4 by ffmpeg, its video sample entry tagged so (hvc1, avc1): an
-    # HEVC session's, which Safari plays only so. "": served as MPEG-TS (or FRAGMENTS).
+    # Re-boxed as fragmented MP4 from the sample tables, its video sample entry tagged so
+    # (hvc1, avc1): a re-boxed session's. "": served as MPEG-TS (or FRAGMENTS).
     mp4_tag: str = ""
     timescale: int = 0  # FRAGMENTS: the video's timescale (ticks a second)
     name: str = ""  # its URI in its session (s000000.ts, s000000.m4s): given by Plan.at
@@ -98,23 +98,6 @@ class MediaItem:
     # session that shares an item writes them. Not part of the plan.
     text: str = field(default="", init=False, repr=False, compare=False)
     row: bytes = field(default=b"", init=False, repr=False, compare=False)
-
-    @property
-    def remux(self) -> bool:
-        return self.kind == REMUX
-
-    @property
-    def made(self) -> bool:
-        """Whether ffmpeg makes it (into the session's directory) before it is served."""
-        return self.kind == REMUX or bool(self.mp4_tag)
-
-    @property
-    def made_size(self) -> int:
-        """About the bytes ffmpeg writes to make it: its part of the recording (twice for
-        one made as MP4 of MPEG-TS: the MPEG-TS is written first)."""
-        if self.kind == REMUX:
-            return self.size * (2 if self.mp4_tag else 1)
-        return 2 * ((self.stop_at or self.size) - self.cut_at) if self.mp4_tag else 0
 
     @property
     def is_mp4(self) -> bool:
@@ -241,9 +224,9 @@ class Chain:
     recordings arrive; each session plans only its first and last recordings anew (cut
     at `from` and `to`) and moves the slice onto its own timeline by one offset.
 
-    `fragmented` (every recording fragmented MP4) and `hevc` (some recording HEVC, the
-    rest not fragmented MP4) say how the items are served; a chain holds only recordings
-    its way fits (`fits`).
+    `fragmented` (every recording fragmented MP4) and `reboxed` (a plain MP4 or an HEVC
+    recording, not all fragmented MP4) say how the items are served; a chain holds only
+    recordings its way fits (`fits`).
     """
 
     def __init__(self, name_resolution_us: int, fragmented: bool, reboxed: bool) -> None:

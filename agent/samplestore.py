@@ -131,15 +131,17 @@ class SampleStore:
                     (source, *stamp, self._used, data),
                 )
                 self._bytes += len(data) - (int(old[0]) if old else 0)
+                # The least recently used go first, as many as the budget needs (never
+                # the tables just kept).
                 while self._bytes > self.budget:
-                    rows = self._db.execute(
-                        "SELECT source, LENGTH(data) FROM tables ORDER BY used LIMIT 64"
-                    ).fetchall()
-                    if not rows:
+                    row = self._db.execute(
+                        "SELECT source, LENGTH(data) FROM tables WHERE source != ?"
+                        " ORDER BY used LIMIT 1",
+                        (source,),
+                    ).fetchone()
+                    if row is None:
                         break
-                    self._db.executemany(
-                        "DELETE FROM tables WHERE source = ?", [(r[0],) for r in rows]
-                    )
-                    self._bytes -= sum(int(r[1]) for r in rows)
+                    self._db.execute("DELETE FROM tables WHERE source = ?", (row[0],))
+                    self._bytes -= int(row[1])
             except sqlite3.Error as error:
                 self._fail("cannot be written", error)

@@ -157,14 +157,19 @@ async def send_made(
         return response
     chunk = await read(start, stop) if start < stop else b""
     await response.prepare(request)
-    position = start
+    position = start + len(chunk)
+    following: asyncio.Future[bytes] | None = None
     try:
         while True:
+            # The next bytes are made while these are sent.
+            if position < stop:
+                following = asyncio.ensure_future(read(position, stop))
             await response.write(chunk)
-            position += len(chunk)
-            if position >= stop:
+            if following is None:
                 break
-            chunk = await read(position, stop)
+            chunk = await following
+            following = None
+            position += len(chunk)
         await response.write_eof()
     except ConnectionError:
         pass  # the download was cancelled
@@ -172,6 +177,10 @@ async def send_made(
         if request.transport is not None:
             request.transport.abort()
         broken(error)
+    finally:
+        if following is not None:  # not waited for: its outcome is let go, never left unread
+            following.add_done_callback(lambda done: done.cancelled() or done.exception())
+            following.cancel()
     return response
 
 

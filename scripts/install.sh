@@ -19,7 +19,7 @@ deb=${1:-}
 
 missing() {  # the runtime dependencies apt has no candidate for
     local package
-    for package in python3 python3-aiohttp python3-psutil python3-watchfiles python3-prometheus-client ffmpeg; do
+    for package in python3 python3-aiohttp python3-psutil python3-watchfiles python3-prometheus-client; do
         case $(apt-cache policy "$package" 2>/dev/null) in
             *"Candidate: (none)"* | "") printf '%s ' "$package" ;;
         esac

@@ -201,8 +201,9 @@ for _ in $(seq 1 100); do
 done
 health=$(curl -fsS "$base/healthz") || { cat "$work/agent.log"; fail "/healthz"; }
 ok "healthy $((SECONDS - launched)) s after it started (apt install took $installed s): $health"
-# The box has no ffmpeg: the footage is rendered here, then placed in the box's tree.
-PYTHONPATH=$repo python3 -c '
+# The box has no ffmpeg: the footage is rendered here (by the project's venv, which
+# scripts/test.sh makes first), then placed in the box's tree.
+"$repo/.venv/bin/python" -c '
 import asyncio, sys, time
 from pathlib import Path
 from agent.demo import place, render_run

@@ -122,6 +122,20 @@ def all_regressions() -> dict[str, bytes]:
         "frames-1e7.mp4": plain_mp4(stts_of(10_000_000) + full(b"stsz", struct.pack(">II", 1, 1))),
         # Random timestamps: 27 h indexed from 500 KB before, hiding the footage after it.
         "random-pts.ts": ts_random_timestamps(5, 2000),
+        # An stsc whose runs go back and forth (1, 10^9, 1, ...) over 20,000 chunks of
+        # 10,000 samples: each run walked every chunk again (minutes of CPU before).
+        "samples-stsc-back-and-forth.mp4": plain_mp4(
+            stts_of(10_000)
+            + full(b"stsz", struct.pack(">II", 1, 10_000))
+            + full(
+                b"stsc",
+                struct.pack(">I", 2000)
+                + b"".join(
+                    struct.pack(">III", 1 if n % 2 == 0 else 10**9, 1, 1) for n in range(2000)
+                ),
+            )
+            + full(b"stco", struct.pack(">I", 20_000) + bytes(4 * 20_000))
+        ),  # fmt: skip
     }
 
 

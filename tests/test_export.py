@@ -8,6 +8,7 @@ import asyncio
 import hashlib
 import itertools
 import json
+import os
 import random
 import re
 from pathlib import Path
@@ -18,7 +19,7 @@ import pytest
 
 from agent.containers.errors import ProbeError
 from agent.containers.files import opened
-from agent.containers.samples import decode, encode, read_recording
+from agent.containers.samples import decode, encode, read_recording, sample_bytes
 from agent.demo import Rendered, place, render_run
 from agent.keys import INDEX, PLAYBACK
 from agent.samplestore import SampleStore
@@ -105,23 +106,30 @@ async def test_the_clip_shows_the_sessions_frames(
 ) -> None:
     """Frame for frame (MD5 of each decoded frame) what the session's HLS shows from
     `from` to `to`, across a gap, from every recorder style; ffmpeg reads it silently;
-    its audio runs on with no overlap; its wall clock is in a text track."""
+    its audio runs on with no overlap; its wall clock is in a text track.
+
+    The HLS of MPEG-TS H.264 and of fragmented MP4 is served as recorded; that of plain
+    MP4 and HEVC in MPEG-TS is re-boxed from the same sample tables (another writer, the
+    same timeline): so the clip is also checked against the recordings decoded one by
+    one, where each decodes whole alone (not HEVC's open GOPs)."""
     client = await start_with(start_agent, tmp_path, footage, kind, **NO_FFMPEG)
     _, session = await post(client, {"camera_id": "cam", "from": at(1.5), "to": at(23.2)})
     clip = await clip_of(client, session, tmp_path)
     assert await ffmpeg_errors(str(clip)) == ""
     url = str(client.make_url(session["playlist_url"]))
-    if kind in ("mp4", "hevc_mp4", "hevc"):  # its HLS is made by ffmpeg: an agent with it
-        other = await start_with(start_agent, tmp_path / "hls", footage, kind)
-        _, twin = await post(other, {"camera_id": "cam", "from": at(1.5), "to": at(23.2)})
-        url = str(other.make_url(twin["playlist_url"]))
-        client, session, tmp_path = other, twin, tmp_path / "hls"
     hls = await frame_digests(url, "-copyts")
     begin, end = await window(client, tmp_path, session)
     wanted = shown(hls, begin, end)
     frames = await frame_digests(str(clip))
     got = [digest for _, digest in frames]
     assert got == wanted, (len(got), len(wanted))
+    if not kind.startswith("hevc"):
+        # The same run twice (08:00:00 and 08:00:20): from the frame on screen at 1.5 s
+        # (the 38th, at 1.48 s) to its end, then its frames before 3.2 s.
+        recorded = []
+        for rendered in footage[kind]:
+            recorded += [d for _, d in await frame_digests(str(rendered.path))]
+        assert got == recorded[37:] + recorded[:80]
     await check_audio(clip)
     await check_wall_clock(clip, "2026-11-20 08:00:01 UTC", "2026-11-20 08:00:23 UTC")
 
@@ -343,7 +351,8 @@ def test_the_store_keeps_the_latest_within_its_budget(
         store.put(f"cam/{n}.ts", (size, n, 1), recording)
     assert store.get("cam/4.ts", (size, 4, 1)) is not None
     assert store.get("cam/4.ts", (size, 5, 1)) is None  # another mtime: another file
-    assert store.get("cam/0.ts", (size, 0, 1)) is None  # the least recently used, dropped
+    # The least recently used dropped, just as many as the budget needs.
+    assert [store.has(f"cam/{n}.ts", (size, n, 1)) for n in range(5)] == [False, False] + [True] * 3
     store.close()
     again = SampleStore(tmp_path / "samples.sqlite3", budget=3 * one)
     again.open()
@@ -392,3 +401,123 @@ async def test_recordings_that_arrive_are_ready_to_export(
 
 async def camera_counts_are(client: Any, count: int) -> bool:
     return await camera_counts(client) == {"cam": count}
+
+
+async def test_garbage_written_into_a_recording_ends_the_download_broken(
+    tmp_path: Path,
+    footage: dict[str, list[Rendered]],
+    start_agent: Any,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A recording overwritten in place after the clip was laid out (same size, its mtime
+    put back): the bytes are checked against the sample tables as they are read, so the
+    download is cut where the damage is, never passed off as whole; one line is logged."""
+    client = await start_with(start_agent, tmp_path, footage, "ts", **NO_FFMPEG)
+    _, session = await post(client, {"camera_id": "cam", "from": at(0), "to": at(26)})
+    url = session["playlist_url"].replace("index.m3u8", "clip.mp4")
+    assert (await client.head(url)).status == 200  # laid out, and kept
+    victim = sorted((tmp_path / "recordings").rglob("*.ts"))[-1]
+    info = victim.stat()
+    data = bytearray(victim.read_bytes())
+    middle = len(data) // 2
+    data[middle : middle + 20_000] = random.Random(3).randbytes(20_000)
+    victim.write_bytes(bytes(data))
+    os.utime(victim, ns=(info.st_atime_ns, info.st_mtime_ns))
+    response = await client.get(url)
+    assert response.status == 200
+    with pytest.raises(aiohttp.ClientPayloadError):
+        await response.read()
+    said = [r.getMessage() for r in caplog.records if "export of" in r.getMessage()]
+    assert len(said) == 1, said
+    assert "ended early" in said[0]
+
+
+def split_every_frame(data: bytes, video_pid: int) -> bytes:
+    """The MPEG-TS with each video access unit carried on in a second PES (one without a
+    PTS, as some cameras write): the packet after each PES start becomes a PES start of
+    its own, its last 9 bytes moved into a packet of their own (stuffed)."""
+    out = bytearray()
+    follows = False  # the packet before was a PES start of the video
+    for offset in range(0, len(data) - len(data) % 188, 188):
+        packet = data[offset : offset + 188]
+        pid = ((packet[1] & 0x1F) << 8) | packet[2]
+        if pid != video_pid:
+            out += packet
+            continue
+        plain = packet[3] & 0x30 == 0x10 and not packet[1] & 0x40
+        if follows and plain:
+            header = b"\0\0\1\xe0\0\0\x80\0\0"  # a PES header without a PTS
+            payload = packet[4:]
+            out += bytes([0x47, packet[1] | 0x40, packet[2], packet[3]]) + header + payload[:175]
+            stuffing = bytes([174, 0]) + b"\xff" * 173
+            out += bytes([0x47, packet[1] & ~0x40 & 0xFF, packet[2], (packet[3] & 0xCF) | 0x30])
+            out += stuffing + payload[175:]
+        else:
+            out += packet
+        follows = bool(packet[1] & 0x40)
+    return bytes(out)
+
+
+async def test_frames_carried_on_in_a_second_pes_export_whole(
+    tmp_path: Path, footage: dict[str, list[Rendered]], start_agent: Any
+) -> None:
+    """A camera that carries each frame on in a PES without a PTS: its clip shows every
+    frame of the recordings, as ffmpeg decodes them from the files."""
+    config = make_config(tmp_path, **NO_FFMPEG)
+    placed = place_old(footage["ts"], config.recordings.root, config.layout, "cam", T0)
+    video_pid = 0x100
+    for path in placed:
+        split = split_every_frame(path.read_bytes(), video_pid)
+        assert len(split) > path.stat().st_size
+        info = path.stat()
+        path.write_bytes(split)
+        os.utime(path, ns=(info.st_atime_ns, info.st_mtime_ns))
+    client = await started(start_agent, config)
+    _, session = await post(client, {"camera_id": "cam", "from": at(0), "to": at(6)})
+    clip = await clip_of(client, session, tmp_path)
+    assert await ffmpeg_errors(str(clip)) == ""
+    sources = []
+    for rendered in footage["ts"]:
+        sources += [d for _, d in await frame_digests(str(rendered.path))]
+    got = [d for _, d in await frame_digests(str(clip))]
+    assert got == sources[: len(got)]
+    assert len(got) >= len(sources) - 1
+    # Each sample's bytes, read alone (as a re-boxed segment reads them), are the
+    # unsplit recording's.
+    for rendered, path in zip(footage["ts"], placed, strict=True):
+        samples = []
+        for source in (rendered.path, path):
+            with opened(source) as (fd, size):
+                recording = read_recording(fd, size)
+                video = recording.video
+                samples.append([b"".join(sample_bytes(fd, recording, video, n, n + 1))
+                                for n in range(len(video))])  # fmt: skip
+        assert samples[0] == samples[1]
+
+
+@pytest.mark.parametrize("kind", ["ts", "mp4"])
+async def test_footage_without_sound_exports(
+    tmp_path: Path, footage: dict[str, list[Rendered]], start_agent: Any, kind: str
+) -> None:
+    """Many cameras record no sound: the clip has video and the wall clock only."""
+    silent = []
+    for rendered in footage[kind]:
+        target = tmp_path / "silent" / rendered.path.name
+        target.parent.mkdir(exist_ok=True)
+        code, out = await run("ffmpeg", "-v", "error", "-i", str(rendered.path), "-map", "0:v",
+                              "-c", "copy", *(["-f", "mpegts"] if kind == "ts" else []),
+                              str(target))  # fmt: skip
+        assert code == 0, out
+        silent.append(Rendered(target, rendered.offset_us))
+    layout = {"mp4": {"layout": "frigate"}}.get(kind, {})
+    config = make_config(tmp_path, recordings=layout, **NO_FFMPEG)
+    place_old(silent, config.recordings.root, config.layout, "cam", T0)
+    client = await started(start_agent, config)
+    _, session = await post(client, {"camera_id": "cam", "from": at(0), "to": at(6)})
+    clip = await clip_of(client, session, tmp_path)
+    assert await ffmpeg_errors(str(clip)) == ""
+    code, out = await run("ffprobe", "-v", "error", "-show_entries", "stream=codec_type",
+                          "-of", "csv=p=0", str(clip))  # fmt: skip
+    assert out.split() == ["video", "subtitle"]
+    if kind == "mp4":  # its session is re-boxed: it plays too
+        assert await ffmpeg_errors(str(client.make_url(session["playlist_url"]))) == ""

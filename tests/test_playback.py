@@ -13,7 +13,6 @@ import pytest
 
 from agent.demo import Rendered
 from agent.keys import INDEX
-from agent.playlists import CUT, REMUX, MediaItem
 
 from .conftest import (
     FRAME,
@@ -115,7 +114,6 @@ async def test_hevc_is_fragmented_mp4_tagged_hvc1_for_safari(
         assert -MICROSECOND <= Fraction(entry.duration) - fact.duration <= HOLD, entry.uri
     assert await ffmpeg_errors(str(client.make_url(session["playlist_url"]))) == ""
     health = await (await client.get("/healthz")).json()
-    assert health["admission"]["started"] == 0
     assert health["status"] == "ok"  # no ffmpeg is no problem
 
 
@@ -434,21 +432,6 @@ async def test_a_playlist_url_alone_creates_a_session_and_plays(
     code, out = await gstreamer(url)
     assert code == 0, out
     assert "EOS" in out, out
-
-
-def test_a_segment_made_of_part_of_a_recording_needs_room_for_that_part() -> None:
-    """The disk room a build asks for: the part of the recording it makes, not the whole
-    (an HEVC part of an hour-long MPEG-TS file is a few MB of a GB); twice that when
-    the MPEG-TS is written before the MP4 made of it."""
-    fields = {"source": "cam/a.ts", "duration": 6.0, "pdt_us": 0, "discontinuity": False}
-    part = MediaItem(name="s000001.m4s", kind=CUT, size=10**9, cut_at=100, stop_at=600,
-                     mp4_tag="hvc1", **fields)  # fmt: skip
-    assert part.made_size == 1000
-    last = MediaItem(name="s000002.m4s", kind=CUT, size=10**9, cut_at=10**9 - 500,
-                     mp4_tag="hvc1", **fields)  # fmt: skip
-    assert last.made_size == 1000
-    assert MediaItem(name="s000000.ts", kind=REMUX, size=5000, **fields).made_size == 5000
-    assert MediaItem(name="s000000.ts", kind=CUT, size=5000, **fields).made_size == 0
 
 
 async def test_the_etag_of_rewritten_media_names_its_rewrite(

@@ -300,8 +300,10 @@ async def test_many_concurrent_reboxed_segments_all_answer(
     tmp_path: Path, footage: dict[str, list[Rendered]], start_agent: Any
 ) -> None:
     """Four sessions' every segment and init section asked for at once: each answers 200
-    with whole boxes, /healthz answers meanwhile, and no ffmpeg runs."""
-    client = await start_with(start_agent, tmp_path, footage, "hevc_mp4")
+    with whole boxes, and /healthz answers meanwhile (no ffmpeg: none is configured)."""
+    client = await start_with(
+        start_agent, tmp_path, footage, "hevc_mp4", ffmpeg={"ffmpeg": "/nonexistent/ffmpeg"}
+    )
     sessions = [
         (await post(client, {"camera_id": "cam", "from": at(0), "to": at(26)}))[1] for _ in range(4)
     ]
@@ -319,8 +321,6 @@ async def test_many_concurrent_reboxed_segments_all_answer(
     for url, (status, body) in zip(urls, results, strict=True):
         assert status == 200, url
         assert body[4:8] == (b"moof" if url.endswith(".m4s") else b"ftyp"), url
-    state = (await (await client.get("/healthz")).json())["admission"]
-    assert state["started"] == 0
 
 
 async def test_no_disk_headroom_is_507(
@@ -339,7 +339,9 @@ async def test_viewers_are_served_while_the_cpu_is_busy(
     tmp_path: Path, footage: dict[str, list[Rendered]], start_agent: Any
 ) -> None:
     """With system CPU held over the limit by other work, a re-boxed session (plain MP4
-    recordings) still plays to the end: nothing it needs waits for the CPU rule."""
+    recordings) still plays to the end and its export downloads: nothing either needs
+    waits for the CPU rule (the export was refused with 503 after 5 s when ffmpeg made
+    it)."""
     client = await start_with(
         start_agent,
         tmp_path,
@@ -363,12 +365,12 @@ async def test_viewers_are_served_while_the_cpu_is_busy(
         code, out = await run("ffmpeg", "-nostdin", "-v", "error", "-i", url, "-f", "null", "-")
         assert code == 0
         assert out == ""
-        state = (await (await client.get("/healthz")).json())["admission"]
+        clip = session["playlist_url"].replace("index.m3u8", "clip.mp4")
+        assert await got(client, clip) == 200
     finally:
         for hog in hogs:
             hog.kill()
             hog.wait()
-    assert state["started"] == 0  # no ffmpeg ran
 
 
 async def test_sessions_are_capped(

@@ -242,7 +242,9 @@ def _runs(values: array[int]) -> tuple[bytes, bytes]:
         value, count = current, 1
     if count:
         wide.extend((count, value))  # type: ignore[arg-type]
-    runs = array("i", (v if -(1 << 31) <= v < 1 << 31 else 0 for v in wide))
+    if any(not -(1 << 31) <= v < 1 << 32 for v in wide):
+        raise ValueError("a sample table value that 32 bits cannot hold")
+    runs = array("i", (v if v < 1 << 31 else v - (1 << 32) for v in wide))
     return _u32(len(wide) // 2), _big_endian(runs)
 
 

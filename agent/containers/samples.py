@@ -8,12 +8,13 @@ from MPEG-TS, a scan of the file, each PES with a PTS a sample (Annex B NAL unit
 sample, ISO/IEC 14496-3 1.A.2). `sample_bytes` gives the samples' bytes as an MP4
 holds them, read again from the recording, checked against the table.
 
-Tables are compact (the array module): about 25 bytes a video sample and 20 an audio
-one.
+Tables are compact (the array module): about 21 bytes a video sample and 18 an audio
+one. `encode` and `decode` keep them on disk (samplestore.py).
 """
 
 from __future__ import annotations
 
+import bisect
 import itertools
 import json
 import os
@@ -21,7 +22,7 @@ import re
 import sys
 import zlib
 from array import array
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -31,6 +32,11 @@ from .mp4 import MAX_TRACK_SAMPLES, boxes, child, read_box, top_level, traf_entr
 from .mpegts import CLOCK, PACKET, pts_delta
 from .progressive import audio_entry, visual_entry
 
+# The readers' own version: a change to what they make of the same recording changes it,
+# so that tables kept on disk are read anew, and exports' entity tags change.
+TABLES_VERSION = 1
+# The largest sample (or PES) taken: a frame of 8K video is a few MB.
+MAX_SAMPLE = 64 << 20
 # MPEG-TS read a few hundred kilobytes at a time, whole packets.
 _READ = PACKET * 2048
 _NOT_SYNC = 0x10000  # sample_is_non_sync_sample (ISO/IEC 14496-12 8.8.3.1)
@@ -142,6 +148,8 @@ def _mp4_tables(fd: int, size: int) -> tuple[str, Table, Table | None]:
                 if not entries:
                     continue
                 dts = tfdt if child_tfdt(moof, track.track_id) else decode.get(track.track_id, 0)
+                if any(length > MAX_SAMPLE for _, length, _, _, _ in entries):
+                    raise ProbeError("an MP4 sample too large for one")
                 if any(data_at + length > size for _, length, _, _, data_at in entries):
                     return _finish_mp4(fragmented, wanted)  # cut short: its whole fragments
                 for duration, length, flags, offset, data_at in entries:
@@ -297,17 +305,24 @@ def _plain_table(moov: bytes, track: mp4.Track, table: Table, size: int) -> None
             offset -= 1 << 32
         compositions.extend([offset] * n)
     compositions.extend([0] * max(0, count - len(compositions)))
+    firsts = [entry[0] for entry in stsc]
+    if firsts and (firsts[0] != 1 or any(b <= a for a, b in itertools.pairwise(firsts))):
+        raise ProbeError("corrupt MP4 chunk table: its runs do not follow one another")
     dts = sample = 0
     for run, (first, per_chunk, _) in enumerate(stsc):
+        if sample >= count:
+            break
         last = stsc[run + 1][0] - 1 if run + 1 < len(stsc) else len(offsets)
         for chunk in range(first - 1, min(last, len(offsets))):
+            if sample >= count:
+                break
             at = offsets[chunk]
             for _ in range(per_chunk):
                 if sample >= count:
                     break
                 length = sizes[sample]
-                if at + length > size:
-                    raise ProbeError("MP4 sample past the file's end")
+                if at + length > size or length > MAX_SAMPLE:
+                    raise ProbeError("MP4 sample past the file's end, or too large for one")
                 _add(table, dts, compositions[sample], length,
                      sync is None or sample + 1 in sync, at)  # fmt: skip
                 at += length
@@ -457,6 +472,13 @@ class _Pid:
     offset: int = -1  # the open PES's first packet (-1: none open)
     parts: list[bytes] = field(default_factory=list)
     done: bool = False
+    held: int = 0  # bytes of the open PES
+
+    def _add(self, data: bytes) -> None:
+        self.held += len(data)
+        if self.held > MAX_SAMPLE:
+            raise ProbeError(f"an MPEG-TS PES of over {MAX_SAMPLE >> 20} MB")
+        self.parts.append(data)
 
     def feed(
         self, buf: bytes, base: int, count: int, odd: bytes, pusi: bytes
@@ -478,14 +500,14 @@ class _Pid:
             if pusi[n]:
                 if self.offset >= 0:
                     yield self.offset, self.parts
-                    self.offset, self.parts = -1, []
+                    self.offset, self.parts, self.held = -1, [], 0
                 if base + p >= self.stop:
                     self.done = True
                     return
                 self.offset = base + p
             if self.offset >= 0:
                 begin = p + 4 + (1 + buf[p + 4] if control & 0x20 else 0)
-                self.parts.append(buf[begin : p + PACKET])
+                self._add(buf[begin : p + PACKET])
         self._plain(buf, mine, at, count)
 
     def _plain(self, buf: bytes, mine: bytes, low: int, high: int) -> None:
@@ -494,24 +516,29 @@ class _Pid:
         if self.offset < 0 or low >= high:
             return
         for run in _RUN.finditer(mine, low, high):
-            self.parts.append(_payloads(buf[run.start() * PACKET : run.end() * PACKET]))
+            self._add(_payloads(buf[run.start() * PACKET : run.end() * PACKET]))
 
 
 def pes_units(
-    fd: int, start: int, stop: int, video_pid: int, audio_pid: int | None
+    fd: int, start: int, stop: int, video_pid: int | None, audio_pid: int | None, limit: int = 0
 ) -> Iterator[tuple[int, int, int | None, int | None, bytes]]:
     """(offset of its first packet, PID, PTS, DTS, payload) of each PES of the two PIDs
     that starts in [start, stop), read in bounded chunks: the PES at the end runs on past
     `stop` no further than its own packets do (up to the next PES of its PID). The two
     PIDs' PES come each in file order, not in order with each other.
 
+    `limit` (when not 0): no byte at or past it is read (where the caller knows the last
+    PES ends).
+
     ISO/IEC 13818-1 2.4.3.2 transport packet (sync byte, PUSI, PID, adaptation field
     control), 2.4.3.6 PES header."""
     readers = [_Pid(pid, stop) for pid in (video_pid, audio_pid) if pid is not None]
     position = start
     size = os.fstat(fd).st_size
+    if limit:
+        size = min(size, limit)
     while position < size and not all(r.done for r in readers):
-        buf = os.pread(fd, _READ, position)
+        buf = os.pread(fd, min(_READ, size - position), position)
         count = len(buf) // PACKET
         if not count:
             break
@@ -724,16 +751,23 @@ def _mp4_bytes(fd: int, table: Table, first: int, stop: int) -> Iterator[bytes]:
         yield data
 
 
-def _span(table: Table, first: int, stop: int) -> tuple[int, int]:
-    """The bytes whose PES packets start the samples `first` to `stop`: from the first's
-    PES up to the last's (a PES may hold several audio samples)."""
-    return table.at[first], table.at[stop - 1] + 1
+def _span(table: Table, first: int, stop: int) -> tuple[int, int, int]:
+    """The bytes whose PES start the samples `first` to `stop`: from the first's PES up
+    to the last's (a PES may hold several audio samples; a video sample may go on in PES
+    without a PTS, up to the next sample's); and where the last PES ends at the latest
+    (the next PES of the stream that starts a sample, or the recording's end)."""
+    last = table.at[stop - 1]
+    ends = bisect.bisect_right(table.at, last)  # the first sample of a later PES
+    limit = table.at[ends] if ends < len(table) else table.end
+    if table.handler == b"vide":
+        return table.at[first], limit, limit
+    return table.at[first], last + 1, limit
 
 
 def _ts_video_bytes(
     fd: int, recording: Recording, table: Table, first: int, stop: int
 ) -> Iterator[bytes]:
-    start, end = _span(table, first, stop)
+    start, end, limit = _span(table, first, stop)
     n = first
     pending: list[bytes] = []
     held = 0
@@ -749,7 +783,7 @@ def _ts_video_bytes(
         n += 1
         return data
 
-    for _, pid, pts, _, data in pes_units(fd, start, end, table.pid, None):
+    for _, pid, pts, _, data in pes_units(fd, start, end, table.pid, None, limit):
         if pid != table.pid:
             continue
         if pts is None:
@@ -774,11 +808,11 @@ def _ts_video_bytes(
 def _ts_audio_bytes(
     fd: int, recording: Recording, table: Table, first: int, stop: int
 ) -> Iterator[bytes]:
-    start, end = _span(table, first, stop)
+    start, end, limit = _span(table, first, stop)
     n = first
     pending: list[bytes] = []
     held = 0
-    for offset, pid, _, _, data in pes_units(fd, start, end, table.pid, None):
+    for offset, pid, _, _, data in pes_units(fd, start, end, table.pid, None, limit):
         if pid != table.pid:
             continue
         while n < stop and table.at[n] == offset:
@@ -810,8 +844,9 @@ _DELTAS = ("dts", "at")  # stored as differences: they compress to little
 def encode(recording: Recording) -> bytes:
     """A recording's tables as bytes to keep (pure): a JSON header, then each table's
     arrays little-endian, `dts` and `at` as differences, all compressed (zlib)."""
-    header: dict[str, Any] = {"v": _ENCODING, "container": recording.container,
-                              "size": recording.size, "tables": []}  # fmt: skip
+    header: dict[str, Any] = {"v": _ENCODING, "readers": TABLES_VERSION,
+                              "container": recording.container, "size": recording.size,
+                              "tables": []}  # fmt: skip
     body = bytearray()
     for table in (recording.video, recording.audio):
         if table is None:
@@ -843,7 +878,7 @@ def decode(data: bytes) -> Recording:
         raw = zlib.decompress(data)
         length = int.from_bytes(raw[:4], "little")
         header = json.loads(raw[4 : 4 + length])
-        if header.get("v") != _ENCODING:
+        if header.get("v") != _ENCODING or header.get("readers") != TABLES_VERSION:
             raise ProbeError("sample tables kept in another format")
         at = 4 + length
         tables = []
@@ -875,3 +910,91 @@ def decode(data: bytes) -> Recording:
                          tables[1] if len(tables) > 1 else None)  # fmt: skip
     except (zlib.error, json.JSONDecodeError, KeyError, TypeError, ValueError) as error:
         raise ProbeError(f"kept sample tables unreadable: {error}") from None
+
+
+def ts_ranges(
+    fd: int, recording: Recording, wanted: Sequence[tuple[Table, int, int]]
+) -> list[bytes]:
+    """The bytes of several runs of an MPEG-TS recording's samples, (table, first, stop)
+    each, in one pass over the file however the two streams' packets interleave: the
+    clip's neighbouring chunks of one recording, video and audio, read together (a run
+    of audio alone would read the video's packets around it again). ProbeError if the
+    recording no longer holds them as its tables say."""
+    try:
+        return _ts_ranges(fd, recording, wanted)
+    except CORRUPT as error:
+        raise ProbeError(f"corrupt recording ({type(error).__name__}: {error})") from None
+
+
+def _ts_ranges(
+    fd: int, recording: Recording, wanted: Sequence[tuple[Table, int, int]]
+) -> list[bytes]:
+    spans = [_span(table, first, stop) for table, first, stop in wanted]
+    start = min(s[0] for s in spans)
+    end = max(s[1] for s in spans)
+    limit = max(s[2] for s in spans)
+    video, audio = recording.video, recording.audio
+    # Per track, which run each sample goes to (sample index -> run), and the range of
+    # samples to make.
+    owner: dict[int, dict[int, int]] = {id(video): {}, id(audio): {}}
+    for k, (table, first, stop) in enumerate(wanted):
+        for n in range(first, stop):
+            owner[id(table)][n] = k
+    out: list[list[bytes]] = [[] for _ in wanted]
+    v_owner, a_owner = owner[id(video)], owner[id(audio)]
+    v_next = min(v_owner, default=len(video))  # the next video sample, in decode order
+    v_last = max(v_owner, default=-1)
+    a_first = min(a_owner, default=0)
+    a_last = max(a_owner, default=-1)
+    a_next = a_first
+    parts: list[bytes] = []
+
+    def close() -> None:
+        nonlocal v_next
+        data = length_prefixed(parts[0] if len(parts) == 1 else b"".join(parts))
+        if not data:
+            return  # a PES without NAL units: never a sample
+        if v_next <= v_last:
+            if len(data) != video.sizes[v_next]:
+                raise ProbeError("the recording's video is not what its sample table says")
+            run = v_owner.get(v_next)  # None: a sample between the runs (left out)
+            if run is not None:
+                out[run].append(data)
+        v_next += 1
+
+    audio_pid = audio.pid if audio is not None and a_owner else None
+    video_pid = video.pid if v_owner else None
+    for offset, pid, pts, _, data in pes_units(fd, start, end, video_pid, audio_pid, limit):
+        if pid == video_pid:
+            if v_next > v_last and not parts:
+                continue
+            if pts is None:
+                if parts:
+                    parts.append(data)
+                continue
+            if parts:
+                close()
+                parts = []
+            if v_next <= v_last and offset >= video.at[v_next]:  # not one before the run
+                parts = [data]
+        elif audio is not None and pid == audio_pid:
+            while a_next <= a_last and audio.at[a_next] < offset:
+                a_next += 1  # a PES that did not start where its table says
+            while a_next <= a_last and audio.at[a_next] == offset:
+                at, length = audio.sub[a_next], audio.sizes[a_next]
+                piece = data[at : at + length]
+                if len(piece) != length:
+                    raise ProbeError("the recording's audio is not what its sample table says")
+                run = a_owner.get(a_next)
+                if run is not None:
+                    out[run].append(piece)
+                a_next += 1
+    if parts:
+        close()
+    if v_next <= v_last or a_next <= a_last:
+        raise ProbeError("the recording holds fewer samples than its sample tables")
+    done = [b"".join(pieces) for pieces in out]
+    for (table, first, stop), data in zip(wanted, done, strict=True):
+        if len(data) != sum(table.sizes[first:stop]):
+            raise ProbeError("the recording holds other samples than its sample tables")
+    return done
