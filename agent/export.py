@@ -164,6 +164,13 @@ def session_times(item: MediaItem, start: int, table: Table, values: array[int])
     return out
 
 
+def video_times(item: MediaItem, start: int, table: Table) -> tuple[array[int], array[int]]:
+    """The decode and presentation times of a video table's samples on the session's
+    timeline (pure; `session_times`)."""
+    shown = array("q", (d + c for d, c in zip(table.dts, table.cto, strict=True)))
+    return session_times(item, start, table, table.dts), session_times(item, start, table, shown)
+
+
 # --- laying the clip out -----------------------------------------------------------------
 
 
@@ -237,13 +244,7 @@ def _video_samples(
     to the last sample the frames before `end` need, in decode order."""
     table = recording.video
     item = piece.item
-    dts = session_times(item, piece.start, table, table.dts)
-    pts = session_times(
-        item,
-        piece.start,
-        table,
-        array("q", (d + c for d, c in zip(table.dts, table.cto, strict=False))),
-    )
+    dts, pts = video_times(item, piece.start, table)
     n0 = 0
     if first:
         tolerance = table.last_duration * CLOCK // max(table.timescale, 1) // 2

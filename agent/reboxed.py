@@ -25,7 +25,7 @@ from .containers.mpegts import CLOCK
 from .containers.nal import config_parameter_sets
 from .containers.progressive import OTHER_FLAGS, SYNC_FLAGS, Run, TrackOut
 from .containers.samples import Recording, Table, sample_bytes
-from .export import session_times
+from .export import session_times, video_times
 from .playlists import MediaItem
 
 # The re-boxing's own version, in the ETag of what it sends.
@@ -94,13 +94,7 @@ def video_range(table: Table, pts: array[int], where: Window) -> range:
 def segment(fd: int, recording: Recording, item: MediaItem, where: Window, sequence: int) -> bytes:
     """The item's media segment: a moof and its mdat (blocking: reads the samples)."""
     video = recording.video
-    dts = session_times(item, where.start, video, video.dts)
-    pts = session_times(
-        item,
-        where.start,
-        video,
-        array("q", (d + c for d, c in zip(video.dts, video.cto, strict=True))),
-    )
+    dts, pts = video_times(item, where.start, video)
     chosen = video_range(video, pts, where)
     runs, pieces = [], []
     in_band = b""

@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import bisect
 import os
+import sys
+from array import array
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 
@@ -131,7 +133,7 @@ def read_box(fd: int, body: int, end: int) -> bytes:
     return os.pread(fd, end - body, body)
 
 
-def _table(
+def table_entries(
     moov: bytes, box: tuple[int, int] | None, width: int, limit: int
 ) -> list[tuple[int, ...]]:
     """The entries of a full box made of a 32-bit count and `width` 32-bit fields each;
@@ -146,7 +148,10 @@ def _table(
     at = box[0] + 8
     if at + count * width * 4 > box[1] or count > limit:
         raise ProbeError("corrupt MP4 sample table: more entries than it holds")
-    return [tuple(u32(moov, at + 4 * (n * width + k)) for k in range(width)) for n in range(count)]
+    flat = array("I", moov[at : at + count * width * 4])
+    if sys.byteorder == "little":
+        flat.byteswap()
+    return [tuple(flat[n * width : (n + 1) * width]) for n in range(count)]
 
 
 def _runs(entries: list[tuple[int, ...]], limit: int) -> int:
@@ -166,21 +171,21 @@ def _plain_samples(
 
     ISO/IEC 14496-12 8.6.1.2 stts, 8.6.1.3 ctts, 8.6.2 stss (none: every sample is a sync
     sample)."""
-    stts = _table(moov, child(moov, *stbl, b"stts"), 2, limit)
+    stts = table_entries(moov, child(moov, *stbl, b"stts"), 2, limit)
     _runs(stts, limit)
     durations = [d for count, d in stts for _ in range(count)]
     ctts_box = child(moov, *stbl, b"ctts")
     offsets: list[int] = []
     if ctts_box is not None:
         signed = moov[ctts_box[0]] == 1
-        ctts = _table(moov, ctts_box, 2, limit)
+        ctts = table_entries(moov, ctts_box, 2, limit)
         _runs(ctts, limit)
         for count, offset in ctts:
             if signed and offset >= 1 << 31:
                 offset -= 1 << 32
             offsets.extend([offset] * count)
     stss = child(moov, *stbl, b"stss")
-    sync = None if stss is None else {n for (n,) in _table(moov, stss, 1, limit)}
+    sync = None if stss is None else {n for (n,) in table_entries(moov, stss, 1, limit)}
     samples = []
     dts = 0
     for n, duration in enumerate(durations):

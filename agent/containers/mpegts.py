@@ -297,7 +297,8 @@ def decode_counters(text: str) -> tuple[tuple[int, int, int], ...]:
     return tuple(found)
 
 
-_ADTS_RATES = (
+# ISO/IEC 14496-3 1.6.3.4 Table 1.18 samplingFrequencyIndex (13 to 15: none in ADTS).
+ADTS_RATES = (
     96000,
     88200,
     64000,
@@ -369,10 +370,10 @@ def adts_ticks(payload: bytes) -> int | None:
     while at + 7 <= len(payload) and payload[at] == 0xFF and payload[at + 1] & 0xF6 == 0xF0:
         rate_index = (payload[at + 2] >> 2) & 0x0F
         length = ((payload[at + 3] & 0x03) << 11) | (payload[at + 4] << 3) | (payload[at + 5] >> 5)
-        if rate_index >= len(_ADTS_RATES) or length < 7 or at + length > len(payload):
+        if rate_index >= len(ADTS_RATES) or length < 7 or at + length > len(payload):
             break
         samples = 1024 * ((payload[at + 6] & 0x03) + 1)
-        ticks += samples * CLOCK // _ADTS_RATES[rate_index]
+        ticks += samples * CLOCK // ADTS_RATES[rate_index]
         at += length
     return ticks if at else None
 

@@ -13,6 +13,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from .errors import ProbeError
+from .mpegts import ADTS_RATES
 
 MAX_DIMENSION = 16384  # wider or taller than this is taken for a corrupt parameter set
 _MAX_NAL = 0xFFFF  # avcC and hvcC store each NAL unit's length in 16 bits
@@ -31,23 +32,7 @@ _SUBSAMPLING = {0: (1, 1), 1: (2, 2), 2: (2, 1), 3: (1, 1)}
 _AVC_SPS, _AVC_PPS = 7, 8  # H.264 Table 7-1 nal_unit_type
 _HEVC_VPS, _HEVC_SPS, _HEVC_PPS = 32, 33, 34  # H.265 Table 7-1 nal_unit_type
 
-# ISO/IEC 14496-3 1.6.3.4 Table 1.18 samplingFrequencyIndex; 13 and 14 are reserved and 15
-# (an explicit frequency) cannot appear in ADTS.
-_AAC_RATES = (
-    96000,
-    88200,
-    64000,
-    48000,
-    44100,
-    32000,
-    24000,
-    22050,
-    16000,
-    12000,
-    11025,
-    8000,
-    7350,
-)
+_AAC_RATES = ADTS_RATES  # ISO/IEC 14496-3 1.6.3.4 Table 1.18 samplingFrequencyIndex
 # ISO/IEC 14496-3 1.6.3.5 Table 1.19 channelConfiguration 1 to 7; 0 (a program_config_element
 # in the stream) is not supported.
 _AAC_CHANNELS = (0, 1, 2, 3, 4, 5, 6, 8)

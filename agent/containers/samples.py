@@ -28,7 +28,17 @@ from typing import Any
 
 from . import mp4, mpegts, nal
 from .errors import CORRUPT, ProbeError, total
-from .mp4 import MAX_TRACK_SAMPLES, boxes, child, read_box, top_level, traf_entries, u32, u64
+from .mp4 import (
+    MAX_TRACK_SAMPLES,
+    boxes,
+    child,
+    read_box,
+    table_entries,
+    top_level,
+    traf_entries,
+    u32,
+    u64,
+)
 from .mpegts import CLOCK, PACKET, pts_delta
 from .progressive import audio_entry, visual_entry
 
@@ -284,15 +294,15 @@ def _plain_table(moov: bytes, track: mp4.Track, table: Table, size: int) -> None
     bytes checked to lie inside the file."""
     stbl = _stbl(moov, track)
     limit = min(size, MAX_TRACK_SAMPLES)
-    stts = _entries(moov, child(moov, *stbl, b"stts"), 2, limit)
+    stts = table_entries(moov, child(moov, *stbl, b"stts"), 2, limit)
     ctts_box = child(moov, *stbl, b"ctts")
-    ctts = _entries(moov, ctts_box, 2, limit)
+    ctts = table_entries(moov, ctts_box, 2, limit)
     signed = ctts_box is not None and moov[ctts_box[0]] == 1
     stss_box = child(moov, *stbl, b"stss")
-    sync = None if stss_box is None else {n for (n,) in _entries(moov, stss_box, 1, limit)}
+    sync = None if stss_box is None else {n for (n,) in table_entries(moov, stss_box, 1, limit)}
     sizes = _sizes(moov, child(moov, *stbl, b"stsz"), limit)
     offsets = _chunk_offsets(moov, stbl, limit)
-    stsc = _entries(moov, child(moov, *stbl, b"stsc"), 3, limit)
+    stsc = table_entries(moov, child(moov, *stbl, b"stsc"), 3, limit)
     count = len(sizes)
     if sum(n for n, _ in stts) != count:
         raise ProbeError("MP4 time table and size table disagree")
@@ -351,25 +361,6 @@ def _stbl(moov: bytes, track: mp4.Track) -> tuple[int, int]:
     raise ProbeError("MP4 track without a sample table")
 
 
-def _entries(
-    moov: bytes, box: tuple[int, int] | None, width: int, limit: int
-) -> list[tuple[int, ...]]:
-    """A full box's 32-bit entry count and its entries of `width` 32-bit fields,
-    checked against the box and `limit` (ISO/IEC 14496-12 4.2 FullBox)."""
-    if box is None:
-        return []
-    if box[1] - box[0] < 8:
-        raise ProbeError("truncated MP4 sample table")
-    count = u32(moov, box[0] + 4)
-    at = box[0] + 8
-    if count > limit or at + count * width * 4 > box[1]:
-        raise ProbeError("corrupt MP4 sample table: more entries than it holds")
-    flat = array("I", moov[at : at + count * width * 4])
-    if sys.byteorder == "little":
-        flat.byteswap()
-    return [tuple(flat[n * width : (n + 1) * width]) for n in range(count)]
-
-
 def _sizes(moov: bytes, box: tuple[int, int] | None, limit: int) -> array[int]:
     """ISO/IEC 14496-12 8.7.3.2 stsz: one size for all samples, or one each."""
     if box is None or box[1] - box[0] < 12:
@@ -392,7 +383,7 @@ def _chunk_offsets(moov: bytes, stbl: tuple[int, int], limit: int) -> list[int]:
     """ISO/IEC 14496-12 8.7.5 stco (32-bit) or co64 (64-bit) chunk offsets."""
     box = child(moov, *stbl, b"stco")
     if box is not None:
-        return [n for (n,) in _entries(moov, box, 1, limit)]
+        return [n for (n,) in table_entries(moov, box, 1, limit)]
     box = child(moov, *stbl, b"co64")
     if box is None or box[1] - box[0] < 8:
         raise ProbeError("MP4 track without a chunk offset table")
@@ -720,14 +711,11 @@ def sample_bytes(
     """The bytes of `table`'s samples `first` to `stop` (exclusive) as an MP4 holds them,
     read from the recording at `fd`, in bounded pieces. ProbeError if the recording no
     longer holds them as its table says (cut short, replaced)."""
-    if recording.container != "mpegts":
-        pieces = _mp4_bytes(fd, table, first, stop)
-    elif table.handler == b"vide":
-        pieces = _ts_video_bytes(fd, recording, table, first, stop)
-    else:
-        pieces = _ts_audio_bytes(fd, recording, table, first, stop)
+    if recording.container == "mpegts":
+        yield ts_ranges(fd, recording, [(table, first, stop)])[0]
+        return
     try:
-        yield from pieces
+        yield from _mp4_bytes(fd, table, first, stop)
     except CORRUPT as error:
         raise ProbeError(f"corrupt recording ({type(error).__name__}: {error})") from None
 
@@ -762,76 +750,6 @@ def _span(table: Table, first: int, stop: int) -> tuple[int, int, int]:
     if table.handler == b"vide":
         return table.at[first], limit, limit
     return table.at[first], last + 1, limit
-
-
-def _ts_video_bytes(
-    fd: int, recording: Recording, table: Table, first: int, stop: int
-) -> Iterator[bytes]:
-    start, end, limit = _span(table, first, stop)
-    n = first
-    pending: list[bytes] = []
-    held = 0
-    parts: list[bytes] = []
-
-    def close() -> bytes:
-        nonlocal n
-        data = length_prefixed(parts[0] if len(parts) == 1 else b"".join(parts))
-        if not data:
-            return b""  # a PES without NAL units: never a sample
-        if n >= stop or len(data) != table.sizes[n]:
-            raise ProbeError("the recording's video is not what its sample table says")
-        n += 1
-        return data
-
-    for _, pid, pts, _, data in pes_units(fd, start, end, table.pid, None, limit):
-        if pid != table.pid:
-            continue
-        if pts is None:
-            parts.append(data)
-            continue
-        if parts:
-            done = close()
-            pending.append(done)
-            held += len(done)
-            if held >= _PIECE:
-                yield b"".join(pending)
-                pending, held = [], 0
-        parts = [data]
-    if parts and n < stop:
-        pending.append(close())
-    if n != stop:
-        raise ProbeError("the recording holds fewer video samples than its sample table")
-    if pending:
-        yield b"".join(pending)
-
-
-def _ts_audio_bytes(
-    fd: int, recording: Recording, table: Table, first: int, stop: int
-) -> Iterator[bytes]:
-    start, end, limit = _span(table, first, stop)
-    n = first
-    pending: list[bytes] = []
-    held = 0
-    for offset, pid, _, _, data in pes_units(fd, start, end, table.pid, None, limit):
-        if pid != table.pid:
-            continue
-        while n < stop and table.at[n] == offset:
-            at, length = table.sub[n], table.sizes[n]
-            piece = data[at : at + length]
-            if len(piece) != length:
-                raise ProbeError("the recording's audio is not what its sample table says")
-            pending.append(piece)
-            held += length
-            n += 1
-        if held >= _PIECE:
-            yield b"".join(pending)
-            pending, held = [], 0
-        if n >= stop:
-            break
-    if n != stop:
-        raise ProbeError("the recording holds fewer audio samples than its sample table")
-    if pending:
-        yield b"".join(pending)
 
 
 # --- kept on disk ------------------------------------------------------------------------
