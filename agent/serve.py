@@ -104,14 +104,10 @@ async def send(request: web.Request, served: Served) -> web.StreamResponse:
     try:
         total = served.length(info.st_size)
         etag = f'"{served.version}{"-" if served.version else ""}{info.st_mtime_ns:x}-{total:x}"'
-        headers["ETag"] = etag
-        if none_match(request.headers.get("If-None-Match"), etag):
-            return web.Response(status=304, headers={"ETag": etag})
-        start, stop, ranged = _wanted(request, etag, total)
-        if ranged:
-            headers["Content-Range"] = f"bytes {start}-{stop - 1}/{total}"
-        headers["Content-Length"] = str(stop - start)
-        response = web.StreamResponse(status=206 if ranged else 200, headers=headers)
+        answer = _answer(request, headers, etag, total)
+        if isinstance(answer, web.Response):
+            return answer
+        response, start, stop = answer
         await response.prepare(request)
         if request.method == "HEAD":
             return response
@@ -144,14 +140,10 @@ async def send_made(
     304, as `send`. A read that fails before the answer begins is answered as an error;
     once it has begun, the connection is cut, so that the client sees a broken download,
     never a short file that looks whole, and `broken` is told why."""
-    headers = {**headers, "Accept-Ranges": "bytes", "ETag": etag}
-    if none_match(request.headers.get("If-None-Match"), etag):
-        return web.Response(status=304, headers={"ETag": etag})
-    start, stop, ranged = _wanted(request, etag, total)
-    if ranged:
-        headers["Content-Range"] = f"bytes {start}-{stop - 1}/{total}"
-    headers["Content-Length"] = str(stop - start)
-    response = web.StreamResponse(status=206 if ranged else 200, headers=headers)
+    answer = _answer(request, {**headers, "Accept-Ranges": "bytes"}, etag, total)
+    if isinstance(answer, web.Response):
+        return answer
+    response, start, stop = answer
     if request.method == "HEAD":
         await response.prepare(request)
         return response
@@ -182,6 +174,21 @@ async def send_made(
             following.add_done_callback(lambda done: done.cancelled() or done.exception())
             following.cancel()
     return response
+
+
+def _answer(
+    request: web.BaseRequest, headers: dict[str, str], etag: str, total: int
+) -> web.Response | tuple[web.StreamResponse, int, int]:
+    """304 if If-None-Match names `etag`; else the response to send (200 or 206, its
+    headers set) and the bytes [start, stop) it sends of `total`."""
+    headers = {**headers, "ETag": etag}
+    if none_match(request.headers.get("If-None-Match"), etag):
+        return web.Response(status=304, headers={"ETag": etag})
+    start, stop, ranged = _wanted(request, etag, total)
+    if ranged:
+        headers["Content-Range"] = f"bytes {start}-{stop - 1}/{total}"
+    headers["Content-Length"] = str(stop - start)
+    return web.StreamResponse(status=206 if ranged else 200, headers=headers), start, stop
 
 
 def _wanted(request: web.BaseRequest, etag: str, total: int) -> tuple[int, int, bool]:
