@@ -14,6 +14,7 @@ export places them (export.session_times).
 
 from __future__ import annotations
 
+import bisect
 import hashlib
 import itertools
 from array import array
@@ -77,35 +78,66 @@ def _first_keyframe(table: Table, pts: array[int], at_or_after: int, low: int = 
     return len(table)
 
 
-def video_range(table: Table, pts: array[int], where: Window) -> range:
-    """The decode-order samples of the item (pure)."""
+def video_range(table: Table, pts: array[int], where: Window, lo: int = 0) -> range:
+    """The decode-order samples of the item (pure); `pts` are the presentation times of
+    samples `lo` on."""
+    end = lo + len(pts)
+
+    def keyframe(at_or_after: int, low: int) -> int:
+        for n in range(max(low, lo), end):
+            if table.sync[n] and pts[n - lo] >= at_or_after:
+                return n
+        return end
+
     tolerance = table.last_duration * CLOCK // max(table.timescale, 1) // 2
-    if where.after_same or where.first:
-        low = _first_keyframe(table, pts, where.start - tolerance)
-    else:
-        low = 0
-    if where.before_same or where.last:
-        high = _first_keyframe(table, pts, where.end - tolerance, low + 1)
-    else:
-        high = len(table)
-    return range(low, high)
+    low = keyframe(where.start - tolerance, lo) if where.after_same or where.first else lo
+    bounded = where.before_same or where.last  # ends at the next part's keyframe
+    return range(low, keyframe(where.end - tolerance, low + 1) if bounded else end)
+
+
+# Decode time around an item that its samples are looked for in (B-frames' reordering, a
+# muxer's audio lead): the times of the rest of a long recording are not worked out.
+_MARGIN = 2 * CLOCK
+
+
+def _first_at(item: MediaItem, start: int, table: Table, time: int) -> int:
+    """The first sample of `table` whose decode time on the session's timeline is at or
+    after `time` (a binary search: times grow with decode order)."""
+
+    def at(n: int) -> int:
+        return session_times(item, start, table, array("q", (table.dts[n],)))[0]
+
+    return bisect.bisect_left(range(len(table)), time, key=at)
 
 
 def segment(fd: int, recording: Recording, item: MediaItem, where: Window, sequence: int) -> bytes:
     """The item's media segment: a moof and its mdat (blocking: reads the samples)."""
     video = recording.video
-    dts, pts = video_times(item, where.start, video)
-    chosen = video_range(video, pts, where)
+    whole = range(0, len(video))
+    near = whole
+    if where.after_same or where.before_same:  # a part of a long recording
+        low = _first_at(item, where.start, video, where.start - _MARGIN) if where.after_same else 0
+        high = (
+            _first_at(item, where.start, video, where.end + _MARGIN)
+            if where.before_same or where.last
+            else len(video)
+        )
+        near = range(low, high)
+    chosen, dts, pts = _video_of(video, item, where, near)
+    if near != whole and (not chosen or chosen.stop == near.stop < len(video)):
+        near = whole  # not found near: looked for in the whole recording
+        chosen, dts, pts = _video_of(video, item, where, near)
+    lo = near.start
     runs, pieces = [], []
     in_band = b""
     if chosen:
-        times = [dts[n] for n in chosen]
+        times = [dts[n - lo] for n in chosen]
         durations = [b - a for a, b in itertools.pairwise(times)]
         last = chosen[-1]
         following = (
-            dts[last + 1]
-            if last + 1 < len(video)
-            else times[-1] + video.last_duration * CLOCK // video.timescale
+            dts[last + 1 - lo]
+            if last + 1 < near.stop
+            else times[-1] + video.duration(last) * CLOCK // video.timescale
         )
         durations.append(max(1, following - times[-1]))
         sizes = [video.sizes[n] for n in chosen]
@@ -119,27 +151,29 @@ def segment(fd: int, recording: Recording, item: MediaItem, where: Window, seque
             1, times[0], [max(1, d) for d in durations],
             sizes,
             [SYNC_FLAGS if video.sync[n] else OTHER_FLAGS for n in chosen],
-            [pts[n] - dts[n] for n in chosen],
+            [pts[n - lo] - dts[n - lo] for n in chosen],
         ))  # fmt: skip
         pieces.append((video, chosen.start, chosen.stop))
     audio = recording.audio
     if audio is not None and chosen:
-        heard = session_times(item, where.start, audio, audio.dts)
         frame = _AAC_FRAME * CLOCK // audio.timescale
         # From the frame playing at the keyframe (the session's first), from the item's
         # start (the item before is of this recording), or all (its first item); to the
         # next item's start, or all (its last).
         if where.first:
-            low = pts[chosen.start] - frame + 1
+            low = pts[chosen.start - lo] - frame + 1
         elif where.after_same:
             low = where.start
         else:
             low = -_FOREVER
         high = where.end if chosen.stop < len(video) else _FOREVER
-        picked = [n for n in range(len(audio)) if low <= heard[n] < high]
+        a0 = _first_at(item, where.start, audio, low - _MARGIN) if low > -_FOREVER else 0
+        a1 = _first_at(item, where.start, audio, high + _MARGIN) if high < _FOREVER else len(audio)
+        heard = session_times(item, where.start, audio, audio.dts[a0:a1])
+        picked = [n for n in range(a0, a1) if low <= heard[n - a0] < high]
         if picked:
             a, b = picked[0], picked[-1] + 1
-            ticks = [t * audio.timescale // CLOCK for t in heard[a:b]]
+            ticks = [t * audio.timescale // CLOCK for t in heard[a - a0 : b - a0]]
             durations = [max(1, y - x) for x, y in itertools.pairwise(ticks)] + [_AAC_FRAME]
             count = b - a
             runs.append(Run(2, ticks[0], durations, audio.sizes[a:b], [SYNC_FLAGS] * count,
@@ -149,6 +183,21 @@ def segment(fd: int, recording: Recording, item: MediaItem, where: Window, seque
     for table, a, b in pieces:
         data.extend(sample_bytes(fd, recording, table, a, b))
     return b"".join(data)
+
+
+def _video_of(
+    video: Table, item: MediaItem, where: Window, near: range
+) -> tuple[range, array[int], array[int]]:
+    """The item's video samples among `near`, and the session's decode and presentation
+    times of `near`'s samples."""
+    part = Table(video.handler, video.codec, video.timescale, video.entry)
+    part.dts, part.cto, part.shift = (
+        video.dts[near.start : near.stop],
+        video.cto[near.start : near.stop],
+        video.shift,
+    )
+    dts, pts = video_times(item, where.start, part)
+    return video_range(video, pts, where, near.start), dts, pts
 
 
 def version(item: MediaItem, init: bool, where: Window | None) -> str:

@@ -17,6 +17,7 @@ from typing import Any
 import pytest
 from aiohttp.test_utils import TestClient
 
+from agent import reboxed
 from agent.containers.probe import fmp4_splits, probe, ts_splits
 from agent.demo import Rendered, render_run
 from agent.keys import CONFIG, INDEX, SESSIONS
@@ -96,6 +97,26 @@ async def agent_with(
 def _seconds(pdt: str | None) -> float:
     assert pdt is not None
     return datetime.fromisoformat(pdt).timestamp()
+
+
+async def test_a_part_of_a_long_recording_reboxed_is_the_same_bytes_however_found(
+    tmp_path: Path,
+    minute_files: dict[str, list[Rendered]],
+    start_agent: Any,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A re-boxed part of a long recording (HEVC in MPEG-TS) works out the times of the
+    samples near it only: its bytes are those made from the whole recording's times."""
+    client = await agent_with(start_agent, tmp_path, minute_files["hevc"], "hevc")
+    status, session = await post(client, {"camera_id": "cam", "from": at(10.5), "to": at(40.2)})
+    assert status == 201, session
+    entries = parse(await (await client.get(session["playlist_url"])).text()).entries
+    base = session["playlist_url"].rsplit("/", 1)[0]
+    near = [await (await client.get(f"{base}/{e.uri}")).read() for e in entries]
+    monkeypatch.setattr(reboxed, "_MARGIN", 10**15)  # every part: the whole recording
+    whole = [await (await client.get(f"{base}/{e.uri}")).read() for e in entries]
+    assert len(near) >= 4
+    assert near == whole
 
 
 @pytest.mark.parametrize("style", list(STYLES))
