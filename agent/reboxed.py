@@ -71,13 +71,6 @@ def window(items: Sequence[MediaItem], starts: Sequence[int], n: int) -> Window:
     )
 
 
-def _first_keyframe(table: Table, pts: array[int], at_or_after: int, low: int = 0) -> int:
-    for n in range(low, len(table)):
-        if table.sync[n] and pts[n] >= at_or_after:
-            return n
-    return len(table)
-
-
 def video_range(table: Table, pts: array[int], where: Window, lo: int = 0) -> range:
     """The decode-order samples of the item (pure); `pts` are the presentation times of
     samples `lo` on."""

@@ -709,8 +709,9 @@ def sample_bytes(
     fd: int, recording: Recording, table: Table, first: int, stop: int
 ) -> Iterator[bytes]:
     """The bytes of `table`'s samples `first` to `stop` (exclusive) as an MP4 holds them,
-    read from the recording at `fd`, in bounded pieces. ProbeError if the recording no
-    longer holds them as its table says (cut short, replaced)."""
+    read from the recording at `fd`: from MP4, a piece of about a megabyte at a time; from
+    MPEG-TS, the run whole (ts_ranges). ProbeError if the recording no longer holds them
+    as its table says (cut short, replaced)."""
     if recording.container == "mpegts":
         yield ts_ranges(fd, recording, [(table, first, stop)])[0]
         return
