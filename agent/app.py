@@ -177,6 +177,7 @@ def _sessions(clock: Callable[[], float]) -> Callable[[web.Application], AsyncIt
         app[TASKS].start("sweep", lambda stop: sweep_forever(store, interval, stop))
         yield
         await app[TASKS].stop()
+        await asyncio.to_thread(exporter.close)
         await asyncio.to_thread(tables.close)
 
     return sessions

@@ -32,14 +32,18 @@ import time
 from array import array
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from itertools import compress, islice, repeat
+from operator import add, floordiv, ge, le, lt, mul, sub
 from pathlib import Path
+from typing import Any, TypeVar
 
 from .containers import progressive
 from .containers.errors import CORRUPT
 from .containers.files import open_regular
 from .containers.mpegts import CLOCK, PTS_WRAP, pts_delta
-from .containers.progressive import TrackOut
+from .containers.progressive import Runs, TrackOut, runs
 from .containers.samples import (
     TABLES_VERSION,
     Recording,
@@ -53,15 +57,15 @@ from .index import Change, Index
 from .playlists import FRAGMENTS, OUT_START, REMUX, MediaItem, Plan, item_starts
 from .samplestore import SampleStore
 from .stored import MEDIA_ROW, Session
-from .times import format_us
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 # The clip's own version, in its ETag: a change to the bytes made of the same session and
 # recordings (an upgrade) must change the ETag, or a resume would splice two versions.
 CLIP_FORMAT = 1
 CHUNK_TICKS = CLOCK  # a chunk holds about a second of one track
-TABLE_CACHE_BYTES = 24 << 20
+TABLE_CACHE_BYTES = 8 << 20  # about 1.5 hours of 25 fps video with AAC
 CLIPS_KEPT = 4  # clips laid out lately, kept for the range requests that follow
 # Recordings whose footage ends this close to now are taken as arriving: their tables are
 # read and kept at once. Older ones (an archive found at start) are read on first use.
@@ -69,6 +73,7 @@ ARRIVED_WITHIN_US = 600 * 1_000_000
 ARRIVALS_QUEUED = 1024
 _AAC_FRAME = 1024  # samples an AAC frame holds (ISO/IEC 14496-3 4.5.1.1)
 READ_BYTES = 1 << 20  # what one read of a clip gathers, in whole chunks, before it is sent
+WORKERS = 2  # threads that lay clips out and read them
 
 
 class ClipBroken(AgentError):
@@ -111,16 +116,20 @@ class _Track:
     """A track of the clip while it is laid out: session times (90 kHz) of its samples."""
 
     dts: array[int] = field(default_factory=lambda: array("q"))
-    pts: array[int] = field(default_factory=lambda: array("q"))
+    offsets: array[int] = field(default_factory=lambda: array("i"))  # video: pts - dts
+    first_shown: array[int] = field(default_factory=lambda: array("q"))  # video: the first
+    # piece's presentation times
     sizes: array[int] = field(default_factory=lambda: array("I"))
     sync: bytearray = field(default_factory=bytearray)
     entries: list[bytes] = field(default_factory=list)
-    # (first clip sample, stop, entry index, source, recording, first table sample)
-    runs: list[tuple[int, int, int, str, Recording, int]] = field(default_factory=list)
+    # (first clip sample, stop, entry index, source, container, first table sample)
+    runs: list[tuple[int, int, int, str, str, int]] = field(default_factory=list)
     width: int = 0
     height: int = 0
     timescale: int = 0
     base: int = 0  # audio: the session time of its tick 0 (90 kHz)
+    # Audio: its decode times as runs a frame apart, (first, how many, step) each.
+    segments: list[tuple[int, int, int]] = field(default_factory=list)
 
     def entry_index(self, entry: bytes) -> int:
         if entry not in self.entries:
@@ -131,43 +140,45 @@ class _Track:
 # --- where each sample lies on the session's timeline -----------------------------------
 
 
-def session_times(item: MediaItem, start: int, table: Table, values: array[int]) -> array[int]:
-    """`values`, times of `table`'s samples in the recording's own clock (decode or
-    presentation, without the table's shift), on the session's timeline (pure).
+def _scaled(values: Sequence[int], multiply: int, plus: int, divide: int) -> array[int]:
+    """(value * multiply + plus) // divide of each value, at C speed (pure)."""
+    if multiply == divide:  # (v*d + k*d + r) // d with 0 <= r < d is v + k
+        return array("q", map(add, values, repeat(plus // divide)))
+    scaled = map(add, map(mul, values, repeat(multiply)), repeat(plus))
+    return array("q", map(floordiv, scaled, repeat(divide)))
+
+
+def _timeline(item: MediaItem, start: int, table: Table) -> tuple[int, int, int]:
+    """(multiply, plus, divide): a time v of `table`'s own clock (decode or presentation,
+    without the table's shift) is (v * multiply + plus) // divide on the session's
+    timeline (pure).
 
     MPEG-TS: the plan's shift is added modulo 2^33 and the result unwrapped near the
     item's start; fragmented MP4: the shift is in the video's timescale; plain MP4
     (remuxed for HLS): the plan gives an offset in seconds from the file's presentation
     times."""
     scale = table.timescale
-    out = array("q", bytes(8 * len(values)))
-    if not values:
-        return out
     if item.kind == FRAGMENTS:
         shift = (item.shift * scale + item.timescale // 2) // max(item.timescale, 1)
-        for n, value in enumerate(values):
-            out[n] = ((value + table.shift + shift) * CLOCK + scale // 2) // scale
-    elif item.kind == REMUX:
+        return CLOCK, (table.shift + shift) * CLOCK + scale // 2, scale
+    if item.kind == REMUX:
         offset = round((item.offset or 0.0) * CLOCK)
-        for n, value in enumerate(values):
-            out[n] = ((value + table.shift) * CLOCK + scale // 2) // scale + offset
-    else:
-        if scale == CLOCK:
-            raw = values
-            base = values[0]
-        else:  # audio in its sample rate: back to 90 kHz
-            raw = array("q", (((v * CLOCK) + scale // 2) // scale for v in values))
-            base = raw[0]
-        first = start + pts_delta((base + item.shift) % PTS_WRAP, start % PTS_WRAP)
-        for n, value in enumerate(raw):
-            out[n] = first + value - base
-    return out
+        return CLOCK, table.shift * CLOCK + scale // 2 + offset * scale, scale
+    base = (table.dts[0] * CLOCK + scale // 2) // scale if table.dts else 0
+    first = start + pts_delta((base + item.shift) % PTS_WRAP, start % PTS_WRAP)
+    return CLOCK, scale // 2 + (first - base) * scale, scale
+
+
+def session_times(item: MediaItem, start: int, table: Table, values: array[int]) -> array[int]:
+    """`values`, times of `table`'s samples in the recording's own clock, on the session's
+    timeline (pure; `_timeline`)."""
+    return _scaled(values, *_timeline(item, start, table))
 
 
 def video_times(item: MediaItem, start: int, table: Table) -> tuple[array[int], array[int]]:
     """The decode and presentation times of a video table's samples on the session's
     timeline (pure; `session_times`)."""
-    shown = array("q", (d + c for d, c in zip(table.dts, table.cto, strict=True)))
+    shown = array("q", map(add, table.dts, table.cto))
     return session_times(item, start, table, table.dts), session_times(item, start, table, shown)
 
 
@@ -232,7 +243,8 @@ def lay_out(
         raise ClipBroken("no video of this session's range is on disk")
     # The picture starts with the frame on screen at `from`, from its start: players
     # differ on a frame the edit list cuts into (ffmpeg leaves it out).
-    begin = max((t for t in video.pts if t <= begin), default=min(video.pts))
+    shown = video.first_shown or array("q", map(add, video.dts, video.offsets))
+    begin = max(compress(shown, map(le, shown, repeat(begin))), default=min(shown))
     return _assemble(session, plan, items, starts, begin, end, video, audio, stamps)
 
 
@@ -241,52 +253,94 @@ def _video_samples(
 ) -> None:
     """Add `piece`'s video samples: the first piece's from its keyframe at the session's
     start (leading pictures before it left out: nothing shows them), the last piece's up
-    to the last sample the frames before `end` need, in decode order."""
+    to the last sample the frames before `end` need, in decode order.
+
+    Presentation times are worked out only where they decide something (the first and
+    last pieces, or a clock of another rate than the session's); elsewhere each sample's
+    composition offset is the recording's own."""
     table = recording.video
     item = piece.item
-    dts, pts = video_times(item, piece.start, table)
-    n0 = 0
-    if first:
+    timeline = _timeline(item, piece.start, table)
+    dts = _scaled(table.dts, *timeline)
+    count = len(table)
+    if timeline[0] == timeline[2] and not first and not last:
+        pts: array[int] | None = None  # the offsets as in the recording: moved as one
+    else:
+        pts = _scaled(array("q", map(add, table.dts, table.cto)), *timeline)
+    n0, stop = 0, count
+    if first and pts is not None:
         tolerance = table.last_duration * CLOCK // max(table.timescale, 1) // 2
-        n0 = next(
-            (n for n in range(len(table)) if table.sync[n] and pts[n] >= piece.start - tolerance),
-            len(table),
-        )
-    stop = len(table)
-    if last:
-        shown = [n for n in range(n0, len(table)) if pts[n] < end]
-        stop = shown[-1] + 1 if shown else n0
-    keyframe_pts = pts[n0] if n0 < len(table) else 0
-    chosen = [n for n in range(n0, stop) if not first or pts[n] >= keyframe_pts]
+        least = piece.start - tolerance
+        n0 = next((n for n in compress(range(count), table.sync) if pts[n] >= least), count)
+    if last and pts is not None:
+        shown = compress(range(n0, count), map(lt, pts[n0:], repeat(end)))
+        stop = max(shown, default=n0 - 1) + 1
+    chosen: Sequence[int] = range(n0, stop)
+    if first and pts is not None and n0 < stop:
+        chosen = list(compress(chosen, map(ge, pts[n0:stop], repeat(pts[n0]))))
     if not chosen:
         return
     entry = track.entry_index(table.entry)
     track.width, track.height = track.width or table.width, track.height or table.height
     run_first = len(track.dts)
-    kept = []
-    for n in chosen:
-        d = dts[n]
-        if track.dts and d <= track.dts[-1]:
-            d = track.dts[-1] + 1  # never two samples at one decode time
-        if not -(1 << 31) <= pts[n] - d < 1 << 31:
-            continue  # a time far out of its place (garbage): left out
-        kept.append(n)
-        track.dts.append(d)
-        track.pts.append(pts[n])
-        track.sizes.append(table.sizes[n])
-        track.sync.append(table.sync[n])
+    if isinstance(chosen, range):
+        decoded = dts[n0:stop]
+        # Moved as one, the recording's own offsets (32-bit as they are).
+        offsets = table.cto[n0:stop] if pts is None else array("q", map(sub, pts[n0:stop], decoded))
+    else:
+        decoded = array("q", map(dts.__getitem__, chosen))
+        assert pts is not None
+        offsets = array("q", map(sub, map(pts.__getitem__, chosen), decoded))
+    if (
+        (not track.dts or decoded[0] > track.dts[-1])
+        and all(map(lt, decoded, islice(decoded, 1, None)))
+        and min(offsets) >= -(1 << 31)
+        and max(offsets) < 1 << 31
+    ):  # as almost always: decode times in order, each sample's offset in 32 bits
+        kept: Sequence[int] = chosen
+        track.dts.extend(decoded)
+        track.offsets.extend(offsets if offsets.typecode == "i" else array("i", offsets))
+        if isinstance(chosen, range):
+            track.sizes.extend(table.sizes[n0:stop])
+            track.sync.extend(table.sync[n0:stop])
+        else:
+            track.sizes.extend(map(table.sizes.__getitem__, chosen))
+            track.sync.extend(map(table.sync.__getitem__, chosen))
+    else:
+        kept = []
+        for n in chosen:
+            d = dts[n]
+            if track.dts and d <= track.dts[-1]:
+                d = track.dts[-1] + 1  # never two samples at one decode time
+            shown_at = pts[n] if pts is not None else dts[n] + table.cto[n]
+            if not -(1 << 31) <= shown_at - d < 1 << 31:
+                continue  # a time far out of its place (garbage): left out
+            kept.append(n)
+            track.dts.append(d)
+            track.offsets.append(shown_at - d)
+            track.sizes.append(table.sizes[n])
+            track.sync.append(table.sync[n])
+    if first:
+        added = islice(track.dts, run_first, None), islice(track.offsets, run_first, None)
+        track.first_shown = array("q", map(add, *added))
     # Runs of consecutive table samples (leading pictures left out split them).
-    _runs_of(track, kept, run_first, entry, item.source, recording)
+    _runs_of(track, kept, run_first, entry, item.source, recording.container)
 
 
 def _runs_of(
-    track: _Track, chosen: list[int], run_first: int, entry: int, source: str, recording: Recording
+    track: _Track, chosen: Sequence[int], run_first: int, entry: int, source: str, container: str
 ) -> None:
+    if isinstance(chosen, range):
+        if chosen:
+            track.runs.append(
+                (run_first, run_first + len(chosen), entry, source, container, chosen[0])
+            )
+        return
     start = 0
     for k in range(1, len(chosen) + 1):
         if k == len(chosen) or chosen[k] != chosen[k - 1] + 1:
             track.runs.append(
-                (run_first + start, run_first + k, entry, source, recording, chosen[start])
+                (run_first + start, run_first + k, entry, source, container, chosen[start])
             )
             start = k
 
@@ -303,15 +357,37 @@ def _audio_samples(
     `end` if given, on the clip's audio clock (the first piece's sample rate, from the
     first sample): a sample right after the one before (within half a frame) follows it
     exactly; one that starts more than half a frame before the one before ends overlaps
-    it and is left out; after a gap, it starts where it is."""
+    it and is left out; after a gap, it starts where it is.
+
+    Samples that all follow one another so are added at once (C-speed checks); the
+    others one at a time."""
     item = piece.item
-    times = session_times(item, piece.start, table, table.dts)
+    timeline = multiply, plus, divide = _timeline(item, piece.start, table)
     clock = CLOCK
+    window = 64
     frame = _AAC_FRAME * track.timescale // table.timescale if track.timescale else _AAC_FRAME
-    chosen = []
-    for n in range(len(table)):
-        t = times[n]
-        if begin is not None and t + _AAC_FRAME * clock // table.timescale <= begin:
+    lead = _AAC_FRAME * clock // table.timescale
+    dts = table.dts
+    count = len(table)
+    spans: list[list[int]] = []  # the table's samples added: [first, stop) each
+    n = 0
+    in_order = all(map(le, dts, islice(dts, 1, None)))
+    if in_order:  # the samples before `begin` and from `end` on, found by bisection
+
+        def time_of(value: int) -> int:
+            return (value * multiply + plus) // divide
+
+        times: Sequence[int] = dts
+        if begin is not None:
+            n = bisect.bisect_right(dts, begin - lead, key=time_of)
+        if end is not None:
+            count = bisect.bisect_left(dts, end, key=time_of)
+    else:
+        times = _scaled(dts, multiply, plus, divide)
+    while n < count:
+        t = time_of(dts[n]) if in_order else times[n]
+        if begin is not None and t + lead <= begin:
+            n += 1
             continue
         if end is not None and t >= end:
             break
@@ -319,18 +395,80 @@ def _audio_samples(
             track.timescale, track.base = table.timescale, t
             frame = _AAC_FRAME
         here = (t - track.base) * track.timescale // clock
+        placed = here
         if track.dts:
             expected = track.dts[-1] + frame
             if here < expected - frame // 2:
+                n += 1
                 continue  # overlaps the audio before it
             if here < expected + frame // 2:
-                here = expected
-        track.dts.append(here)  # shown as decoded, each a sync sample: no more said
+                placed = expected
+        track.dts.append(placed)  # shown as decoded, each a sample of its own: no more said
         track.sizes.append(table.sizes[n])
-        chosen.append(n)
-    if chosen:
+        track.segments.append((placed, 1, frame))
+        anchor = (n, here, placed)
+        n += 1
+        # Then the samples that follow, at once, in windows that grow while they all
+        # follow and shrink when not (one sample placed alone between).
+        while in_order and n < count:
+            stop = min(count, n + window)
+            if not _follow(track, table, anchor, n, stop, frame, timeline):
+                window = max(1, window // 4)
+                break
+            n, window = stop, window * 2
+        if spans and spans[-1][1] == anchor[0]:
+            spans[-1][1] = n
+        else:
+            spans.append([anchor[0], n])
+    if spans:
         entry = track.entry_index(table.entry)
-        _runs_of(track, chosen, len(track.dts) - len(chosen), entry, item.source, recording)
+        first = len(track.dts) - sum(stop - start for start, stop in spans)
+        for start, stop in spans:
+            _runs_of(track, range(start, stop), first, entry, item.source, recording.container)
+            first += stop - start
+
+
+def _follow(
+    track: _Track,
+    table: Table,
+    anchor: tuple[int, int, int],
+    n: int,
+    stop: int,
+    frame: int,
+    timeline: tuple[int, int, int],
+) -> bool:
+    """Add `table`'s audio samples `n` to `stop` at once if each follows the one before
+    (within half a frame of where the one before ends, as `_audio_samples` places them
+    one by one); False, adding none, if not. `anchor`: the last sample placed alone (its
+    index, where it was found, where it was placed), all since following it.
+
+    In the track's own sample rate the check is one pass over the table's decode times:
+    their distance from a frame a sample, within a margin for the rounding to the
+    session's 90 kHz clock and back. Otherwise (or when the margin decides nothing) each
+    sample's place is worked out."""
+    k, here, placed = anchor
+    steps = range(placed + frame * (n - k), placed + frame * (stop - k), frame)
+    half = frame // 2
+    scale = track.timescale
+    if scale == table.timescale:
+        margin = 3 + scale // CLOCK
+        last = table.dts[k]
+        expected = range(last + frame * (n - k), last + frame * (stop - k), frame)
+        drift = array("q", map(sub, table.dts[n:stop], expected))
+        skew = here - placed
+        if min(drift) + skew - margin >= -half and max(drift) + skew + margin < half:
+            track.dts.extend(steps)
+            track.sizes.extend(table.sizes[n:stop])
+            track.segments.append((steps.start, len(steps), frame))
+            return True
+    times = _scaled(table.dts[n:stop], *timeline)
+    drift = array("q", map(sub, _scaled(times, scale, -track.base * scale, CLOCK), steps))
+    if min(drift) >= -half and max(drift) < half:
+        track.dts.extend(steps)
+        track.sizes.extend(table.sizes[n:stop])
+        track.segments.append((steps.start, len(steps), frame))
+        return True
+    return False
 
 
 def _assemble(
@@ -348,17 +486,17 @@ def _assemble(
     chunks: list[tuple[int, int, Chunk]] = []  # (time, track, chunk) before offsets
     # Video: 90 kHz; durations from one decode time to the next.
     out = TrackOut(1, b"vide", CLOCK, video.entries, width=video.width, height=video.height)
-    out.durations = _durations(video.dts)
-    out.offsets = array("i", (p - d for p, d in zip(video.pts, video.dts, strict=False)))
+    out.durations = runs(_durations(video.dts))
+    out.offsets = video.offsets
     out.sizes, out.sync = video.sizes, video.sync
     out.edits = [(end - begin, begin - video.dts[0])]
     tracks.append(out)
     _chunks(chunks, 0, video, out)
+    del video.dts[:]  # no longer needed: the header is made next, with its own copies
     if len(audio.dts):
         scale = audio.timescale
         sound = TrackOut(2, b"soun", scale, audio.entries, sizes=audio.sizes)
-        sound.durations = _durations(audio.dts)
-        sound.durations[-1] = _AAC_FRAME
+        sound.durations = _audio_durations(audio.segments)
         first = audio.base
         if first <= begin:
             sound.edits = [(end - begin, (begin - first) * scale // CLOCK)]
@@ -366,6 +504,7 @@ def _assemble(
             sound.edits = [(first - begin, -1), (max(1, end - first), 0)]
         tracks.append(sound)
         _chunks(chunks, 1, audio, sound)
+        del audio.dts[:]
     text = _text_track(items, starts, begin, end, len(tracks) + 1)
     tracks.append(text[0])
     chunks.extend(text[1])
@@ -373,7 +512,8 @@ def _assemble(
     hevc = any(b"hvc1" in entry[4:8] for entry in video.entries)
     creation = session.from_us // 1_000_000
     # The header's length does not depend on where the chunks go (co64 is 8 bytes each).
-    header_size = len(progressive.ftyp(hevc)) + len(progressive.moov(tracks, creation)) + 16
+    moov_size = sum(map(len, progressive.moov_parts(tracks, creation)))
+    header_size = len(progressive.ftyp(hevc)) + moov_size + 16
     offset = header_size
     laid: list[Chunk] = []
     per_track: list[list[int]] = [[] for _ in tracks]
@@ -388,17 +528,36 @@ def _assemble(
             for (count, entry, _), at in zip(track.chunks, per_track[index], strict=True)
         ]
     payload = offset - header_size
-    header = progressive.ftyp(hevc) + progressive.moov(tracks, creation)
-    header += progressive.mdat_header(payload)
+    header = b"".join((progressive.ftyp(hevc), *progressive.moov_parts(tracks, creation),
+                       progressive.mdat_header(payload)))  # fmt: skip
     if len(header) != header_size:
         raise ProbeError("the clip's header changed length as it was laid out")
     etag = _etag(session, plan, items, stamps)
     return Clip(header, laid, offset, etag, stamps)
 
 
+def _audio_durations(segments: list[tuple[int, int, int]]) -> Runs:
+    """The audio track's durations, run-length, from its decode times' runs (pure): within
+    a run its step; the last of a run, to the next run's first; the very last, a frame."""
+    counts, values = array("q"), array("q")
+
+    def add(count: int, duration: int) -> None:
+        if values and values[-1] == duration:
+            counts[-1] += count
+        elif count:
+            counts.append(count)
+            values.append(duration)
+
+    for k, (first, count, step) in enumerate(segments):
+        add(count - 1, step)
+        following = segments[k + 1][0] if k + 1 < len(segments) else None
+        add(1, following - (first + step * (count - 1)) if following is not None else _AAC_FRAME)
+    return counts, values
+
+
 def _durations(dts: array[int]) -> array[int]:
     """Each sample's duration to the next one's decode time; the last, the step before."""
-    out = array("q", (dts[n + 1] - dts[n] for n in range(len(dts) - 1)))
+    out = array("q", map(sub, islice(dts, 1, None), dts))
     out.append(out[-1] if out else CLOCK // 25)
     return out
 
@@ -408,14 +567,12 @@ def _chunks(chunks: list[tuple[int, int, Chunk]], index: int, track: _Track, out
     sample's session time (90 kHz) to order the chunks of all tracks by."""
     scale = track.timescale or CLOCK
     span = CHUNK_TICKS * scale // CLOCK
-    for first, stop, entry, source, recording, table_first in track.runs:
+    for first, stop, entry, source, container, table_first in track.runs:
         n = first
-        while n < stop:
-            m = n + 1
-            while m < stop and track.dts[m] - track.dts[n] < span:
-                m += 1
+        while n < stop:  # decode times increase: each chunk's end found by bisection
+            m = max(n + 1, bisect.bisect_left(track.dts, track.dts[n] + span, n, stop))
             size = sum(track.sizes[n:m])
-            chunk = Chunk(0, size, index, source, recording.container, table_first + n - first,
+            chunk = Chunk(0, size, index, source, container, table_first + n - first,
                           table_first + m - first)  # fmt: skip
             chunks.append((track.base + track.dts[n] * CLOCK // scale, index, chunk))
             out.chunks.append((m - n, entry, 0))
@@ -436,11 +593,11 @@ def _text_track(
             n += 1
         wall = items[n].pdt_us + (t - starts[n]) * 1_000_000 // CLOCK
         times.append(t)
-        texts.append(format_us(wall - wall % 1_000_000).replace("T", " ").replace("Z", " UTC"))
+        texts.append(time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(wall // 1_000_000)))
         following = t + -(-(1_000_000 - wall % 1_000_000) * CLOCK // 1_000_000)
         t = min(max(following, t + 1), starts[n + 1])
     out = TrackOut(track_id, b"sbtl", CLOCK, [progressive.text_entry()])
-    out.durations = array("q", (b - a for a, b in zip(times, times[1:] + [end], strict=False)))
+    out.durations = runs(array("q", map(sub, [*times[1:], end], times)))
     samples = [progressive.text_sample(text) for text in texts]
     out.sizes = array("I", map(len, samples))
     out.edits = [(end - begin, 0)]
@@ -621,6 +778,17 @@ class Exporter:
         self._lock = threading.Lock()
         self._arrived: asyncio.Queue[Change] = asyncio.Queue(ARRIVALS_QUEUED)
         self.read_whole = 0  # recordings read whole for their tables, since start
+        # Clips are laid out and read on threads of their own: few, so that the memory a
+        # read borrows is reused by the next rather than held in one malloc arena a thread.
+        self._worker = ThreadPoolExecutor(WORKERS, thread_name_prefix="export")
+
+    async def call(self, function: Callable[..., T], *args: Any) -> T:
+        """`function(*args)` on one of the exporter's threads."""
+        return await asyncio.get_running_loop().run_in_executor(self._worker, function, *args)
+
+    def close(self) -> None:
+        """Stop the exporter's threads, once what they run has ended (blocking)."""
+        self._worker.shutdown(wait=True, cancel_futures=True)
 
     def told(self, change: Change) -> None:
         """An index change (Index.watch): recordings written lately are prepared."""

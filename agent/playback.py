@@ -8,7 +8,6 @@ service makes and finds segments.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import time
 from dataclasses import dataclass, replace
@@ -47,7 +46,7 @@ class Export:
     clip: Clip
 
     async def read(self, exporter: Exporter, position: int, stop: int) -> bytes:
-        return await asyncio.to_thread(exporter.read, self.clip, position, stop)
+        return await exporter.call(exporter.read, self.clip, position, stop)
 
 
 def check_range(from_us: int | None, to_us: int | None) -> None:
@@ -169,7 +168,7 @@ class Playback:
         name = f"{session.camera_id}_{stamp(session.from_us)}_{stamp(session.to_us)}.mp4"
         plan = await self.store.load_plan(session)
         with self.store.hold(session.id):
-            clip = await asyncio.to_thread(self.exporter.clip, session, plan)
+            clip = await self.exporter.call(self.exporter.clip, session, plan)
         return Export(session, name, clip)
 
     def plans_state(self) -> dict[str, int | bool]:

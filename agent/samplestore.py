@@ -10,6 +10,7 @@ once in the log and the export reads the recordings instead.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import sqlite3
 import threading
@@ -21,6 +22,7 @@ from .containers.samples import Recording, decode, encode
 log = logging.getLogger(__name__)
 
 STORE_BYTES = 256 << 20  # about 280 hours of one camera's footage
+TOUCHED_KEPT = 1024  # uses noted in memory before they are written, in one transaction
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS tables (
     source TEXT PRIMARY KEY,
@@ -46,6 +48,7 @@ class SampleStore:
         self._db: sqlite3.Connection | None = None
         self._bytes = 0
         self._used = 0
+        self._touched: dict[str, int] = {}  # rows used lately, their `used` not yet written
         self._failed = False  # said once
 
     def open(self) -> None:
@@ -66,8 +69,24 @@ class SampleStore:
     def close(self) -> None:
         with self._lock:
             if self._db is not None:
+                with contextlib.suppress(sqlite3.Error):
+                    self._note_use()
                 self._db.close()
                 self._db = None
+
+    def _note_use(self) -> None:
+        """Write the uses noted in memory (locked; raises sqlite3.Error)."""
+        if self._db is None or not self._touched:
+            return
+        touched = [(used, source) for source, used in self._touched.items()]
+        self._touched.clear()
+        self._db.execute("BEGIN")
+        try:
+            self._db.executemany("UPDATE tables SET used = ? WHERE source = ?", touched)
+        except sqlite3.Error:
+            self._db.execute("ROLLBACK")
+            raise
+        self._db.execute("COMMIT")
 
     def _fail(self, what: str, error: Exception) -> None:
         if not self._failed:
@@ -90,9 +109,9 @@ class SampleStore:
                 if row is None:
                     return None
                 self._used += 1
-                self._db.execute(
-                    "UPDATE tables SET used = ? WHERE source = ?", (self._used, source)
-                )
+                self._touched[source] = self._used
+                if len(self._touched) >= TOUCHED_KEPT:
+                    self._note_use()
             except sqlite3.Error as error:
                 self._fail("cannot be read", error)
                 return None
@@ -122,6 +141,7 @@ class SampleStore:
             if self._db is None:
                 return
             try:
+                self._note_use()  # the order of use as it is, before any row is dropped
                 self._used += 1
                 old = self._db.execute(
                     "SELECT LENGTH(data) FROM tables WHERE source = ?", (source,)

@@ -353,10 +353,15 @@ def test_the_store_keeps_the_latest_within_its_budget(
     assert store.get("cam/4.ts", (size, 5, 1)) is None  # another mtime: another file
     # The least recently used dropped, just as many as the budget needs.
     assert [store.has(f"cam/{n}.ts", (size, n, 1)) for n in range(5)] == [False, False] + [True] * 3
+    # A row used lately is kept over one used before it, across a restart too (its use
+    # written at close).
+    assert store.get("cam/2.ts", (size, 2, 1)) is not None
     store.close()
     again = SampleStore(tmp_path / "samples.sqlite3", budget=3 * one)
     again.open()
     assert again.has("cam/4.ts", (size, 4, 1))
+    again.put("cam/5.ts", (size, 5, 1), recording)
+    assert [again.has(f"cam/{n}.ts", (size, n, 1)) for n in (2, 3, 4, 5)] == [True, False, True, True]
     again.close()
     # A store that cannot be opened (a directory in its place) is no store: no error.
     (tmp_path / "broken").mkdir()

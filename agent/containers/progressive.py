@@ -15,6 +15,9 @@ import sys
 from array import array
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from itertools import chain, compress, islice
+from operator import mul, ne, sub
+from typing import TypeAlias
 
 MOVIE_SCALE = 90_000  # the movie's timescale: an edit's durations are in these ticks
 SECONDS_1904 = 2_082_844_800  # from 1904-01-01 (MP4's epoch) to 1970-01-01
@@ -24,9 +27,9 @@ _LANGUAGE_UND = 0x55C4  # ISO 639-2 "und", packed as three 5-bit letters (8.4.2.
 
 
 def box(kind: bytes, *payload: bytes) -> bytes:
-    """ISO/IEC 14496-12 4.2 Box."""
-    body = b"".join(payload)
-    return (8 + len(body)).to_bytes(4, "big") + kind + body
+    """ISO/IEC 14496-12 4.2 Box (its payload copied once)."""
+    size = 8 + sum(map(len, payload))
+    return b"".join((size.to_bytes(4, "big"), kind, *payload))
 
 
 def full_box(kind: bytes, version: int, flags: int, *payload: bytes) -> bytes:
@@ -120,6 +123,10 @@ def text_sample(text: str) -> bytes:
 # --- the movie ---------------------------------------------------------------------------
 
 
+# A run-length table: each run's length, and its value.
+Runs: TypeAlias = "tuple[array[int], array[int]]"
+
+
 @dataclass(eq=False)
 class TrackOut:
     """One track of the movie, as its sample tables will say it."""
@@ -128,7 +135,8 @@ class TrackOut:
     handler: bytes  # b"vide", b"soun" or b"sbtl"
     timescale: int
     entries: list[bytes]  # sample entries; a chunk names one by its 1-based index
-    durations: array[int] = field(default_factory=lambda: array("q"))
+    # Its samples' durations, run-length (`runs`).
+    durations: Runs = field(default_factory=lambda: (array("q"), array("q")))
     sizes: array[int] = field(default_factory=lambda: array("I"))
     offsets: array[int] | None = None  # composition offsets (video), or none at all
     sync: bytearray | None = None  # 1 per sample, or None: every sample is a sync sample
@@ -139,6 +147,7 @@ class TrackOut:
     edits: list[tuple[int, int]] = field(default_factory=list)
     width: int = 0
     height: int = 0
+    tables: list[bytes] | None = None  # its stbl's boxes but co64, once made (_stbl)
 
     @property
     def shown(self) -> int:
@@ -157,6 +166,31 @@ def moov(tracks: Sequence[TrackOut], creation_unix: int) -> bytes:
 
     `creation_unix` (seconds) is the creation and modification time of the movie and of
     each track: the wall-clock time the clip begins at."""
+    return b"".join(_moov(tracks, creation_unix))
+
+
+def moov_parts(tracks: Sequence[TrackOut], creation_unix: int) -> Parts:
+    """`moov(tracks, creation_unix)` as the pieces that make it (their length its length),
+    its sample tables made once and kept on the tracks."""
+    return _moov(tracks, creation_unix)
+
+
+Parts: TypeAlias = "list[bytes]"  # a box as the pieces that make it, in order
+
+
+def _tree(kind: bytes, *payload: bytes | Parts) -> Parts:
+    """A box of `payload` (bytes and boxes as parts) as parts (ISO/IEC 14496-12 4.2)."""
+    parts: Parts = [b"", kind]
+    for item in payload:
+        if isinstance(item, bytes):
+            parts.append(item)
+        else:
+            parts.extend(item)
+    parts[0] = (4 + sum(map(len, parts))).to_bytes(4, "big")
+    return parts
+
+
+def _moov(tracks: Sequence[TrackOut], creation_unix: int) -> Parts:
     when = creation_unix + SECONDS_1904
     duration = max((t.shown for t in tracks), default=0)
     mvhd = full_box(
@@ -166,10 +200,10 @@ def moov(tracks: Sequence[TrackOut], creation_unix: int) -> bytes:
         _MATRIX, bytes(24),  # pre_defined
         _u32(max((t.track_id for t in tracks), default=0) + 1),  # next_track_ID
     )  # fmt: skip
-    return box(b"moov", mvhd, *(_trak(t, when) for t in tracks))
+    return _tree(b"moov", mvhd, *(_trak(t, when) for t in tracks))
 
 
-def _trak(track: TrackOut, when: int) -> bytes:
+def _trak(track: TrackOut, when: int) -> Parts:
     """ISO/IEC 14496-12 8.3.1 trak, 8.3.2 tkhd (enabled, in movie), 8.6.5 edts, 8.6.6 elst,
     8.4.1 mdia, 8.4.2 mdhd, 8.4.3 hdlr."""
     tkhd = full_box(
@@ -184,7 +218,7 @@ def _trak(track: TrackOut, when: int) -> bytes:
         *(_u64(d) + (m if m >= 0 else (1 << 64) - 1).to_bytes(8, "big") + _u32(0x00010000)
           for d, m in track.edits),
     )  # fmt: skip
-    media_duration = sum(track.durations)
+    media_duration = sum(map(mul, *track.durations))
     mdhd = full_box(
         b"mdhd", 1, 0, _u64(when), _u64(when), _u32(track.timescale), _u64(media_duration),
         _u16(_LANGUAGE_UND), _u16(0),
@@ -199,53 +233,66 @@ def _trak(track: TrackOut, when: int) -> bytes:
     else:
         header = full_box(b"nmhd", 0, 0)  # 8.4.5.2 nmhd
     dinf = box(b"dinf", full_box(b"dref", 0, 0, _u32(1), full_box(b"url ", 0, 1)))  # 8.7.1
-    minf = box(b"minf", header, dinf, _stbl(track))
+    minf = _tree(b"minf", header, dinf, _stbl(track))
     edts = box(b"edts", elst) if track.edits else b""
-    return box(b"trak", tkhd, edts, box(b"mdia", mdhd, hdlr, minf))
+    return _tree(b"trak", tkhd, edts, _tree(b"mdia", mdhd, hdlr, minf))
 
 
-def _stbl(track: TrackOut) -> bytes:
+def _stbl(track: TrackOut) -> Parts:
     """ISO/IEC 14496-12 8.5.1 stbl: 8.5.2 stsd, 8.6.1.2 stts, 8.6.1.3 ctts (version 1,
-    signed), 8.6.2 stss, 8.7.3 stsz, 8.7.4 stsc, 8.7.5 co64."""
-    stsd = full_box(b"stsd", 0, 0, _u32(len(track.entries)), *track.entries)
-    parts = [stsd, full_box(b"stts", 0, 0, *_runs(track.durations))]
-    if track.offsets is not None and any(track.offsets):
-        parts.append(full_box(b"ctts", 1, 0, *_runs(track.offsets)))
-    if track.sync is not None and not all(track.sync):
-        numbers = array("I", (n + 1 for n, s in enumerate(track.sync) if s))
-        parts.append(full_box(b"stss", 0, 0, _u32(len(numbers)), _big_endian(numbers)))
-    parts.append(full_box(b"stsz", 0, 0, _u32(0), _u32(len(track.sizes)),
-                          _big_endian(track.sizes)))  # fmt: skip
-    stsc = array("I")
-    previous: tuple[int, int] | None = None
-    for n, (count, entry, _) in enumerate(track.chunks):
-        if (count, entry) != previous:
-            stsc.extend((n + 1, count, entry))
-            previous = (count, entry)
-    parts.append(full_box(b"stsc", 0, 0, _u32(len(stsc) // 3), _big_endian(stsc)))
+    signed), 8.6.2 stss, 8.7.3 stsz, 8.7.4 stsc, 8.7.5 co64. All but co64 (the chunks'
+    offsets) are made once and kept on the track: a header is made twice, to learn its
+    length and then with the chunks where that length puts them."""
+    if track.tables is None:
+        stsd = full_box(b"stsd", 0, 0, _u32(len(track.entries)), *track.entries)
+        parts = [stsd, full_box(b"stts", 0, 0, *_run_table(track.durations))]
+        if track.offsets is not None and any(track.offsets):
+            parts.append(full_box(b"ctts", 1, 0, *_run_table(runs(track.offsets))))
+        if track.sync is not None and not all(track.sync):
+            numbers = array("I", compress(range(1, len(track.sync) + 1), track.sync))
+            parts.append(full_box(b"stss", 0, 0, _u32(len(numbers)), _big_endian(numbers)))
+        parts.append(full_box(b"stsz", 0, 0, _u32(0), _u32(len(track.sizes)),
+                              _big_endian(track.sizes)))  # fmt: skip
+        stsc = array("I")
+        previous: tuple[int, int] | None = None
+        for n, (count, entry, _) in enumerate(track.chunks):
+            if (count, entry) != previous:
+                stsc.extend((n + 1, count, entry))
+                previous = (count, entry)
+        parts.append(full_box(b"stsc", 0, 0, _u32(len(stsc) // 3), _big_endian(stsc)))
+        track.tables = parts
     offsets = array("Q", (offset for _, _, offset in track.chunks))
-    parts.append(full_box(b"co64", 0, 0, _u32(len(offsets)), _big_endian(offsets)))
-    return box(b"stbl", *parts)
+    co64 = full_box(b"co64", 0, 0, _u32(len(offsets)), _big_endian(offsets))
+    return _tree(b"stbl", track.tables, co64)
 
 
-def _runs(values: array[int]) -> tuple[bytes, bytes]:
-    """A (count, value) run-length table of `values` and its entry count."""
-    wide = array("q")
-    count = 0
-    value = None
-    for current in values:
-        if current == value:
-            count += 1
-            continue
-        if count:
-            wide.extend((count, value))  # type: ignore[arg-type]
-        value, count = current, 1
-    if count:
-        wide.extend((count, value))  # type: ignore[arg-type]
-    if any(not -(1 << 31) <= v < 1 << 32 for v in wide):
+def runs(values: array[int]) -> Runs:
+    """`values` run-length, each run's length and value 32-bit (pure; C-speed passes:
+    where a value differs from the one before, then each run's length and value).
+    OverflowError if a value is not 32-bit."""
+    total = len(values)
+    changes = chain((1,), map(ne, values[1:], values[:-1]))
+    starts = array("i", compress(range(total), changes))
+    counts = array("i", map(sub, chain(islice(starts, 1, None), (total,)), starts))
+    kind = "i" if all(-(1 << 31) <= v < 1 << 31 for v in (min(values), max(values))) else "I"
+    return counts, array(kind, map(values.__getitem__, starts))
+
+
+def _run_table(table: Runs) -> tuple[bytes, bytes]:
+    """A (count, value) table's entry count and entries, each 32 bits (a value signed or
+    not as the box says: both fit when it is below 2^31)."""
+    counts, values = table
+    entries = array("i", bytes(8 * len(counts)))
+    entries[0::2] = counts if counts.typecode == "i" else array("i", counts)
+    if values.typecode == "i":
+        entries[1::2] = values
+    elif min(values, default=0) >= 0 and max(values, default=0) < 1 << 32:
+        entries[1::2] = array("i", array("I", values).tobytes())  # the same 32 bits
+    else:
         raise ValueError("a sample table value that 32 bits cannot hold")
-    runs = array("i", (v if v < 1 << 31 else v - (1 << 32) for v in wide))
-    return _u32(len(wide) // 2), _big_endian(runs)
+    if sys.byteorder == "little":
+        entries.byteswap()
+    return _u32(len(counts)), entries.tobytes()
 
 
 def mdat_header(payload: int) -> bytes:

@@ -17,6 +17,7 @@ from __future__ import annotations
 import bisect
 import itertools
 import json
+import operator
 import os
 import re
 import sys
@@ -206,9 +207,9 @@ def _add(table: Table, dts: int, cto: int, size: int, sync: bool, at: int) -> No
 def _compact(table: Table) -> Table:
     """The table in the narrowest arrays that hold it: 32-bit offsets in a file under
     4 GiB, 16-bit places in a PES payload under 64 KiB."""
-    if table.at and max(table.at) < 1 << 32:
+    if table.at.typecode == "q" and table.at and max(table.at) < 1 << 32:
         table.at = array("I", table.at)
-    if table.sub and max(table.sub) < 1 << 16:
+    if table.sub.typecode == "I" and table.sub and max(table.sub) < 1 << 16:
         table.sub = array("H", table.sub)
     return table
 
@@ -773,12 +774,16 @@ def encode(recording: Recording) -> bytes:
         arrays = {}
         for name in _ARRAYS:
             values = getattr(table, name)
+            kept = values.typecode
             if name in _DELTAS and values:
-                values = array("q", [values[0], *(b - a for a, b in itertools.pairwise(values))])
+                values = array("q", itertools.chain(
+                    values[:1], map(operator.sub, itertools.islice(values, 1, None), values)
+                ))  # fmt: skip
             values = array(values.typecode, values)
             if sys.byteorder != "little":
                 values.byteswap()
-            arrays[name] = (values.typecode, len(values))
+            # (stored as, how many, kept as): differences are stored 64-bit
+            arrays[name] = (values.typecode, len(values), kept)
             body += values.tobytes()
         header["tables"].append({
             "handler": table.handler.decode("latin-1"), "codec": table.codec,
@@ -808,7 +813,7 @@ def decode(data: bytes) -> Recording:
             table.end, table.last_duration = fields_["end"], fields_["last_duration"]
             table.pid, table.shift = fields_["pid"], fields_["shift"]
             for name in _ARRAYS:
-                code, count = fields_["arrays"][name]
+                code, count, *kept = fields_["arrays"][name]
                 values = array(code)
                 width = values.itemsize * count
                 if at + width > len(raw):
@@ -818,7 +823,8 @@ def decode(data: bytes) -> Recording:
                 if sys.byteorder != "little":
                     values.byteswap()
                 if name in _DELTAS:
-                    values = array(code if name == "dts" else "q", itertools.accumulate(values))
+                    final = kept[0] if kept else code if name == "dts" else "q"
+                    values = array(final, itertools.accumulate(values))
                 setattr(table, name, values)
             table.sync = bytearray(raw[at : at + fields_["sync"]])
             at += fields_["sync"]
@@ -827,7 +833,8 @@ def decode(data: bytes) -> Recording:
             raise ProbeError("sample tables of another length than they say")
         return Recording(header["container"], header["size"], tables[0],
                          tables[1] if len(tables) > 1 else None)  # fmt: skip
-    except (zlib.error, json.JSONDecodeError, KeyError, TypeError, ValueError) as error:
+    except (zlib.error, json.JSONDecodeError, KeyError, TypeError, ValueError,
+            OverflowError) as error:  # fmt: skip
         raise ProbeError(f"kept sample tables unreadable: {error}") from None
 
 
