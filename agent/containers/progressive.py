@@ -274,7 +274,8 @@ def runs(values: array[int]) -> Runs:
     changes = chain((1,), map(ne, values[1:], values[:-1]))
     starts = array("i", compress(range(total), changes))
     counts = array("i", map(sub, chain(islice(starts, 1, None), (total,)), starts))
-    kind = "i" if all(-(1 << 31) <= v < 1 << 31 for v in (min(values), max(values))) else "I"
+    low, high = min(values, default=0), max(values, default=0)
+    kind = "i" if low >= -(1 << 31) and high < 1 << 31 else "I"
     return counts, array(kind, map(values.__getitem__, starts))
 
 

@@ -1,0 +1,128 @@
+"""The export's layout in whole-array passes (export.py, containers/progressive.py) against
+the rules they stand for, one sample at a time (pure; no footage)."""
+
+from __future__ import annotations
+
+import itertools
+import random
+from array import array
+
+import pytest
+
+from agent.containers.mpegts import CLOCK
+from agent.containers.progressive import _run_table, runs
+from agent.containers.samples import Recording, Table
+from agent.export import (
+    _AAC_FRAME,
+    _audio_durations,
+    _audio_samples,
+    _Piece,
+    _Track,
+)
+from agent.playlists import RECORDED, MediaItem
+
+
+def _placed_one_by_one(
+    times: list[int], rate: int, begin: int | None, end: int | None
+) -> list[int]:
+    """The rule `_audio_samples` documents, a sample at a time: each ADTS frame's time in
+    the track's rate, snapped onto the one before when within half a frame, left out when
+    it overlaps more than that, where it is after a gap."""
+    out: list[int] = []
+    base = None
+    for t in times:
+        if begin is not None and t + _AAC_FRAME * CLOCK // rate <= begin:
+            continue
+        if end is not None and t >= end:
+            break
+        if base is None:
+            base = t
+        here = (t - base) * rate // CLOCK
+        if out:
+            expected = out[-1] + _AAC_FRAME
+            if here < expected - _AAC_FRAME // 2:
+                continue
+            if here < expected + _AAC_FRAME // 2:
+                here = expected
+        out.append(here)
+    return out
+
+
+def _audio_table(rate: int, ticks: list[int]) -> Table:
+    table = Table(b"soun", "aac", rate, b"mp4a")
+    table.dts = array("q", ticks)
+    table.sizes = array("I", [100 + n % 7 for n in range(len(ticks))])
+    table.at = array("q", range(len(ticks)))
+    return table
+
+
+@pytest.mark.parametrize("seed", range(40))
+def test_audio_placed_at_once_is_placed_as_one_by_one(seed: int) -> None:
+    """Runs of frames that follow on (with jitter up to, and past, half a frame), gaps,
+    overlaps and drift: the same decode times and sizes as the rule one at a time."""
+    rng = random.Random(seed)
+    rate = rng.choice([8000, 16000, 44100, 48000])
+    ticks, t = [], rng.randrange(1 << 30)
+    for _ in range(rng.randrange(1, 3000)):
+        ticks.append(t)
+        roll = rng.random()
+        if roll < 0.002:
+            t += _AAC_FRAME * rng.randrange(2, 50)  # a gap
+        elif roll < 0.004 and seed % 4 == 0:
+            t -= _AAC_FRAME * rng.randrange(1, 4)  # back: overlaps (out of order)
+        elif roll < 0.3:
+            t += _AAC_FRAME + rng.randrange(-530, 530) * (seed % 3)  # jitter, some past half
+        else:
+            t += _AAC_FRAME + (seed % 5 == 0)  # drifts a tick a frame
+    table = _audio_table(rate, ticks)
+    item = MediaItem(
+        source="a.ts", kind=RECORDED, duration=0.0, pdt_us=0, discontinuity=False, size=0
+    )
+    times = [(v * CLOCK + rate // 2) // rate for v in ticks]
+    start = times[0]
+    begin = rng.choice([None, times[len(times) // 3]])
+    end = rng.choice([None, times[-1] - rng.randrange(0, max(1, times[-1] - times[0]))])
+    track = _Track()
+    _audio_samples(
+        track,
+        _Piece(item, start, start + 1),
+        Recording("mpegts", 0, Table(b"vide", "h264", CLOCK, b""), table),
+        table,
+        begin,
+        end,
+    )
+    mapped = [t - times[0] + start for t in times]
+    expected = _placed_one_by_one(mapped, rate, begin, end)
+    assert list(track.dts) == expected
+    counts, values = _audio_durations(track.segments)
+    durations = [v for c, v in zip(counts, values, strict=True) for _ in range(c)]
+    assert durations == [b - a for a, b in itertools.pairwise(expected)] + (
+        [_AAC_FRAME] if expected else []
+    )
+    assert sum(run[1] - run[0] for run in track.runs) == len(expected)
+
+
+@pytest.mark.parametrize(
+    "values",
+    [[], [5], [1, 1, 1], [3, -2, 3, 3, 0, 0, 7], [0, (1 << 31) - 1, -(1 << 31)], [4] * 1000],
+)
+def test_runs_say_each_value_once_in_order(values: list[int]) -> None:
+    counts, kept = runs(array("q", values))
+    assert [v for c, v in zip(counts, kept, strict=True) for _ in range(c)] == values
+    assert all(a != b for a, b in itertools.pairwise(kept))  # each run whole
+    entries, data = _run_table((counts, kept))
+    assert int.from_bytes(entries, "big") == len(counts)
+    table = array("i", data)
+    table.byteswap()
+    assert list(table[1::2]) == list(kept)
+    assert list(table[0::2]) == list(counts)
+
+
+def test_run_table_takes_unsigned_32_bits_and_refuses_more() -> None:
+    _, data = _run_table(runs(array("q", [(1 << 32) - 1, 1 << 31])))
+    assert data[4:8] == b"\xff\xff\xff\xff"
+    assert data[12:16] == b"\x80\x00\x00\x00"
+    with pytest.raises((ValueError, OverflowError)):
+        _run_table(runs(array("q", [1 << 32])))
+    with pytest.raises((ValueError, OverflowError)):
+        _run_table(runs(array("q", [-(1 << 31) - 1])))
