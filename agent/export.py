@@ -46,11 +46,12 @@ from .containers.mpegts import CLOCK, PTS_WRAP, pts_delta
 from .containers.progressive import Runs, TrackOut, runs
 from .containers.samples import (
     TABLES_VERSION,
+    Piece,
     Recording,
     Table,
     read_recording,
     sample_bytes,
-    ts_ranges,
+    ts_pieces,
 )
 from .errors import AgentError, ProbeError
 from .index import Change, Index
@@ -643,29 +644,30 @@ def read(
     `stop` (blocking: reads the recordings). ClipBroken if a recording changed."""
     if position < len(clip.header):  # the header alone: it is sent at once
         return clip.header[position:stop]
-    parts = []
+    parts: list[Piece] = []
     held = 0
     while position < stop and held < READ_BYTES:
         k = bisect.bisect_right(clip.starts, position) - 1
         chunk = clip.chunks[k] if k >= 0 and position >= len(clip.header) else None
         if chunk is not None and chunk.container == "mpegts":
-            data = _read_ts_chunks(clip, k, position, stop, path_of, tables)
+            pieces = _read_ts_chunks(clip, k, position, stop, path_of, tables)
         else:
-            data = _read_chunk(clip, position, stop, path_of, tables)
-        if not data:  # never: a layout's every byte is some chunk's
+            pieces = [_read_chunk(clip, position, stop, path_of, tables)]
+        size = sum(map(len, pieces))
+        if not size:  # never: a layout's every byte is some chunk's
             raise ClipBroken(f"nothing to read at byte {position} of the clip")
-        parts.append(data)
-        held += len(data)
-        position += len(data)
-    return b"".join(parts)
+        parts.extend(pieces)
+        held += size
+        position += size
+    return b"".join(parts)  # the one copy of the samples' bytes
 
 
 def _read_ts_chunks(
     clip: Clip, k: int, position: int, stop: int, path_of: Callable[[str], Path], tables: Tables
-) -> bytes:
+) -> list[Piece]:
     """From chunk `k` (an MPEG-TS recording's) on, its neighbours of the same recording up
-    to about READ_BYTES, read in one pass (samples.ts_ranges); from `position` to at most
-    `stop`."""
+    to about READ_BYTES, read in one pass (samples.ts_pieces); from `position` to at most
+    `stop`, as pieces."""
     first = clip.chunks[k]
     recording = tables(first.source)
     group = [first]
@@ -685,15 +687,32 @@ def _read_ts_chunks(
         wanted.append((table, chunk.first, chunk.stop))
     fd = _open_checked(clip, first.source, path_of)
     try:
-        datas = ts_ranges(fd, recording, wanted)
+        runs = ts_pieces(fd, recording, wanted)
     except (ProbeError, OSError) as error:
         raise ClipBroken(f"{first.source}: {error}") from None
     finally:
         os.close(fd)
-    data = b"".join(datas)
-    if len(data) != size:
+    pieces = [piece for run in runs for piece in run]
+    if sum(map(len, pieces)) != size:
         raise ClipBroken(f"{first.source} holds less than the clip was laid out from")
-    return data[position - first.offset : stop - first.offset]
+    return _cut(pieces, position - first.offset, stop - first.offset)
+
+
+def _cut(pieces: list[Piece], start: int, stop: int) -> list[Piece]:
+    """The bytes [start, stop) of the pieces joined, as pieces (pure)."""
+    out: list[Piece] = []
+    at = 0
+    for piece in pieces:
+        following = at + len(piece)
+        if following > start and at < stop:
+            if at >= start and following <= stop:
+                out.append(piece)
+            else:
+                out.append(memoryview(piece)[max(0, start - at) : min(len(piece), stop - at)])
+        at = following
+        if at >= stop:
+            break
+    return out
 
 
 def _open_checked(clip: Clip, source: str, path_of: Callable[[str], Path]) -> int:

@@ -16,6 +16,7 @@ from agent.export import (
     _AAC_FRAME,
     _audio_durations,
     _audio_samples,
+    _cut,
     _Piece,
     _Track,
 )
@@ -126,3 +127,15 @@ def test_run_table_takes_unsigned_32_bits_and_refuses_more() -> None:
         _run_table(runs(array("q", [1 << 32])))
     with pytest.raises((ValueError, OverflowError)):
         _run_table(runs(array("q", [-(1 << 31) - 1])))
+
+
+def test_cut_gives_the_bytes_of_the_pieces_joined() -> None:
+    rng = random.Random(7)
+    pieces: list[bytes | memoryview] = [
+        bytes(rng.randrange(256) for _ in range(rng.randrange(0, 9))) for _ in range(12)
+    ]
+    pieces[3] = memoryview(b"view bytes")
+    whole = b"".join(pieces)
+    for start in range(len(whole) + 1):
+        for stop in range(start, len(whole) + 2):
+            assert b"".join(_cut(pieces, start, stop)) == whole[start:stop]

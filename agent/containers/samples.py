@@ -584,16 +584,6 @@ def nal_units(data: bytes) -> Iterator[memoryview]:
         start = following
 
 
-def length_prefixed(data: bytes) -> bytes:
-    """An Annex B access unit as an MP4 sample: each NAL unit after a 4-byte length
-    (ISO/IEC 14496-15 5.3.2, 8.3.2; lengthSizeMinusOne 3)."""
-    parts: list[bytes | memoryview] = []
-    for unit in nal_units(data):
-        parts.append(len(unit).to_bytes(4, "big"))
-        parts.append(unit)
-    return b"".join(parts)
-
-
 @dataclass
 class _TsState:
     video: Table
@@ -838,6 +828,9 @@ def decode(data: bytes) -> Recording:
         raise ProbeError(f"kept sample tables unreadable: {error}") from None
 
 
+Piece = bytes | memoryview  # part of a run's bytes, joined once where they are sent
+
+
 def ts_ranges(
     fd: int, recording: Recording, wanted: Sequence[tuple[Table, int, int]]
 ) -> list[bytes]:
@@ -846,6 +839,14 @@ def ts_ranges(
     clip's neighbouring chunks of one recording, video and audio, read together (a run
     of audio alone would read the video's packets around it again). ProbeError if the
     recording no longer holds them as its tables say."""
+    return [b"".join(pieces) for pieces in ts_pieces(fd, recording, wanted)]
+
+
+def ts_pieces(
+    fd: int, recording: Recording, wanted: Sequence[tuple[Table, int, int]]
+) -> list[list[Piece]]:
+    """`ts_ranges`, each run's bytes as pieces in order (not joined: the bytes are copied
+    once, by the caller, into what it sends)."""
     try:
         return _ts_ranges(fd, recording, wanted)
     except CORRUPT as error:
@@ -854,7 +855,7 @@ def ts_ranges(
 
 def _ts_ranges(
     fd: int, recording: Recording, wanted: Sequence[tuple[Table, int, int]]
-) -> list[bytes]:
+) -> list[list[Piece]]:
     spans = [_span(table, first, stop) for table, first, stop in wanted]
     start = min(s[0] for s in spans)
     end = max(s[1] for s in spans)
@@ -866,7 +867,7 @@ def _ts_ranges(
     for k, (table, first, stop) in enumerate(wanted):
         for n in range(first, stop):
             owner[id(table)][n] = k
-    out: list[list[bytes]] = [[] for _ in wanted]
+    out: list[list[Piece]] = [[] for _ in wanted]
     v_owner, a_owner = owner[id(video)], owner[id(audio)]
     v_next = min(v_owner, default=len(video))  # the next video sample, in decode order
     v_last = max(v_owner, default=-1)
@@ -877,15 +878,20 @@ def _ts_ranges(
 
     def close() -> None:
         nonlocal v_next
-        data = length_prefixed(parts[0] if len(parts) == 1 else b"".join(parts))
-        if not data:
+        pieces: list[Piece] = []
+        for unit in nal_units(parts[0] if len(parts) == 1 else b"".join(parts)):
+            # Each NAL unit after a 4-byte length (ISO/IEC 14496-15 5.3.2, 8.3.2;
+            # lengthSizeMinusOne 3).
+            pieces.append(len(unit).to_bytes(4, "big"))
+            pieces.append(unit)
+        if not pieces:
             return  # a PES without NAL units: never a sample
         if v_next <= v_last:
-            if len(data) != video.sizes[v_next]:
+            if sum(map(len, pieces)) != video.sizes[v_next]:
                 raise ProbeError("the recording's video is not what its sample table says")
             run = v_owner.get(v_next)  # None: a sample between the runs (left out)
             if run is not None:
-                out[run].append(data)
+                out[run].extend(pieces)
         v_next += 1
 
     audio_pid = audio.pid if audio is not None and a_owner else None
@@ -919,8 +925,7 @@ def _ts_ranges(
         close()
     if v_next <= v_last or a_next <= a_last:
         raise ProbeError("the recording holds fewer samples than its sample tables")
-    done = [b"".join(pieces) for pieces in out]
-    for (table, first, stop), data in zip(wanted, done, strict=True):
-        if len(data) != sum(table.sizes[first:stop]):
+    for (table, first, stop), pieces in zip(wanted, out, strict=True):
+        if sum(map(len, pieces)) != sum(table.sizes[first:stop]):
             raise ProbeError("the recording holds other samples than its sample tables")
-    return done
+    return out
