@@ -107,6 +107,8 @@ class Clip:
     etag: str
     stamps: dict[str, tuple[int, int, int]]  # source -> (size, mtime_ns, inode) laid out from
     starts: list[int] = field(default_factory=list)  # each chunk's offset
+    # Recordings' paths once checked, and the device each was found on.
+    paths: dict[str, tuple[Path, int]] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         self.starts = [chunk.offset for chunk in self.chunks]
@@ -716,14 +718,22 @@ def _cut(pieces: list[Piece], start: int, stop: int) -> list[Piece]:
 
 
 def _open_checked(clip: Clip, source: str, path_of: Callable[[str], Path]) -> int:
-    """The recording open, as it was when the clip was laid out; ClipBroken if not."""
+    """The recording open, as it was when the clip was laid out; ClipBroken if not.
+
+    Its path is checked (`path_of`: no symlink on the way) once a clip; later opens of it
+    are checked by what they open: the same file (device, inode, size, mtime) or none."""
     try:
-        fd, info = open_regular(path_of(source), follow=False)
+        path, device = clip.paths.get(source, (None, -1))
+        if path is None:
+            path = path_of(source)
+        fd, info = open_regular(path, follow=False)
     except (OSError, ProbeError, AgentError) as error:
         raise ClipBroken(f"{source} is gone: {error}") from None
-    if (info.st_size, info.st_mtime_ns, info.st_ino) != clip.stamps[source]:
+    stamp = (info.st_size, info.st_mtime_ns, info.st_ino)
+    if stamp != clip.stamps[source] or device not in (-1, info.st_dev):
         os.close(fd)
         raise ClipBroken(f"{source} changed since the clip was laid out")
+    clip.paths[source] = (path, info.st_dev)
     return fd
 
 
@@ -747,13 +757,8 @@ def _read_chunk(
     while n < chunk.stop and skip >= table.sizes[n]:
         skip -= table.sizes[n]
         n += 1
+    fd = _open_checked(clip, chunk.source, path_of)
     try:
-        fd, info = open_regular(path_of(chunk.source), follow=False)
-    except (OSError, ProbeError, AgentError) as error:
-        raise ClipBroken(f"{chunk.source} is gone: {error}") from None
-    try:
-        if (info.st_size, info.st_mtime_ns, info.st_ino) != clip.stamps[chunk.source]:
-            raise ClipBroken(f"{chunk.source} changed since the clip was laid out")
         wanted = min(stop, chunk.offset + chunk.size) - position
         parts, held = [], -skip
         try:

@@ -11,6 +11,7 @@ import json
 import os
 import random
 import re
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -315,6 +316,42 @@ async def test_an_export_whose_recordings_vanish_ends_and_is_logged(
     assert len(said) == 1, said
     assert (await client.get("/healthz")).status == 200
     assert (await client.get(url.path.replace("clip.mp4", "index.m3u8"))).status == 200
+
+
+async def test_a_directory_swapped_for_a_symlink_mid_download_is_not_read_through(
+    tmp_path: Path, footage: dict[str, list[Rendered]], start_agent: Any
+) -> None:
+    """A recording's path is checked for symlinks once a clip; a directory on the way
+    turned into a symlink to copies of its files during the download breaks it (the files
+    opened are not the ones laid out) rather than serving the copies."""
+    config = make_config(tmp_path, **NO_FFMPEG)
+    placed = []
+    for copy in range(20 * 10):
+        start = T0 + copy * 6 * S
+        placed += place_old(footage["ts"], config.recordings.root, config.layout, "cam", start)
+    client = await started(start_agent, config)
+    _, session = await post(client, {"camera_id": "cam", "from": at(0), "to": at(20 * 60)})
+    url = client.make_url(session["playlist_url"].replace("index.m3u8", "clip.mp4"))
+    async with aiohttp.ClientSession() as other:
+        response = await other.get(url)
+        assert response.status == 200
+        await response.content.read(65536)
+        directory = placed[-1].parent
+        copies = tmp_path / "copies"
+        shutil.copytree(directory, copies)
+        directory.rename(tmp_path / "moved")
+        directory.symlink_to(copies, target_is_directory=True)
+        broken = False
+        try:
+            async with asyncio.timeout(60):
+                while await response.content.read(65536):
+                    pass
+        except aiohttp.ClientPayloadError:
+            broken = True
+        finally:
+            response.close()
+        assert broken
+    assert (await client.get(url.path)).status == 404  # and refused from then on
 
 
 @pytest.mark.parametrize("kind", KINDS)

@@ -4,8 +4,11 @@ the rules they stand for, one sample at a time (pure; no footage)."""
 from __future__ import annotations
 
 import itertools
+import os
 import random
+import shutil
 from array import array
+from pathlib import Path
 
 import pytest
 
@@ -14,12 +17,16 @@ from agent.containers.progressive import _run_table, runs
 from agent.containers.samples import Recording, Table
 from agent.export import (
     _AAC_FRAME,
+    Clip,
+    ClipBroken,
     _audio_durations,
     _audio_samples,
     _cut,
+    _open_checked,
     _Piece,
     _Track,
 )
+from agent.media import recording_path
 from agent.playlists import RECORDED, MediaItem
 
 
@@ -139,3 +146,29 @@ def test_cut_gives_the_bytes_of_the_pieces_joined() -> None:
     for start in range(len(whole) + 1):
         for stop in range(start, len(whole) + 2):
             assert b"".join(_cut(pieces, start, stop)) == whole[start:stop]
+
+
+def test_a_recording_opened_again_is_the_same_file_or_refused(tmp_path: Path) -> None:
+    """A clip checks a recording's path once (no symlink on the way); later opens of it
+    go by that path, and a directory on it swapped for a symlink to a copy is refused by
+    what is opened (another file), not read through."""
+    root = tmp_path / "recordings"
+    (root / "cam").mkdir(parents=True)
+    recording = root / "cam" / "a.ts"
+    recording.write_bytes(b"G" * 188 * 4)
+    info = recording.stat()
+    clip = Clip(b"", [], 0, '"x"', {"cam/a.ts": (info.st_size, info.st_mtime_ns, info.st_ino)})
+    checked: list[str] = []
+
+    def path_of(source: str) -> Path:
+        checked.append(source)
+        return recording_path(root, source)
+
+    os.close(_open_checked(clip, "cam/a.ts", path_of))
+    os.close(_open_checked(clip, "cam/a.ts", path_of))
+    assert checked == ["cam/a.ts"]  # the path checked once
+    shutil.copytree(root / "cam", tmp_path / "copy", copy_function=shutil.copy2)
+    (root / "cam").rename(tmp_path / "moved")
+    (root / "cam").symlink_to(tmp_path / "copy", target_is_directory=True)
+    with pytest.raises(ClipBroken):
+        _open_checked(clip, "cam/a.ts", path_of)
