@@ -41,7 +41,8 @@ from the cut).
 Fragmented MP4 (MediaMTX style, a fragment a second): the same hour as one file (camera
 `hour`) and as six ten-minute files (camera `ten`), served by a second agent with the
 mediamtx layout: the same figures, beside the remux to MPEG-TS of the file from the cut
-that the agent made before fragmented MP4 was served as it is, timed in the same run.
+that the agent made before fragmented MP4 was served as it is, timed in the same run; and
+the clip.mp4 of each hour-long session, cold and warm.
 """
 
 from __future__ import annotations
@@ -323,8 +324,9 @@ def remux_ts(source: Path, work: Path, seek: float) -> tuple[float, int]:
     return took, size
 
 
-def fmp4_sessions(base: str, work: Path, root: Path) -> None:
-    """Sessions over the fragmented MP4 recordings, timed as a player would use them."""
+def fmp4_sessions(base: str, work: Path, root: Path, agent: psutil.Process) -> None:
+    """Sessions over the fragmented MP4 recordings, timed as a player would use them, and
+    the hour's clip.mp4 (its samples read with pread, no packets to strip)."""
     hour = root / make_layout("mediamtx", "UTC").format("hour", T0)
     print(f"\nFragmented MP4 (MediaMTX style), {hour.stat().st_size / 1e9:.2f} GB an hour:")
     for camera, label, offset, seconds in (
@@ -359,6 +361,17 @@ def fmp4_sessions(base: str, work: Path, root: Path) -> None:
             f" {len(names)} segments, {runs} ffmpeg runs watching it all; before: the"
             f" recording from the cut remuxed first, {old_time:.2f} s, {old_bytes / 1e6:.0f} MB"
         )
+        if label == "1 h":
+            cold, *_ = download(f"{media}/clip.mp4", agent)
+            cpu = agent.cpu_times()
+            warm, took, size, _, _ = download(f"{media}/clip.mp4", agent)
+            after = agent.cpu_times()
+            used = (after.user + after.system) - (cpu.user + cpu.system)
+            print(
+                f"  {camera:4} {label:6} clip.mp4: first byte cold {cold:.3f} s, warm"
+                f" {warm:.3f} s; {size / 1e6:.0f} MB in {took:.1f} s ({size / 1e6 / took:.0f}"
+                f" MB/s, {size / 1e6 / max(used, 1e-9):.0f} MB per agent CPU second)"
+            )
         get(f"{base}/api/playback/{session['id']}", "DELETE")
 
 
@@ -614,7 +627,7 @@ def main() -> None:
             work, "mediamtx", mediamtx, "mediamtx", longest, args.agent_log_level
         )
         try:
-            fmp4_sessions(base, work, mediamtx)
+            fmp4_sessions(base, work, mediamtx, psutil.Process(agent.pid))
         finally:
             agent.terminate()
             agent.wait(10)
@@ -639,10 +652,10 @@ def main() -> None:
         "\nPOST to first segment, one minute later (the camera's chain kept: sliced, or grown"
         " by a minute) and from before the footage (before the chain kept: planned anew)"
     )
-    for label, (later_post, later), (anew_post, anew) in chained:
+    for label, (kept_post, kept_first), (anew_post, anew_first) in chained:
         print(
-            f"  {label:6} kept chain {later:.3f} s (POST {later_post * 1e3:.0f} ms),"
-            f" planned anew {anew:.3f} s (POST {anew_post * 1e3:.0f} ms)"
+            f"  {label:6} kept chain {kept_first:.3f} s (POST {kept_post * 1e3:.0f} ms),"
+            f" planned anew {anew_first:.3f} s (POST {anew_post * 1e3:.0f} ms)"
         )
     print(
         "\nclip.mp4 (progressive MP4 from the recordings' samples) beside ffmpeg's concat"
