@@ -24,7 +24,7 @@ from .errors import StartupError
 
 log = logging.getLogger(__name__)
 
-SCHEMA_VERSION = 8
+SCHEMA_VERSION = 9  # 9: names in a repeated or skipped local hour placed by wallclock.py
 _SCHEMA = """
 CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL) WITHOUT ROWID;
 CREATE TABLE cameras (

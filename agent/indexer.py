@@ -20,7 +20,7 @@ import os
 import sqlite3
 import time
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from stat import S_ISREG
 
@@ -29,8 +29,10 @@ from watchfiles._rust_notify import WatchfilesRustInternalError
 
 from .containers.probe import Cut, MediaFacts, ProbeError, fmp4_splits, is_long, probe, ts_splits
 from .index import Index, Segment
-from .layout import Layout, SegmentName
+from .layout import Layout, SegmentName, offset_of
 from .tasks import pause
+from .times import format_us
+from .wallclock import How, place
 
 log = logging.getLogger(__name__)
 
@@ -39,6 +41,7 @@ SETTLE_SECONDS = 15.0
 RECONCILE_SECONDS = 300.0
 POLL_SECONDS = 2.0  # how often a directory the watcher cannot follow is looked at
 _BATCH = 256  # files probed per worker-thread call, and written per transaction
+_SAID_KEPT = 10_000  # things said once (wallclock placements): a bounded memory
 _TICK_SECONDS = 0.25  # how often files still pending are looked at again
 
 
@@ -64,6 +67,9 @@ class IndexerStatus:
     last_error: str = ""
     index_full: bool = False  # new recordings wait: the index's disk has no room
     scans: int = 0
+    # Cameras whose recordings' names left their instant undecided (wallclock.py): what
+    # was chosen, for /healthz.
+    undecided: dict[str, str] = field(default_factory=dict)
 
 
 class Outcome(enum.Enum):
@@ -204,6 +210,7 @@ class Indexer:
         self._unreadable: dict[str, FileState] = {}
         self._newest: dict[str, int] = {}  # camera -> latest start seen on disk
         self._inflight: set[str] = set()  # pending files being probed right now
+        self._said: set[tuple[object, ...]] = set()  # _say_once's memory
         self._touched: set[str] = set()  # of those, files the watcher told of meanwhile
         self._has_pending = asyncio.Event()
         self._reported: set[bytes] = set()  # undecodable names already logged
@@ -598,6 +605,7 @@ class Indexer:
                     self._pending[item.relpath] = item  # may still be being written
                 continue
             self._unreadable.pop(item.relpath, None)
+            start_us = await self._place(item, facts.duration_us, ready)
             if facts.problem:
                 log.warning(
                     "index: %s: %s; it is served up to its last whole fragment (%d of %d bytes)",
@@ -609,7 +617,7 @@ class Indexer:
                 Segment.from_facts(
                     path=item.relpath,
                     camera=item.name.camera,
-                    start_us=item.name.start_us,
+                    start_us=start_us,
                     size=item.state.size,
                     mtime_ns=item.state.mtime_ns,
                     inode=item.state.inode,
@@ -643,6 +651,66 @@ class Indexer:
                 segment.path,
                 (segment.end_us - segment.start_us) / 1e6,
             )
+
+    async def _place(self, item: _Candidate, duration_us: int, ready: list[Segment]) -> int:
+        """Where `item` starts (wallclock.place), saying once what its name could not:
+        each ambiguous local hour's choice, each name in a gap, each offset (%z) the zone
+        disagrees with, each choice nothing decided (also on /healthz)."""
+        name = item.name
+        placed = place(name, duration_us, item.state.mtime_ns // 1000)
+        zone = self.layout.zone
+        if placed.how is How.OFFSET and name.disagrees:
+            self._say_once(
+                ("offset", item.relpath),
+                "index: %s: its name's UTC offset is not %s's at %s; the name's is taken",
+                item.relpath, zone.key, format_us(placed.start_us),
+            )  # fmt: skip
+        elif placed.how is How.MTIME:
+            self._say_once(
+                ("hour", name.camera, name.local[:13], placed.start_us - name.instants[0] > 0),
+                "index: %s: recordings named %s:xx (an hour %s has twice) placed at %s,"
+                " by their modification times",
+                name.camera, name.local[:13], zone.key, offset_of(zone, placed.start_us),
+            )  # fmt: skip
+        elif placed.how is How.GAP:
+            self._say_once(
+                ("gap", item.relpath),
+                "index: %s: its name's local time %s does not exist in %s (the recorder's"
+                " clock disagrees with the zone); placed by its modification time at %s",
+                item.relpath, name.local, zone.key, format_us(placed.start_us),
+            )  # fmt: skip
+        elif placed.how is How.UNDECIDED:
+            chosen = placed.candidates[0]
+            for candidate in placed.candidates:  # the one that overlaps no recording
+                end = candidate + duration_us
+                known = await self.index.segments(name.camera, candidate, end)
+                if not [s for s in known if s.path != item.relpath] and not [
+                    s for s in ready
+                    if s.camera == name.camera and s.start_us < end and candidate < s.end_us
+                ]:  # fmt: skip
+                    chosen = candidate
+                    break
+            said = (
+                f"recordings of {name.camera} named in a repeated or skipped local hour"
+                f" ({name.local}) whose modification times say nothing: placed by their order"
+            )
+            self.status.undecided[name.camera] = said
+            self._say_once(
+                ("undecided", item.relpath),
+                "index: %s: its name's local time %s is %s in %s and its modification time"
+                " says nothing of which; placed at %s, where it overlaps no recording",
+                item.relpath, name.local, "ambiguous" if name.ambiguous else "in a gap",
+                zone.key, format_us(chosen),
+            )  # fmt: skip
+            return chosen
+        return placed.start_us
+
+    def _say_once(self, key: tuple[object, ...], message: str, *args: object) -> None:
+        """Log a warning (an INFO for a decided hour) once for `key` (bounded memory)."""
+        if key in self._said or len(self._said) >= _SAID_KEPT:
+            return
+        self._said.add(key)
+        log.log(logging.INFO if key[0] == "hour" else logging.WARNING, message, *args)
 
 
 def _undecodable_name(error: BaseException) -> bool:

@@ -1,7 +1,12 @@
 """Recording layouts: where a segment lives under the recordings root, and what its name says.
 
 A layout is a path template relative to the root: `{camera}` is the camera id and the
-strftime fields `%Y %m %d %H %M %S %f` give the segment's start time in the configured zone.
+strftime fields `%Y %m %d %H %M %S %f` give the segment's start time in the configured zone,
+or, with `%z` (a UTC offset such as +0100), at that offset: no guessing.
+
+A local time names one instant but twice a year: in the autumn's repeated hour it names
+two (`SegmentName.instants`), and in the spring's skipped hour none (`SegmentName.gap`);
+wallclock.place decides those from the file itself.
 """
 
 from __future__ import annotations
@@ -9,7 +14,7 @@ from __future__ import annotations
 import logging
 import re
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta, timezone
 from zoneinfo import ZoneInfo
 
 from .errors import ConfigError
@@ -32,6 +37,7 @@ _FIELDS = {  # ASCII digits only: \d would take other scripts' digits too
     "M": "[0-9]{2}",
     "S": "[0-9]{2}",
     "f": "[0-9]{1,9}",
+    "z": "[+-][0-9]{4}",
 }
 _REQUIRED = "YmdHMS"
 MIN_YEAR, MAX_YEAR = 1970, 2200  # years a segment's name may give
@@ -57,7 +63,7 @@ def _compile(template: str, anchor_groups: bool) -> tuple[str, set[str]]:
             if code not in _FIELDS:
                 raise ConfigError(
                     f"recordings.layout: unsupported field %{code} in {template!r}; "
-                    "expected only {camera}, %Y %m %d %H %M %S %f"
+                    "expected only {camera}, %Y %m %d %H %M %S %f %z"
                 )
             name = code
             pattern = _FIELDS[code]
@@ -74,10 +80,24 @@ def _compile(template: str, anchor_groups: bool) -> tuple[str, set[str]]:
 
 @dataclass(frozen=True)
 class SegmentName:
-    """What a segment's path says: its camera and its start time (UTC microseconds)."""
+    """What a segment's path says: its camera and its start time (UTC microseconds).
+
+    `start_us` is the first instant the name can mean; `instants` all it can mean (two
+    in the autumn's repeated hour, the earlier first), none if its local time does not
+    exist in the zone (`gap`: the spring's skipped hour). `offset` is True when the name
+    carries its UTC offset (%z): it means one instant whatever the zone says."""
 
     camera: str
     start_us: int
+    instants: tuple[int, ...] = ()
+    gap: bool = False
+    offset: bool = False
+    local: str = ""  # the local time the name gives, as written (YYYY-MM-DD HH:MM:SS)
+    disagrees: bool = False  # its offset (%z) is not the zone's at that instant
+
+    @property
+    def ambiguous(self) -> bool:
+        return len(self.instants) > 1
 
 
 @dataclass(frozen=True)
@@ -127,7 +147,7 @@ class Layout:
                 )
             return None
         try:
-            local = datetime(
+            naive = datetime(
                 int(groups["Y"]),
                 int(groups["m"]),
                 int(groups["d"]),
@@ -135,11 +155,43 @@ class Layout:
                 int(groups["M"]),
                 int(groups["S"]),
                 micro,
-                tzinfo=self.zone,
             )
         except ValueError:
             return None  # 2026-02-30 and the like: not a segment name
-        return SegmentName(camera, to_us(local))
+        written = naive.strftime("%Y-%m-%d %H:%M:%S")
+        if groups.get("z"):
+            sign = -1 if groups["z"][0] == "-" else 1
+            minutes = sign * (int(groups["z"][1:3]) * 60 + int(groups["z"][3:5]))
+            if abs(minutes) >= 24 * 60 or int(groups["z"][3:5]) >= 60:
+                return None
+            given = timedelta(minutes=minutes)
+            instant = to_us(naive.replace(tzinfo=timezone(given)))
+            differs = from_us(instant).astimezone(self.zone).utcoffset() != given
+            return SegmentName(camera, instant, (instant,), offset=True, local=written,
+                               disagrees=differs)  # fmt: skip
+        return SegmentName(camera, *_instants(naive, self.zone), local=written)
+
+
+def _instants(naive: datetime, zone: ZoneInfo) -> tuple[int, tuple[int, ...], bool]:
+    """The first instant `naive` (a local time in `zone`) can mean, all it means, and
+    whether it is in a gap (pure). zoneinfo's `fold` picks the first or the second of a
+    repeated time; a time in a gap does not come back from UTC as it went in."""
+    first = naive.replace(tzinfo=zone, fold=0)
+    second = naive.replace(tzinfo=zone, fold=1)
+    early, late = sorted((to_us(first), to_us(second)))
+    real = [
+        instant
+        for instant in dict.fromkeys((early, late))
+        if from_us(instant).astimezone(zone).replace(tzinfo=None) == naive
+    ]
+    return early, tuple(real), not real
+
+
+def offset_of(zone: ZoneInfo, start_us: int) -> str:
+    """The zone's UTC offset and abbreviation at an instant, as "+01:00 CET" (pure)."""
+    local = from_us(start_us).astimezone(zone)
+    text = local.strftime("%z")
+    return f"{text[:3]}:{text[3:]} {local.tzname()}"
 
 
 def make_layout(value: str, timezone: str) -> Layout:

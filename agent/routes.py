@@ -288,6 +288,7 @@ async def healthz(request: web.Request) -> web.Response:
         problems.append(status.last_error)
     if status.index_full:
         problems.append("the index's disk is full: new recordings wait to be indexed")
+    problems.extend(status.undecided.values())
     problems.extend(app[TASKS].down.values())
     # ffmpeg is not needed to index, watch or export (the demo renders its footage with it):
     # "ffmpeg" says whether it is there, and its absence is no problem.

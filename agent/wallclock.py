@@ -1,0 +1,64 @@
+"""Where a recording named in local time lies on the one true timeline, when its name
+alone cannot say (pure).
+
+A local time names one instant except twice a year. In the autumn's repeated hour
+(02:30 in Europe/Paris on the last Sunday of October is 00:30 UTC and 01:30 UTC) the
+file itself says which: a recorder closes a segment when it ends, so its modification
+time is about its start plus its duration. In the spring's skipped hour (02:30 on the
+last Sunday of March does not exist) the recorder's clock disagrees with the zone, and
+the modification time is all there is. The rule, in docs/configuration.md:
+
+- a name with its UTC offset (%z): the instant it says;
+- a name of one instant: that instant;
+- a name of two: the one whose end (start + duration) is nearer the file's modification
+  time, if that is nearer than half the distance between them and within
+  MTIME_TRUSTED of it;
+- otherwise (modification time missing or far off) undecided: the caller takes the one
+  that keeps the camera's recordings from overlapping, else the earlier, and says so;
+- a name in a gap: its modification time minus its duration.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass
+
+from .layout import SegmentName
+
+MTIME_TRUSTED_US = 2 * 3600 * 1_000_000  # farther than this from both ends: not trusted
+
+
+class How(enum.StrEnum):
+    """How a recording's start was decided."""
+
+    NAME = "name"  # its name means one instant
+    OFFSET = "offset"  # its name carries its UTC offset (%z)
+    MTIME = "mtime"  # of the repeated hour's two instants, the one its mtime says
+    UNDECIDED = "undecided"  # of the two, nothing says which: the caller decides
+    GAP = "gap"  # its local time does not exist: placed by its mtime
+
+
+@dataclass(frozen=True)
+class Placed:
+    start_us: int
+    how: How
+    candidates: tuple[int, ...] = ()  # UNDECIDED: the instants to choose from
+
+
+def place(name: SegmentName, duration_us: int, mtime_us: int | None) -> Placed:
+    """Where the recording `name` names starts (pure; the module's rule)."""
+    if name.offset:
+        return Placed(name.start_us, How.OFFSET)
+    if name.gap:
+        if mtime_us is None:
+            return Placed(name.start_us, How.UNDECIDED, (name.start_us,))
+        return Placed(mtime_us - duration_us, How.GAP)
+    if not name.ambiguous:
+        return Placed(name.start_us, How.NAME)
+    if mtime_us is not None:
+        early, late = name.instants[0], name.instants[-1]
+        distances = sorted((abs(mtime_us - (c + duration_us)), c) for c in (early, late))
+        (nearest, chosen), (_, _) = distances
+        if nearest < (late - early) // 2 and nearest <= MTIME_TRUSTED_US:
+            return Placed(chosen, How.MTIME)
+    return Placed(name.instants[0], How.UNDECIDED, name.instants)

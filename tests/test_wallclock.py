@@ -1,0 +1,242 @@
+"""Recordings named in local time across daylight-saving changes (layout.py, wallclock.py,
+the indexer): each file placed at the instant it was recorded, however its name reads."""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from agent.demo import Rendered
+from agent.layout import Layout, make_layout
+from agent.times import format_us, parse_rfc3339
+from agent.wallclock import MTIME_TRUSTED_US, How, place
+
+from .conftest import S, camera_counts, make_config, post, started, wait_for
+from .hls import parse
+
+PARIS = "Europe/Paris"
+SYDNEY = "Australia/Sydney"  # the southern hemisphere: summer time ends in April
+SEGMENT_US = 2 * S  # each of the fixture's segments
+
+
+def utc(text: str) -> int:
+    return parse_rfc3339(text, "t")
+
+
+# --- names ------------------------------------------------------------------------------
+
+
+def test_a_name_of_the_repeated_hour_means_two_instants_and_one_of_the_skipped_none() -> None:
+    layout = make_layout("ffmpeg", PARIS)
+    autumn = layout.parse("cam/2026-10-25/02-30-00.ts")
+    assert autumn is not None
+    assert autumn.instants == (utc("2026-10-25T00:30:00Z"), utc("2026-10-25T01:30:00Z"))
+    assert autumn.ambiguous
+    assert not autumn.gap
+    spring = layout.parse("cam/2026-03-29/02-30-00.ts")
+    assert spring is not None
+    assert spring.gap
+    assert spring.instants == ()
+    plain = layout.parse("cam/2026-10-25/04-00-00.ts")
+    assert plain is not None
+    assert plain.instants == (utc("2026-10-25T03:00:00Z"),)
+    assert not plain.ambiguous
+    # Sydney: 02:30 on 5 April 2026 comes twice (AEDT, then AEST).
+    south = make_layout("ffmpeg", SYDNEY).parse("cam/2026-04-05/02-30-00.ts")
+    assert south is not None
+    assert south.instants == (utc("2026-04-04T15:30:00Z"), utc("2026-04-04T16:30:00Z"))
+
+
+def test_a_name_with_its_offset_means_one_instant_and_says_when_the_zone_disagrees() -> None:
+    layout = make_layout("{camera}/%Y-%m-%d/%H-%M-%S%z.ts", PARIS)
+    first = layout.parse("cam/2026-10-25/02-30-00+0200.ts")
+    second = layout.parse("cam/2026-10-25/02-30-00+0100.ts")
+    assert first is not None
+    assert second is not None
+    assert (first.start_us, second.start_us) == (
+        utc("2026-10-25T00:30:00Z"),
+        utc("2026-10-25T01:30:00Z"),
+    )
+    assert first.offset
+    assert not first.disagrees
+    assert not second.disagrees
+    wrong = layout.parse("cam/2026-10-25/12-00-00+0500.ts")
+    assert wrong is not None
+    assert wrong.start_us == utc("2026-10-25T07:00:00Z")  # the name's offset is taken
+    assert wrong.disagrees
+    assert layout.parse("cam/2026-10-25/12-00-00+2400.ts") is None
+    assert layout.parse("cam/2026-10-25/12-00-00+0160.ts") is None
+    # A layout writes the offset it reads.
+    assert layout.format("cam", utc("2026-10-25T01:30:00Z")) == "cam/2026-10-25/02-30-00+0100.ts"
+
+
+def test_place_decides_by_the_modification_time() -> None:
+    name = make_layout("ffmpeg", PARIS).parse("cam/2026-10-25/02-30-00.ts")
+    assert name is not None
+    early, late = name.instants
+    ten = 10 * S
+    assert place(name, ten, late + ten + 2 * S) == place(name, ten, late + ten)
+    assert place(name, ten, late + ten).start_us == late
+    assert place(name, ten, late + ten).how is How.MTIME
+    assert place(name, ten, early + ten + 5 * S).start_us == early
+    # Half-way between, far off, or missing: undecided, both instants offered.
+    for mtime in (early + ten + 1800 * S, late + ten + MTIME_TRUSTED_US + S, None):
+        undecided = place(name, ten, mtime)
+        assert undecided.how is How.UNDECIDED
+        assert undecided.candidates == (early, late)
+    gap = make_layout("ffmpeg", PARIS).parse("cam/2026-03-29/02-30-00.ts")
+    assert gap is not None
+    mtime = utc("2026-03-29T01:10:10Z")
+    assert place(gap, ten, mtime) == place(gap, ten, mtime)
+    assert place(gap, ten, mtime).start_us == mtime - ten
+    assert place(gap, ten, mtime).how is How.GAP
+
+
+# --- the agent on such footage ----------------------------------------------------------
+
+
+def record(
+    run: list[Rendered], root: Path, layout: Layout, camera: str, start_us: int, until_us: int
+) -> list[Path]:
+    """The run copied over and over from `start_us` to `until_us`, each file named by
+    `layout` (in its zone) and modified when its segment ends, as a recorder leaves them:
+    a name written twice (the repeated hour) holds the later file."""
+    written = []
+    at = start_us
+    while at < until_us:
+        for item in run:
+            target = root / layout.format(camera, at + item.offset_us)
+            target.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(item.path, target)
+            end_ns = (at + item.offset_us + SEGMENT_US) * 1000
+            os.utime(target, ns=(end_ns, end_ns))
+            written.append(target)
+        at += len(run) * SEGMENT_US
+    return written
+
+
+async def spans(client: Any) -> list[tuple[str, str]]:
+    answer = await client.get(
+        "/api/cameras/cam/recordings?from=2026-01-01T00:00:00Z&to=2027-01-01T00:00:00Z"
+    )
+    assert answer.status == 200, await answer.text()
+    return [(span["from"], span["to"]) for span in (await answer.json())["spans"]]
+
+
+async def indexed(client: Any, files: int) -> None:
+    async def done() -> bool:
+        return (await camera_counts(client)).get("cam", 0) == files
+
+    await wait_for(done, what=f"{files} recordings indexed")
+
+
+async def played_once_in_order(client: Any, from_us: int, to_us: int) -> None:
+    """A session over [from, to): each entry's wall-clock time (from the last
+    PROGRAM-DATE-TIME on) follows the one before without a jump back or forth."""
+    status, session = await post(
+        client, {"camera_id": "cam", "from": format_us(from_us), "to": format_us(to_us)}
+    )
+    assert status == 201, session
+    playlist = parse(await (await client.get(session["playlist_url"])).text())
+    wall = None
+    for entry in playlist.entries:
+        if entry.pdt is not None:
+            here = parse_rfc3339(entry.pdt, "pdt")
+            if wall is not None:
+                assert abs(here - wall) < 100_000, (entry.uri, format_us(here), format_us(wall))
+            wall = here
+        assert wall is not None
+        wall += round(entry.duration * S)
+    assert wall is not None
+    assert abs(wall - to_us) < 100_000
+    first = playlist.entries[0].pdt
+    assert first is not None
+    assert from_us - SEGMENT_US <= parse_rfc3339(first, "pdt") <= from_us
+
+
+@pytest.mark.parametrize(
+    ("zone", "change"),
+    [
+        (PARIS, "2026-10-25T01:00:00Z"),  # CEST to CET: 02:00-03:00 local twice
+        (PARIS, "2026-03-29T01:00:00Z"),  # CET to CEST: 02:00-03:00 local skipped
+        (SYDNEY, "2026-04-04T16:00:00Z"),  # AEDT to AEST
+        (SYDNEY, "2026-10-03T16:00:00Z"),  # AEST to AEDT
+    ],
+)
+async def test_footage_across_a_change_is_one_span_played_once_in_order(
+    tmp_path: Path, footage: dict[str, list[Rendered]], start_agent: Any, zone: str, change: str
+) -> None:
+    """Two minutes either side of a change, named in local time: one continuous span at
+    the right instants, and a session over it plays every file once, in order."""
+    config = make_config(tmp_path, recordings={"timezone": zone})
+    begin, end = utc(change) - 120 * S, utc(change) + 120 * S
+    written = record(footage["ts"], config.recordings.root, config.layout, "cam", begin, end)
+    client = await started(start_agent, config)
+    await indexed(client, len(written))
+    assert await spans(client) == [(format_us(begin), format_us(end))]
+    await played_once_in_order(client, begin, end)
+
+
+async def test_a_recorder_that_overwrites_the_repeated_hour_leaves_a_real_gap(
+    tmp_path: Path, footage: dict[str, list[Rendered]], start_agent: Any
+) -> None:
+    """Names repeat in the autumn's second pass and the recorder writes over the first
+    pass's files: what is left is the later hour's (placed there), and the earlier
+    hour's overwritten part is a gap, not a false span."""
+    config = make_config(tmp_path, recordings={"timezone": PARIS})
+    first = utc("2026-10-25T00:00:00Z")  # 02:00 CEST
+    second = utc("2026-10-25T01:00:00Z")  # 02:00 CET, the same names again
+    root, layout = config.recordings.root, config.layout
+    record(footage["ts"], root, layout, "cam", first, first + 120 * S)
+    record(footage["ts"], root, layout, "cam", second, second + 60 * S)  # over the first minute
+    client = await started(start_agent, config)
+    await indexed(client, 60)
+    assert await spans(client) == [
+        (format_us(first + 60 * S), format_us(first + 120 * S)),
+        (format_us(second), format_us(second + 60 * S)),
+    ]
+
+
+async def test_names_nothing_decides_are_placed_in_order_and_said_once(
+    tmp_path: Path,
+    footage: dict[str, list[Rendered]],
+    start_agent: Any,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Bad input, each one warning and no misplacement passed off as sure: a name in the
+    spring's skipped hour (placed by its modification time), and autumn names whose
+    modification time is far off (placed where they overlap no recording, and said on
+    /healthz). (A name whose offset, %z, the zone disagrees with: the unit test above.)"""
+    caplog.set_level(logging.INFO)
+    config = make_config(tmp_path, recordings={"timezone": PARIS})
+    root, layout = config.recordings.root, config.layout
+    first = utc("2026-10-25T00:10:00Z")  # 02:10 CEST, modified as recorded
+    record(footage["ts"], root, layout, "cam", first, first + 6 * S)
+    # Named 02:20 local (00:20 or 01:20 UTC), modified now: days from either.
+    lost = record(footage["ts"], root, layout, "cam", first + 600 * S, first + 606 * S)
+    for path in lost:
+        os.utime(path)
+    skipped = root / "cam" / "2026-03-29" / "02-30-00.ts"
+    skipped.parent.mkdir(parents=True)
+    shutil.copyfile(footage["ts"][0].path, skipped)
+    when = utc("2026-03-29T01:30:00Z") + SEGMENT_US  # its segment ended 03:30 CEST
+    os.utime(skipped, ns=(when * 1000, when * 1000))
+    client = await started(start_agent, config)
+    await indexed(client, 7)
+    found = await spans(client)
+    assert (format_us(when - SEGMENT_US), format_us(when)) in found
+    assert (format_us(first), format_us(first + 6 * S)) in found
+    # The lost-mtime files: each name's two instants are 00:20 and 01:20 UTC; none
+    # overlaps a recording, so the earlier is kept; said once each, and on /healthz.
+    assert (format_us(first + 600 * S), format_us(first + 606 * S)) in found
+    health = await (await client.get("/healthz")).json()
+    assert any("named in a repeated or skipped local hour" in p for p in health["problems"])
+    said = [r.getMessage() for r in caplog.records if r.name == "agent.indexer"]
+    assert sum("does not exist in Europe/Paris" in m for m in said) == 1
+    assert sum("says nothing of which" in m for m in said) == 3
+    assert sum("an hour Europe/Paris has twice" in m for m in said) >= 1
