@@ -45,8 +45,10 @@ from .containers.probe import (
 from .index import Change, Index, Segment
 from .playlists import Chain, Link, MediaItem, Plan, lines_of
 from .times import format_us
+from .wallclock import latest_written
 
 log = logging.getLogger(__name__)
+_DROPPED_KEPT = 10_000
 
 # Recordings kept planned, over every camera, about 2 kB each (the index's row, the
 # chain's link and item, their playlist lines and plan.json row): two days of one
@@ -77,6 +79,7 @@ class ChainCache:
         self._locks: dict[str, asyncio.Lock] = {}
         # Writes told while chains are planned, a list each.
         self._building: dict[str, list[list[Change]]] = {}
+        self._dropped: set[str] = set()  # recordings left out (latest_written), said once
         self.warmed = asyncio.Event()  # set once `warm` is done
         # How sessions were planned: on a kept chain, grown first, or on a new chain.
         self.counts = {"sliced": 0, "grown": 0, "planned": 0}
@@ -211,6 +214,15 @@ class ChainCache:
         recordings)."""
         chain = kept.chain
         made = len(chain.items)
+        segments, dropped = latest_written(segments, chain.last_segment)
+        for segment in dropped:
+            if segment.path not in self._dropped and len(self._dropped) < _DROPPED_KEPT:
+                self._dropped.add(segment.path)
+                log.warning(
+                    "plan: %s covers the same time as another recording of its camera,"
+                    " written later; sessions leave it out",
+                    segment.path,
+                )
         for segment in segments:
             if not chain.fits(segment):
                 _cut_back(kept, segment.start_us, "served another way")

@@ -250,6 +250,11 @@ class Chain:
         fragmented = all(seg.container == "fmp4" and seg.media_end for seg in segments)
         return fragmented, not fragmented and any(_reboxed(s) for s in segments)
 
+    @property
+    def last_segment(self) -> Segment | None:
+        """The last recording chosen for the chain."""
+        return self._last.segment if self._last is not None else None
+
     def fits(self, segment: Segment) -> bool:
         """Whether `segment` can join the chain as the chain is served."""
         if self.fragmented:

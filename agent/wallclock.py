@@ -23,6 +23,7 @@ from __future__ import annotations
 import enum
 from dataclasses import dataclass
 
+from .index import Segment
 from .layout import SegmentName
 
 MTIME_TRUSTED_US = 2 * 3600 * 1_000_000  # farther than this from both ends: not trusted
@@ -62,3 +63,35 @@ def place(name: SegmentName, duration_us: int, mtime_us: int | None) -> Placed:
         if nearest < (late - early) // 2 and nearest <= MTIME_TRUSTED_US:
             return Placed(chosen, How.MTIME)
     return Placed(name.instants[0], How.UNDECIDED, name.instants)
+
+
+def same_time(a: Segment, b: Segment) -> bool:
+    """Whether two recordings of one camera cover the same instants: they overlap by more
+    than half the shorter (pure). Neighbours that overlap by a frame or a rounded second,
+    as recorders' files do, do not."""
+    overlap = min(a.end_us, b.end_us) - max(a.start_us, b.start_us)
+    return overlap > min(a.end_us - a.start_us, b.end_us - b.start_us) // 2
+
+
+def latest_written(
+    segments: list[Segment], before: Segment | None = None
+) -> tuple[list[Segment], list[Segment]]:
+    """`segments` (by start, after `before` if given) without those that cover the same
+    instants as another: of two, the one written later (modification time) is kept, so
+    that no session plays the same time twice (pure); but `before`, chosen already,
+    stays. The kept, and the left out."""
+    kept: list[Segment] = []
+    dropped: list[Segment] = []
+    last = before
+    for segment in segments:
+        if last is not None and same_time(last, segment):
+            if segment.mtime_ns > last.mtime_ns and kept and kept[-1] is last:
+                dropped.append(kept.pop())
+                kept.append(segment)
+                last = segment
+            else:
+                dropped.append(segment)
+            continue
+        kept.append(segment)
+        last = segment
+    return kept, dropped

@@ -6,6 +6,7 @@ from __future__ import annotations
 import logging
 import os
 import shutil
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -14,10 +15,11 @@ import pytest
 from agent.demo import Rendered
 from agent.layout import Layout, make_layout
 from agent.times import format_us, parse_rfc3339
-from agent.wallclock import MTIME_TRUSTED_US, How, place
+from agent.wallclock import MTIME_TRUSTED_US, How, latest_written, place
 
 from .conftest import S, camera_counts, make_config, post, started, wait_for
 from .hls import parse
+from .test_index import seg
 
 PARIS = "Europe/Paris"
 SYDNEY = "Australia/Sydney"  # the southern hemisphere: summer time ends in April
@@ -95,6 +97,19 @@ def test_place_decides_by_the_modification_time() -> None:
     assert place(gap, ten, mtime) == place(gap, ten, mtime)
     assert place(gap, ten, mtime).start_us == mtime - ten
     assert place(gap, ten, mtime).how is How.GAP
+
+
+def test_of_two_recordings_of_the_same_time_the_later_written_is_kept() -> None:
+    def written(start_s: int, duration_s: int, mtime: int) -> Any:
+        found = seg("cam", start_s, duration_s)
+        return replace(found, path=f"{found.path}.{mtime}", mtime_ns=mtime)
+
+    a, b, c = written(0, 10, 1), written(10, 10, 5), written(10, 10, 9)
+    d, e = written(19, 10, 2), written(29, 10, 3)  # overlap by a second: neighbours
+    assert latest_written([a, b, c, d, e]) == ([a, c, d, e], [b])
+    assert latest_written([a, c, b, d]) == ([a, c, d], [b])
+    # What the chain chose before is kept: a later one of the same time is left out.
+    assert latest_written([written(10, 10, 99)], before=c) == ([], [written(10, 10, 99)])
 
 
 # --- the agent on such footage ----------------------------------------------------------
@@ -240,3 +255,37 @@ async def test_names_nothing_decides_are_placed_in_order_and_said_once(
     assert sum("does not exist in Europe/Paris" in m for m in said) == 1
     assert sum("says nothing of which" in m for m in said) == 3
     assert sum("an hour Europe/Paris has twice" in m for m in said) >= 1
+
+
+async def test_a_session_plays_the_later_written_of_two_recordings_of_the_same_time(
+    tmp_path: Path,
+    footage: dict[str, list[Rendered]],
+    start_agent: Any,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Names with offsets (%z) that say one instant twice (02:30+0200 and 00:30+0000): the
+    session plays the time once, from the file written later, and the other is said
+    once."""
+    config = make_config(
+        tmp_path,
+        recordings={"timezone": PARIS, "layout": "{camera}/%Y-%m-%d/%H-%M-%S%z.ts"},
+    )
+    root = config.recordings.root
+    begin = utc("2026-10-25T00:30:00Z")
+    older = record(footage["ts"], root, config.layout, "cam", begin, begin + 6 * S)
+    utc_names = make_layout("{camera}/%Y-%m-%d/%H-%M-%S%z.ts", "UTC")
+    record(footage["ts"], root, utc_names, "cam", begin, begin + 6 * S)
+    for path in older:
+        os.utime(path, ns=(begin * 1000, begin * 1000))  # written before the others
+    client = await started(start_agent, config)
+    await indexed(client, 6)
+    status, session = await post(
+        client, {"camera_id": "cam", "from": format_us(begin), "to": format_us(begin + 6 * S)}
+    )
+    assert status == 201, session
+    playlist = parse(await (await client.get(session["playlist_url"])).text())
+    assert len(playlist.entries) == 3
+    assert abs(sum(e.duration for e in playlist.entries) - 6) < 0.5
+    said = [r.getMessage() for r in caplog.records if "covers the same time" in r.getMessage()]
+    assert sorted(said) == sorted({m for m in said})  # each once
+    assert {Path(m.split()[1]).name for m in said} == {p.name for p in older}
