@@ -169,6 +169,60 @@ async def test_page_lists_cameras_and_shows_the_gap_in_the_day(
         assert "09:00" in ticks, ticks  # one a minute, in the box's zone
 
 
+async def test_the_day_of_a_change_is_drawn_as_the_wall_clock_shows_it(
+    start_agent: Any, tmp_path: Path, footage: dict[str, list[Rendered]]
+) -> None:
+    """Paris, 25 October 2026: a day of 25 hours. The footage across the change is one
+    span where it was recorded; the hour labels fall where the wall clock shows them (03:00
+    CET is four hours after midnight CEST), and in the repeated hour each label says its
+    zone, which is not the same twice."""
+    from .test_wallclock import record, utc
+
+    config = make_config(tmp_path, **PARIS)
+    change = utc("2026-10-25T01:00:00Z")
+    written = record(
+        footage["ts"], config.recordings.root, config.layout, "cam", change - 120 * S,
+        change + 120 * S,
+    )  # fmt: skip
+    client = await started(start_agent, config)
+
+    async def indexed() -> bool:
+        return (await (await client.get("/api/cameras")).json())["cameras"][0][
+            "segment_count"
+        ] == len(written)
+
+    await wait_for(indexed, what="the footage indexed")
+    async with Chromium() as browser:
+        await _open(browser, str(client.make_url("/")))
+        spans = await browser.wait_for(
+            "(s => s.length && s)([...document.querySelectorAll('#spans .span')].map(s =>"
+            " ({from: s.dataset.from, to: s.dataset.to, left: parseFloat(s.style.left)})))"
+        )
+        assert await browser.evaluate("document.getElementById('day').value") == "2026-10-25"
+        assert [(s["from"], s["to"]) for s in spans] == [
+            ("2026-10-25T00:58:00Z", "2026-10-25T01:02:00Z")
+        ]
+        # Midnight CEST is 22:00 UTC the day before; the day has 25 hours.
+        assert spans[0]["left"] == pytest.approx((2 * 60 + 58) / (25 * 60) * 100, abs=0.01)
+        ticks = await browser.evaluate(
+            "[...document.querySelectorAll('#hours .tick')].map(t =>"
+            " [t.textContent, parseFloat(t.style.left)])"
+        )
+        assert [label for label, _ in ticks] == [
+            "03:00", "06:00", "09:00", "12:00", "15:00", "18:00", "21:00"
+        ]  # fmt: skip
+        assert ticks[0][1] == pytest.approx(4 / 25 * 100, abs=0.01)  # 02:00 UTC
+        await browser.evaluate("document.querySelector('#zoom [data-zoom=\"3600000\"]').click()")
+        labels = await browser.wait_for(
+            "(l => l.some(t => t.includes(' ')) && l)([...document.querySelectorAll("
+            "'#hours .tick')].map(t => t.textContent))"
+        )
+        repeated = [label for label in labels if " " in label]
+        assert len({label.split(" ", 1)[1] for label in repeated}) == 2, labels  # both zones
+        times = [label.split(" ")[0] for label in labels]
+        assert times != sorted(times), labels  # the wall clock goes back an hour
+
+
 async def test_deep_link_plays_with_the_wall_clock_across_seeks_and_gaps(
     start_agent: Any, tmp_path: Path, footage: dict[str, list[Rendered]]
 ) -> None:

@@ -40,6 +40,14 @@
     timeZone: zone, hourCycle: "h23", hour: "2-digit", minute: "2-digit", second: "2-digit",
   });
 
+  const zoneNames = new Intl.DateTimeFormat(undefined, { timeZone: zone, timeZoneName: "short" });
+  const zoneName = (ms) =>
+    zoneNames.formatToParts(new Date(ms)).find((part) => part.type === "timeZoneName")?.value ?? "";
+  // In the autumn's repeated hour the wall clock shows each time twice: it is said with
+  // its zone's name then (02:30 CEST, then 02:30 CET).
+  const repeated = (ms) => offset(ms + 3600e3) < offset(ms) || offset(ms - 3600e3) > offset(ms);
+  const withZone = (ms, text) => (repeated(ms) ? `${text} ${zoneName(ms)}` : text);
+
   function parts(ms) {
     const found = {};
     for (const part of partsFormat.formatToParts(new Date(ms))) found[part.type] = part.value;
@@ -213,20 +221,29 @@
       bar.dataset.to = span.to;
       bar.style.left = place(start);
       bar.style.width = `${((end - start) / (to - from)) * 100}%`;
-      bar.title = `${timeFormat.format(start)} to ${timeFormat.format(end)}`;
+      bar.title = `${withZone(start, timeFormat.format(start))} to ${withZone(end, timeFormat.format(end))}`;
       box.append(bar);
     }
     const hours = $("hours");
     hours.replaceChildren();
+    // A tick at each wall-clock time the clock on the wall shows, where it shows it: on
+    // the day of a change (23 or 25 hours) the labels skip or repeat, as that clock does.
     const tick = TICKS[state.zoom];
-    const shift = offset(from);
-    for (let t = Math.ceil((from + shift) / tick) * tick - shift; t < to; t += tick) {
-      if (t <= from) continue;
+    const offsets = [...new Set([offset(from), offset(to - 1)])];
+    const instants = new Set();
+    for (let wall = Math.ceil((from + Math.min(...offsets)) / tick) * tick;
+      wall < to + Math.max(...offsets); wall += tick) {
+      for (const shift of offsets) {
+        const t = wall - shift;
+        if (t > from && t < to && offset(t) === shift) instants.add(t);
+      }
+    }
+    for (const t of [...instants].sort((a, b) => a - b)) {
       const mark = document.createElement("span");
       mark.className = "tick";
       mark.style.left = place(t);
       const p = parts(t);
-      mark.textContent = `${p.hour}:${p.minute}`;
+      mark.textContent = withZone(t, `${p.hour}:${p.minute}`);
       hours.append(mark);
     }
     const count = state.spans.length;
@@ -370,7 +387,7 @@
   function showClock() {
     const clock = $("clock");
     clock.dateTime = iso(state.wall);
-    clock.textContent = clockFormat.format(state.wall);
+    clock.textContent = withZone(state.wall, clockFormat.format(state.wall));
     moveCursor();
     if (state.day !== null && dayOf(state.wall) !== state.day) {
       showDay(dayOf(state.wall)).catch(report);
