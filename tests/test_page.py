@@ -169,20 +169,33 @@ async def test_page_lists_cameras_and_shows_the_gap_in_the_day(
         assert "09:00" in ticks, ticks  # one a minute, in the box's zone
 
 
+@pytest.mark.parametrize(
+    ("change", "day", "hours", "first_tick"),
+    [
+        ("2026-10-25T01:00:00Z", "2026-10-25", 25, 4),  # 03:00 CET, 4 h after 00:00 CEST
+        ("2026-03-29T01:00:00Z", "2026-03-29", 23, 2),  # 03:00 CEST, 2 h after 00:00 CET
+    ],
+)
 async def test_the_day_of_a_change_is_drawn_as_the_wall_clock_shows_it(
-    start_agent: Any, tmp_path: Path, footage: dict[str, list[Rendered]]
+    start_agent: Any,
+    tmp_path: Path,
+    footage: dict[str, list[Rendered]],
+    change: str,
+    day: str,
+    hours: int,
+    first_tick: int,
 ) -> None:
-    """Paris, 25 October 2026: a day of 25 hours. The footage across the change is one
-    span where it was recorded; the hour labels fall where the wall clock shows them (03:00
-    CET is four hours after midnight CEST), and in the repeated hour each label says its
-    zone, which is not the same twice."""
+    """Paris, the two changes of 2026: days of 25 and 23 hours. The footage across the
+    change is one span where it was recorded; the hour labels fall where the wall clock
+    shows them, and in the autumn's repeated hour each label says its zone, which is not
+    the same twice."""
     from .test_wallclock import record, utc
 
     config = make_config(tmp_path, **PARIS)
-    change = utc("2026-10-25T01:00:00Z")
+    at_change = utc(change)
     written = record(
-        footage["ts"], config.recordings.root, config.layout, "cam", change - 120 * S,
-        change + 120 * S,
+        footage["ts"], config.recordings.root, config.layout, "cam", at_change - 120 * S,
+        at_change + 120 * S,
     )  # fmt: skip
     client = await started(start_agent, config)
 
@@ -198,12 +211,12 @@ async def test_the_day_of_a_change_is_drawn_as_the_wall_clock_shows_it(
             "(s => s.length && s)([...document.querySelectorAll('#spans .span')].map(s =>"
             " ({from: s.dataset.from, to: s.dataset.to, left: parseFloat(s.style.left)})))"
         )
-        assert await browser.evaluate("document.getElementById('day').value") == "2026-10-25"
-        assert [(s["from"], s["to"]) for s in spans] == [
-            ("2026-10-25T00:58:00Z", "2026-10-25T01:02:00Z")
-        ]
-        # Midnight CEST is 22:00 UTC the day before; the day has 25 hours.
-        assert spans[0]["left"] == pytest.approx((2 * 60 + 58) / (25 * 60) * 100, abs=0.01)
+        assert await browser.evaluate("document.getElementById('day').value") == day
+        assert [(s["from"], s["to"]) for s in spans] == [(f"{day}T00:58:00Z", f"{day}T01:02:00Z")]
+        # Midnight was 22:00 (CEST) or 23:00 (CET) UTC the day before.
+        midnight = 2 * 60 if hours == 25 else 60
+        spans_left = (midnight + 58) / (hours * 60) * 100
+        assert spans[0]["left"] == pytest.approx(spans_left, abs=0.01)
         ticks = await browser.evaluate(
             "[...document.querySelectorAll('#hours .tick')].map(t =>"
             " [t.textContent, parseFloat(t.style.left)])"
@@ -211,7 +224,9 @@ async def test_the_day_of_a_change_is_drawn_as_the_wall_clock_shows_it(
         assert [label for label, _ in ticks] == [
             "03:00", "06:00", "09:00", "12:00", "15:00", "18:00", "21:00"
         ]  # fmt: skip
-        assert ticks[0][1] == pytest.approx(4 / 25 * 100, abs=0.01)  # 02:00 UTC
+        assert ticks[0][1] == pytest.approx(first_tick / hours * 100, abs=0.01)
+        if hours == 23:
+            return  # no hour repeats in the spring
         await browser.evaluate("document.querySelector('#zoom [data-zoom=\"3600000\"]').click()")
         labels = await browser.wait_for(
             "(l => l.some(t => t.includes(' ')) && l)([...document.querySelectorAll("

@@ -289,3 +289,26 @@ async def test_a_session_plays_the_later_written_of_two_recordings_of_the_same_t
     said = [r.getMessage() for r in caplog.records if "covers the same time" in r.getMessage()]
     assert sorted(said) == sorted({m for m in said})  # each once
     assert {Path(m.split()[1]).name for m in said} == {p.name for p in older}
+
+
+async def test_a_name_whose_offset_the_zone_disagrees_with_is_said_once(
+    tmp_path: Path,
+    footage: dict[str, list[Rendered]],
+    start_agent: Any,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A name with %z whose offset is not the zone's then: placed by its own offset (the
+    name says its instant), one warning for it."""
+    config = make_config(
+        tmp_path,
+        recordings={"timezone": PARIS, "layout": "{camera}/%Y-%m-%d/%H-%M-%S%z.ts"},
+    )
+    odd = make_layout("{camera}/%Y-%m-%d/%H-%M-%S%z.ts", "Asia/Karachi")  # +0500
+    begin = utc("2026-11-20T08:00:00Z")
+    record(footage["ts"], config.recordings.root, odd, "cam", begin, begin + 6 * S)
+    client = await started(start_agent, config)
+    await indexed(client, 3)
+    assert await spans(client) == [(format_us(begin), format_us(begin + 6 * S))]
+    said = [r.getMessage() for r in caplog.records if "UTC offset is not" in r.getMessage()]
+    assert len(said) == 3  # one a file
+    assert len(set(said)) == 3
