@@ -214,7 +214,13 @@ class ChainCache:
         recordings)."""
         chain = kept.chain
         made = len(chain.items)
-        segments, dropped = latest_written(segments, chain.last_segment)
+        before = chain.last_segment
+        segments, dropped = latest_written(segments, before)
+        if before is not None and any(segment is before for segment in dropped):
+            # The recording chosen last is replaced by one of its time written later.
+            chosen = [n for n, link in enumerate(chain.links) if link.segment is before]
+            chain.truncate(chosen[-1])
+            made = min(made, len(chain.items))
         for segment in dropped:
             if segment.path not in self._dropped and len(self._dropped) < _DROPPED_KEPT:
                 self._dropped.add(segment.path)

@@ -76,22 +76,22 @@ def same_time(a: Segment, b: Segment) -> bool:
 def latest_written(
     segments: list[Segment], before: Segment | None = None
 ) -> tuple[list[Segment], list[Segment]]:
-    """`segments` (by start, after `before` if given) without those that cover the same
-    instants as another: of two, the one written later (modification time) is kept, so
-    that no session plays the same time twice (pure); but `before`, chosen already,
-    stays. The kept, and the left out."""
-    kept: list[Segment] = []
+    """`segments` (by start, after `before`, the recording chosen last, if given) without
+    those that cover the same instants as another: of two, the one written later
+    (modification time) is kept, so that no session plays the same time twice (pure).
+    The kept, and the left out (`before` among them if one of `segments` replaces it)."""
+    kept: list[Segment] = [before] if before is not None else []
     dropped: list[Segment] = []
-    last = before
     for segment in segments:
+        last = kept[-1] if kept else None
         if last is not None and same_time(last, segment):
-            if segment.mtime_ns > last.mtime_ns and kept and kept[-1] is last:
+            if segment.mtime_ns > last.mtime_ns:
                 dropped.append(kept.pop())
                 kept.append(segment)
-                last = segment
             else:
                 dropped.append(segment)
             continue
         kept.append(segment)
-        last = segment
+    if before is not None and kept and kept[0] is before:
+        kept.pop(0)
     return kept, dropped

@@ -280,6 +280,37 @@ async def test_players_play_the_clip(
     assert abs(seen["duration"] - 4.02) < 0.1, seen
 
 
+async def _twenty_minutes(
+    tmp_path: Path, footage: dict[str, list[Rendered]], start_agent: Any
+) -> tuple[Any, list[Path], Any]:
+    """An agent on twenty minutes of the 6 s run: its client, the files, a clip's URL."""
+    config = make_config(tmp_path, **NO_FFMPEG)
+    placed = []
+    for copy in range(20 * 10):
+        start = T0 + copy * 6 * S
+        placed += place_old(footage["ts"], config.recordings.root, config.layout, "cam", start)
+    client = await started(start_agent, config)
+    _, session = await post(client, {"camera_id": "cam", "from": at(0), "to": at(20 * 60)})
+    return (
+        client,
+        placed,
+        client.make_url(session["playlist_url"].replace("index.m3u8", "clip.mp4")),
+    )
+
+
+async def _ends_broken(response: aiohttp.ClientResponse) -> bool:
+    """Whether the rest of a download ends broken (the connection cut)."""
+    try:
+        async with asyncio.timeout(60):
+            while await response.content.read(65536):
+                pass
+    except aiohttp.ClientPayloadError:
+        return True
+    finally:
+        response.close()
+    return False
+
+
 async def test_an_export_whose_recordings_vanish_ends_and_is_logged(
     tmp_path: Path,
     footage: dict[str, list[Rendered]],
@@ -288,30 +319,14 @@ async def test_an_export_whose_recordings_vanish_ends_and_is_logged(
 ) -> None:
     """The recorder's retention deletes the footage while it is being exported: the
     download ends (broken, not passed off as whole), the agent says why and stays up."""
-    config = make_config(tmp_path, **NO_FFMPEG)
-    placed = []
-    for copy in range(20 * 10):  # twenty minutes of the 6 s run
-        start = T0 + copy * 6 * S
-        placed += place_old(footage["ts"], config.recordings.root, config.layout, "cam", start)
-    client = await started(start_agent, config)
-    _, session = await post(client, {"camera_id": "cam", "from": at(0), "to": at(20 * 60)})
-    url = client.make_url(session["playlist_url"].replace("index.m3u8", "clip.mp4"))
+    client, placed, url = await _twenty_minutes(tmp_path, footage, start_agent)
     async with aiohttp.ClientSession() as other:
         response = await other.get(url)
         assert response.status == 200
         await response.content.read(65536)
         for path in placed[len(placed) // 5 :]:
             path.unlink()
-        broken = False
-        try:
-            async with asyncio.timeout(60):
-                while await response.content.read(65536):
-                    pass
-        except aiohttp.ClientPayloadError:
-            broken = True
-        finally:
-            response.close()
-        assert broken  # the download does not end as if it were whole
+        assert await _ends_broken(response)  # not as if it were whole
     said = [r.getMessage() for r in caplog.records if "export of" in r.getMessage()]
     assert len(said) == 1, said
     assert (await client.get("/healthz")).status == 200
@@ -324,14 +339,7 @@ async def test_a_directory_swapped_for_a_symlink_mid_download_is_not_read_throug
     """A recording's path is checked for symlinks once a clip; a directory on the way
     turned into a symlink to copies of its files during the download breaks it (the files
     opened are not the ones laid out) rather than serving the copies."""
-    config = make_config(tmp_path, **NO_FFMPEG)
-    placed = []
-    for copy in range(20 * 10):
-        start = T0 + copy * 6 * S
-        placed += place_old(footage["ts"], config.recordings.root, config.layout, "cam", start)
-    client = await started(start_agent, config)
-    _, session = await post(client, {"camera_id": "cam", "from": at(0), "to": at(20 * 60)})
-    url = client.make_url(session["playlist_url"].replace("index.m3u8", "clip.mp4"))
+    client, placed, url = await _twenty_minutes(tmp_path, footage, start_agent)
     async with aiohttp.ClientSession() as other:
         response = await other.get(url)
         assert response.status == 200
@@ -341,16 +349,7 @@ async def test_a_directory_swapped_for_a_symlink_mid_download_is_not_read_throug
         shutil.copytree(directory, copies)
         directory.rename(tmp_path / "moved")
         directory.symlink_to(copies, target_is_directory=True)
-        broken = False
-        try:
-            async with asyncio.timeout(60):
-                while await response.content.read(65536):
-                    pass
-        except aiohttp.ClientPayloadError:
-            broken = True
-        finally:
-            response.close()
-        assert broken
+        assert await _ends_broken(response)
     assert (await client.get(url.path)).status == 404  # and refused from then on
 
 

@@ -108,8 +108,10 @@ def test_of_two_recordings_of_the_same_time_the_later_written_is_kept() -> None:
     d, e = written(19, 10, 2), written(29, 10, 3)  # overlap by a second: neighbours
     assert latest_written([a, b, c, d, e]) == ([a, c, d, e], [b])
     assert latest_written([a, c, b, d]) == ([a, c, d], [b])
-    # What the chain chose before is kept: a later one of the same time is left out.
-    assert latest_written([written(10, 10, 99)], before=c) == ([], [written(10, 10, 99)])
+    # What the chain chose before is replaced by one of its time written later, and
+    # kept over one written before it.
+    assert latest_written([written(10, 10, 99)], before=c) == ([written(10, 10, 99)], [c])
+    assert latest_written([written(10, 10, 1), e], before=c) == ([e], [written(10, 10, 1)])
 
 
 # --- the agent on such footage ----------------------------------------------------------
@@ -274,7 +276,7 @@ async def test_a_session_plays_the_later_written_of_two_recordings_of_the_same_t
     begin = utc("2026-10-25T00:30:00Z")
     older = record(footage["ts"], root, config.layout, "cam", begin, begin + 6 * S)
     utc_names = make_layout("{camera}/%Y-%m-%d/%H-%M-%S%z.ts", "UTC")
-    record(footage["ts"], root, utc_names, "cam", begin, begin + 6 * S)
+    newer = record(footage["ts"], root, utc_names, "cam", begin, begin + 6 * S)
     for path in older:
         os.utime(path, ns=(begin * 1000, begin * 1000))  # written before the others
     client = await started(start_agent, config)
@@ -289,6 +291,21 @@ async def test_a_session_plays_the_later_written_of_two_recordings_of_the_same_t
     said = [r.getMessage() for r in caplog.records if "covers the same time" in r.getMessage()]
     assert sorted(said) == sorted({m for m in said})  # each once
     assert {Path(m.split()[1]).name for m in said} == {p.name for p in older}
+    # A third copy of that time, written now, after the camera's chain was planned: it
+    # replaces what the chain chose.
+    dhaka_names = make_layout("{camera}/%Y-%m-%d/%H-%M-%S%z.ts", "Asia/Dhaka")  # +0600
+    newest = record(footage["ts"], root, dhaka_names, "cam", begin, begin + 6 * S)
+    for path in newest:
+        os.utime(path)
+    await indexed(client, 9)
+    status, again = await post(
+        client, {"camera_id": "cam", "from": format_us(begin), "to": format_us(begin + 6 * S)}
+    )
+    assert status == 201, again
+    playlist = parse(await (await client.get(again["playlist_url"])).text())
+    assert len(playlist.entries) == 3
+    said = [r.getMessage() for r in caplog.records if "covers the same time" in r.getMessage()]
+    assert {Path(m.split()[1]).name for m in said} == {p.name for p in older + newer}
 
 
 async def test_a_name_whose_offset_the_zone_disagrees_with_is_said_once(
