@@ -37,7 +37,6 @@ from dataclasses import dataclass, field
 from itertools import compress, islice, repeat
 from operator import add, floordiv, ge, le, lt, mul, sub
 from pathlib import Path
-from typing import Any, TypeVar
 
 from .containers import progressive
 from .containers.errors import CORRUPT
@@ -60,13 +59,15 @@ from .samplestore import SampleStore
 from .stored import MEDIA_ROW, Session
 
 log = logging.getLogger(__name__)
-T = TypeVar("T")
 
 # The clip's own version, in its ETag: a change to the bytes made of the same session and
 # recordings (an upgrade) must change the ETag, or a resume would splice two versions.
 CLIP_FORMAT = 1
 CHUNK_TICKS = CLOCK  # a chunk holds about a second of one track
-TABLE_CACHE_BYTES = 4 << 20  # about 45 minutes of 25 fps video with AAC
+TABLE_CACHE_BYTES = 4 << 20  # about 50 minutes of 25 fps video with AAC
+# Without a working sample store, tables dropped from memory are read from the footage
+# whole again: then more are kept.
+TABLE_CACHE_NO_STORE = 24 << 20
 CLIPS_KEPT = 4  # clips laid out lately, kept for the range requests that follow
 # Recordings whose footage ends this close to now are taken as arriving: their tables are
 # read and kept at once. Older ones (an archive found at start) are read on first use.
@@ -74,7 +75,7 @@ ARRIVED_WITHIN_US = 600 * 1_000_000
 ARRIVALS_QUEUED = 1024
 _AAC_FRAME = 1024  # samples an AAC frame holds (ISO/IEC 14496-3 4.5.1.1)
 READ_BYTES = 1 << 20  # what one read of a clip gathers, in whole chunks, before it is sent
-WORKERS = 2  # threads that lay clips out and read them
+WORKERS = 2  # threads that read clips
 
 
 class ClipBroken(AgentError):
@@ -107,7 +108,7 @@ class Clip:
     etag: str
     stamps: dict[str, tuple[int, int, int]]  # source -> (size, mtime_ns, inode) laid out from
     starts: array[int] = field(default_factory=lambda: array("Q"))  # each chunk's offset
-    sizes: array[int] = field(default_factory=lambda: array("Q"))
+    sizes: array[int] = field(default_factory=lambda: array("I"))
     tracks: bytearray = field(default_factory=bytearray)
     sources: array[int] = field(default_factory=lambda: array("I"))  # into `names`
     firsts: array[int] = field(default_factory=lambda: array("I"))
@@ -120,10 +121,12 @@ class Clip:
 
     @property
     def count(self) -> int:
+        """How many chunks the clip has."""
         return len(self.starts)
 
     def add(self, chunk: Chunk) -> None:
-        if chunk.source != self.names[-1]:
+        """Pack `chunk` after the others (while the clip is laid out)."""
+        if chunk.source and chunk.source != self.names[-1]:
             self.names.append(chunk.source)
             self.containers.append(chunk.container)
         if chunk.data:
@@ -136,6 +139,7 @@ class Clip:
         self.stops.append(chunk.stop)
 
     def chunk(self, k: int) -> Chunk:
+        """Chunk `k`, unpacked."""
         source = self.sources[k]
         return Chunk(self.starts[k], self.sizes[k], self.tracks[k], self.names[source],
                      self.containers[source], self.firsts[k], self.stops[k],
@@ -274,7 +278,9 @@ def lay_out(
         raise ClipBroken("no video of this session's range is on disk")
     # The picture starts with the frame on screen at `from`, from its start: players
     # differ on a frame the edit list cuts into (ffmpeg leaves it out).
-    shown = video.first_shown or array("q", map(add, video.dts, video.offsets))
+    shown = video.first_shown
+    if not shown or max(shown) <= begin:  # the first piece ends before `from`: all of them
+        shown = array("q", map(add, video.dts, video.offsets))
     begin = max(compress(shown, map(le, shown, repeat(begin))), default=min(shown))
     return _assemble(session, plan, items, starts, begin, end, video, audio, stamps)
 
@@ -573,7 +579,7 @@ def _audio_durations(segments: list[tuple[int, int, int]]) -> Runs:
     a run its step; the last of a run, to the next run's first; the very last, a frame."""
     counts, values = array("q"), array("q")
 
-    def add(count: int, duration: int) -> None:
+    def run(count: int, duration: int) -> None:
         if values and values[-1] == duration:
             counts[-1] += count
         elif count:
@@ -581,9 +587,9 @@ def _audio_durations(segments: list[tuple[int, int, int]]) -> Runs:
             values.append(duration)
 
     for k, (first, count, step) in enumerate(segments):
-        add(count - 1, step)
+        run(count - 1, step)
         following = segments[k + 1][0] if k + 1 < len(segments) else None
-        add(1, following - (first + step * (count - 1)) if following is not None else _AAC_FRAME)
+        run(1, following - (first + step * (count - 1)) if following is not None else _AAC_FRAME)
     return counts, values
 
 
@@ -832,16 +838,26 @@ class Exporter:
         self._arrived: asyncio.Queue[Change] = asyncio.Queue(ARRIVALS_QUEUED)
         self.read_whole = 0  # recordings read whole for their tables, since start
         # Clips are laid out and read on threads of their own: few, so that the memory a
-        # read borrows is reused by the next rather than held in one malloc arena a thread.
-        self._worker = ThreadPoolExecutor(WORKERS, thread_name_prefix="export")
+        # read borrows is reused by the next rather than held in one malloc arena a
+        # thread; laid out on one, read on others, so that a long layout (footage read
+        # whole for its tables) never holds up the downloads under way.
+        self._layouts = ThreadPoolExecutor(1, thread_name_prefix="export-layout")
+        self._reads = ThreadPoolExecutor(WORKERS, thread_name_prefix="export-read")
 
-    async def call(self, function: Callable[..., T], *args: Any) -> T:
-        """`function(*args)` on one of the exporter's threads."""
-        return await asyncio.get_running_loop().run_in_executor(self._worker, function, *args)
+    async def laid_out(self, session: Session, plan: Plan) -> Clip:
+        """`clip`, on the exporter's layout thread."""
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._layouts, self.clip, session, plan)
+
+    async def read_of(self, clip: Clip, position: int, stop: int) -> bytes:
+        """`read`, on one of the exporter's read threads."""
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._reads, self.read, clip, position, stop)
 
     def close(self) -> None:
         """Stop the exporter's threads, once what they run has ended (blocking)."""
-        self._worker.shutdown(wait=True, cancel_futures=True)
+        for pool in (self._layouts, self._reads):
+            pool.shutdown(wait=True, cancel_futures=True)
 
     def told(self, change: Change) -> None:
         """An index change (Index.watch): recordings written lately are prepared."""
@@ -934,7 +950,9 @@ class Exporter:
                 return self._tables[key]
             self._tables[key] = recording
             self._table_bytes += recording.nbytes
-            while self._table_bytes > TABLE_CACHE_BYTES and len(self._tables) > 1:
+            stored = self.store is not None and self.store.working
+            budget = TABLE_CACHE_BYTES if stored else TABLE_CACHE_NO_STORE
+            while self._table_bytes > budget and len(self._tables) > 1:
                 _, dropped = self._tables.popitem(last=False)
                 self._table_bytes -= dropped.nbytes
         return recording

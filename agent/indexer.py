@@ -41,7 +41,8 @@ SETTLE_SECONDS = 15.0
 RECONCILE_SECONDS = 300.0
 POLL_SECONDS = 2.0  # how often a directory the watcher cannot follow is looked at
 _BATCH = 256  # files probed per worker-thread call, and written per transaction
-_SAID_KEPT = 10_000  # things said once (wallclock placements): a bounded memory
+_SAID_KEPT = 10_000  # things said once (wallclock placements), of each kind
+_CLAIMS_KEPT = 1_000  # instants undecided names were placed at, a camera's
 _TICK_SECONDS = 0.25  # how often files still pending are looked at again
 
 
@@ -210,7 +211,9 @@ class Indexer:
         self._unreadable: dict[str, FileState] = {}
         self._newest: dict[str, int] = {}  # camera -> latest start seen on disk
         self._inflight: set[str] = set()  # pending files being probed right now
-        self._said: set[tuple[object, ...]] = set()  # _say_once's memory
+        self._said: dict[str, set[tuple[object, ...]]] = {}  # _say_once's memory, by kind
+        # Instants undecided names were placed at lately, a camera's (_place).
+        self._claimed: dict[str, list[tuple[str, int, int]]] = {}
         self._touched: set[str] = set()  # of those, files the watcher told of meanwhile
         self._has_pending = asyncio.Event()
         self._reported: set[bytes] = set()  # undecodable names already logged
@@ -558,7 +561,10 @@ class Indexer:
                 continue
             item.state = FileState.of(stat)
             idle = now - stat.st_mtime_ns / 1e9
-            newer = self._newest.get(item.name.camera, -1) > item.name.start_us
+            # Against the latest instant its name can mean: in the repeated hour, the
+            # second pass's names read as the first's and must not look older.
+            latest = item.name.instants[-1] if item.name.instants else item.name.start_us
+            newer = self._newest.get(item.name.camera, -1) > latest
             if newer or idle >= SETTLE_SECONDS:
                 final.append(item)
             elif idle >= QUIET_SECONDS:
@@ -661,8 +667,9 @@ class Indexer:
         zone = self.layout.zone
         if placed.how is How.OFFSET and name.disagrees:
             self._say_once(
-                ("offset", item.relpath),
-                "index: %s: its name's UTC offset is not %s's at %s; the name's is taken",
+                ("offset", name.camera),
+                "index: %s: its name's UTC offset is not %s's at %s; the name's is taken"
+                " (said once for the camera's recordings)",
                 item.relpath, zone.key, format_us(placed.start_us),
             )  # fmt: skip
         elif placed.how is How.MTIME:
@@ -680,36 +687,45 @@ class Indexer:
                 item.relpath, name.local, zone.key, format_us(placed.start_us),
             )  # fmt: skip
         elif placed.how is How.UNDECIDED:
-            chosen = placed.candidates[0]
-            for candidate in placed.candidates:  # the one that overlaps no recording
+            # The instant at which it overlaps no recording of its camera: indexed, in
+            # this batch, or placed so by another batch meanwhile (not yet written).
+            claimed = self._claimed.setdefault(name.camera, [])
+            chosen, free = placed.candidates[0], False
+            for candidate in placed.candidates:
                 end = candidate + duration_us
                 known = await self.index.segments(name.camera, candidate, end)
-                if not [s for s in known if s.path != item.relpath] and not [
-                    s for s in ready
-                    if s.camera == name.camera and s.start_us < end and candidate < s.end_us
-                ]:  # fmt: skip
-                    chosen = candidate
+                others = [(s.start_us, s.end_us) for s in known if s.path != item.relpath]
+                others += [(s.start_us, s.end_us) for s in ready if s.camera == name.camera]
+                others += [(a, b) for path, a, b in claimed if path != item.relpath]
+                if not any(a < end and candidate < b for a, b in others):
+                    chosen, free = candidate, True
                     break
+            claimed.append((item.relpath, chosen, chosen + duration_us))
+            del claimed[:-_CLAIMS_KEPT]
             said = (
                 f"recordings of {name.camera} named in a repeated or skipped local hour"
-                f" ({name.local}) whose modification times say nothing: placed by their order"
+                f" ({name.local}) whose modification times say nothing: placed where they"
+                " overlap no other recording"
             )
             self.status.undecided[name.camera] = said
             self._say_once(
                 ("undecided", item.relpath),
                 "index: %s: its name's local time %s is %s in %s and its modification time"
-                " says nothing of which; placed at %s, where it overlaps no recording",
+                " says nothing of which; placed at %s, %s",
                 item.relpath, name.local, "ambiguous" if name.ambiguous else "in a gap",
                 zone.key, format_us(chosen),
+                "where it overlaps no recording" if free else "the earlier (both overlap)",
             )  # fmt: skip
             return chosen
         return placed.start_us
 
     def _say_once(self, key: tuple[object, ...], message: str, *args: object) -> None:
-        """Log a warning (an INFO for a decided hour) once for `key` (bounded memory)."""
-        if key in self._said or len(self._said) >= _SAID_KEPT:
+        """Log a warning (an INFO for a decided hour) once for `key` (a bounded memory
+        for each kind of thing said, key[0])."""
+        said = self._said.setdefault(str(key[0]), set())
+        if key in said or len(said) >= _SAID_KEPT:
             return
-        self._said.add(key)
+        said.add(key)
         log.log(logging.INFO if key[0] == "hour" else logging.WARNING, message, *args)
 
 

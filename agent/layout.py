@@ -178,6 +178,8 @@ def _instants(naive: datetime, zone: ZoneInfo) -> tuple[int, tuple[int, ...], bo
     repeated time; a time in a gap does not come back from UTC as it went in."""
     first = naive.replace(tzinfo=zone, fold=0)
     second = naive.replace(tzinfo=zone, fold=1)
+    if first.utcoffset() == second.utcoffset():  # as but twice a year: one instant
+        return to_us(first), (to_us(first),), False
     early, late = sorted((to_us(first), to_us(second)))
     real = [
         instant

@@ -46,7 +46,7 @@ class Export:
     clip: Clip
 
     async def read(self, exporter: Exporter, position: int, stop: int) -> bytes:
-        return await exporter.call(exporter.read, self.clip, position, stop)
+        return await exporter.read_of(self.clip, position, stop)
 
 
 def check_range(from_us: int | None, to_us: int | None) -> None:
@@ -168,7 +168,7 @@ class Playback:
         name = f"{session.camera_id}_{stamp(session.from_us)}_{stamp(session.to_us)}.mp4"
         plan = await self.store.load_plan(session)
         with self.store.hold(session.id):
-            clip = await self.exporter.call(self.exporter.clip, session, plan)
+            clip = await self.exporter.laid_out(session, plan)
         return Export(session, name, clip)
 
     def plans_state(self) -> dict[str, int | bool]:

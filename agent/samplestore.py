@@ -88,6 +88,11 @@ class SampleStore:
             raise
         self._db.execute("COMMIT")
 
+    @property
+    def working(self) -> bool:
+        """Whether it keeps tables: open, and nothing has failed."""
+        return self._db is not None and not self._failed
+
     def _fail(self, what: str, error: Exception) -> None:
         if not self._failed:
             self._failed = True

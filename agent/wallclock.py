@@ -11,11 +11,12 @@ the modification time is all there is. The rule, in docs/configuration.md:
 - a name with its UTC offset (%z): the instant it says;
 - a name of one instant: that instant;
 - a name of two: the one whose end (start + duration) is nearer the file's modification
-  time, if that is nearer than half the distance between them and within
-  MTIME_TRUSTED of it;
+  time, if that is nearer than half the distance between them;
 - otherwise (modification time missing or far off) undecided: the caller takes the one
   that keeps the camera's recordings from overlapping, else the earlier, and says so;
-- a name in a gap: its modification time minus its duration.
+- a name in a gap: its modification time minus its duration, if that is within
+  MTIME_TRUSTED of what the name reads as (a file copied or touched later is not
+  moved to another day); otherwise undecided, as above.
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ from dataclasses import dataclass
 from .index import Segment
 from .layout import SegmentName
 
-MTIME_TRUSTED_US = 2 * 3600 * 1_000_000  # farther than this from both ends: not trusted
+MTIME_TRUSTED_US = 2 * 3600 * 1_000_000  # a gap name's mtime farther than this: not trusted
 
 
 class How(enum.StrEnum):
@@ -51,26 +52,28 @@ def place(name: SegmentName, duration_us: int, mtime_us: int | None) -> Placed:
     if name.offset:
         return Placed(name.start_us, How.OFFSET)
     if name.gap:
-        if mtime_us is None:
+        placed = None if mtime_us is None else mtime_us - duration_us
+        if placed is None or abs(placed - name.start_us) > MTIME_TRUSTED_US:
             return Placed(name.start_us, How.UNDECIDED, (name.start_us,))
-        return Placed(mtime_us - duration_us, How.GAP)
+        return Placed(placed, How.GAP)
     if not name.ambiguous:
         return Placed(name.start_us, How.NAME)
     if mtime_us is not None:
         early, late = name.instants[0], name.instants[-1]
         distances = sorted((abs(mtime_us - (c + duration_us)), c) for c in (early, late))
         (nearest, chosen), (_, _) = distances
-        if nearest < (late - early) // 2 and nearest <= MTIME_TRUSTED_US:
+        if nearest < (late - early) // 2:
             return Placed(chosen, How.MTIME)
     return Placed(name.instants[0], How.UNDECIDED, name.instants)
 
 
 def same_time(a: Segment, b: Segment) -> bool:
     """Whether two recordings of one camera cover the same instants: they overlap by more
-    than half the shorter (pure). Neighbours that overlap by a frame or a rounded second,
-    as recorders' files do, do not."""
+    than half the longer (pure). Neighbours that overlap by a frame or a rounded second,
+    as recorders' files do, do not; nor does a short file inside a long one (the chain
+    leaves out a recording the one before holds whole)."""
     overlap = min(a.end_us, b.end_us) - max(a.start_us, b.start_us)
-    return overlap > min(a.end_us - a.start_us, b.end_us - b.start_us) // 2
+    return overlap > max(a.end_us - a.start_us, b.end_us - b.start_us) // 2
 
 
 def latest_written(

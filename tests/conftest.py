@@ -274,3 +274,30 @@ async def fetch(client: TestClient[Any, Any], url: str, content_type: str) -> by
     if url.endswith(".m4s"):  # media, never an init section
         assert body[4:8] == b"moof", url
     return body
+
+
+SEGMENT_US = 2 * S  # each of the footage fixture's segments
+
+
+def utc(text: str) -> int:
+    return parse_rfc3339(text, "t")
+
+
+def record(
+    run: list[Rendered], root: Path, layout: Layout, camera: str, start_us: int, until_us: int
+) -> list[Path]:
+    """The run copied over and over from `start_us` to `until_us`, each file named by
+    `layout` (in its zone) and modified when its segment ends, as a recorder leaves them:
+    a name written twice (the repeated hour) holds the later file."""
+    written = []
+    at = start_us
+    while at < until_us:
+        for item in run:
+            target = root / layout.format(camera, at + item.offset_us)
+            target.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(item.path, target)
+            end_ns = (at + item.offset_us + SEGMENT_US) * 1000
+            os.utime(target, ns=(end_ns, end_ns))
+            written.append(target)
+        at += len(run) * SEGMENT_US
+    return written

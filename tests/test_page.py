@@ -17,7 +17,19 @@ from agent.demo import Rendered
 from agent.page import load, settings
 from agent.times import parse_rfc3339
 
-from .conftest import T0, S, at, make_config, place_old, start_with, started, wait_for
+from .conftest import (
+    T0,
+    S,
+    at,
+    camera_counts,
+    make_config,
+    place_old,
+    record,
+    start_with,
+    started,
+    utc,
+    wait_for,
+)
 from .hls import parse, video_facts
 from .players import Chromium, ffmpeg_errors
 
@@ -189,8 +201,6 @@ async def test_the_day_of_a_change_is_drawn_as_the_wall_clock_shows_it(
     change is one span where it was recorded; the hour labels fall where the wall clock
     shows them, and in the autumn's repeated hour each label says its zone, which is not
     the same twice."""
-    from .test_wallclock import record, utc
-
     config = make_config(tmp_path, **PARIS)
     at_change = utc(change)
     written = record(
@@ -200,9 +210,7 @@ async def test_the_day_of_a_change_is_drawn_as_the_wall_clock_shows_it(
     client = await started(start_agent, config)
 
     async def indexed() -> bool:
-        return (await (await client.get("/api/cameras")).json())["cameras"][0][
-            "segment_count"
-        ] == len(written)
+        return (await camera_counts(client)).get("cam") == len(written)
 
     await wait_for(indexed, what="the footage indexed")
     async with Chromium() as browser:
