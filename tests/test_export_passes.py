@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from agent.containers.mpegts import CLOCK
+from agent.containers.mpegts import CLOCK, PTS_WRAP
 from agent.containers.progressive import _run_table, runs
 from agent.containers.samples import Recording, Table
 from agent.export import (
@@ -172,3 +172,47 @@ def test_a_recording_opened_again_is_the_same_file_or_refused(tmp_path: Path) ->
     (root / "cam").symlink_to(tmp_path / "copy", target_is_directory=True)
     with pytest.raises(ClipBroken):
         _open_checked(clip, "cam/a.ts", path_of)
+
+
+@pytest.mark.parametrize("seed", range(30))
+def test_audio_of_several_pieces_and_rates_is_placed_as_one_by_one(seed: int) -> None:
+    """Pieces one after another, each its own recording (a rate of its own, sometimes
+    not the track's), jitter, gaps and overlaps at the joins: the same decode times as
+    the rule one at a time, on the first piece's clock."""
+    rng = random.Random(1000 + seed)
+    track = _Track()
+    expected: list[int] = []
+    base: int | None = None
+    rate0 = 0
+    start = rng.randrange(1 << 30)
+    for piece in range(rng.randrange(2, 5)):
+        rate = rng.choice([16000, 44100, 48000]) if seed % 3 == 0 else 48000
+        ticks, t = [], rng.randrange(1 << 20)
+        for _ in range(rng.randrange(1, 400)):
+            ticks.append(t)
+            t += 1024 + (rng.randrange(-600, 600) if rng.random() < 0.05 else 0)
+        table = _audio_table(rate, ticks)
+        raw = [(v * CLOCK + rate // 2) // rate for v in ticks]
+        item = MediaItem(
+            source=f"{piece}.ts", kind=RECORDED, duration=0.0, pdt_us=0, discontinuity=False,
+            size=0, shift=(start - raw[0]) % PTS_WRAP,  # its first sample at `start`
+        )  # fmt: skip
+        recording = Recording("mpegts", 0, Table(b"vide", "h264", CLOCK, b""), table)
+        _audio_samples(track, _Piece(item, start, start + 1), recording, table, None, None)
+        # The rule, one at a time, on the session's timeline.
+        for value in raw:
+            at = value - raw[0] + start
+            if base is None:
+                base, rate0 = at, rate
+            frame = _AAC_FRAME * rate0 // rate
+            here = (at - base) * rate0 // CLOCK
+            if expected:
+                wanted = expected[-1] + frame
+                if here < wanted - frame // 2:
+                    continue
+                if here < wanted + frame // 2:
+                    here = wanted
+            expected.append(here)
+        # The next piece starts about where this one ends, give or take a frame or two.
+        start = raw[-1] - raw[0] + start + rng.randrange(-2, 4) * _AAC_FRAME * CLOCK // rate
+    assert list(track.dts) == expected
