@@ -31,28 +31,32 @@ from agent.playlists import RECORDED, MediaItem
 
 
 def _placed_one_by_one(
-    times: list[int], rate: int, begin: int | None, end: int | None
+    pieces: list[tuple[list[int], int]], begin: int | None = None, end: int | None = None
 ) -> list[int]:
-    """The rule `_audio_samples` documents, a sample at a time: each ADTS frame's time in
-    the track's rate, snapped onto the one before when within half a frame, left out when
-    it overlaps more than that, where it is after a gap."""
+    """The rule `_audio_samples` documents, a sample at a time, over pieces of (session
+    times, rate): each ADTS frame's time in the first piece's rate, snapped onto the one
+    before when within half a frame, left out when it overlaps more than that, where it
+    is after a gap; from the frame playing at `begin` in the first piece, before `end`
+    in the last."""
     out: list[int] = []
-    base = None
-    for t in times:
-        if begin is not None and t + _AAC_FRAME * CLOCK // rate <= begin:
-            continue
-        if end is not None and t >= end:
-            break
-        if base is None:
-            base = t
-        here = (t - base) * rate // CLOCK
-        if out:
-            expected = out[-1] + _AAC_FRAME
-            if here < expected - _AAC_FRAME // 2:
+    base, rate0 = None, 0
+    for number, (times, rate) in enumerate(pieces):
+        for t in times:
+            if begin is not None and number == 0 and t + _AAC_FRAME * CLOCK // rate <= begin:
                 continue
-            if here < expected + _AAC_FRAME // 2:
-                here = expected
-        out.append(here)
+            if end is not None and number == len(pieces) - 1 and t >= end:
+                break
+            if base is None:
+                base, rate0 = t, rate
+            frame = _AAC_FRAME * rate0 // rate
+            here = (t - base) * rate0 // CLOCK
+            if out:
+                expected = out[-1] + frame
+                if here < expected - frame // 2:
+                    continue
+                if here < expected + frame // 2:
+                    here = expected
+            out.append(here)
     return out
 
 
@@ -100,7 +104,7 @@ def test_audio_placed_at_once_is_placed_as_one_by_one(seed: int) -> None:
         end,
     )
     mapped = [t - times[0] + start for t in times]
-    expected = _placed_one_by_one(mapped, rate, begin, end)
+    expected = _placed_one_by_one([(mapped, rate)], begin, end)
     assert list(track.dts) == expected
     counts, values = _audio_durations(track.segments)
     durations = [v for c, v in zip(counts, values, strict=True) for _ in range(c)]
@@ -181,9 +185,7 @@ def test_audio_of_several_pieces_and_rates_is_placed_as_one_by_one(seed: int) ->
     the rule one at a time, on the first piece's clock."""
     rng = random.Random(1000 + seed)
     track = _Track()
-    expected: list[int] = []
-    base: int | None = None
-    rate0 = 0
+    pieces: list[tuple[list[int], int]] = []
     start = rng.randrange(1 << 30)
     for piece in range(rng.randrange(2, 5)):
         rate = rng.choice([16000, 44100, 48000]) if seed % 3 == 0 else 48000
@@ -199,20 +201,7 @@ def test_audio_of_several_pieces_and_rates_is_placed_as_one_by_one(seed: int) ->
         )  # fmt: skip
         recording = Recording("mpegts", 0, Table(b"vide", "h264", CLOCK, b""), table)
         _audio_samples(track, _Piece(item, start, start + 1), recording, table, None, None)
-        # The rule, one at a time, on the session's timeline.
-        for value in raw:
-            at = value - raw[0] + start
-            if base is None:
-                base, rate0 = at, rate
-            frame = _AAC_FRAME * rate0 // rate
-            here = (at - base) * rate0 // CLOCK
-            if expected:
-                wanted = expected[-1] + frame
-                if here < wanted - frame // 2:
-                    continue
-                if here < wanted + frame // 2:
-                    here = wanted
-            expected.append(here)
+        pieces.append(([value - raw[0] + start for value in raw], rate))
         # The next piece starts about where this one ends, give or take a frame or two.
         start = raw[-1] - raw[0] + start + rng.randrange(-2, 4) * _AAC_FRAME * CLOCK // rate
-    assert list(track.dts) == expected
+    assert list(track.dts) == _placed_one_by_one(pieces)
