@@ -31,7 +31,7 @@ import threading
 import time
 from array import array
 from collections import OrderedDict
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from itertools import compress, islice, repeat
@@ -75,6 +75,10 @@ ARRIVED_WITHIN_US = 600 * 1_000_000
 ARRIVALS_QUEUED = 1024
 _AAC_FRAME = 1024  # samples an AAC frame holds (ISO/IEC 14496-3 4.5.1.1)
 READ_BYTES = 1 << 20  # what one read of a clip gathers, in whole chunks, before it is sent
+# The size of each bytes object a read gives: under glibc's mmap threshold (128 KiB, kept
+# fixed by __main__), so that their memory comes from the read thread's arena, freed and
+# reused, not mapped and faulted in afresh (a quarter of a TS clip's CPU when it was).
+SEND_BYTES = 96 << 10
 WORKERS = 2  # threads that read clips
 
 
@@ -676,27 +680,49 @@ Tables = Callable[[str], Recording]  # a recording's sample tables, as laid out
 
 def read(
     clip: Clip, position: int, stop: int, path_of: Callable[[str], Path], tables: Tables
-) -> bytes:
+) -> list[bytes]:
     """The clip's bytes from `position`: whole chunks up to about READ_BYTES, at most to
-    `stop` (blocking: reads the recordings). ClipBroken if a recording changed."""
+    `stop`, in parts of at most SEND_BYTES (blocking: reads the recordings). ClipBroken if
+    a recording changed."""
     if position < len(clip.header):  # the header alone: it is sent at once
-        return clip.header[position:stop]
-    parts: list[Piece] = []
+        return joined([memoryview(clip.header)[position:stop]], SEND_BYTES)
+    pieces: list[Piece] = []
     held = 0
     while position < stop and held < READ_BYTES:
         k = bisect.bisect_right(clip.starts, position) - 1
-        chunk = clip.chunk(k) if k >= 0 and position >= len(clip.header) else None
+        chunk = clip.chunk(k) if k >= 0 else None
         if chunk is not None and chunk.container == "mpegts":
-            pieces = _read_ts_chunks(clip, k, position, stop, path_of, tables)
+            more = _read_ts_chunks(clip, k, position, stop, path_of, tables)
         else:
-            pieces = [_read_chunk(clip, position, stop, path_of, tables)]
-        size = sum(map(len, pieces))
+            more = _read_chunk(clip, position, stop, path_of, tables)
+        size = sum(map(len, more))
         if not size:  # never: a layout's every byte is some chunk's
             raise ClipBroken(f"nothing to read at byte {position} of the clip")
-        parts.extend(pieces)
+        pieces.extend(more)
         held += size
         position += size
-    return b"".join(parts)  # the one copy of the samples' bytes
+    return joined(pieces, SEND_BYTES)  # the one copy of the samples' bytes
+
+
+def joined(pieces: Iterable[Piece], most: int) -> list[bytes]:
+    """The pieces' bytes in order, joined into parts of `most` bytes (the last maybe
+    fewer): one copy (pure)."""
+    parts: list[bytes] = []
+    group: list[Piece] = []
+    room = most
+    for piece in pieces:
+        at, size = 0, len(piece)
+        while at < size:
+            take = min(room, size - at)
+            group.append(piece if take == size else memoryview(piece)[at : at + take])
+            at += take
+            room -= take
+            if not room:
+                parts.append(b"".join(group))
+                group, room = [], most
+    if group:
+        parts.append(b"".join(group))
+    return parts
 
 
 def _read_ts_chunks(
@@ -774,16 +800,14 @@ def _open_checked(clip: Clip, source: str, path_of: Callable[[str], Path]) -> in
 
 def _read_chunk(
     clip: Clip, position: int, stop: int, path_of: Callable[[str], Path], tables: Tables
-) -> bytes:
+) -> list[Piece]:
     """The clip's bytes from `position`, up to the end of the chunk it falls in and at
-    most to `stop`."""
-    if position < len(clip.header):
-        return clip.header[position:stop]
+    most to `stop`, as pieces."""
     k = bisect.bisect_right(clip.starts, position) - 1
     chunk = clip.chunk(k)
     into = position - chunk.offset
     if not chunk.source:
-        return chunk.data[into : into + stop - position]
+        return [memoryview(chunk.data)[into : into + stop - position]]
     recording = tables(chunk.source)
     table = recording.video if chunk.track == 0 else recording.audio
     assert table is not None
@@ -795,7 +819,8 @@ def _read_chunk(
     fd = _open_checked(clip, chunk.source, path_of)
     try:
         wanted = min(stop, chunk.offset + chunk.size) - position
-        parts, held = [], -skip
+        parts: list[Piece] = []
+        held = -skip
         try:
             for data in sample_bytes(fd, recording, table, n, chunk.stop):
                 parts.append(data)
@@ -806,10 +831,9 @@ def _read_chunk(
             raise ClipBroken(f"{chunk.source}: {error}") from None
     finally:
         os.close(fd)
-    data = b"".join(parts)[skip : skip + wanted]
-    if len(data) != wanted:
+    if held < wanted:
         raise ClipBroken(f"{chunk.source} holds less than the clip was laid out from")
-    return data
+    return _cut(parts, skip, skip + wanted)
 
 
 # --- the service -------------------------------------------------------------------------
@@ -849,7 +873,7 @@ class Exporter:
         loop = asyncio.get_running_loop()
         return await loop.run_in_executor(self._layouts, self.clip, session, plan)
 
-    async def read_of(self, clip: Clip, position: int, stop: int) -> bytes:
+    async def read_of(self, clip: Clip, position: int, stop: int) -> list[bytes]:
         """`read`, on one of the exporter's read threads."""
         loop = asyncio.get_running_loop()
         return await loop.run_in_executor(self._reads, self.read, clip, position, stop)
@@ -974,7 +998,7 @@ class Exporter:
         self.read_whole += 1
         return recording
 
-    def read(self, clip: Clip, position: int, stop: int) -> bytes:
+    def read(self, clip: Clip, position: int, stop: int) -> list[bytes]:
         """`read` with this exporter's recordings and tables (blocking)."""
         return read(clip, position, stop, self.path_of,
                     lambda source: self.recording(source, clip.stamps[source]))  # fmt: skip

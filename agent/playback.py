@@ -45,7 +45,7 @@ class Export:
     filename: str
     clip: Clip
 
-    async def read(self, exporter: Exporter, position: int, stop: int) -> bytes:
+    async def read(self, exporter: Exporter, position: int, stop: int) -> list[bytes]:
         return await exporter.read_of(self.clip, position, stop)
 
 

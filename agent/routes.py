@@ -448,7 +448,7 @@ async def clip(request: web.Request) -> web.StreamResponse:
         "Cache-Control": "private, no-cache",
     }
 
-    async def read(position: int, stop: int) -> bytes:
+    async def read(position: int, stop: int) -> list[bytes]:
         return await export.read(playback.exporter, position, stop)
 
     def broken(error: Exception) -> None:

@@ -132,11 +132,11 @@ async def send_made(
     headers: dict[str, str],
     etag: str,
     total: int,
-    read: Callable[[int, int], Awaitable[bytes]],
+    read: Callable[[int, int], Awaitable[list[bytes]]],
     broken: Callable[[Exception], None],
 ) -> web.StreamResponse:
     """Send an entity the agent makes as it is read (an export): `total` bytes, `read`
-    giving those from a position up to a stop, some at a time. Whole, one byte range, or
+    giving those from a position up to a stop, some at a time, in parts. Whole, one byte range, or
     304, as `send`. A read that fails before the answer begins is answered as an error;
     once it has begun, the connection is cut, so that the client sees a broken download,
     never a short file that looks whole, and `broken` is told why."""
@@ -147,21 +147,22 @@ async def send_made(
     if request.method == "HEAD":
         await response.prepare(request)
         return response
-    chunk = await read(start, stop) if start < stop else b""
+    parts = await read(start, stop) if start < stop else []
     await response.prepare(request)
-    position = start + len(chunk)
-    following: asyncio.Future[bytes] | None = None
+    position = start + sum(map(len, parts))
+    following: asyncio.Future[list[bytes]] | None = None
     try:
         while True:
             # The next bytes are made while these are sent.
             if position < stop:
                 following = asyncio.ensure_future(read(position, stop))
-            await response.write(chunk)
+            for part in parts:
+                await response.write(part)
             if following is None:
                 break
-            chunk = await following
+            parts = await following
             following = None
-            position += len(chunk)
+            position += sum(map(len, parts))
         await response.write_eof()
     except ConnectionError:
         pass  # the download was cancelled

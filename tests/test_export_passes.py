@@ -9,12 +9,21 @@ import random
 import shutil
 from array import array
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from agent.containers.mpegts import CLOCK, PTS_WRAP
 from agent.containers.progressive import _run_table, runs
-from agent.containers.samples import Recording, Table
+from agent.containers.samples import (
+    Recording,
+    Table,
+    lead_of,
+    led_spans,
+    nal_spans,
+    read_recording,
+    ts_ranges,
+)
 from agent.export import (
     _AAC_FRAME,
     Clip,
@@ -25,6 +34,7 @@ from agent.export import (
     _open_checked,
     _Piece,
     _Track,
+    joined,
 )
 from agent.media import recording_path
 from agent.playlists import RECORDED, MediaItem
@@ -150,6 +160,62 @@ def test_cut_gives_the_bytes_of_the_pieces_joined() -> None:
     for start in range(len(whole) + 1):
         for stop in range(start, len(whole) + 2):
             assert b"".join(_cut(pieces, start, stop)) == whole[start:stop]
+
+
+def test_joined_parts_are_the_pieces_bytes_in_parts_of_at_most_so_many() -> None:
+    rng = random.Random(11)
+    for _ in range(200):
+        pieces: list[bytes | memoryview] = [
+            rng.randbytes(rng.choice([0, 1, 5, 16, 40])) for _ in range(rng.randrange(0, 12))
+        ]
+        if pieces:
+            pieces[0] = memoryview(pieces[0])
+        most = rng.randrange(1, 24)
+        parts = joined(pieces, most)
+        assert b"".join(parts) == b"".join(pieces)
+        assert all(len(part) == most for part in parts[:-1])
+        assert all(0 < len(part) <= most and type(part) is bytes for part in parts)
+
+
+def _annex_b(rng: random.Random) -> bytes:
+    """Bytes rich in start codes, zeros and empty units: a few NAL units' worth."""
+    words = [b"\0\0\1", b"\0\0\0\1", b"\0", b"\0\0", b"\1", b"\3", b"\x65\x88", b"\x67"]
+    return b"".join(rng.choice(words) for _ in range(rng.randrange(0, 40)))
+
+
+def test_start_codes_looked_for_before_the_last_unit_find_what_a_whole_look_finds() -> None:
+    """An access unit read again, told where its last unit begins (as its table keeps it),
+    has the units it had: at the lead its table keeps, or with none (0)."""
+    rng = random.Random(5)
+    checked = 0
+    for _ in range(5000):
+        data = _annex_b(rng)
+        spans = list(nal_spans(data))
+        lead = lead_of(data, *spans[-1]) if spans else 0
+        checked += lead > 0
+        assert led_spans(data, lead) == spans
+        assert led_spans(data, 0) == spans
+    assert checked > 1000  # the lead is most often kept
+
+
+def test_the_tables_leads_read_an_mpeg_ts_recording_as_a_whole_look_reads_it(
+    footage: dict[str, list[Any]],
+) -> None:
+    """x264 with B-frames and x265 in MPEG-TS: every video sample's bytes, read with the
+    leads its table keeps, are those read looking through each access unit whole."""
+    for style in ("ts", "hevc"):
+        path = footage[style][0].path
+        fd = os.open(path, os.O_RDONLY)
+        try:
+            recording = read_recording(fd, os.fstat(fd).st_size)
+            video = recording.video
+            assert all(lead > 0 for lead in video.sub) and len(video.sub) == len(video)
+            led = ts_ranges(fd, recording, [(video, 0, len(video))])
+            video.sub = array("I", bytes(4 * len(video)))  # 0: each looked through whole
+            whole = ts_ranges(fd, recording, [(video, 0, len(video))])
+        finally:
+            os.close(fd)
+        assert led == whole and len(led[0]) == sum(video.sizes)
 
 
 def test_a_recording_opened_again_is_the_same_file_or_refused(tmp_path: Path) -> None:

@@ -8,7 +8,7 @@ from MPEG-TS, a scan of the file, each PES with a PTS a sample (Annex B NAL unit
 sample, ISO/IEC 14496-3 1.A.2). `sample_bytes` gives the samples' bytes as an MP4
 holds them, read again from the recording, checked against the table.
 
-Tables are compact (the array module): about 21 bytes a video sample and 18 an audio
+Tables are compact (the array module): about 23 bytes a video sample and 18 an audio
 one. `encode` and `decode` keep them on disk (samplestore.py).
 """
 
@@ -45,11 +45,14 @@ from .progressive import audio_entry, visual_entry
 
 # The readers' own version: a change to what they make of the same recording changes it,
 # so that tables kept on disk are read anew, and exports' entity tags change.
-TABLES_VERSION = 1
+TABLES_VERSION = 2
 # The largest sample (or PES) taken: a frame of 8K video is a few MB.
 MAX_SAMPLE = 64 << 20
-# MPEG-TS read a few hundred kilobytes at a time, whole packets.
+# MPEG-TS read a few hundred kilobytes at a time, whole packets, into buffers kept for
+# the next read (a buffer this size made anew each time is mapped and faulted in anew).
 _READ = PACKET * 2048
+_SPARE: list[bytearray] = []
+_SPARE_KEPT = 4
 _NOT_SYNC = 0x10000  # sample_is_non_sync_sample (ISO/IEC 14496-12 8.8.3.1)
 # NAL unit types of a random access point: H.264 IDR (7.4.1.2.4, type 5); H.265 IRAP
 # (7.4.2.2, types 16 to 21: BLA, IDR, CRA).
@@ -76,7 +79,10 @@ class Table:
     sync: bytearray = field(default_factory=bytearray)
     # MP4: the file offset of each sample's bytes. MPEG-TS: of its PES's first packet.
     at: array[int] = field(default_factory=lambda: array("q"))
-    # MPEG-TS audio: where its raw AAC data begins in its PES's payload.
+    # MPEG-TS audio: where its raw AAC data begins in its PES's payload. MPEG-TS video:
+    # where its last NAL unit begins in its access unit's bytes (0: look for it), so that
+    # reading it again looks for start codes before there only (the last unit, a slice,
+    # is most of a frame).
     sub: array[int] = field(default_factory=lambda: array("I"))
     end: int = 0  # MPEG-TS: where the last sample's packets end
     last_duration: int = 0  # the last sample's duration (MPEG-TS: the usual step)
@@ -446,13 +452,12 @@ def _or(a: bytes, b: bytes) -> bytes:
     return (int.from_bytes(a, "little") | int.from_bytes(b, "little")).to_bytes(len(a), "little")
 
 
-def _payloads(raw: bytes) -> bytes:
+def _payloads(data: bytearray) -> bytearray:
     """The payloads of whole packets that have no adaptation field: each packet's 4-byte
-    header removed, by four strided deletions (C speed)."""
-    data = bytearray(raw)
+    header removed, in place, by four strided deletions (C speed)."""
     for stride in (PACKET, PACKET - 1, PACKET - 2, PACKET - 3):
         del data[::stride]
-    return bytes(data)
+    return data
 
 
 @dataclass
@@ -462,19 +467,19 @@ class _Pid:
     pid: int
     stop: int  # no PES that starts at or after this offset
     offset: int = -1  # the open PES's first packet (-1: none open)
-    parts: list[bytes] = field(default_factory=list)
+    parts: list[bytes | bytearray] = field(default_factory=list)
     done: bool = False
     held: int = 0  # bytes of the open PES
 
-    def _add(self, data: bytes) -> None:
+    def _add(self, data: bytes | bytearray) -> None:
         self.held += len(data)
         if self.held > MAX_SAMPLE:
             raise ProbeError(f"an MPEG-TS PES of over {MAX_SAMPLE >> 20} MB")
         self.parts.append(data)
 
     def feed(
-        self, buf: bytes, base: int, count: int, odd: bytes, pusi: bytes
-    ) -> Iterator[tuple[int, list[bytes]]]:
+        self, buf: bytearray, base: int, count: int, odd: bytes, pusi: bytes
+    ) -> Iterator[tuple[int, list[bytes | bytearray]]]:
         """The PES of this PID that end in `buf` (`count` whole packets at file offset
         `base`): each its first packet's offset and its payload's parts."""
         mine = _and(buf[1::PACKET][:count].translate(_PID_HIGH[self.pid >> 8]),
@@ -502,7 +507,7 @@ class _Pid:
                 self._add(buf[begin : p + PACKET])
         self._plain(buf, mine, at, count)
 
-    def _plain(self, buf: bytes, mine: bytes, low: int, high: int) -> None:
+    def _plain(self, buf: bytearray, mine: bytes, low: int, high: int) -> None:
         """Add the payloads of this PID's plain packets (no PES start, no adaptation
         field) between packet `low` and `high`, a run of neighbours at a time."""
         if self.offset < 0 or low >= high:
@@ -529,9 +534,25 @@ def pes_units(
     size = os.fstat(fd).st_size
     if limit:
         size = min(size, limit)
+    try:
+        buf = _SPARE.pop()
+    except IndexError:
+        buf = bytearray(_READ)
+    try:
+        yield from _pes_units(fd, position, size, readers, buf)
+    finally:
+        if len(_SPARE) < _SPARE_KEPT:
+            _SPARE.append(buf)
+
+
+def _pes_units(
+    fd: int, position: int, size: int, readers: list[_Pid], buf: bytearray
+) -> Iterator[tuple[int, int, int | None, int | None, bytes]]:
+    """`pes_units` read into `buf`: whatever it held after the bytes read is never looked
+    at (each look is bounded by the count of packets read)."""
     while position < size and not all(r.done for r in readers):
-        buf = os.pread(fd, min(_READ, size - position), position)
-        count = len(buf) // PACKET
+        count = os.preadv(fd, [memoryview(buf)[: min(_READ, size - position)]], position)
+        count //= PACKET
         if not count:
             break
         syncs = buf[::PACKET][:count]
@@ -551,12 +572,21 @@ def pes_units(
 
 
 def _unit(
-    done: tuple[int, list[bytes]], pid: int
+    done: tuple[int, list[bytes | bytearray]], pid: int
 ) -> tuple[int, int, int | None, int | None, bytes]:
     """ISO/IEC 13818-1 2.4.3.6: packet_start_code_prefix, PTS_DTS_flags,
     PES_header_data_length."""
     offset, parts = done
-    data = b"".join(parts)
+    first = parts[0] if parts else b""
+    if len(first) >= 9 and len(first) >= 9 + first[8]:
+        # The header in the first packet (as it nearly always is): the payload joined
+        # without it, in one copy.
+        data: bytes | bytearray = first
+        payload: Iterator[bytes | bytearray] | None = itertools.chain(
+            (memoryview(first)[9 + first[8] :],), itertools.islice(parts, 1, None)
+        )
+    else:
+        data, payload = b"".join(parts), None
     if len(data) < 9 or data[:3] != b"\0\0\1":
         return offset, pid, None, None, b""
     flags = data[7] >> 6
@@ -565,23 +595,54 @@ def _unit(
     if flags & 2 and len(data) >= 14:
         pts = mpegts.read_timestamp(data, 9)
         dts = mpegts.read_timestamp(data, 14) if flags == 3 and len(data) >= 19 else pts
-    return offset, pid, pts, dts, data[header:]
+    return offset, pid, pts, dts, data[header:] if payload is None else b"".join(payload)
 
 
 def nal_units(data: bytes) -> Iterator[memoryview]:
     """The NAL units of an Annex B byte stream, each without its start code or the zero
     bytes that trail it (ITU-T H.264 / H.265 Annex B.2)."""
     view = memoryview(data)
-    start = data.find(b"\0\0\1")
+    for begin, end in nal_spans(data):
+        yield view[begin:end]
+
+
+def nal_spans(data: bytes, stop: int = -1) -> Iterator[tuple[int, int]]:
+    """Where each NAL unit of `data[:stop]` (an Annex B byte stream) begins and ends, as
+    `nal_units` takes them."""
+    stop = len(data) if stop < 0 else stop
+    start = data.find(b"\0\0\1", 0, stop)
     while start >= 0:
         begin = start + 3
-        following = data.find(b"\0\0\1", begin)
-        end = len(data) if following < 0 else following
+        following = data.find(b"\0\0\1", begin, stop)
+        end = stop if following < 0 else following
         while end > begin and data[end - 1] == 0:
             end -= 1
         if end > begin:
-            yield view[begin:end]
+            yield begin, end
         start = following
+
+
+def lead_of(data: bytes, begin: int, end: int) -> int:
+    """What a table keeps of an access unit whose last NAL unit spans [begin, end): where
+    it begins, if nothing but zeros follows it; else 0 (the start code of an empty unit
+    follows: the whole is looked through again)."""
+    tail = len(data)
+    while tail > end and data[tail - 1] == 0:
+        tail -= 1
+    return begin if tail == end and end > begin else 0
+
+
+def led_spans(data: bytes, lead: int) -> list[tuple[int, int]]:
+    """`nal_spans(data)`, told where the last unit begins (a table's `sub`): start codes
+    are looked for before it only. Where no start code leads to it (a recording that
+    changed, or 0), the whole is looked through."""
+    if lead >= 3 and data[lead - 3 : lead] == b"\0\0\1":
+        end = len(data)
+        while end > lead and data[end - 1] == 0:
+            end -= 1
+        if end > lead:
+            return [*nal_spans(data, lead - 3), (lead, end)]
+    return list(nal_spans(data))
 
 
 @dataclass
@@ -615,18 +676,19 @@ class _TsState:
         codec = self.video.codec
         types = _SYNC_TYPES[codec]
         sync = False
-        length = 0
-        for unit in nal_units(data):
-            kind = nal.nal_type(bytes(unit[:2]), codec)
+        length = begin = end = 0
+        for begin, end in nal_spans(data):
+            kind = nal.nal_type(data[begin : begin + 2], codec)
             sync = sync or kind in types
             if kind in _PARAMETER_TYPES[codec] and kind not in self.parameter_sets:
-                self.parameter_sets[kind] = bytes(unit)
-            length += 4 + len(unit)
+                self.parameter_sets[kind] = bytes(data[begin:end])
+            length += 4 + end - begin
         if not length:
             return
         if not self.video.entry and all(k in self.parameter_sets for k in _PARAMETER_TYPES[codec]):
             self._configure()
         _add(self.video, dts, pts - dts, length, sync, offset)
+        self.video.sub.append(lead_of(data, begin, end))
 
     def _configure(self) -> None:
         sets = self.parameter_sets
@@ -879,11 +941,14 @@ def _ts_ranges(
     def close() -> None:
         nonlocal v_next
         pieces: list[Piece] = []
-        for unit in nal_units(parts[0] if len(parts) == 1 else b"".join(parts)):
+        data = parts[0] if len(parts) == 1 else b"".join(parts)
+        view = memoryview(data)
+        lead = video.sub[v_next] if v_next < len(video.sub) else 0
+        for begin, end in led_spans(data, lead):
             # Each NAL unit after a 4-byte length (ISO/IEC 14496-15 5.3.2, 8.3.2;
             # lengthSizeMinusOne 3).
-            pieces.append(len(unit).to_bytes(4, "big"))
-            pieces.append(unit)
+            pieces.append((end - begin).to_bytes(4, "big"))
+            pieces.append(view[begin:end])
         if not pieces:
             return  # a PES without NAL units: never a sample
         if v_next <= v_last:
