@@ -209,13 +209,15 @@ def test_the_tables_leads_read_an_mpeg_ts_recording_as_a_whole_look_reads_it(
         try:
             recording = read_recording(fd, os.fstat(fd).st_size)
             video = recording.video
-            assert all(lead > 0 for lead in video.sub) and len(video.sub) == len(video)
+            assert all(lead > 0 for lead in video.sub)
+            assert len(video.sub) == len(video)
             led = ts_ranges(fd, recording, [(video, 0, len(video))])
             video.sub = array("I", bytes(4 * len(video)))  # 0: each looked through whole
             whole = ts_ranges(fd, recording, [(video, 0, len(video))])
         finally:
             os.close(fd)
-        assert led == whole and len(led[0]) == sum(video.sizes)
+        assert led == whole
+        assert len(led[0]) == sum(video.sizes)
 
 
 def test_a_recording_opened_again_is_the_same_file_or_refused(tmp_path: Path) -> None:
