@@ -45,7 +45,7 @@ from .containers.probe import (
 from .index import Change, Index, Segment
 from .playlists import Chain, Link, MediaItem, Plan, lines_of
 from .times import format_us
-from .wallclock import latest_written
+from .wallclock import chosen
 
 log = logging.getLogger(__name__)
 _DROPPED_KEPT = 10_000
@@ -79,7 +79,7 @@ class ChainCache:
         self._locks: dict[str, asyncio.Lock] = {}
         # Writes told while chains are planned, a list each.
         self._building: dict[str, list[list[Change]]] = {}
-        self._dropped: set[str] = set()  # recordings left out (latest_written), said once
+        self._dropped: set[str] = set()  # recordings left out (wallclock.chosen), said once
         self.warmed = asyncio.Event()  # set once `warm` is done
         # How sessions were planned: on a kept chain, grown first, or on a new chain.
         self.counts = {"sliced": 0, "grown": 0, "planned": 0}
@@ -215,19 +215,24 @@ class ChainCache:
         chain = kept.chain
         made = len(chain.items)
         before = chain.last_segment
-        segments, dropped = latest_written(segments, before)
-        if before is not None and any(segment is before for segment in dropped):
-            # The recording chosen last is replaced by one of its time written later.
-            chosen = [n for n, link in enumerate(chain.links) if link.segment is before]
-            chain.truncate(chosen[-1])
+        segments, dropped, false = chosen(segments, before)
+        if before is not None and any(s is before for s in dropped + false):
+            # The recording chosen last is replaced by one of its time written later, or
+            # shown false by the next.
+            last = [n for n, link in enumerate(chain.links) if link.segment is before]
+            chain.truncate(last[-1])
             made = min(made, len(chain.items))
-        for segment in dropped:
+        for segment in dropped + false:
             if segment.path not in self._dropped and len(self._dropped) < _DROPPED_KEPT:
                 self._dropped.add(segment.path)
                 log.warning(
-                    "plan: %s covers the same time as another recording of its camera,"
-                    " written later; sessions leave it out",
+                    "plan: %s %s; sessions leave it out",
                     segment.path,
+                    "covers the same time as another recording of its camera, written later"
+                    if segment in dropped
+                    else f"claims {(segment.end_us - segment.start_us) / 1e6:.0f} s in"
+                    f" {segment.size} bytes, far sparser than the camera's next recording,"
+                    " which starts inside it",
                 )
         for segment in segments:
             if not chain.fits(segment):

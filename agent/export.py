@@ -936,6 +936,12 @@ class Exporter:
         """`session`'s clip, laid out anew unless a recording changed since (blocking)."""
         sources = [item.source for item in plan.items]
         stamps = self.stamps(sources)
+        for item in plan.items:
+            how = item.changed(*stamps[item.source])
+            if how:
+                raise ClipBroken(
+                    f"{item.source} was {how} since the session was made; create the session again"
+                )
         with self._lock:
             kept = self._clips.get(session.id)
             if kept is not None and kept.stamps == stamps:

@@ -24,7 +24,7 @@ from .errors import StartupError
 
 log = logging.getLogger(__name__)
 
-SCHEMA_VERSION = 9  # 9: names in a repeated or skipped local hour placed by wallclock.py
+SCHEMA_VERSION = 10  # 10: ctime_ns, so that a rewrite whose mtime was set back is seen
 _SCHEMA = """
 CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL) WITHOUT ROWID;
 CREATE TABLE cameras (
@@ -41,7 +41,8 @@ CREATE TABLE segments (
     end_us INTEGER NOT NULL,        -- start + media duration
     size INTEGER NOT NULL,
     mtime_ns INTEGER NOT NULL,
-    inode INTEGER NOT NULL,         -- with size and mtime_ns: whether the file changed
+    inode INTEGER NOT NULL,         -- with size, mtime_ns and ctime_ns: whether the file
+    ctime_ns INTEGER NOT NULL,      -- changed (ctime: even where mtime was set back)
     container TEXT NOT NULL,        -- mpegts, mp4, fmp4
     video_codec TEXT NOT NULL,
     has_audio INTEGER NOT NULL,
@@ -91,7 +92,8 @@ CREATE TRIGGER segments_removed AFTER DELETE ON segments BEGIN
 END;
 """
 _COLUMNS = (
-    "path, camera, start_us, end_us, size, mtime_ns, inode, container, video_codec, has_audio,"
+    "path, camera, start_us, end_us, size, mtime_ns, inode, ctime_ns, container, video_codec,"
+    " has_audio,"
     " timescale, first_pts, duration, frame_ticks, audio_start, audio_end, streams, counters,"
     " media_start, media_end"
 )
@@ -119,6 +121,7 @@ class Segment:
     counters: str = ""
     media_start: int = 0
     media_end: int = 0
+    ctime_ns: int = 0
 
     @classmethod
     def from_facts(
@@ -130,6 +133,7 @@ class Segment:
         size: int,
         mtime_ns: int,
         inode: int,
+        ctime_ns: int,
         facts: MediaFacts,
     ) -> Segment:
         return cls(
@@ -140,6 +144,7 @@ class Segment:
             size=size,
             mtime_ns=mtime_ns,
             inode=inode,
+            ctime_ns=ctime_ns,
             container=facts.container,
             video_codec=facts.video_codec,
             has_audio=facts.has_audio,
@@ -367,6 +372,7 @@ class Index:
                 s.size,
                 s.mtime_ns,
                 s.inode,
+                s.ctime_ns,
                 s.container,
                 s.video_codec,
                 int(s.has_audio),
@@ -438,12 +444,12 @@ class Index:
 
     # -- reads -------------------------------------------------------------------------
 
-    async def files(self, under: str = "") -> dict[str, tuple[int, int, int]]:
+    async def files(self, under: str = "") -> dict[str, tuple[int, int, int, int]]:
         """Indexed paths below directory `under` ("" for all) with their (size, mtime_ns,
-        inode): a file whose three differ in any way is read again."""
+        inode, ctime_ns): a file whose four differ in any way is read again."""
 
-        def read() -> dict[str, tuple[int, int, int]]:
-            query = "SELECT path, size, mtime_ns, inode FROM segments"
+        def read() -> dict[str, tuple[int, int, int, int]]:
+            query = "SELECT path, size, mtime_ns, inode, ctime_ns FROM segments"
             if not under:
                 return {path: tuple(rest) for path, *rest in self._r().execute(query)}
             low, high = _prefix_range(under)

@@ -51,10 +51,16 @@ class FileState:
     size: int
     mtime_ns: int
     inode: int = -1
+    ctime_ns: int = -1
 
     @classmethod
     def of(cls, stat: os.stat_result) -> FileState:
-        return cls(stat.st_size, stat.st_mtime_ns, stat.st_ino)
+        return cls(stat.st_size, stat.st_mtime_ns, stat.st_ino, stat.st_ctime_ns)
+
+    @property
+    def stamp(self) -> tuple[int, int, int, int]:
+        """As the index keeps it (Index.files)."""
+        return self.size, self.mtime_ns, self.inode, self.ctime_ns
 
 
 @dataclass
@@ -304,7 +310,7 @@ class Indexer:
                 if name is None:  # list_dir keeps only names that parse
                     continue
                 newest[name.camera] = max(name.start_us, newest.get(name.camera, name.start_us))
-                unchanged = known.get(relpath) == (state.size, state.mtime_ns, state.inode)
+                unchanged = known.get(relpath) == state.stamp
                 if not unchanged and unreadable.get(relpath) != state:
                     candidates.append(_Candidate(relpath, name, state))
             return candidates, newest
@@ -627,6 +633,7 @@ class Indexer:
                     size=item.state.size,
                     mtime_ns=item.state.mtime_ns,
                     inode=item.state.inode,
+                    ctime_ns=item.state.ctime_ns,
                     facts=facts,
                 )
             )

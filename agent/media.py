@@ -30,6 +30,7 @@ from .sessions import SessionStore
 from .stored import MEDIA_ROW, Session
 
 log = logging.getLogger(__name__)
+_SAID_KEPT = 10_000  # recordings refused, said once each
 
 # The in-flight rewrite's own version, in the ETag of everything it sends: a change to
 # what it sends for the same plan and recording (an upgrade) must change the ETag, or an
@@ -60,7 +61,8 @@ class MediaService:
         self.config = config
         self.store = store
         self.exporter = exporter  # recordings' sample tables, shared with the export
-        self._changed: set[tuple[Path, int]] = set()  # recordings that changed, said once
+        self._changed: set[tuple[Path, int]] = set()  # recordings grown since planned, said once
+        self._said: set[tuple[str, str]] = set()  # recordings refused (Changed), said once
 
     def recording(self, source: str) -> Path:
         """`recording_path` under the configured root (blocking)."""
@@ -84,6 +86,12 @@ class MediaService:
                 served = await asyncio.to_thread(self._remuxed, session, item)
             else:
                 served = await asyncio.to_thread(self._as_recorded, item)
+        except Changed as error:
+            self._say_once(item.source, str(error))
+            raise NotFound(
+                f"the recording for this segment was {error} since the session was made;"
+                " create the session again"
+            ) from None
         except (ProbeError, ClipBroken, OSError, *CORRUPT) as error:  # changed, or gone
             log.warning("media: %s cannot be served: %s", item.source, error)
             raise NotFound("the recording for this segment is no longer whole") from None
@@ -91,12 +99,18 @@ class MediaService:
             served = replace(served, version=_version(item, init, served))
         return served
 
+    def _say_once(self, source: str, what: str) -> None:
+        if (source, what) not in self._said and len(self._said) < _SAID_KEPT:
+            self._said.add((source, what))
+            log.warning("media: %s was %s since a session was planned: not served", source, what)
+
     def _reboxed(self, plan: Plan, number: int, item: MediaItem, init: bool) -> Served:
         """A re-boxed session's init section or media segment, made from the recording's
         sample tables (reboxed.py; blocking)."""
         path = self.recording(item.source)
         fd, info = open_regular(path, follow=False)
         try:
+            check_unchanged(item, info)
             stamp = (info.st_size, info.st_mtime_ns, info.st_ino)
             recording = self.exporter.recording(item.source, stamp)
             if init:
@@ -124,13 +138,16 @@ class MediaService:
 
     def _as_recorded(self, item: MediaItem) -> Served:
         path = self.recording(item.source)
-        size = os.stat(path).st_size
+        info = os.stat(path)
+        check_unchanged(item, info)
+        size = info.st_size
         if size != item.size and (path, size) not in self._changed:
-            # Served as it is now, on the plan's timeline: whole packets rewritten, a
-            # truncated last one sent as it is. Said once per file and size.
+            # Grown since: served as planned (planned before its stamp was kept: as it is
+            # now), on the plan's timeline, whole packets rewritten. Said once per file
+            # and size.
             self._changed.add((path, size))
             log.warning(
-                "media: %s is %d bytes, %d when its session was planned; serving it as it is",
+                "media: %s is %d bytes, %d when its session was planned; serving it as planned",
                 item.source, size, item.size,
             )  # fmt: skip
         prefix = _packets(path, item.prefix) if item.kind == CUT else b""
@@ -139,7 +156,9 @@ class MediaService:
             path=path,
             content_type=TS_TYPE,
             start=item.cut_at,
-            stop=item.stop_at,
+            # To where it ended when planned: a file still being written then is served
+            # as planned (a plan without its stamp: to the file's end now).
+            stop=item.stop_at or (item.size if item.inode else 0),
             prefix=prefix,
             suffix=_packets(path, item.suffix),
             nulls=item.nulls,
@@ -151,10 +170,11 @@ class MediaService:
         fragments, decode times moved in flight, or its recording's init section, an HEVC
         sample entry named for Safari (mp4.Retimed)."""
         path = self.recording(item.source)
-        fd, _ = open_regular(path, follow=False)
+        fd, info = open_regular(path, follow=False)
         prefix = suffix = b""
         start, stop = item.cut_at, item.stop_at
         try:
+            check_unchanged(item, info)
             timeline = mp4.retimed(fd, item.init_size, (item.cut_at,), item.shift)
             if init:
                 return Served(path=path, content_type=MP4_TYPE, stop=item.init_size,
@@ -177,6 +197,18 @@ class MediaService:
             os.close(fd)
         return Served(path=path, content_type=SEGMENT_TYPE, start=start, stop=stop,
                       prefix=prefix, suffix=suffix, patch=timeline.apply)  # fmt: skip
+
+
+class Changed(Exception):
+    """A recording is not the file a session was planned from (its words: how)."""
+
+
+def check_unchanged(item: MediaItem, info: os.stat_result) -> None:
+    """Changed if the recording `info` describes is not the file `item` was planned from
+    (MediaItem.changed)."""
+    how = item.changed(info.st_size, info.st_mtime_ns, info.st_ino)
+    if how:
+        raise Changed(how)
 
 
 def _packets(path: Path, offsets: tuple[int, ...]) -> bytes:

@@ -28,7 +28,8 @@ _ERRORS = {
     " `to` not after `from`, a range over `playback.max_seconds`, a malformed id; on any"
     " route, a request that is not valid HTTP (a control character in a header, say)",
     "401": "`server.api_token` is set and the bearer token is missing or wrong",
-    "404": "Unknown camera, unknown or expired session, or no footage in the range",
+    "404": "Unknown camera, unknown or expired session, no footage in the range, or a"
+    " recording replaced or cut short since the session was made",
     "408": "The request body did not arrive within 10 s",
     "413": "Request body over 64 KiB",
     "500": "Unexpected failure (logged by the agent)",

@@ -93,6 +93,10 @@ class MediaItem:
     # (hvc1, avc1): a re-boxed session's. "": served as MPEG-TS (or FRAGMENTS).
     mp4_tag: str = ""
     timescale: int = 0  # FRAGMENTS: the video's timescale (ticks a second)
+    # The recording's inode and mtime when planned (0: a plan from before they were kept):
+    # a recording replaced, rewritten or cut short since is refused, not served as garbage.
+    inode: int = 0
+    mtime_ns: int = 0
     name: str = ""  # its URI in its session (s000000.ts, s000000.m4s): given by Plan.at
     # Its playlist lines and its plan.json row, made once (`lines_of`, stored.row_of): every
     # session that shares an item writes them. Not part of the plan.
@@ -103,6 +107,22 @@ class MediaItem:
     def is_mp4(self) -> bool:
         """Whether it is served as fragmented MP4 (an init section and media)."""
         return self.kind == FRAGMENTS or bool(self.mp4_tag)
+
+    def changed(self, size: int, mtime_ns: int, inode: int) -> str:
+        """How the recording, now of this size, mtime and inode, is not the file this item
+        was planned from, in words ("" if it is): another file, cut short, or rewritten at
+        its size. A file grown since (a recorder still writing when it was indexed) is the
+        same: what was planned of it is still there. Items planned before the stamp was
+        kept are not checked."""
+        if not self.inode:
+            return ""
+        if inode != self.inode:
+            return "replaced by another file"
+        if size < self.size:
+            return f"cut short ({size} of {self.size} bytes)"
+        if size == self.size and mtime_ns != self.mtime_ns:
+            return "rewritten"
+        return ""
 
     def counter_shifts(self) -> dict[int, int]:
         """`cc_shift` as PID -> delta."""
@@ -358,6 +378,8 @@ class Chain:
             "pdt_us": link.pdt_us + lead * 1_000_000 // scale,
             "discontinuity": link.discontinuity,
             "size": seg.size,
+            "inode": seg.inode,
+            "mtime_ns": seg.mtime_ns,
         }
         if kind == REMUX:
             fields.update(

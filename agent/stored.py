@@ -33,9 +33,10 @@ PLAYLIST = "index.m3u8"
 FORMAT = 4  # the format written (see above)
 # session.json's summary is the same in formats 3 and 4: both are read as they are.
 SUMMARY_FORMATS = (3, FORMAT)
-# Media fields a format 3 plan may lack (written before they existed).
+# Media fields a format 3 or 4 plan may lack (written before they existed).
 _LATER_FIELDS = {
-    "stop_at", "suffix", "nulls", "init_size", "mp4_tag", "cut_sample", "stop_sample", "timescale"
+    "stop_at", "suffix", "nulls", "init_size", "mp4_tag", "cut_sample", "stop_sample", "timescale",
+    "inode", "mtime_ns",
 }  # fmt: skip
 # What plan.json keeps of an item: not its name, which its place gives.
 MEDIA_FIELDS = [field.name for field in fields(MediaItem) if field.init and field.name != "name"]
@@ -185,6 +186,8 @@ class Stored:
                 or not isinstance(item.cc_shift, str)
                 or not isinstance(item.stop_at, int)
                 or not isinstance(item.timescale, int)
+                or type(item.inode) is not int
+                or type(item.mtime_ns) is not int
             ):
                 raise ValueError(f"bad media entry {n}")
             item.counter_shifts()  # raises ValueError if it does not parse

@@ -17,6 +17,9 @@ the modification time is all there is. The rule, in docs/configuration.md:
 - a name in a gap: its modification time minus its duration, if that is within
   MTIME_TRUSTED of what the name reads as (a file copied or touched later is not
   moved to another day); otherwise undecided, as above.
+
+And which recordings a session plays (`chosen`): of two of the same time, the one written
+later; and not one whose timestamps the next recording shows false.
 """
 
 from __future__ import annotations
@@ -28,6 +31,9 @@ from .index import Segment
 from .layout import SegmentName
 
 MTIME_TRUSTED_US = 2 * 3600 * 1_000_000  # a gap name's mtime farther than this: not trusted
+# Neighbouring files of one camera overlap by a frame or a second rounded in a name.
+OVERLAP_TRUSTED_US = 2_000_000
+SPARSE = 20  # bytes a second: a file this much sparser than the next is not believed
 
 
 class How(enum.StrEnum):
@@ -76,16 +82,32 @@ def same_time(a: Segment, b: Segment) -> bool:
     return overlap > max(a.end_us - a.start_us, b.end_us - b.start_us) // 2
 
 
-def latest_written(
+def contradicted(a: Segment, b: Segment) -> bool:
+    """Whether recording `b`, which starts inside `a`, shows `a`'s duration false (pure):
+    `a` runs on more than OVERLAP_TRUSTED_US past `b`'s start, though it holds SPARSE
+    times fewer bytes a second. A camera's recorder writes one file at a time, so such a
+    file's timestamps claim hours its bytes cannot hold (jumps between its frames); a
+    long file of the camera's usual density that holds a short one is believed."""
+    if not a.start_us <= b.start_us < a.end_us - OVERLAP_TRUSTED_US:
+        return False
+    return a.size * (b.end_us - b.start_us) * SPARSE < b.size * (a.end_us - a.start_us)
+
+
+def chosen(
     segments: list[Segment], before: Segment | None = None
-) -> tuple[list[Segment], list[Segment]]:
-    """`segments` (by start, after `before`, the recording chosen last, if given) without
-    those that cover the same instants as another: of two, the one written later
-    (modification time) is kept, so that no session plays the same time twice (pure).
-    The kept, and the left out (`before` among them if one of `segments` replaces it)."""
+) -> tuple[list[Segment], list[Segment], list[Segment]]:
+    """`segments` (by start, after `before`, the recording chosen last, if given) as a
+    session plays them (pure): without those that cover the same instants as another (of
+    two, the one written later, by modification time, is kept, so that no session plays
+    the same time twice), nor those whose duration the next recording shows false
+    (`contradicted`). The kept, the left out for their time, and those for their
+    duration (`before` among either if it is left out)."""
     kept: list[Segment] = [before] if before is not None else []
     dropped: list[Segment] = []
+    false: list[Segment] = []
     for segment in segments:
+        while kept and contradicted(kept[-1], segment):
+            false.append(kept.pop())
         last = kept[-1] if kept else None
         if last is not None and same_time(last, segment):
             if segment.mtime_ns > last.mtime_ns:
@@ -97,4 +119,4 @@ def latest_written(
         kept.append(segment)
     if before is not None and kept and kept[0] is before:
         kept.pop(0)
-    return kept, dropped
+    return kept, dropped, false

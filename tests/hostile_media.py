@@ -80,6 +80,12 @@ def ts_random_timestamps(seed: int, packets: int) -> bytes:
     """MPEG-TS with a PAT, a PMT of one H.264 stream, then video PES packets whose PTS
     are random: a file whose timestamps claim any span at all."""
     rnd = random.Random(seed)
+    return ts_of_timestamps([rnd.randrange(1 << 33) for _ in range(packets)])
+
+
+def ts_of_timestamps(stamps: list[int]) -> bytes:
+    """MPEG-TS with a PAT, a PMT of one H.264 stream, then a video PES packet at each of
+    `stamps` (90 kHz): each an IDR slice of a byte."""
 
     def packet(pid: int, payload: bytes, start: bool, counter: int) -> bytes:
         header = bytes([0x47, (0x40 if start else 0) | pid >> 8, pid & 0xFF, 0x10 | counter])
@@ -91,8 +97,8 @@ def ts_random_timestamps(seed: int, packets: int) -> bytes:
     pat = section(bytes([0, 0xB0, 13, 0, 1, 0xC1, 0, 0, 0, 1, 0xF0, 0]))
     pmt = section(bytes([2, 0xB0, 18, 0, 1, 0xC1, 0, 0, 0xE1, 0, 0xF0, 0, 0x1B, 0xE1, 0, 0xF0, 0]))
     out = packet(0, pat, True, 0) + packet(0x1000, pmt, True, 0)
-    for n in range(packets):
-        pts = rnd.randrange(1 << 33)
+    for n, pts in enumerate(stamps):
+        pts %= 1 << 33
         stamp = bytes(
             [0x21 | (pts >> 29) & 0x0E, pts >> 22 & 0xFF, (pts >> 14) & 0xFE | 1,
              pts >> 7 & 0xFF, (pts << 1) & 0xFE | 1]

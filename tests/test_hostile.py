@@ -38,7 +38,8 @@ from .conftest import (
     started,
     wait_for,
 )
-from .hostile_media import REGRESSIONS, all_regressions
+from .hls import parse
+from .hostile_media import REGRESSIONS, all_regressions, ts_of_timestamps
 
 
 async def test_a_body_of_exactly_64_kib_is_read(
@@ -483,6 +484,79 @@ async def test_hostile_recordings_leave_the_rest_indexed_and_played(
     await wait_for(later_indexed, what="a camera added beside the hostile files")
     health = await (await client.get("/healthz")).json()
     assert health["problems"] == [], health
+
+
+async def test_a_file_claiming_hours_its_bytes_cannot_hold_hides_no_footage(
+    tmp_path: Path,
+    footage: dict[str, list[Rendered]],
+    start_agent: Any,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """376 kB of MPEG-TS whose frames are 9 s apart (5 h, each step within what one
+    packet may span), named before a camera's real footage: sessions play the footage,
+    and the file is said once."""
+    config = make_config(tmp_path)
+    root = config.recordings.root
+    place_old(footage["ts"], root, config.layout, "cam", T0 + 60 * S)
+    target = root / config.layout.format("cam", T0)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    target.write_bytes(ts_of_timestamps([n * 9 * 90_000 for n in range(2000)]))
+    old = time.time() - 3600
+    os.utime(target, (old, old))
+    client = await started(start_agent, config)
+    assert await camera_counts(client) == {"cam": 4}  # indexed: its steps are each possible
+    for _ in range(2):
+        status, session = await post(client, {"camera_id": "cam", "from": at(0), "to": at(70)})
+        assert status == 201, session
+        playlist = parse(await (await client.get(session["playlist_url"])).text())
+        assert len(playlist.entries) == 3
+        assert abs(sum(entry.duration for entry in playlist.entries) - 6) < 0.5
+    said = [r.getMessage() for r in caplog.records if "claims 18000 s in" in r.getMessage()]
+    assert len(said) == 1
+    assert target.name in said[0]
+
+
+async def test_a_recording_replaced_under_a_session_is_refused_never_served_as_garbage(
+    tmp_path: Path,
+    footage: dict[str, list[Rendered]],
+    start_agent: Any,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """After a session was made: its first recording replaced by another file of the same
+    size, its second rewritten in place at its size, its third grown. The first two's
+    segments and the export answer 404 with a sentence, each said once; the grown one
+    plays."""
+    config = make_config(tmp_path)
+    root = config.recordings.root
+    paths = place_old(footage["ts"], root, config.layout, "cam", T0)
+    client = await started(start_agent, config)
+    status, session = await post(client, {"camera_id": "cam", "from": at(0), "to": at(6)})
+    assert status == 201, session
+    entries = parse(await (await client.get(session["playlist_url"])).text()).entries
+    assert len(entries) == 3
+    base = session["playlist_url"].rsplit("/", 1)[0]
+    first, second, third = paths
+    other = tmp_path / "other.ts"
+    other.write_bytes(second.read_bytes()[: first.stat().st_size].ljust(first.stat().st_size))
+    os.utime(other, ns=(first.stat().st_mtime_ns, first.stat().st_mtime_ns))
+    os.replace(other, first)  # another file, of the same size and mtime
+    with second.open("r+b") as handle:  # the same file, other bytes, the same size
+        handle.seek(10_000)
+        handle.write(bytes(188))
+    with third.open("ab") as handle:
+        handle.write(bytes(188))
+    for _ in range(2):
+        for entry, words in ((entries[0], "replaced by another file"), (entries[1], "rewritten")):
+            response = await client.get(f"{base}/{entry.uri}")
+            assert response.status == 404
+            assert words in (await response.json())["error"]
+        assert await got(client, f"{base}/{entries[2].uri}") == 200
+    response = await client.get(f"{base}/clip.mp4")
+    assert response.status == 404
+    assert "create the session again" in (await response.json())["error"]
+    said = [m for r in caplog.records if "since a session was planned" in (m := r.getMessage())]
+    assert len(said) == 2  # each once
+    assert (await client.get("/healthz")).status == 200
 
 
 async def test_hostile_mp4s_in_a_mediamtx_folder_leave_the_rest_indexed(

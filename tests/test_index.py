@@ -76,7 +76,7 @@ async def test_put_replaces_by_path(index: Index) -> None:
     assert await index.counts() == (1, 1)
     (only,) = await index.segments("a", 0, S)
     assert only.end_us == 4 * S
-    assert await index.files() == {"a/00000000.ts": (1000, 5, 1)}
+    assert await index.files() == {"a/00000000.ts": (1000, 5, 1, 0)}
 
 
 async def test_other_settings_rebuild_the_index(tmp_path: Path) -> None:

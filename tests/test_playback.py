@@ -18,7 +18,6 @@ from .conftest import (
     FRAME,
     at,
     fetch_all,
-    got,
     post,
     start_with,
 )
@@ -389,25 +388,35 @@ async def test_only_the_sessions_own_files_are_served(
         assert b"root:" not in await response.read()
 
 
-async def test_a_recording_truncated_mid_packet_is_served_as_it_is(
+async def test_a_recording_cut_short_after_planning_is_404_and_grown_is_served(
     tmp_path: Path,
     footage: dict[str, list[Rendered]],
     start_agent: Any,
     caplog: pytest.LogCaptureFixture,
 ) -> None:
+    """A recording whose last packet was cut after its session was planned: its segment
+    is 404 with a sentence (said once), never a short or empty body; one that grew (a
+    recorder still writing it) is served as planned (said once)."""
     client = await start_with(start_agent, tmp_path, footage, "ts_reset")
     _, session = await post(client, {"camera_id": "cam", "from": at(0), "to": at(26)})
-    recording = sorted((tmp_path / "recordings").rglob("*.ts"))[1]
-    size = recording.stat().st_size - 100  # the last packet cut short
-    os.truncate(recording, size)
+    recordings = sorted((tmp_path / "recordings").rglob("*.ts"))
+    planned = recordings[2].read_bytes()
+    size = recordings[1].stat().st_size
+    os.truncate(recordings[1], size - 100)  # the last packet cut short
+    with recordings[2].open("ab") as handle:
+        handle.write(bytes(188))
     base = session["playlist_url"].rsplit("/", 1)[0]
     for _ in range(2):
         response = await client.get(f"{base}/s000001.ts")
+        assert response.status == 404
+        assert f"cut short ({size - 100} of {size} bytes)" in (await response.json())["error"]
+        response = await client.get(f"{base}/s000002.ts")
         assert response.status == 200
-        assert len(await response.read()) == size
+        assert len(await response.read()) == len(planned)
+    said = [r for r in caplog.records if "since a session was planned" in r.getMessage()]
+    assert len(said) == 1
     said = [r for r in caplog.records if "when its session was planned" in r.getMessage()]
     assert len(said) == 1
-    assert await got(client, f"{base}/s000002.ts") == 200
     assert (await client.get("/healthz")).status == 200
 
 

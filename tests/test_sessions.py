@@ -266,11 +266,12 @@ async def test_a_damaged_recording_is_a_clear_error_and_the_rest_plays(
     base = session["playlist_url"].rsplit("/", 1)[0]
     root = tmp_path / "recordings"
     sources = sorted(root.rglob("*.mp4"))
-    sources[1].write_bytes(b"\0" * 4096)  # a corrupt recording
+    size = sources[1].stat().st_size
+    sources[1].write_bytes(b"\0" * 4096)  # a corrupt recording, cut short
     sources[2].unlink()  # a recording deleted by someone else
     corrupt = await client.get(f"{base}/s000001.m4s")
     assert corrupt.status == 404
-    assert "no longer whole" in (await corrupt.json())["error"]
+    assert f"was cut short (4096 of {size} bytes)" in (await corrupt.json())["error"]
     missing = await client.get(f"{base}/s000002.m4s")
     assert missing.status == 404
     assert "no longer on disk" in (await missing.json())["error"]

@@ -15,7 +15,7 @@ import pytest
 from agent.demo import Rendered
 from agent.layout import make_layout
 from agent.times import format_us, parse_rfc3339
-from agent.wallclock import MTIME_TRUSTED_US, How, latest_written, place
+from agent.wallclock import MTIME_TRUSTED_US, How, chosen, place
 
 from .conftest import (
     SEGMENT_US,
@@ -106,22 +106,45 @@ def test_place_decides_by_the_modification_time() -> None:
         assert place(gap, ten, far).how is How.UNDECIDED
 
 
-def test_of_two_recordings_of_the_same_time_the_later_written_is_kept() -> None:
-    def written(start_s: int, duration_s: int, mtime: int) -> Any:
-        found = seg("cam", start_s, duration_s)
-        return replace(found, path=f"{found.path}.{mtime}", mtime_ns=mtime)
+def _written(start_s: int, duration_s: int, mtime: int, size: int = 0) -> Any:
+    """A recording of 100 kB a second (or `size` bytes), written at `mtime`."""
+    found = seg("cam", start_s, duration_s)
+    return replace(found, path=f"{found.path}.{mtime}", mtime_ns=mtime,
+                   size=size or 100_000 * duration_s)  # fmt: skip
 
-    a, b, c = written(0, 10, 1), written(10, 10, 5), written(10, 10, 9)
-    d, e = written(19, 10, 2), written(29, 10, 3)  # overlap by a second: neighbours
-    assert latest_written([a, b, c, d, e]) == ([a, c, d, e], [b])
-    assert latest_written([a, c, b, d]) == ([a, c, d], [b])
+
+def test_of_two_recordings_of_the_same_time_the_later_written_is_kept() -> None:
+    a, b, c = _written(0, 10, 1), _written(10, 10, 5), _written(10, 10, 9)
+    d, e = _written(19, 10, 2), _written(29, 10, 3)  # overlap by a second: neighbours
+    assert chosen([a, b, c, d, e]) == ([a, c, d, e], [b], [])
+    assert chosen([a, c, b, d]) == ([a, c, d], [b], [])
     # A short newer file inside a long one does not drop the long one.
-    long, short = written(100, 60, 1), written(110, 2, 9)
-    assert latest_written([long, short]) == ([long, short], [])
+    long, short = _written(100, 60, 1), _written(110, 2, 9)
+    assert chosen([long, short]) == ([long, short], [], [])
     # What the chain chose before is replaced by one of its time written later, and
     # kept over one written before it.
-    assert latest_written([written(10, 10, 99)], before=c) == ([written(10, 10, 99)], [c])
-    assert latest_written([written(10, 10, 1), e], before=c) == ([e], [written(10, 10, 1)])
+    assert chosen([_written(10, 10, 99)], before=c) == ([_written(10, 10, 99)], [c], [])
+    assert chosen([_written(10, 10, 1), e], before=c) == ([e], [_written(10, 10, 1)], [])
+
+
+def test_a_file_whose_next_recording_shows_its_duration_false_is_left_out() -> None:
+    """Five hours claimed in 376 kB (timestamps that jump between frames), the camera's
+    10-second files starting inside them: those are played, not it."""
+    false = _written(0, 5 * 3600, 1, size=376_000)
+    real = [_written(20 + 10 * n, 10, 2) for n in range(3)]
+    assert chosen([false, *real]) == (real, [], [false])
+    # Known before the next recordings arrived: left out once they do.
+    assert chosen(real, before=false) == (real, [], [false])
+    # Overlapping the next by less than 2 s, or as dense as it (a long file of the
+    # camera's own bit rate), it is believed.
+    brief = _written(0, 21, 1, size=1000)
+    assert chosen([brief, *real]) == ([brief, *real], [], [])
+    dense = _written(0, 5 * 3600, 1)
+    assert chosen([dense, *real]) == ([dense, *real], [], [])
+    # Denser than 1/20 of the next: believed; sparser: not.
+    edge = 5 * 3600 * 100_000 // 20
+    assert chosen([_written(0, 5 * 3600, 1, size=edge + 1), real[0]])[2] == []
+    assert chosen([_written(0, 5 * 3600, 1, size=edge - 1), real[0]])[2] != []
 
 
 # --- the agent on such footage ----------------------------------------------------------
