@@ -300,7 +300,7 @@ async def soak(base: str, port: int, seconds: float, disks: list[Path]) -> list[
         ]
         # Timed from a process of its own, as a monitor would.
         with ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn")) as pool:
-            latencies, failures, health = await asyncio.get_running_loop().run_in_executor(
+            latencies, slow, failures, health = await asyncio.get_running_loop().run_in_executor(
                 pool, time_healthz, base, seconds
             )
         stop.set()
@@ -315,6 +315,8 @@ async def soak(base: str, port: int, seconds: float, disks: list[Path]) -> list[
           f" {failures} failures; p50 {statistics.median(latencies) * 1e3:.1f} ms,"
           f" p99 {p99 * 1e3:.1f} ms, max {latencies[-1] * 1e3:.1f} ms,"
           f" {sum(t > 0.05 for t in latencies)} over 50 ms")  # fmt: skip
+    for at, took in slow:
+        print(f"  {took * 1e3:.0f} ms, {at:.2f} s into the probes")
     print(f"guard: {health['connections']}; status {health['status']}: {health['problems']}")
     print(f"after the probes: build slots held {after['admission']['running']},"
           f" unreadable files {after['index']['unreadable_files']}")  # fmt: skip
@@ -334,23 +336,31 @@ def settled(base: str) -> dict[str, Any]:
     return after
 
 
-def time_healthz(base: str, seconds: float) -> tuple[list[float], int, dict[str, Any]]:
+def time_healthz(
+    base: str, seconds: float
+) -> tuple[list[float], list[tuple[float, float]], int, dict[str, Any]]:
     """GET /healthz on a new connection every 100 ms for `seconds`: each answer's time,
-    the failures, and the last answer."""
+    when (seconds from the first) and how long each answer over 50 ms took, the failures,
+    and the last answer."""
     latencies: list[float] = []
+    slow: list[tuple[float, float]] = []
     failures = 0
     health: dict[str, Any] = {}
-    deadline = time.monotonic() + seconds
+    began = time.monotonic()
+    deadline = began + seconds
     while time.monotonic() < deadline:
         started = time.perf_counter()
+        sent = time.monotonic()
         try:
             with urllib.request.urlopen(f"{base}/healthz", timeout=5) as answer:
                 health = json.load(answer)
             latencies.append(time.perf_counter() - started)
+            if latencies[-1] > 0.05:
+                slow.append((sent - began, latencies[-1]))
         except OSError:
             failures += 1
         time.sleep(max(0.0, 0.1 - (time.perf_counter() - started)))
-    return latencies, failures, health
+    return latencies, slow, failures, health
 
 
 def lost(base: str, sessions: list[dict[str, str]]) -> int:
