@@ -37,6 +37,7 @@ from dataclasses import dataclass, field
 from itertools import compress, islice, repeat
 from operator import add, floordiv, ge, le, lt, mul, sub
 from pathlib import Path
+from typing import Protocol
 
 from .containers import progressive
 from .containers.errors import CORRUPT
@@ -80,6 +81,12 @@ READ_BYTES = 1 << 20  # what one read of a clip gathers, in whole chunks, before
 # reused, not mapped and faulted in afresh (a quarter of a TS clip's CPU when it was).
 SEND_BYTES = 96 << 10
 WORKERS = 2  # threads that read clips
+
+
+class PathOf(Protocol):
+    """A recording's path, refused if not plainly under the root (media.recording_path)."""
+
+    def __call__(self, source: str, resolved: dict[str, str] | None = None, /) -> Path: ...
 
 
 class ClipBroken(AgentError):
@@ -848,7 +855,7 @@ class Exporter:
 
     def __init__(
         self,
-        path_of: Callable[[str], Path],
+        path_of: PathOf,
         store: SampleStore | None = None,
         clock: Callable[[], float] = time.time,
     ) -> None:
@@ -924,9 +931,10 @@ class Exporter:
     def stamps(self, sources: Sequence[str]) -> dict[str, tuple[int, int, int]]:
         """Each recording's (size, mtime_ns, inode) now (blocking)."""
         found = {}
+        resolved: dict[str, str] = {}  # the directories on the way, each resolved once
         for source in dict.fromkeys(sources):
             try:
-                info = os.stat(self.path_of(source), follow_symlinks=False)
+                info = os.stat(self.path_of(source, resolved), follow_symlinks=False)
             except (OSError, AgentError) as error:
                 raise ClipBroken(f"{source} is gone: {error}") from None
             found[source] = (info.st_size, info.st_mtime_ns, info.st_ino)

@@ -38,22 +38,34 @@ _SAID_KEPT = 10_000  # recordings refused, said once each
 REWRITE_FORMAT = 1
 
 
-def recording_path(root: Path, source: str) -> Path:
+def recording_path(root: Path, source: str, resolved: dict[str, str] | None = None) -> Path:
     """The recording at `source` (relative to `root`), if it is still a regular file
-    inside the root, reached through no symlink at any level below the root (blocking)."""
-    real_root = os.path.realpath(root)
+    inside the root, reached through no symlink at any level below the root (blocking).
+
+    `resolved`, if given, keeps the directories resolved on the way for the next calls
+    (a clip's recordings lie in a few directories: each is then resolved once, not once
+    a recording)."""
+    cache = {} if resolved is None else resolved
+    real_root = _resolved(cache, str(root))
     path = Path(real_root, source)
     try:
-        info = os.lstat(path)
-        resolved = os.path.realpath(path)
+        info = os.lstat(path)  # the file itself: a regular file, not a symlink
+        parent = _resolved(cache, os.path.dirname(path))
     except OSError:
         info = None
     if info is None or not S_ISREG(info.st_mode):
         raise NotFound("the recording for this segment is no longer on disk")
-    if resolved != str(path):
+    if parent != os.path.dirname(path):
         log.warning("media: refusing %s: a directory on its way is a symlink", source)
         raise NotFound("the recording for this segment is no longer on disk")
     return path
+
+
+def _resolved(cache: dict[str, str], directory: str) -> str:
+    found = cache.get(directory)
+    if found is None:
+        found = cache[directory] = os.path.realpath(directory)
+    return found
 
 
 class MediaService:
