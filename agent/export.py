@@ -39,6 +39,7 @@ from operator import add, floordiv, ge, le, lt, mul, sub
 from pathlib import Path
 from typing import Protocol
 
+from . import iframes
 from .containers import progressive
 from .containers.errors import CORRUPT
 from .containers.files import open_regular
@@ -940,16 +941,40 @@ class Exporter:
             found[source] = (info.st_size, info.st_mtime_ns, info.st_ino)
         return found
 
-    def clip(self, session: Session, plan: Plan) -> Clip:
-        """`session`'s clip, laid out anew unless a recording changed since (blocking)."""
-        sources = [item.source for item in plan.items]
-        stamps = self.stamps(sources)
+    def planned_stamps(self, plan: Plan) -> dict[str, tuple[int, int, int]]:
+        """`stamps` of the plan's recordings; ClipBroken if one is not the file the plan
+        was made from (MediaItem.changed)."""
+        stamps = self.stamps([item.source for item in plan.items])
         for item in plan.items:
             how = item.changed(*stamps[item.source])
             if how:
                 raise ClipBroken(
                     f"{item.source} was {how} since the session was made; create the session again"
                 )
+        return stamps
+
+    async def playlists_of(self, plan: Plan) -> tuple[str | None, str]:
+        """`iframes.build` of a plan, on the exporter's layout thread: its I-frame playlist
+        (None if it has none) and its multivariant playlist. ClipBroken if a recording
+        cannot be read as planned."""
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._layouts, self._playlists, plan)
+
+    def _playlists(self, plan: Plan) -> tuple[str | None, str]:
+        stamps = self.planned_stamps(plan)
+
+        def opened(source: str) -> int:
+            fd, _ = open_regular(self.path_of(source), follow=False)
+            return fd
+
+        try:
+            return iframes.build(plan, lambda s: self.recording(s, stamps[s]), opened)
+        except (ProbeError, OSError, AgentError, *CORRUPT) as error:
+            raise ClipBroken(f"this session's keyframes cannot be listed: {error}") from None
+
+    def clip(self, session: Session, plan: Plan) -> Clip:
+        """`session`'s clip, laid out anew unless a recording changed since (blocking)."""
+        stamps = self.planned_stamps(plan)
         with self._lock:
             kept = self._clips.get(session.id)
             if kept is not None and kept.stamps == stamps:

@@ -135,6 +135,7 @@ def document() -> dict[str, Any]:
                         "id",
                         "camera_id",
                         "playlist_url",
+                        "multivariant_url",
                         "from",
                         "to",
                         "duration_s",
@@ -147,6 +148,13 @@ def document() -> dict[str, Any]:
                         "playlist_url": {
                             "type": "string",
                             "examples": ["/media/playback/pbs_0123/index.m3u8"],
+                        },
+                        "multivariant_url": {
+                            "type": "string",
+                            "description": "The media playlist and (sessions served as"
+                            " MPEG-TS) its I-frame playlist, iframes.m3u8, for fast"
+                            " scrubbing (RFC 8216 4.3.4.3)",
+                            "examples": ["/media/playback/pbs_0123/multivariant.m3u8"],
                         },
                         "from": _TIME,
                         "to": _TIME,
@@ -318,8 +326,9 @@ def document() -> dict[str, Any]:
             "/media/playback/{session_id}/{name}": {
                 "parameters": media_path,
                 "get": _op(
-                    "The session's playlist (index.m3u8) or one of its media segments;"
-                    " HEAD and Range are supported",
+                    "The session's playlist (index.m3u8), its multivariant playlist"
+                    " (multivariant.m3u8), its I-frame playlist (iframes.m3u8; sessions served"
+                    " as MPEG-TS), or one of its media segments; HEAD and Range are supported",
                     media_ok,
                     ("400", "404", "503", "507"),
                 ),

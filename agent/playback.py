@@ -8,15 +8,21 @@ service makes and finds segments.
 
 from __future__ import annotations
 
+import asyncio
+import gzip
+import hashlib
 import logging
 import time
 from dataclasses import dataclass, replace
+from pathlib import Path
 
 from .admission import Limiter
 from .chains import ChainCache
 from .config import Config
 from .errors import BadRequest, Busy, InsufficientStorage, NotFound
 from .export import Clip, Exporter
+from .files import replace_file
+from .iframes import IFRAMES, MULTIVARIANT, served_as_ts
 from .index import Index
 from .indexer import IndexerStatus
 from .media import MediaService
@@ -33,6 +39,7 @@ log = logging.getLogger(__name__)
 WRITTEN_PER_ITEM = 400
 SCAN_RETRY_SECONDS = 2
 SESSIONS_RETRY_SECONDS = 60
+_PAST = 1 << 62  # an offset past any file's end
 # The whole timeline, for a recordings query without `from` or `to`.
 ALL_TIME_US = 1 << 62
 
@@ -171,6 +178,32 @@ class Playback:
             clip = await self.exporter.laid_out(session, plan)
         return Export(session, name, clip)
 
+    async def _derived(self, session: Session, name: str) -> Served:
+        """The session's I-frame or multivariant playlist (iframes.py): made on the first
+        request of either, from its recordings' sample tables, and kept beside its media
+        playlist (in memory only, if its directory cannot be written)."""
+        directory = self.store.path(session.id)
+        path = directory / name
+        if not await asyncio.to_thread(path.is_file):
+            plan = await self.store.load_plan(session)
+            if name == IFRAMES and not served_as_ts(plan):
+                raise NotFound(
+                    "this session is served as fragmented MP4: I-frame playlists are made for"
+                    " sessions served as MPEG-TS"
+                )
+            with self.store.hold(session.id):
+                made = await self.exporter.playlists_of(plan)
+                if self.store.live(session.id):
+                    written = await asyncio.to_thread(_write_derived, directory, made)
+                    if not written:
+                        text = made[0] if name == IFRAMES else made[1]
+                        assert text is not None
+                        # The text alone: none of the file's bytes (it starts past them).
+                        return Served(path=directory / PLAYLIST, content_type=PLAYLIST_TYPE,
+                                      prefix=text.encode(), start=_PAST, stop=_PAST,
+                                      version=_digest(text))  # fmt: skip
+        return Served(path=path, gzip_path=directory / f"{name}.gz", content_type=PLAYLIST_TYPE)
+
     def plans_state(self) -> dict[str, int | bool]:
         """For /healthz: how sessions were planned, and what is kept planned."""
         return self.chains.state()
@@ -185,6 +218,8 @@ class Playback:
                 gzip_path=directory / f"{PLAYLIST}.gz",
                 content_type=PLAYLIST_TYPE,
             )
+        elif name in (IFRAMES, MULTIVARIANT):
+            served = await self._derived(session, name)
         else:
             plan = await self.store.load_plan(session)
             named = named_item(plan, name)
@@ -195,3 +230,23 @@ class Playback:
         # Clients may keep what they fetched for as long as the session lives.
         max_age = max(0, (session.expires_us - self.store.now_us()) // 1_000_000)
         return replace(served, max_age=max_age)
+
+
+def _write_derived(directory: Path, made: tuple[str | None, str]) -> bool:
+    """Keep a session's I-frame and multivariant playlists beside its media playlist,
+    each with its gzip twin (blocking); False if the directory cannot be written."""
+    iframes, multivariant = made
+    try:
+        for name, text in ((IFRAMES, iframes), (MULTIVARIANT, multivariant)):
+            if text is not None:
+                data = text.encode()
+                replace_file(directory / f"{name}.gz", gzip.compress(data, 6, mtime=0))
+                replace_file(directory / name, data)
+    except OSError as error:
+        log.warning("playback: %s: derived playlists not kept: %s", directory.name, error)
+        return False
+    return True
+
+
+def _digest(text: str) -> str:
+    return hashlib.blake2b(text.encode(), digest_size=8).hexdigest()

@@ -550,7 +550,7 @@ def render(plan: Plan) -> str:
 def lines_of(item: MediaItem) -> str:
     """An item's lines before its URI (kept on the item): its EXT-X-DISCONTINUITY, if
     any, EXT-X-PROGRAM-DATE-TIME and EXTINF."""
-    text = f"#EXT-X-PROGRAM-DATE-TIME:{_pdt(item.pdt_us)}\n#EXTINF:{item.duration:.6f},"
+    text = f"#EXT-X-PROGRAM-DATE-TIME:{pdt_text(item.pdt_us)}\n#EXTINF:{item.duration:.6f},"
     item.text = f"#EXT-X-DISCONTINUITY\n{text}" if item.discontinuity else text
     return item.text
 
@@ -575,7 +575,7 @@ def _names(count: int, mp4: bool) -> list[str]:
     return names[:count]
 
 
-def _pdt(us: int) -> str:
+def pdt_text(us: int) -> str:
     """RFC 3339 with milliseconds, the form every player parses."""
     hour, within = divmod(us, _HOUR_US)
     minute, within = divmod(within, 60_000_000)

@@ -39,7 +39,7 @@ from .keys import (
 from .metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from .metrics import Snapshot
 from .page import SECURITY_HEADERS
-from .served import MP4_TYPE
+from .served import MP4_TYPE, PLAYLIST_TYPE
 from .times import format_us, parse_rfc3339
 
 log = logging.getLogger(__name__)
@@ -430,7 +430,7 @@ async def media(request: web.Request) -> web.StreamResponse:
         request.match_info["session_id"], request.match_info["name"]
     )
     response = await serve.send(request, served)
-    if served.gzip_path is None and request.method == "GET":  # a media segment
+    if served.content_type != PLAYLIST_TYPE and request.method == "GET":  # a media segment
         metrics = request.app[METRICS]
         metrics.segments_served.inc()
         metrics.bytes_served.inc(int(response.headers.get("Content-Length", 0)))

@@ -79,12 +79,18 @@ class Session:
     def playlist_url(self) -> str:
         return f"/media/playback/{self.id}/{PLAYLIST}"
 
+    @property
+    def multivariant_url(self) -> str:
+        """The multivariant playlist: the media playlist and its I-frames (iframes.py)."""
+        return f"/media/playback/{self.id}/multivariant.m3u8"
+
     def public(self) -> dict[str, Any]:
         """The API's view of the session."""
         return {
             "id": self.id,
             "camera_id": self.camera_id,
             "playlist_url": self.playlist_url,
+            "multivariant_url": self.multivariant_url,
             "from": format_us(self.from_us),
             "to": format_us(self.to_us),
             "duration_s": self.duration_s,
@@ -94,7 +100,7 @@ class Session:
 
     def to_json(self) -> dict[str, Any]:
         body = self.public()
-        del body["playlist_url"]
+        del body["playlist_url"], body["multivariant_url"]
         body.update(format=FORMAT, created_at=format_us(self.created_us))
         return body
 

@@ -7,7 +7,7 @@ import random
 import pytest
 
 from agent.errors import BadRequest
-from agent.playlists import _pdt
+from agent.playlists import pdt_text
 from agent.times import format_us, parse_rfc3339
 
 
@@ -60,5 +60,5 @@ def test_playlist_times_are_rfc3339_to_the_millisecond() -> None:
     cases += [rng.randrange(0, 7_258_118_400_000_000) for _ in range(10_000)]
     for us in cases:
         whole = format_us(us - us % 1_000_000).removesuffix("Z")
-        assert _pdt(us) == f"{whole}.{us % 1_000_000 // 1000:03d}Z", us
-    assert _pdt(1_795_161_600_123_456) == "2026-11-20T08:00:00.123Z"
+        assert pdt_text(us) == f"{whole}.{us % 1_000_000 // 1000:03d}Z", us
+    assert pdt_text(1_795_161_600_123_456) == "2026-11-20T08:00:00.123Z"

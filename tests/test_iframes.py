@@ -1,0 +1,234 @@
+"""I-frame playlists and multivariant playlists of sessions (iframes.py): each keyframe
+listed once as a byte range of the session's own media, decoding alone to the picture
+the whole segment decodes to there."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+from array import array
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from agent.containers.samples import Table
+from agent.demo import Rendered
+from agent.iframes import item_iframes, render
+from agent.playlists import CUT, OUT_START, RECORDED, MediaItem, Plan
+
+from .conftest import at, post, start_with
+from .players import ffmpeg_errors, gstreamer
+
+S = 1_000_000
+
+
+@dataclass
+class Frame:
+    uri: str
+    offset: int
+    length: int
+    duration: float
+    pdt: str
+    init: tuple[str, int]  # EXT-X-MAP's URI and bytes from its start
+    discontinuity: bool
+
+
+def parse_iframes(text: str) -> tuple[dict[str, str], list[Frame]]:
+    """The tags and the entries of an I-frame playlist, each tag checked for its form."""
+    lines = text.splitlines()
+    assert lines[0] == "#EXTM3U"
+    tags: dict[str, str] = {}
+    frames: list[Frame] = []
+    init: tuple[str, int] | None = None
+    duration: float | None = None
+    pdt = byterange = None
+    discontinuity = False
+    for line in lines[1:]:
+        if line.startswith("#EXT-X-MAP:"):
+            match = re.fullmatch(r'#EXT-X-MAP:URI="([^"]+)",BYTERANGE="(\d+)@0"', line)
+            assert match is not None, line
+            init = (match.group(1), int(match.group(2)))
+        elif line == "#EXT-X-DISCONTINUITY":
+            discontinuity = True
+        elif line.startswith("#EXTINF:"):
+            duration = float(line[8:].rstrip(","))
+        elif line.startswith("#EXT-X-PROGRAM-DATE-TIME:"):
+            pdt = line.split(":", 1)[1]
+        elif line.startswith("#EXT-X-BYTERANGE:"):
+            match = re.fullmatch(r"#EXT-X-BYTERANGE:(\d+)@(\d+)", line)
+            assert match is not None, line
+            byterange = (int(match.group(1)), int(match.group(2)))
+        elif line.startswith("#"):
+            name, _, value = line[1:].partition(":")
+            tags[name] = value
+        elif line:
+            assert duration is not None, line
+            assert pdt is not None, line
+            assert byterange is not None, line
+            assert init is not None, line
+            assert init[0] == line, line  # its own PAT and PMT
+            frames.append(
+                Frame(line, byterange[1], byterange[0], duration, pdt, init, discontinuity)
+            )
+            duration = pdt = byterange = None
+            discontinuity = False
+    return tags, frames
+
+
+def _table(ats: list[int], sync: list[bool], end: int) -> Table:
+    table = Table(b"vide", "h264", 90_000, b"")
+    table.at = array("q", ats)
+    table.dts = array("q", [3000 * n for n in range(len(ats))])
+    table.cto = array("i", [3000] * len(ats))
+    table.sizes = array("I", [100] * len(ats))
+    table.sync = bytearray(sync)
+    table.end = end
+    return table
+
+
+def test_keyframes_of_an_item_are_its_sync_samples_within_what_it_serves() -> None:
+    """A cut item serves its PAT and PMT, then the recording from the cut to its stop:
+    each keyframe's range is in those bytes, from its first packet to the next frame's."""
+    sync = [True, False, True, False, True, False]
+    table = _table([0, 1880, 3760, 5640, 7520, 9400], sync, 11280)
+    item = MediaItem(source="cam/a.ts", kind=CUT, duration=0.2, pdt_us=0, discontinuity=False,
+                     size=11280, cut_at=1880, stop_at=7520, prefix=(0, 188),
+                     shift=OUT_START)  # fmt: skip
+    frames = item_iframes(3, item, table, 376, OUT_START)
+    # The keyframe at 3760 only: 0 is before the cut, 7520 at the stop.
+    assert [(f.item, f.offset, f.length) for f in frames] == [(3, 376 + 3760 - 1880, 1880)]
+    assert frames[0].tick == OUT_START + 2 * 3000 + 3000  # its decode time and offset
+    # A recorded item, to the end of its file: the last keyframe runs to the table's end.
+    whole = MediaItem(source="cam/a.ts", kind=RECORDED, duration=0.2, pdt_us=0,
+                      discontinuity=False, size=11280)  # fmt: skip
+    frames = item_iframes(0, whole, table, 0, OUT_START)
+    assert [(f.offset, f.length) for f in frames] == [(0, 1880), (3760, 1880), (7520, 1880)]
+
+
+def test_the_playlist_lasts_as_long_as_the_session_each_frame_to_the_next() -> None:
+    # Each recording's first frame (presented at 3000) placed where its item starts.
+    items = tuple(
+        MediaItem(source=f"cam/{n}.ts", kind=RECORDED, duration=2.0,
+                  pdt_us=1_795_161_600_000_000 + 2 * S * n, discontinuity=n == 1, size=11280,
+                  shift=OUT_START + 180_000 * n - 3000)
+        for n in range(2)
+    )  # fmt: skip
+    plan = Plan(items, 0.0, 0)
+    table = _table([0, 1880, 3760], [True, False, True], 5640)
+    table.dts = array("q", [0, 45_000, 90_000])
+    frames = [
+        *item_iframes(0, plan.at(0), table, 0, plan.starts[0]),
+        *item_iframes(1, plan.at(1), table, 0, plan.starts[1]),
+    ]
+    text = render(plan, frames, [376, 564])
+    tags, parsed = parse_iframes(text)
+    assert tags["EXT-X-VERSION"] == "5"
+    assert "EXT-X-I-FRAMES-ONLY" in tags
+    assert [f.duration for f in parsed] == [1.0, 1.0, 1.0, 1.0]
+    assert [f.init[1] for f in parsed] == [376, 376, 564, 564]
+    assert [f.discontinuity for f in parsed] == [False, False, True, False]
+    assert [f.pdt for f in parsed][1:3] == ["2026-11-20T08:00:01.000Z", "2026-11-20T08:00:02.000Z"]
+
+
+def _fetch(client: Any, url: str, first: int, length: int) -> Any:
+    return client.get(url, headers={"Range": f"bytes={first}-{first + length - 1}"})
+
+
+def _frames(path: Path) -> list[tuple[str, str]]:
+    """(pts, MD5) of each decoded video frame of a file."""
+    out = subprocess.run(
+        ["ffmpeg", "-v", "error", "-i", str(path), "-map", "0:v", "-f", "framemd5", "-"],
+        capture_output=True, text=True, check=True,
+    ).stdout  # fmt: skip
+    return [
+        (fields[2].strip(), fields[-1].strip())
+        for line in out.splitlines()
+        if line[:1].isdigit() and len(fields := line.split(",")) >= 6
+    ]
+
+
+def _keyframes(path: Path) -> int:
+    out = subprocess.run(
+        ["ffprobe", "-v", "error", "-select_streams", "v:0", "-show_entries",
+         "packet=flags", "-of", "csv=p=0", str(path)],
+        capture_output=True, text=True, check=True,
+    ).stdout  # fmt: skip
+    return sum("K" in line for line in out.splitlines())
+
+
+async def test_each_keyframe_is_listed_once_and_decodes_alone_to_its_picture(
+    tmp_path: Path, footage: dict[str, list[Rendered]], start_agent: Any
+) -> None:
+    """x264 with B-frames in MPEG-TS, a session cut at 1 s and across a gap: every
+    keyframe of every segment is one entry; its range, after its item's PAT and PMT,
+    decodes alone to one picture, the one the whole segment decodes to at that time; the
+    entries last as long as the session and keep its wall clock."""
+    client = await start_with(start_agent, tmp_path, footage, "ts")
+    status, session = await post(client, {"camera_id": "cam", "from": at(1), "to": at(26)})
+    assert status == 201, session
+    base = session["playlist_url"].rsplit("/", 1)[0]
+    assert session["multivariant_url"] == f"{base}/multivariant.m3u8"
+    multivariant = await (await client.get(session["multivariant_url"])).text()
+    assert "\nindex.m3u8\n" in multivariant
+    stream = r'#EXT-X-I-FRAME-STREAM-INF:BANDWIDTH=\d+,RESOLUTION=320x240,URI="iframes.m3u8"'
+    assert re.search(stream, multivariant)
+    response = await client.get(f"{base}/iframes.m3u8")
+    assert response.status == 200
+    assert response.content_type == "application/vnd.apple.mpegurl"
+    tags, frames = parse_iframes(await response.text())
+    assert "EXT-X-I-FRAMES-ONLY" in tags
+    media = await (await client.get(session["playlist_url"])).text()
+    uris = [line for line in media.splitlines() if line.endswith(".ts")]
+    wanted = 0
+    pictures: dict[str, list[tuple[str, str]]] = {}
+    for uri in uris:
+        whole = tmp_path / uri
+        whole.write_bytes(await (await client.get(f"{base}/{uri}")).read())
+        wanted += _keyframes(whole)
+        pictures[uri] = _frames(whole)
+    assert len(frames) == wanted  # each keyframe once
+    assert len({(f.uri, f.offset) for f in frames}) == len(frames)
+    for n, frame in enumerate(frames):
+        alone = tmp_path / f"alone{n}.ts"
+        head = await _fetch(client, f"{base}/{frame.uri}", 0, frame.init[1])
+        body = await _fetch(client, f"{base}/{frame.uri}", frame.offset, frame.length)
+        assert (head.status, body.status) == (206, 206)
+        alone.write_bytes(await head.read() + await body.read())
+        decoded = _frames(alone)
+        assert len(decoded) == 1, (frame, decoded)
+        # testsrc draws each frame's time: a picture of the segment, and a keyframe's.
+        assert decoded[0][1] in {md5 for _, md5 in pictures[frame.uri]}
+    total = sum(f.duration for f in frames)
+    assert abs(total - (25 - 14)) < 0.1  # 08:00:01-06 and 20-26 (the gap is no footage)
+    assert frames[0].pdt == "2026-11-20T08:00:01.000Z"
+    # One timeline across the gap, as the media playlist has it (no discontinuity).
+    breaks = media.count("#EXT-X-DISCONTINUITY")
+    assert [f.discontinuity for f in frames].count(True) == breaks == 0
+
+
+@pytest.mark.slow  # real players
+async def test_ffmpeg_and_playbin3_play_the_multivariant_playlist(
+    tmp_path: Path, footage: dict[str, list[Rendered]], start_agent: Any
+) -> None:
+    client = await start_with(start_agent, tmp_path, footage, "ts")
+    _, session = await post(client, {"camera_id": "cam", "from": at(0), "to": at(26)})
+    url = str(client.make_url(session["multivariant_url"]))
+    assert await ffmpeg_errors(url) == ""
+    code, said = await gstreamer(url)
+    assert code == 0, said[-2000:]
+
+
+async def test_a_fragmented_mp4_session_has_no_iframes_yet_and_says_so(
+    tmp_path: Path, footage: dict[str, list[Rendered]], start_agent: Any
+) -> None:
+    client = await start_with(start_agent, tmp_path, footage, "fmp4")
+    _, session = await post(client, {"camera_id": "cam", "from": at(0), "to": at(26)})
+    base = session["playlist_url"].rsplit("/", 1)[0]
+    response = await client.get(f"{base}/iframes.m3u8")
+    assert response.status == 404
+    assert "served as fragmented MP4" in (await response.json())["error"]
+    multivariant = await (await client.get(session["multivariant_url"])).text()
+    assert "I-FRAME" not in multivariant
+    assert "\nindex.m3u8\n" in multivariant
