@@ -4,42 +4,19 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
-import ctypes
 import logging
 import shutil
 import sqlite3
 import sys
 from pathlib import Path
 
-from . import __version__
+from . import __version__, memory
 from .app import create_app
 from .config import DEFAULT_PATH, load_config
 from .errors import ConfigError, StartupError
 from .server import ConnectionGuard, serve
 
 PROG = "nvr-playback-agent"
-# glibc's mallopt parameters, and what the agent sets them to.
-_M_TRIM_THRESHOLD = -1
-_M_MMAP_THRESHOLD = -3
-_MMAP_THRESHOLD = 128 * 1024
-_TRIM_THRESHOLD = 4 << 20
-
-
-def _malloc_settings() -> None:
-    """Keep glibc's mmap threshold at its default of 128 KiB. Left dynamic, it rises once
-    a large block is freed, and from then on each worker thread's arena keeps the 256 KiB
-    chunks media is read in: 96 responses that stall took the agent from 110 MB to
-    260 MB of RSS (scripts/soak_hostile.py).
-
-    Let each arena keep up to 4 MiB free at its top (the default with a fixed threshold
-    is 128 KiB): an export's read thread makes about a megabyte of parts under the
-    threshold each time, freed once sent; given back at once, each next read faulted its
-    pages in again (a quarter of a clip's CPU). Not glibc (musl): nothing to do."""
-    with contextlib.suppress(OSError, AttributeError):
-        libc = ctypes.CDLL(None)
-        libc.mallopt(_M_MMAP_THRESHOLD, _MMAP_THRESHOLD)
-        libc.mallopt(_M_TRIM_THRESHOLD, _TRIM_THRESHOLD)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -76,7 +53,7 @@ def main(argv: list[str] | None = None) -> int:
             " only the demo renders footage with it",
             config.ffmpeg.ffmpeg,
         )
-    _malloc_settings()
+    memory.settle_malloc()
     guard = ConnectionGuard()
     try:
         asyncio.run(

@@ -39,7 +39,7 @@ from operator import add, floordiv, ge, le, lt, mul, sub
 from pathlib import Path
 from typing import Protocol
 
-from . import iframes
+from . import iframes, keyframes
 from .containers import progressive
 from .containers.errors import CORRUPT
 from .containers.files import open_regular
@@ -54,10 +54,10 @@ from .containers.samples import (
     sample_bytes,
     ts_pieces,
 )
-from .errors import AgentError, ProbeError
-from .index import Change, Index
+from .errors import AgentError, NotFound, ProbeError
+from .index import Change, Index, Segment
 from .playlists import FRAGMENTS, OUT_START, REMUX, MediaItem, Plan, item_starts
-from .samplestore import SampleStore
+from .samplestore import SampleStore, Stamp, stamp_of
 from .stored import MEDIA_ROW, Session
 
 log = logging.getLogger(__name__)
@@ -118,7 +118,7 @@ class Clip:
     header: bytes
     total: int
     etag: str
-    stamps: dict[str, tuple[int, int, int]]  # source -> (size, mtime_ns, inode) laid out from
+    stamps: dict[str, Stamp]  # source -> its stamp (samplestore.stamp_of) laid out from
     starts: array[int] = field(default_factory=lambda: array("Q"))  # each chunk's offset
     sizes: array[int] = field(default_factory=lambda: array("I"))
     tracks: bytearray = field(default_factory=bytearray)
@@ -270,7 +270,7 @@ def lay_out(
     session: Session,
     plan: Plan,
     recordings: Callable[[str], Recording],
-    stamps: dict[str, tuple[int, int, int]],
+    stamps: dict[str, Stamp],
 ) -> Clip:
     """The clip of `session` (blocking only through `recordings`, which gives each
     recording's sample tables)."""
@@ -529,7 +529,7 @@ def _assemble(
     end: int,
     video: _Track,
     audio: _Track,
-    stamps: dict[str, tuple[int, int, int]],
+    stamps: dict[str, Stamp],
 ) -> Clip:
     tracks: list[TrackOut] = []
     chunks: list[tuple[int, int, Chunk]] = []  # (time, track, chunk) before offsets
@@ -665,7 +665,7 @@ def _etag(
     session: Session,
     plan: Plan,
     items: Sequence[MediaItem],
-    stamps: dict[str, tuple[int, int, int]],
+    stamps: dict[str, Stamp],
 ) -> str:
     """A strong entity tag: the clip's format, the session's range and plan, and each
     recording as it was when laid out (pure)."""
@@ -798,8 +798,7 @@ def _open_checked(clip: Clip, source: str, path_of: Callable[[str], Path]) -> in
         fd, info = open_regular(path, follow=False)
     except (OSError, ProbeError, AgentError) as error:
         raise ClipBroken(f"{source} is gone: {error}") from None
-    stamp = (info.st_size, info.st_mtime_ns, info.st_ino)
-    if stamp != clip.stamps[source] or device not in (-1, info.st_dev):
+    if stamp_of(info) != clip.stamps[source] or device not in (-1, info.st_dev):
         os.close(fd)
         raise ClipBroken(f"{source} changed since the clip was laid out")
     clip.paths[source] = (path, info.st_dev)
@@ -863,7 +862,7 @@ class Exporter:
         self.path_of = path_of  # a recording's path, refused if not plainly under the root
         self.store = store
         self.clock = clock
-        self._tables: OrderedDict[tuple[str, int, int, int], Recording] = OrderedDict()
+        self._tables: OrderedDict[tuple[str, int, int, int, int], Recording] = OrderedDict()
         self._table_bytes = 0
         self._clips: OrderedDict[str, Clip] = OrderedDict()
         self._lock = threading.Lock()
@@ -929,7 +928,7 @@ class Exporter:
         except ClipBroken as error:
             log.info("export: %s not prepared: %s", source, error)
 
-    def stamps(self, sources: Sequence[str]) -> dict[str, tuple[int, int, int]]:
+    def stamps(self, sources: Sequence[str]) -> dict[str, Stamp]:
         """Each recording's (size, mtime_ns, inode) now (blocking)."""
         found = {}
         resolved: dict[str, str] = {}  # the directories on the way, each resolved once
@@ -938,10 +937,37 @@ class Exporter:
                 info = os.stat(self.path_of(source, resolved), follow_symlinks=False)
             except (OSError, AgentError) as error:
                 raise ClipBroken(f"{source} is gone: {error}") from None
-            found[source] = (info.st_size, info.st_mtime_ns, info.st_ino)
+            found[source] = stamp_of(info)
         return found
 
-    def planned_stamps(self, plan: Plan) -> dict[str, tuple[int, int, int]]:
+    async def keyframe_of(self, camera_id: str, segment: Segment, t_us: int) -> dict[str, object]:
+        """`keyframes.answer` for the keyframe of `segment` at or before `t_us`, on one of
+        the exporter's read threads. NotFound if it has none a browser can decode alone;
+        ClipBroken if the recording cannot be read."""
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._reads, self._keyframe, camera_id, segment, t_us)
+
+    def _keyframe(self, camera_id: str, segment: Segment, t_us: int) -> dict[str, object]:
+        source = segment.path
+        try:
+            fd, info = open_regular(self.path_of(source), follow=False)
+        except (OSError, ProbeError, AgentError) as error:
+            raise ClipBroken(f"{source} is gone: {error}") from None
+        try:
+            recording = self.recording(source, stamp_of(info))
+            table = recording.video
+            config = keyframes.decoder_config(table.entry)
+            found = keyframes.keyframe_at(table, segment.start_us, t_us)
+            if config is None or found is None:
+                raise NotFound(f"{source} has no keyframe a browser can decode alone")
+            data = b"".join(sample_bytes(fd, recording, table, found.sample, found.sample + 1))
+        except (ProbeError, OSError, *CORRUPT) as error:
+            raise ClipBroken(f"{source} cannot be read: {error}") from None
+        finally:
+            os.close(fd)
+        return keyframes.answer(camera_id, found, table, config, data)
+
+    def planned_stamps(self, plan: Plan) -> dict[str, Stamp]:
         """`stamps` of the plan's recordings; ClipBroken if one is not the file the plan
         was made from (MediaItem.changed)."""
         stamps = self.stamps([item.source for item in plan.items])
@@ -994,7 +1020,7 @@ class Exporter:
                 self._clips.popitem(last=False)
         return clip
 
-    def recording(self, source: str, stamp: tuple[int, int, int]) -> Recording:
+    def recording(self, source: str, stamp: Stamp) -> Recording:
         """A recording's sample tables: from memory, from the store, or read now and kept
         in both (blocking)."""
         key = (source, *stamp)
@@ -1020,13 +1046,13 @@ class Exporter:
                 self._table_bytes -= dropped.nbytes
         return recording
 
-    def _read(self, source: str, stamp: tuple[int, int, int]) -> Recording:
+    def _read(self, source: str, stamp: Stamp) -> Recording:
         try:
             fd, info = open_regular(self.path_of(source), follow=False)
         except (OSError, ProbeError, AgentError) as error:
             raise ClipBroken(f"{source} is gone: {error}") from None
         try:
-            if (info.st_size, info.st_mtime_ns, info.st_ino) != stamp:
+            if stamp_of(info) != stamp:
                 raise ClipBroken(f"{source} changed while the clip was laid out")
             try:
                 recording = read_recording(fd, info.st_size)

@@ -25,6 +25,7 @@ from .containers.mpegts import PACKET, rewrite
 from .errors import NotFound, ProbeError
 from .export import ClipBroken, Exporter
 from .playlists import CUT, FRAGMENTS, REMUX, MediaItem, Plan
+from .samplestore import stamp_of
 from .served import MP4_TYPE, SEGMENT_TYPE, TS_TYPE, Served
 from .sessions import SessionStore
 from .stored import MEDIA_ROW, Session
@@ -123,8 +124,7 @@ class MediaService:
         fd, info = open_regular(path, follow=False)
         try:
             check_unchanged(item, info)
-            stamp = (info.st_size, info.st_mtime_ns, info.st_ino)
-            recording = self.exporter.recording(item.source, stamp)
+            recording = self.exporter.recording(item.source, stamp_of(info))
             if init:
                 data, kind, where = reboxed.init_section(recording), MP4_TYPE, None
             else:
@@ -150,16 +150,16 @@ class MediaService:
 
     def _as_recorded(self, item: MediaItem) -> Served:
         path = self.recording(item.source)
-        info = os.stat(path)
+        info = os.stat(path, follow_symlinks=False)
         check_unchanged(item, info)
         size = info.st_size
         if size != item.size and (path, size) not in self._changed:
-            # Grown since: served as planned (planned before its stamp was kept: as it is
-            # now), on the plan's timeline, whole packets rewritten. Said once per file
+            # Grown since (a recorder still writing it when it was indexed): served as it
+            # is now, on the plan's timeline, whole packets rewritten. Said once per file
             # and size.
             self._changed.add((path, size))
             log.warning(
-                "media: %s is %d bytes, %d when its session was planned; serving it as planned",
+                "media: %s is %d bytes, %d when its session was planned; serving it as it is",
                 item.source, size, item.size,
             )  # fmt: skip
         prefix = _packets(path, item.prefix) if item.kind == CUT else b""
@@ -168,13 +168,12 @@ class MediaService:
             path=path,
             content_type=TS_TYPE,
             start=item.cut_at,
-            # To where it ended when planned: a file still being written then is served
-            # as planned (a plan without its stamp: to the file's end now).
-            stop=item.stop_at or (item.size if item.inode else 0),
+            stop=item.stop_at,
             prefix=prefix,
             suffix=_packets(path, item.suffix),
             nulls=item.nulls,
             rewrite=lambda buf: rewrite(buf, item.shift, cc_shift),
+            inode=info.st_ino,
         )
 
     def _fragments(self, item: MediaItem, init: bool) -> Served:
@@ -190,7 +189,7 @@ class MediaService:
             timeline = mp4.retimed(fd, item.init_size, (item.cut_at,), item.shift)
             if init:
                 return Served(path=path, content_type=MP4_TYPE, stop=item.init_size,
-                              patch=timeline.apply)  # fmt: skip
+                              patch=timeline.apply, inode=info.st_ino)  # fmt: skip
             # A keyframe inside a fragment: the fragment's part from it, or up to it, is
             # made a fragment of its own (a few hundred kilobytes, read at each request).
             same = item.stop_at == item.cut_at
@@ -208,7 +207,8 @@ class MediaService:
         finally:
             os.close(fd)
         return Served(path=path, content_type=SEGMENT_TYPE, start=start, stop=stop,
-                      prefix=prefix, suffix=suffix, patch=timeline.apply)  # fmt: skip
+                      prefix=prefix, suffix=suffix, patch=timeline.apply,
+                      inode=info.st_ino)  # fmt: skip
 
 
 class Changed(Exception):
@@ -218,7 +218,7 @@ class Changed(Exception):
 def check_unchanged(item: MediaItem, info: os.stat_result) -> None:
     """Changed if the recording `info` describes is not the file `item` was planned from
     (MediaItem.changed)."""
-    how = item.changed(info.st_size, info.st_mtime_ns, info.st_ino)
+    how = item.changed(*stamp_of(info))
     if how:
         raise Changed(how)
 

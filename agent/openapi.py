@@ -280,6 +280,52 @@ def document() -> dict[str, Any]:
                     security=[{"bearer": []}, {}],
                 )
             },
+            "/api/cameras/{camera_id}/keyframe": {
+                "get": _op(
+                    "The keyframe of the camera's recording at `t` shown at or before it, for a"
+                    " scrub preview: an MP4 sample (H.264 or H.265) and its decoder"
+                    " configuration, base64, as a browser's VideoDecoder (WebCodecs) takes them",
+                    {
+                        "200": _json(
+                            {
+                                "type": "object",
+                                "required": [
+                                    "camera_id",
+                                    "time",
+                                    "codec",
+                                    "width",
+                                    "height",
+                                    "description",
+                                    "data",
+                                ],  # fmt: skip
+                                "properties": {
+                                    "camera_id": _CAMERA_ID,
+                                    "time": _TIME,
+                                    "codec": {"type": "string", "examples": ["avc1.64001f"]},
+                                    "width": {"type": "integer"},
+                                    "height": {"type": "integer"},
+                                    "description": {
+                                        "type": "string",
+                                        "description": "avcC or hvcC record, base64",
+                                    },
+                                    "data": {
+                                        "type": "string",
+                                        "description": "the sample: NAL units after 4-byte"
+                                        " lengths, base64",
+                                    },
+                                },
+                            },
+                            "Keyframe",
+                        )
+                    },
+                    ("400", "401", "404"),
+                    parameters=[
+                        _path_param("camera_id", _CAMERA_ID),
+                        {"name": "t", "in": "query", "required": True, "schema": _TIME},
+                    ],
+                    security=[{"bearer": []}, {}],
+                )
+            },
             "/api/playback": {
                 "post": _op(
                     "Create a playback session; its playlist plays as soon as this answers",

@@ -178,6 +178,19 @@ class Playback:
             clip = await self.exporter.laid_out(session, plan)
         return Export(session, name, clip)
 
+    async def keyframe(self, camera_id: str, t_us: int) -> dict[str, object]:
+        """The picture at `t_us` for a scrub preview (keyframes.py): the keyframe of the
+        camera's recording at that time at or before it, for the browser to decode."""
+        await self._require_camera(camera_id)
+        found = [
+            s for s in await self.index.segments(camera_id, t_us, t_us + 1)
+            if s.start_us <= t_us < s.end_us
+        ]  # fmt: skip
+        if not found:
+            raise NotFound(f"camera {camera_id} has no recording at {format_us(t_us)}")
+        latest = max(found, key=lambda s: (s.start_us, s.mtime_ns))  # the one playing then
+        return await self.exporter.keyframe_of(camera_id, latest, t_us)
+
     async def _derived(self, session: Session, name: str) -> Served:
         """The session's I-frame or multivariant playlist (iframes.py): made on the first
         request of either, from its recordings' sample tables, and kept beside its media

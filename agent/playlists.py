@@ -93,10 +93,11 @@ class MediaItem:
     # (hvc1, avc1): a re-boxed session's. "": served as MPEG-TS (or FRAGMENTS).
     mp4_tag: str = ""
     timescale: int = 0  # FRAGMENTS: the video's timescale (ticks a second)
-    # The recording's inode and mtime when planned (0: a plan from before they were kept):
-    # a recording replaced, rewritten or cut short since is refused, not served as garbage.
+    # The recording's inode, mtime and ctime when planned (0: a plan from before they were
+    # kept): one replaced, rewritten or cut short since is refused, not served as garbage.
     inode: int = 0
     mtime_ns: int = 0
+    ctime_ns: int = 0
     name: str = ""  # its URI in its session (s000000.ts, s000000.m4s): given by Plan.at
     # Its playlist lines and its plan.json row, made once (`lines_of`, stored.row_of): every
     # session that shares an item writes them. Not part of the plan.
@@ -108,18 +109,21 @@ class MediaItem:
         """Whether it is served as fragmented MP4 (an init section and media)."""
         return self.kind == FRAGMENTS or bool(self.mp4_tag)
 
-    def changed(self, size: int, mtime_ns: int, inode: int) -> str:
-        """How the recording, now of this size, mtime and inode, is not the file this item
-        was planned from, in words ("" if it is): another file, cut short, or rewritten at
-        its size. A file grown since (a recorder still writing when it was indexed) is the
-        same: what was planned of it is still there. Items planned before the stamp was
-        kept are not checked."""
+    def changed(self, size: int, mtime_ns: int, inode: int, ctime_ns: int) -> str:
+        """How the recording, now of this stamp (samplestore.stamp_of), is not the file
+        this item was planned from, in words ("" if it is): cut short; another file (its
+        inode, and its size, mtime or ctime: FAT file systems give a file another inode
+        number when it is read again, nothing else); or rewritten at its size. A file grown
+        since (a recorder still writing it when it was indexed) is the same: what was
+        planned of it is still there. Items planned before the stamp was kept are not
+        checked."""
         if not self.inode:
             return ""
-        if inode != self.inode:
-            return "replaced by another file"
         if size < self.size:
             return f"cut short ({size} of {self.size} bytes)"
+        times = (mtime_ns, ctime_ns) if self.ctime_ns else (mtime_ns, self.ctime_ns)
+        if inode != self.inode and (size, *times) != (self.size, self.mtime_ns, self.ctime_ns):
+            return "replaced by another file"
         if size == self.size and mtime_ns != self.mtime_ns:
             return "rewritten"
         return ""
@@ -380,6 +384,7 @@ class Chain:
             "size": seg.size,
             "inode": seg.inode,
             "mtime_ns": seg.mtime_ns,
+            "ctime_ns": seg.ctime_ns,
         }
         if kind == REMUX:
             fields.update(

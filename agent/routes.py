@@ -18,7 +18,7 @@ from aiohttp import web
 from aiohttp.http_exceptions import HttpProcessingError
 from aiohttp.typedefs import Middleware
 
-from . import __version__, serve
+from . import __version__, memory, serve
 from .errors import AgentError, BadRequest, RequestTimeout, Unauthorized
 from .export import ClipBroken
 from .ids import check_camera_id, check_session_id
@@ -365,6 +365,17 @@ async def recordings(request: web.Request) -> web.Response:
     )
 
 
+async def keyframe(request: web.Request) -> web.Response:
+    """The keyframe shown at `t`, for the page's scrub preview (keyframes.py)."""
+    camera = check_camera_id(request.match_info["camera_id"])
+    params = _query(request, {"t"})
+    if "t" not in params:
+        raise BadRequest("missing query parameter `t`")
+    found = await request.app[PLAYBACK].keyframe(camera, parse_rfc3339(params["t"], "t"))
+    # The same time shows the same picture while the recording stands: a short cache.
+    return web.json_response(found, headers={"Cache-Control": "private, max-age=60"})
+
+
 async def _json_object(request: web.Request) -> dict[str, Any]:
     try:
         async with asyncio.timeout(BODY_SECONDS):
@@ -459,7 +470,10 @@ async def clip(request: web.Request) -> web.StreamResponse:
             log.error("export of %s failed", export.session.id, exc_info=error)
 
     clip = export.clip
-    return await serve.send_made(request, headers, clip.etag, clip.total, read, broken)
+    try:
+        return await serve.send_made(request, headers, clip.etag, clip.total, read, broken)
+    finally:
+        await asyncio.to_thread(memory.give_back)  # what the reads kept for the next
 
 
 async def metrics(request: web.Request) -> web.Response:
@@ -532,6 +546,7 @@ def setup(app: web.Application) -> None:
     router.add_get("/api/cameras", cameras)
     router.add_get("/api/cameras/{camera_id}/recordings", recordings)
     router.add_get("/api/cameras/{camera_id}/playlist.m3u8", playlist_redirect)
+    router.add_get("/api/cameras/{camera_id}/keyframe", keyframe)
     router.add_post("/api/playback", create_playback)
     router.add_get("/api/playback/{session_id}", get_playback)
     router.add_delete("/api/playback/{session_id}", delete_playback)

@@ -3,15 +3,17 @@ reading its recordings whole again: an SQLite file beside the index (`samples.sq
 each recording's tables compressed (containers.samples.encode, about 0.9 MB an hour of
 25 fps video with AAC), the least recently used dropped first beyond STORE_BYTES.
 
-It is a cache: a row is used only if the recording's size, mtime and inode are those it
-was read at, and anything wrong with the file (unreadable, full disk, read-only) is said
-once in the log and the export reads the recordings instead.
+It is a cache: a row is used only if the recording's size, mtime, inode and ctime are
+those it was read at (ctime: a file rewritten in place whose mtime was set back), and
+anything wrong with the file (unreadable, full disk, read-only) is said once in the log
+and the export reads the recordings instead.
 """
 
 from __future__ import annotations
 
 import contextlib
 import logging
+import os
 import sqlite3
 import threading
 from pathlib import Path
@@ -23,19 +25,26 @@ log = logging.getLogger(__name__)
 
 STORE_BYTES = 256 << 20  # about 280 hours of one camera's footage
 TOUCHED_KEPT = 1024  # uses noted in memory before they are written, in one transaction
+_VERSION = 2  # PRAGMA user_version; 2: ctime_ns. A file of another is emptied (a cache).
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS tables (
     source TEXT PRIMARY KEY,
     size INTEGER NOT NULL,
     mtime_ns INTEGER NOT NULL,
     inode INTEGER NOT NULL,
+    ctime_ns INTEGER NOT NULL,
     used INTEGER NOT NULL,          -- larger: used more lately
     data BLOB NOT NULL
 );
 CREATE INDEX IF NOT EXISTS tables_by_use ON tables (used);
 """
 
-Stamp = tuple[int, int, int]  # a recording's size, mtime_ns and inode
+Stamp = tuple[int, int, int, int]  # a recording's size, mtime_ns, inode and ctime_ns
+
+
+def stamp_of(info: os.stat_result) -> Stamp:
+    """A recording's stamp, from its stat."""
+    return info.st_size, info.st_mtime_ns, info.st_ino, info.st_ctime_ns
 
 
 class SampleStore:
@@ -56,6 +65,9 @@ class SampleStore:
             db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
             db.execute("PRAGMA journal_mode=WAL")
             db.execute("PRAGMA synchronous=NORMAL")
+            if db.execute("PRAGMA user_version").fetchone()[0] != _VERSION:
+                db.execute("DROP TABLE IF EXISTS tables")
+                db.execute(f"PRAGMA user_version = {_VERSION}")
             db.executescript(_SCHEMA)
             row = db.execute(
                 "SELECT COALESCE(SUM(LENGTH(data)), 0), COALESCE(MAX(used), 0) FROM tables"
@@ -108,7 +120,7 @@ class SampleStore:
             try:
                 row = self._db.execute(
                     "SELECT data FROM tables WHERE source = ? AND size = ? AND mtime_ns = ?"
-                    " AND inode = ?",
+                    " AND inode = ? AND ctime_ns = ?",
                     (source, *stamp),
                 ).fetchone()
                 if row is None:
@@ -132,7 +144,7 @@ class SampleStore:
             try:
                 row = self._db.execute(
                     "SELECT 1 FROM tables WHERE source = ? AND size = ? AND mtime_ns = ?"
-                    " AND inode = ?",
+                    " AND inode = ? AND ctime_ns = ?",
                     (source, *stamp),
                 ).fetchone()
             except sqlite3.Error:
@@ -152,7 +164,7 @@ class SampleStore:
                     "SELECT LENGTH(data) FROM tables WHERE source = ?", (source,)
                 ).fetchone()
                 self._db.execute(
-                    "INSERT OR REPLACE INTO tables VALUES (?, ?, ?, ?, ?, ?)",
+                    "INSERT OR REPLACE INTO tables VALUES (?, ?, ?, ?, ?, ?, ?)",
                     (source, *stamp, self._used, data),
                 )
                 self._bytes += len(data) - (int(old[0]) if old else 0)

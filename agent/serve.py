@@ -101,6 +101,9 @@ async def send(request: web.Request, served: Served) -> web.StreamResponse:
         fd, info = await asyncio.to_thread(_open, path)
     except (FileNotFoundError, NotADirectoryError, ProbeError):
         raise NotFound("this session's file is gone; the session was deleted or expired") from None
+    if served.inode and info.st_ino != served.inode:  # replaced since it was looked at
+        await asyncio.to_thread(os.close, fd)
+        raise NotFound("the recording for this segment was replaced while it was asked for")
     try:
         total = served.length(info.st_size)
         etag = f'"{served.version}{"-" if served.version else ""}{info.st_mtime_ns:x}-{total:x}"'

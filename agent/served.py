@@ -46,6 +46,9 @@ class Served:
     # What the bytes sent depend on besides the file's own (its mtime and length), for
     # the ETag: the rewrite's format and parameters. "" for a file sent as it is.
     version: str = ""
+    # The inode the file had when it was checked (0: not checked): another one opened
+    # then (the file replaced in between) is refused rather than sent.
+    inode: int = 0
 
     def length(self, size: int) -> int:
         """The bytes sent for a file of `size` bytes."""

@@ -36,7 +36,7 @@ SUMMARY_FORMATS = (3, FORMAT)
 # Media fields a format 3 or 4 plan may lack (written before they existed).
 _LATER_FIELDS = {
     "stop_at", "suffix", "nulls", "init_size", "mp4_tag", "cut_sample", "stop_sample", "timescale",
-    "inode", "mtime_ns",
+    "inode", "mtime_ns", "ctime_ns",
 }  # fmt: skip
 # What plan.json keeps of an item: not its name, which its place gives.
 MEDIA_FIELDS = [field.name for field in fields(MediaItem) if field.init and field.name != "name"]
@@ -194,6 +194,7 @@ class Stored:
                 or not isinstance(item.timescale, int)
                 or type(item.inode) is not int
                 or type(item.mtime_ns) is not int
+                or type(item.ctime_ns) is not int
             ):
                 raise ValueError(f"bad media entry {n}")
             item.counter_shifts()  # raises ValueError if it does not parse

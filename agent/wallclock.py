@@ -33,7 +33,10 @@ from .layout import SegmentName
 MTIME_TRUSTED_US = 2 * 3600 * 1_000_000  # a gap name's mtime farther than this: not trusted
 # Neighbouring files of one camera overlap by a frame or a second rounded in a name.
 OVERLAP_TRUSTED_US = 2_000_000
-SPARSE = 20  # bytes a second: a file this much sparser than the next is not believed
+# Bytes a second: a file this much sparser than the next is not believed (a camera's night
+# and day bit rates differ tenfold or so), when the next lasts long enough to say.
+SPARSE = 100
+EVIDENCE_US = 2_000_000
 
 
 class How(enum.StrEnum):
@@ -85,10 +88,13 @@ def same_time(a: Segment, b: Segment) -> bool:
 def contradicted(a: Segment, b: Segment) -> bool:
     """Whether recording `b`, which starts inside `a`, shows `a`'s duration false (pure):
     `a` runs on more than OVERLAP_TRUSTED_US past `b`'s start, though it holds SPARSE
-    times fewer bytes a second. A camera's recorder writes one file at a time, so such a
-    file's timestamps claim hours its bytes cannot hold (jumps between its frames); a
-    long file of the camera's usual density that holds a short one is believed."""
+    times fewer bytes a second than `b`, which lasts at least EVIDENCE_US. A camera's
+    recorder writes one file at a time, so such a file's timestamps claim hours its bytes
+    cannot hold (jumps between its frames); a long file of the camera's usual density
+    that holds a short one is believed, as is one beside a file too short to say."""
     if not a.start_us <= b.start_us < a.end_us - OVERLAP_TRUSTED_US:
+        return False
+    if b.end_us - b.start_us < EVIDENCE_US:
         return False
     return a.size * (b.end_us - b.start_us) * SPARSE < b.size * (a.end_us - a.start_us)
 

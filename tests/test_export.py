@@ -12,6 +12,7 @@ import os
 import random
 import re
 import shutil
+import sqlite3
 from pathlib import Path
 from typing import Any
 
@@ -384,22 +385,36 @@ def test_the_store_keeps_the_latest_within_its_budget(
     store = SampleStore(tmp_path / "samples.sqlite3", budget=3 * one)
     store.open()
     for n in range(5):
-        store.put(f"cam/{n}.ts", (size, n, 1), recording)
-    assert store.get("cam/4.ts", (size, 4, 1)) is not None
-    assert store.get("cam/4.ts", (size, 5, 1)) is None  # another mtime: another file
+        store.put(f"cam/{n}.ts", (size, n, 1, 7), recording)
+    assert store.get("cam/4.ts", (size, 4, 1, 7)) is not None
+    assert store.get("cam/4.ts", (size, 5, 1, 7)) is None  # another mtime: another file
+    assert store.get("cam/4.ts", (size, 4, 1, 8)) is None  # another ctime: rewritten
     # The least recently used dropped, just as many as the budget needs.
-    assert [store.has(f"cam/{n}.ts", (size, n, 1)) for n in range(5)] == [False, False] + [True] * 3
+    kept = [store.has(f"cam/{n}.ts", (size, n, 1, 7)) for n in range(5)]
+    assert kept == [False, False] + [True] * 3
     # A row used lately is kept over one used before it, across a restart too (its use
     # written at close).
-    assert store.get("cam/2.ts", (size, 2, 1)) is not None
+    assert store.get("cam/2.ts", (size, 2, 1, 7)) is not None
     store.close()
     again = SampleStore(tmp_path / "samples.sqlite3", budget=3 * one)
     again.open()
-    assert again.has("cam/4.ts", (size, 4, 1))
-    again.put("cam/5.ts", (size, 5, 1), recording)
-    kept = [again.has(f"cam/{n}.ts", (size, n, 1)) for n in (2, 3, 4, 5)]
+    assert again.has("cam/4.ts", (size, 4, 1, 7))
+    again.put("cam/5.ts", (size, 5, 1, 7), recording)
+    kept = [again.has(f"cam/{n}.ts", (size, n, 1, 7)) for n in (2, 3, 4, 5)]
     assert kept == [True, False, True, True]
     again.close()
+    # A file of the format before ctime was kept is emptied, not misread.
+    old = tmp_path / "old.sqlite3"
+    with sqlite3.connect(old) as db:
+        db.execute("CREATE TABLE tables (source TEXT PRIMARY KEY, size INTEGER, mtime_ns"
+                   " INTEGER, inode INTEGER, used INTEGER, data BLOB)")  # fmt: skip
+        db.execute("INSERT INTO tables VALUES ('cam/0.ts', 1, 2, 3, 4, x'00')")
+    emptied = SampleStore(old)
+    emptied.open()
+    assert not emptied.has("cam/0.ts", (1, 2, 3, 0))
+    emptied.put("cam/0.ts", (size, 0, 1, 7), recording)
+    assert emptied.has("cam/0.ts", (size, 0, 1, 7))
+    emptied.close()
     # A store that cannot be opened (a directory in its place) is no store: no error.
     (tmp_path / "broken").mkdir()
     broken = SampleStore(tmp_path / "broken")
@@ -428,7 +443,7 @@ async def test_recordings_that_arrive_are_ready_to_export(
     async def prepared() -> bool:
         found = await client.server.app[INDEX].segments("cam", T0 + 3000 * S, T0 + 4000 * S)
         return len(found) == 3 and all(
-            store.has(s.path, (s.size, s.mtime_ns, s.inode)) for s in found
+            store.has(s.path, (s.size, s.mtime_ns, s.inode, s.ctime_ns)) for s in found
         )
 
     await wait_for(prepared, what="the new recordings' tables kept")
@@ -451,27 +466,28 @@ async def test_garbage_written_into_a_recording_ends_the_download_broken(
     start_agent: Any,
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    """A recording overwritten in place after the clip was laid out (same size, its mtime
-    put back): the bytes are checked against the sample tables as they are read, so the
-    download is cut where the damage is, never passed off as whole; one line is logged."""
-    client = await start_with(start_agent, tmp_path, footage, "ts", **NO_FFMPEG)
-    _, session = await post(client, {"camera_id": "cam", "from": at(0), "to": at(26)})
-    url = session["playlist_url"].replace("index.m3u8", "clip.mp4")
-    assert (await client.head(url)).status == 200  # laid out, and kept
-    victim = sorted((tmp_path / "recordings").rglob("*.ts"))[-1]
-    info = victim.stat()
-    data = bytearray(victim.read_bytes())
-    middle = len(data) // 2
-    data[middle : middle + 20_000] = random.Random(3).randbytes(20_000)
-    victim.write_bytes(bytes(data))
-    os.utime(victim, ns=(info.st_atime_ns, info.st_mtime_ns))
-    response = await client.get(url)
-    assert response.status == 200
-    with pytest.raises(aiohttp.ClientPayloadError):
-        await response.read()
+    """A recording overwritten in place while its clip is downloaded (same size, its mtime
+    put back; its ctime says so): the download is cut before its bytes, never passed off
+    as whole, and one line is logged; the clip asked for again is 404 with a sentence."""
+    client, placed, url = await _twenty_minutes(tmp_path, footage, start_agent)
+    async with aiohttp.ClientSession() as other:
+        response = await other.get(url)
+        assert response.status == 200
+        await response.content.read(65536)
+        victim = placed[-1]
+        info = victim.stat()
+        data = bytearray(victim.read_bytes())
+        middle = len(data) // 2
+        data[middle : middle + 20_000] = random.Random(3).randbytes(20_000)
+        victim.write_bytes(bytes(data))
+        os.utime(victim, ns=(info.st_atime_ns, info.st_mtime_ns))
+        assert await _ends_broken(response)  # not as if it were whole
     said = [r.getMessage() for r in caplog.records if "export of" in r.getMessage()]
     assert len(said) == 1, said
     assert "ended early" in said[0]
+    again = await client.get(url.path)
+    assert again.status == 404
+    assert "cannot" in (await again.json())["error"]
 
 
 def split_every_frame(data: bytes, video_pid: int) -> bytes:

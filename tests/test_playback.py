@@ -396,7 +396,7 @@ async def test_a_recording_cut_short_after_planning_is_404_and_grown_is_served(
 ) -> None:
     """A recording whose last packet was cut after its session was planned: its segment
     is 404 with a sentence (said once), never a short or empty body; one that grew (a
-    recorder still writing it) is served as planned (said once)."""
+    recorder still writing it) is served as it is now (said once)."""
     client = await start_with(start_agent, tmp_path, footage, "ts_reset")
     _, session = await post(client, {"camera_id": "cam", "from": at(0), "to": at(26)})
     recordings = sorted((tmp_path / "recordings").rglob("*.ts"))
@@ -412,7 +412,7 @@ async def test_a_recording_cut_short_after_planning_is_404_and_grown_is_served(
         assert f"cut short ({size - 100} of {size} bytes)" in (await response.json())["error"]
         response = await client.get(f"{base}/s000002.ts")
         assert response.status == 200
-        assert len(await response.read()) == len(planned)
+        assert len(await response.read()) == len(planned) + 188
     said = [r for r in caplog.records if "since a session was planned" in r.getMessage()]
     assert len(said) == 1
     said = [r for r in caplog.records if "when its session was planned" in r.getMessage()]
@@ -459,3 +459,21 @@ async def test_the_etag_of_rewritten_media_names_its_rewrite(
     assert bodies[0] != bodies[1]
     assert len(bodies[0]) == len(bodies[1])  # one recording, rewritten in place
     assert tags[0] != tags[1]
+
+
+def test_a_recording_is_changed_when_cut_short_replaced_or_rewritten_not_when_grown() -> None:
+    from agent.playlists import RECORDED, MediaItem
+
+    item = MediaItem(source="cam/a.ts", kind=RECORDED, duration=2.0, pdt_us=0,
+                     discontinuity=False, size=1000, inode=7, mtime_ns=50, ctime_ns=60)  # fmt: skip
+    assert item.changed(1000, 50, 7, 60) == ""
+    assert item.changed(1188, 90, 7, 90) == ""  # grown: a recorder still writing it
+    assert item.changed(999, 90, 7, 90) == "cut short (999 of 1000 bytes)"
+    assert item.changed(1000, 50, 8, 95) == "replaced by another file"  # its times kept
+    assert item.changed(1000, 90, 7, 90) == "rewritten"
+    # FAT file systems number a file anew when they read it again: nothing else moves.
+    assert item.changed(1000, 50, 8, 60) == ""
+    # A plan from before the stamp was kept is not checked.
+    old = MediaItem(source="cam/a.ts", kind=RECORDED, duration=2.0, pdt_us=0,
+                    discontinuity=False, size=1000)  # fmt: skip
+    assert old.changed(10, 1, 2, 3) == ""

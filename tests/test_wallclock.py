@@ -141,8 +141,14 @@ def test_a_file_whose_next_recording_shows_its_duration_false_is_left_out() -> N
     assert chosen([brief, *real]) == ([brief, *real], [], [])
     dense = _written(0, 5 * 3600, 1)
     assert chosen([dense, *real]) == ([dense, *real], [], [])
-    # Denser than 1/20 of the next: believed; sparser: not.
-    edge = 5 * 3600 * 100_000 // 20
+    # A camera's night file at a tenth of its day rate, and one beside a file of a frame
+    # (80 kB in 40 ms): believed.
+    night = _written(0, 3600, 1, size=10_000 * 3600)
+    assert chosen([night, _written(1800, 10, 2)])[2] == []
+    frame = replace(_written(1800, 1, 2, size=80_000), end_us=1800 * S + 40_000)
+    assert chosen([dense, frame])[2] == []
+    # Denser than 1/100 of the next: believed; sparser: not.
+    edge = 5 * 3600 * 100_000 // 100
     assert chosen([_written(0, 5 * 3600, 1, size=edge + 1), real[0]])[2] == []
     assert chosen([_written(0, 5 * 3600, 1, size=edge - 1), real[0]])[2] != []
 

@@ -654,11 +654,15 @@ class _TsState:
     last_dts: int = 0  # unwrapped, 90 kHz
     audio_last: int | None = None  # the last audio PES's PTS, unwrapped, 90 kHz
     parameter_sets: dict[int, bytes] = field(default_factory=dict)
+    unit_bytes: int = 0  # the open access unit's, across its PES
 
     def video_unit(self, offset: int, pts: int | None, dts: int | None, data: bytes) -> None:
         if pts is None or dts is None:
             if self.unit is not None:
                 self.unit[3].append(data)  # an access unit carried on in a second PES
+                self.unit_bytes += len(data)
+                if self.unit_bytes > MAX_SAMPLE:
+                    raise ProbeError(f"a video frame of over {MAX_SAMPLE >> 20} MB")
             return
         self._close()
         if self.first_dts is None:
@@ -666,6 +670,7 @@ class _TsState:
         else:
             self.last_dts += pts_delta(dts, self.last_dts % mpegts.PTS_WRAP)
         self.unit = (offset, self.last_dts + pts_delta(pts, dts), self.last_dts, [data])
+        self.unit_bytes = len(data)
 
     def _close(self) -> None:
         if self.unit is None:
@@ -937,6 +942,7 @@ def _ts_ranges(
     a_last = max(a_owner, default=-1)
     a_next = a_first
     parts: list[bytes] = []
+    held = 0  # bytes in parts
 
     def close() -> None:
         nonlocal v_next
@@ -968,12 +974,15 @@ def _ts_ranges(
             if pts is None:
                 if parts:
                     parts.append(data)
+                    held += len(data)
+                    if held > MAX_SAMPLE:
+                        raise ProbeError(f"a video frame of over {MAX_SAMPLE >> 20} MB")
                 continue
             if parts:
                 close()
                 parts = []
             if v_next <= v_last and offset >= video.at[v_next]:  # not one before the run
-                parts = [data]
+                parts, held = [data], len(data)
         elif audio is not None and pid == audio_pid:
             while a_next <= a_last and audio.at[a_next] < offset:
                 a_next += 1  # a PES that did not start where its table says

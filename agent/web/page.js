@@ -274,6 +274,108 @@
     const [from, to] = view();
     playAt(from + fraction * (to - from)).catch(report);
   });
+  // -- scrub previews: the keyframe at the time under the pointer, decoded here -----------
+  // (WebCodecs; the box sends one frame's bytes and decodes nothing.) One request at a
+  // time: moves meanwhile leave only the last time wanted.
+
+  const preview = { want: null, busy: false, answers: new Map() };
+  const PREVIEWS_KEPT = 120; // answers kept, by camera and second
+
+  function bytesOf(base64) {
+    const text = atob(base64);
+    const out = new Uint8Array(text.length);
+    for (let i = 0; i < text.length; i += 1) out[i] = text.charCodeAt(i);
+    return out;
+  }
+
+  async function decodeInto(canvas, answer) {
+    const config = {
+      codec: answer.codec, description: bytesOf(answer.description), optimizeForLatency: true,
+    };
+    if (!(await VideoDecoder.isConfigSupported(config)).supported) return false;
+    let frame = null;
+    const decoder = new VideoDecoder({
+      output: (decoded) => { if (frame) frame.close(); frame = decoded; },
+      error: () => {},
+    });
+    try {
+      decoder.configure(config);
+      decoder.decode(new EncodedVideoChunk({ type: "key", timestamp: 0, data: bytesOf(answer.data) }));
+      await decoder.flush();
+    } finally {
+      if (decoder.state !== "closed") decoder.close();
+    }
+    if (!frame) return false;
+    canvas.height = Math.max(1, Math.round((canvas.width * answer.height) / answer.width));
+    canvas.getContext("2d").drawImage(frame, 0, 0, canvas.width, canvas.height);
+    frame.close();
+    return true;
+  }
+
+  function previewAt(clientX) {
+    if (!state.day || !state.camera) return;
+    const box = $("timeline").getBoundingClientRect();
+    const fraction = Math.min(Math.max((clientX - box.left) / box.width, 0), 1);
+    const [from, to] = view();
+    const t = Math.floor(from + fraction * (to - from));
+    const tip = $("preview");
+    tip.style.left = `${fraction * 100}%`;
+    tip.hidden = false;
+    $("preview-time").textContent = withZone(t, timeFormat.format(t));
+    preview.want = { t, camera: state.camera, asked: performance.now() };
+    if (!preview.busy) showPreviews().catch(() => {});
+  }
+
+  async function showPreviews() {
+    preview.busy = true;
+    const tip = $("preview");
+    try {
+      while (preview.want) {
+        const { t, camera, asked } = preview.want;
+        preview.want = null;
+        const recorded = state.spans.some((s) => Date.parse(s.from) <= t && t < Date.parse(s.to));
+        let shown = false;
+        if (recorded && "VideoDecoder" in window) {
+          const key = `${camera} ${Math.floor(t / 1000)}`;
+          let answer = preview.answers.get(key);
+          if (!answer) {
+            const at = encodeURIComponent(new Date(t).toISOString());
+            try {
+              answer = await api(`/api/cameras/${encodeURIComponent(camera)}/keyframe?t=${at}`);
+            } catch (error) {
+              if (error instanceof NeedToken) throw error;
+              answer = null;
+            }
+            if (answer) {
+              preview.answers.set(key, answer);
+              if (preview.answers.size > PREVIEWS_KEPT) {
+                preview.answers.delete(preview.answers.keys().next().value);
+              }
+            }
+          }
+          if (preview.want && preview.want.camera === camera) continue; // moved on meanwhile
+          shown = Boolean(answer) && await decodeInto($("preview-frame"), answer);
+          if (shown) {
+            tip.dataset.time = answer.time;
+            tip.dataset.ms = String(Math.round(performance.now() - asked));
+          }
+        }
+        tip.classList.toggle("none", !shown);
+        const said = withZone(t, timeFormat.format(t));
+        $("preview-time").textContent = shown ? said : `${said}: ${recorded ? "no preview" : "no recording"}`;
+        if (!shown) delete tip.dataset.time;
+      }
+    } finally {
+      preview.busy = false;
+    }
+  }
+
+  $("timeline").addEventListener("pointermove", (event) => previewAt(event.clientX));
+  $("timeline").addEventListener("pointerleave", () => {
+    preview.want = null;
+    $("preview").hidden = true;
+  });
+
   for (const button of document.querySelectorAll("#zoom button")) {
     button.addEventListener("click", () => {
       state.zoom = Number(button.dataset.zoom);
