@@ -290,6 +290,57 @@ async def test_deep_link_plays_with_the_wall_clock_across_seeks_and_gaps(
         assert _when(screen["clock"]) >= _when(at(24)), screen
 
 
+def _speed(speed: str) -> str:
+    return f"document.querySelector('#speeds [data-speed=\"{speed}\"]').click()"
+
+
+async def test_speeds_scans_and_frame_steps_keep_the_clock_on_the_frame(
+    start_agent: Any, tmp_path: Path, footage: dict[str, list[Rendered]]
+) -> None:
+    """2x is played by the browser; 16x forward and 8x back show keyframes alone (from the
+    session's I-frame playlist), the video paused; at each the clock is the wall-clock
+    time of the frame on screen. Paused, `.` and `,` move one frame (40 ms at 25 fps) and
+    the clock with it. The page asks for no favicon."""
+    client = await start_with(start_agent, tmp_path, footage)
+    async with Chromium() as browser:
+        await _open(browser, str(client.make_url(f"/#camera=cam&t={at(0.5)}")))
+        video = "document.getElementById('video')"
+        await browser.wait_for(f"{video}.currentTime > 0.8")
+        await browser.evaluate(_speed("2"))
+        assert await browser.evaluate(f"{video}.playbackRate") == 2
+        await browser.wait_for(f"{video}.currentTime > 2.5")
+        await _clock_is_right(client, browser)
+        await browser.evaluate(_speed("16"))
+        start = await browser.evaluate(f"{video}.currentTime")
+        await browser.wait_for(
+            f"(v => v.paused && !v.seeking && v.currentTime > {start} + 3)({video})"
+        )
+        screen = await _clock_is_right(client, browser)
+        # A keyframe: 08:00:00 and every second after, the gap shifting the second run's.
+        media = await browser.evaluate(f"{video}.currentTime")
+        assert min(abs(media - round(media)), abs(media - 6 - round(media - 6))) < 0.05, media
+        await browser.evaluate(_speed("-8"))
+        back = screen["t"]
+        await browser.wait_for(
+            f"(v => v.paused && !v.seeking && v.currentTime < {back} - 1.5)({video})"
+        )
+        await _clock_is_right(client, browser)
+        await browser.evaluate(_speed("1"))
+        before = await _screen(browser)
+        await _key(browser, ".", 190)
+        await browser.wait_for(f"(v => !v.seeking && v.currentTime > {before['t']})({video})")
+        after = await _screen(browser)
+        assert after["t"] - before["t"] == pytest.approx(0.04, abs=0.005), (before, after)
+        moved = _when(after["clock"]) - _when(before["clock"])
+        assert moved == pytest.approx(0.04, abs=0.005), (before, after)
+        await _key(browser, ",", 188)
+        await browser.wait_for(f"(v => !v.seeking && v.currentTime < {after['t']})({video})")
+        again = await _screen(browser)
+        assert again["t"] == pytest.approx(before["t"], abs=0.005)
+    metrics = await (await client.get("/metrics")).text()
+    assert 'status="404"' not in metrics  # no favicon asked for, nothing else missing
+
+
 async def test_a_click_on_the_timeline_plays_from_there(
     start_agent: Any, tmp_path: Path, footage: dict[str, list[Rendered]]
 ) -> None:

@@ -36,6 +36,10 @@
     timeZone: zone, hourCycle: "h23", year: "numeric", month: "short", day: "numeric",
     hour: "2-digit", minute: "2-digit", second: "2-digit",
   });
+  const clockFormatMs = new Intl.DateTimeFormat(undefined, { // paused: to the frame
+    timeZone: zone, hourCycle: "h23", year: "numeric", month: "short", day: "numeric",
+    hour: "2-digit", minute: "2-digit", second: "2-digit", fractionalSecondDigits: 3,
+  });
   const timeFormat = new Intl.DateTimeFormat(undefined, {
     timeZone: zone, hourCycle: "h23", hour: "2-digit", minute: "2-digit", second: "2-digit",
   });
@@ -72,6 +76,7 @@
     return new Date(Date.UTC(y, m - 1, d + n)).toISOString().slice(0, 10);
   };
   const iso = (ms) => new Date(Math.floor(ms / 1000) * 1000).toISOString().replace(".000Z", "Z");
+  const isoMs = (ms) => new Date(Math.floor(ms)).toISOString().replace(".000Z", "Z");
   const inputValue = (ms) => {
     const p = parts(ms);
     return `${p.year}-${p.month}-${p.day}T${p.hour}:${p.minute}:${p.second}`;
@@ -488,8 +493,9 @@
 
   function showClock() {
     const clock = $("clock");
-    clock.dateTime = iso(state.wall);
-    clock.textContent = withZone(state.wall, clockFormat.format(state.wall));
+    clock.dateTime = isoMs(state.wall); // to the millisecond: a frame step moves it
+    const format = video.paused && state.session !== null ? clockFormatMs : clockFormat;
+    clock.textContent = withZone(state.wall, format.format(state.wall));
     moveCursor();
     if (state.day !== null && dayOf(state.wall) !== state.day) {
       showDay(dayOf(state.wall)).catch(report);
@@ -540,6 +546,115 @@
     playAt(state.wall + seconds * 1000).catch(report);
   }
 
+  // -- frame steps and speeds ---------------------------------------------------------------
+  // A frame's duration is learnt from the frames presented while playing (the shortest step
+  // of the video's own times: a frame the screen skipped makes a longer one), 1/25 s until
+  // then.
+
+  const frames = { duration: 0.04, seen: [], last: null };
+
+  function learnFrames(now, metadata) {
+    const step = metadata.mediaTime - (frames.last ?? Infinity);
+    if (step > 0.001 && step < 1) {
+      frames.seen.push(step);
+      if (frames.seen.length > 50) frames.seen.shift();
+      frames.duration = Math.min(...frames.seen);
+    }
+    frames.last = metadata.mediaTime;
+    video.requestVideoFrameCallback(learnFrames);
+  }
+  if ("requestVideoFrameCallback" in video) video.requestVideoFrameCallback(learnFrames);
+
+  function frameStep(count) { // while paused: one frame on or back, the clock with it
+    if (!native || state.session === null || video.readyState === 0) return;
+    setSpeed(1);
+    video.pause();
+    const target = video.currentTime + count * frames.duration;
+    video.currentTime = Math.min(Math.max(target, 0), video.duration);
+  }
+  $("frame-back").addEventListener("click", () => frameStep(-1));
+  $("frame-forward").addEventListener("click", () => frameStep(1));
+
+  // Up to 2x the browser plays every frame (Safari's limit, and smooth everywhere); faster,
+  // and backwards, the page shows keyframes alone: from the session's I-frame playlist, a
+  // keyframe at a time on a timer, never a decode of the frames between.
+  const SMOOTH = 2;
+  const SCAN_TICK = 250; // ms between keyframes shown while scanning
+  const scan = { speed: 1, timer: null, keyframes: null, session: null, pending: 0 };
+
+  async function keyframeTimes() { // media times of the session's keyframes (or none)
+    const session = state.session;
+    if (scan.session === session && scan.keyframes) return scan.keyframes;
+    scan.session = session;
+    scan.keyframes = [];
+    const answer = await fetch(session.playlist_url.replace(/index\.m3u8$/, "iframes.m3u8"));
+    if (!answer.ok) return scan.keyframes;
+    for (const line of (await answer.text()).split("\n")) { // each keyframe's wall time
+      if (line.startsWith("#EXT-X-PROGRAM-DATE-TIME:")) {
+        scan.keyframes.push(wallToMedia(Date.parse(line.slice(25))));
+      }
+    }
+    return scan.keyframes;
+  }
+
+  function stopScan() {
+    if (scan.timer !== null) clearInterval(scan.timer);
+    scan.timer = null;
+  }
+
+  async function scanOn() {
+    if (state.session === null || video.readyState === 0) return;
+    const times = await keyframeTimes();
+    const target = video.currentTime + (scan.speed * SCAN_TICK) / 1000;
+    if (target < 0 || target > video.duration) {
+      setSpeed(1);
+      if (target > video.duration) renew().catch(report);
+      return;
+    }
+    // The keyframe at or before the target (after it, going back), else the target itself.
+    let shown = target;
+    if (times.length) {
+      const before = times.filter((t) => t <= target + 1e-3);
+      const after = times.filter((t) => t >= target - 1e-3);
+      const pick = scan.speed > 0 ? before[before.length - 1] : after[0];
+      if (pick !== undefined) shown = pick;
+      const moved = scan.speed > 0 ? shown > video.currentTime + 1e-3 : shown < video.currentTime - 1e-3;
+      if (!moved) { // the keyframes are further apart than a tick: wait for the next one
+        scan.pending = (scan.pending || 0) + (scan.speed * SCAN_TICK) / 1000;
+        const far = video.currentTime + scan.pending;
+        const next = scan.speed > 0 ? times.find((t) => t > video.currentTime + 1e-3 && t <= far)
+          : [...times].reverse().find((t) => t < video.currentTime - 1e-3 && t >= far);
+        if (next === undefined) return;
+        shown = next;
+      }
+    }
+    scan.pending = 0;
+    video.currentTime = shown;
+  }
+
+  function setSpeed(speed) {
+    scan.speed = speed;
+    stopScan();
+    for (const button of document.querySelectorAll("#speeds button")) {
+      button.setAttribute("aria-pressed", String(Number(button.dataset.speed) === speed));
+    }
+    if (speed > 0 && speed <= SMOOTH) {
+      video.playbackRate = speed;
+      return;
+    }
+    video.playbackRate = 1;
+    video.pause();
+    scan.pending = 0;
+    scan.timer = setInterval(() => scanOn().catch(report), SCAN_TICK);
+  }
+  for (const button of document.querySelectorAll("#speeds button")) {
+    button.addEventListener("click", () => {
+      setSpeed(Number(button.dataset.speed));
+      if (scan.speed > 0 && scan.speed <= SMOOTH && video.paused) video.play().catch(() => {});
+    });
+  }
+  video.addEventListener("play", () => { if (scan.timer !== null) setSpeed(1); });
+
   document.addEventListener("keydown", (event) => {
     if (event.target.closest("input, select, textarea") || event.altKey || event.ctrlKey
         || event.metaKey) return;
@@ -547,6 +662,9 @@
     if (event.key in steps) {
       event.preventDefault();
       step(steps[event.key]);
+    } else if (event.key === "," || event.key === ".") {
+      event.preventDefault();
+      frameStep(event.key === "." ? 1 : -1);
     } else if (event.key === " " && !event.target.closest("button")) {
       event.preventDefault();
       if (video.paused) video.play().catch(() => {}); else video.pause();
