@@ -82,6 +82,9 @@ READ_BYTES = 1 << 20  # what one read of a clip gathers, in whole chunks, before
 # reused, not mapped and faulted in afresh (a quarter of a TS clip's CPU when it was).
 SEND_BYTES = 96 << 10
 WORKERS = 2  # threads that read clips
+# A recording read whole for a scrub preview, when its tables are not kept: at most this
+# (a minute of 2 Mbit/s footage); a longer one previews once an export or session read it.
+PREVIEW_READ_BYTES = 16 << 20
 
 
 class PathOf(Protocol):
@@ -790,7 +793,7 @@ def _open_checked(clip: Clip, source: str, path_of: Callable[[str], Path]) -> in
     """The recording open, as it was when the clip was laid out; ClipBroken if not.
 
     Its path is checked (`path_of`: no symlink on the way) once a clip; later opens of it
-    are checked by what they open: the same file (device, inode, size, mtime) or none."""
+    are checked by what they open: the same file (device and stamp) or none."""
     try:
         path, device = clip.paths.get(source, (None, -1))
         if path is None:
@@ -874,6 +877,7 @@ class Exporter:
         # whole for its tables) never holds up the downloads under way.
         self._layouts = ThreadPoolExecutor(1, thread_name_prefix="export-layout")
         self._reads = ThreadPoolExecutor(WORKERS, thread_name_prefix="export-read")
+        self._previews = ThreadPoolExecutor(1, thread_name_prefix="export-preview")
 
     async def laid_out(self, session: Session, plan: Plan) -> Clip:
         """`clip`, on the exporter's layout thread."""
@@ -887,7 +891,7 @@ class Exporter:
 
     def close(self) -> None:
         """Stop the exporter's threads, once what they run has ended (blocking)."""
-        for pool in (self._layouts, self._reads):
+        for pool in (self._layouts, self._reads, self._previews):
             pool.shutdown(wait=True, cancel_futures=True)
 
     def told(self, change: Change) -> None:
@@ -941,28 +945,35 @@ class Exporter:
         return found
 
     async def keyframe_of(self, camera_id: str, segment: Segment, t_us: int) -> dict[str, object]:
-        """`keyframes.answer` for the keyframe of `segment` at or before `t_us`, on one of
-        the exporter's read threads. NotFound if it has none a browser can decode alone;
-        ClipBroken if the recording cannot be read."""
+        """`keyframes.answer` for the keyframe of `segment` at or before `t_us`, on the
+        exporter's preview thread (one: hovers never hold up downloads). NotFound if it
+        has none a browser can decode alone, or if its tables are not kept and it is too
+        large to read whole for a preview; ClipBroken if the recording cannot be read."""
         loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self._reads, self._keyframe, camera_id, segment, t_us)
+        return await loop.run_in_executor(self._previews, self._keyframe, camera_id, segment, t_us)
 
     def _keyframe(self, camera_id: str, segment: Segment, t_us: int) -> dict[str, object]:
         source = segment.path
         try:
             fd, info = open_regular(self.path_of(source), follow=False)
-        except (OSError, ProbeError, AgentError) as error:
-            raise ClipBroken(f"{source} is gone: {error}") from None
+        except (OSError, ProbeError, AgentError):
+            raise ClipBroken("the recording at that time is gone") from None
         try:
-            recording = self.recording(source, stamp_of(info))
+            stamp = stamp_of(info)
+            if info.st_size > PREVIEW_READ_BYTES and self.kept(source, stamp) is None:
+                raise NotFound(
+                    "no preview yet: the recording at that time is long and its sample"
+                    " tables are not kept (an export or a session of it keeps them)"
+                )
+            recording = self.recording(source, stamp)
             table = recording.video
             config = keyframes.decoder_config(table.entry)
             found = keyframes.keyframe_at(table, segment.start_us, t_us)
             if config is None or found is None:
-                raise NotFound(f"{source} has no keyframe a browser can decode alone")
+                raise NotFound("the recording at that time has no keyframe a browser decodes")
             data = b"".join(sample_bytes(fd, recording, table, found.sample, found.sample + 1))
-        except (ProbeError, OSError, *CORRUPT) as error:
-            raise ClipBroken(f"{source} cannot be read: {error}") from None
+        except (ProbeError, OSError, *CORRUPT):
+            raise ClipBroken("the recording at that time cannot be read") from None
         finally:
             os.close(fd)
         return keyframes.answer(camera_id, found, table, config, data)
@@ -979,14 +990,13 @@ class Exporter:
                 )
         return stamps
 
-    async def playlists_of(self, plan: Plan) -> tuple[str | None, str]:
-        """`iframes.build` of a plan, on the exporter's layout thread: its I-frame playlist
-        (None if it has none) and its multivariant playlist. ClipBroken if a recording
-        cannot be read as planned."""
+    async def iframes_of(self, plan: Plan) -> str | None:
+        """`iframes.build` of a plan, on the exporter's layout thread: its I-frame playlist,
+        or None if it has none. ClipBroken if a recording cannot be read as planned."""
         loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self._layouts, self._playlists, plan)
+        return await loop.run_in_executor(self._layouts, self._iframes, plan)
 
-    def _playlists(self, plan: Plan) -> tuple[str | None, str]:
+    def _iframes(self, plan: Plan) -> str | None:
         stamps = self.planned_stamps(plan)
 
         def opened(source: str) -> int:
@@ -995,8 +1005,33 @@ class Exporter:
 
         try:
             return iframes.build(plan, lambda s: self.recording(s, stamps[s]), opened)
-        except (ProbeError, OSError, AgentError, *CORRUPT) as error:
-            raise ClipBroken(f"this session's keyframes cannot be listed: {error}") from None
+        except (ProbeError, OSError, AgentError, *CORRUPT):
+            raise ClipBroken("this session's keyframes cannot be listed") from None
+
+    async def picture_size(self, plan: Plan) -> tuple[int, int]:
+        """The width and height of a plan's first recording's video, if its sample tables
+        are kept (in memory or on disk): (0, 0) otherwise (never read for this)."""
+        source = plan.items[0].source
+
+        def kept() -> tuple[int, int]:
+            try:
+                info = os.stat(self.path_of(source), follow_symlinks=False)
+            except (OSError, AgentError):
+                return 0, 0
+            recording = self.kept(source, stamp_of(info))
+            return (0, 0) if recording is None else (recording.video.width, recording.video.height)
+
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._reads, kept)
+
+    def kept(self, source: str, stamp: Stamp) -> Recording | None:
+        """A recording's sample tables if they are kept (memory, then disk), else None:
+        nothing is read from the recording (blocking)."""
+        with self._lock:
+            found = self._tables.get((source, *stamp))
+        if found is None and self.store is not None:
+            found = self.store.get(source, stamp)
+        return found
 
     def clip(self, session: Session, plan: Plan) -> Clip:
         """`session`'s clip, laid out anew unless a recording changed since (blocking)."""

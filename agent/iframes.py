@@ -109,12 +109,12 @@ def render(plan: Plan, frames: Sequence[IFrame], maps: Sequence[int]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def multivariant(
-    plan: Plan, frames: Sequence[IFrame], width: int, height: int, with_iframes: bool
-) -> str:
-    """The multivariant playlist (pure): the media playlist and, when the session has
-    them, its I-frames, with their peak and average bit rates (bits a second) and the
-    picture's size when known."""
+def multivariant(plan: Plan, width: int, height: int, with_iframes: bool) -> str:
+    """The multivariant playlist (pure, from the plan alone: instant, whatever the
+    recordings): the media playlist with its peak and average bit rates (bits a second,
+    from each item's bytes and duration), and, for a session served as MPEG-TS, its
+    I-frame playlist, whose BANDWIDTH is bounded by the same peak (it is not made until
+    asked for); the picture's size when known."""
     peak = average = 0
     total = sum(item.duration for item in plan.items)
     sizes = [max(0, (item.stop_at or item.size) - item.cut_at) for item in plan.items]
@@ -130,15 +130,9 @@ def multivariant(
         f"{resolution}"
     )
     lines.append("index.m3u8")
-    if with_iframes and frames:
-        end = plan.starts[-1]
-        rates = []
-        for k, frame in enumerate(frames):
-            following = frames[k + 1].tick if k + 1 < len(frames) else end
-            seconds = max(1, following - frame.tick) / CLOCK
-            rates.append(math.ceil(frame.length * 8 / seconds))
+    if with_iframes:
         lines.append(
-            f'#EXT-X-I-FRAME-STREAM-INF:BANDWIDTH={max(rates)}{resolution},URI="{IFRAMES}"'
+            f'#EXT-X-I-FRAME-STREAM-INF:BANDWIDTH={max(1, peak)}{resolution},URI="{IFRAMES}"'
         )
     return "\n".join(lines) + "\n"
 
@@ -164,22 +158,18 @@ def build(
     plan: Plan,
     recordings: Callable[[str], Recording],
     open_recording: Callable[[str], int],
-) -> tuple[str | None, str]:
-    """The session's I-frame playlist (None when it is not served as MPEG-TS) and its
-    multivariant playlist (blocking: reads the recordings' tables, and each recording's
-    first packets). ProbeError or OSError if a recording cannot be read."""
-    width = height = 0
+) -> str | None:
+    """The session's I-frame playlist (None when it is not served as MPEG-TS, or has no
+    keyframe) (blocking: reads the recordings' tables, and each recording's first
+    packets). ProbeError or OSError if a recording cannot be read."""
+    if not served_as_ts(plan):
+        return None
     frames: list[IFrame] = []
     maps: list[int] = []
-    ts = served_as_ts(plan)
     heads: dict[str, int] = {}
     for n in range(len(plan.items)):
         item = plan.at(n)
         recording = recordings(item.source)
-        width = width or recording.video.width
-        height = height or recording.video.height
-        if not ts:
-            continue
         if item.kind == CUT:
             maps.append(len(item.prefix) * PACKET)
         else:
@@ -191,8 +181,7 @@ def build(
                     os.close(fd)
             maps.append(heads[item.source])
         if not maps[-1]:
-            raise ProbeError(f"{item.source} has no PAT and PMT at its start")
+            raise ProbeError("a recording has no PAT and PMT in its first packets")
         head = len(item.prefix) * PACKET if item.kind == CUT else 0
         frames.extend(item_iframes(n, item, recording.video, head, plan.starts[n]))
-    iframes = render(plan, frames, maps) if ts and frames else None
-    return iframes, multivariant(plan, frames, width, height, iframes is not None)
+    return render(plan, frames, maps) if frames else None

@@ -14,6 +14,7 @@ from .containers.samples import Table
 from .times import format_us
 
 _REORDERED = 64  # pictures a decoder may hold back (H.264 and H.265 allow 16)
+_CHILDREN = 8 + 78  # a visual sample entry's box header and fields, then its child boxes
 
 
 @dataclass(frozen=True)
@@ -48,14 +49,23 @@ def keyframe_at(table: Table, start_us: int, t_us: int) -> Keyframe | None:
 
 def decoder_config(entry: bytes) -> tuple[str, bytes] | None:
     """A video sample entry's codec string (RFC 6381; ISO/IEC 14496-15 Annex E) and its
-    decoder configuration record (avcC, hvcC), or None for another codec (pure)."""
-    for box, make in ((b"avcC", _avc_codec), (b"hvcC", _hevc_codec)):
-        at = entry.find(box)
-        if at >= 4:
-            size = int.from_bytes(entry[at - 4 : at], "big")
-            record = entry[at + 4 : at - 4 + size]
-            if len(record) >= (4 if box == b"avcC" else 13):
-                return make(record, entry[4:8].decode("latin-1")), record
+    decoder configuration record (avcC, hvcC), or None for another codec (pure). The
+    entry's child boxes follow its 78 bytes of VisualSampleEntry fields (ISO/IEC
+    14496-12 12.1.3)."""
+    makers = {b"avcC": (_avc_codec, 4), b"hvcC": (_hevc_codec, 13)}
+    at = _CHILDREN
+    while at + 8 <= len(entry):
+        size = int.from_bytes(entry[at : at + 4], "big")
+        if size < 8 or at + size > len(entry):
+            return None
+        kind = entry[at + 4 : at + 8]
+        if kind in makers:
+            make, least = makers[kind]
+            record = entry[at + 8 : at + size]
+            if len(record) < least:
+                return None
+            return make(record, entry[4:8].decode("latin-1")), record
+        at += size
     return None
 
 

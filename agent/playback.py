@@ -9,6 +9,7 @@ service makes and finds segments.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import gzip
 import hashlib
 import logging
@@ -22,15 +23,17 @@ from .config import Config
 from .errors import BadRequest, Busy, InsufficientStorage, NotFound
 from .export import Clip, Exporter
 from .files import replace_file
-from .iframes import IFRAMES, MULTIVARIANT, served_as_ts
+from .iframes import IFRAMES, MULTIVARIANT, multivariant, served_as_ts
 from .index import Index
 from .indexer import IndexerStatus
 from .media import MediaService
+from .playlists import Plan
 from .served import PLAYLIST_TYPE, Served
 from .sessions import SessionStore
 from .stored import PLAYLIST, Session, named_item
 from .timeline import Span, clip, spans
 from .times import format_us
+from .wallclock import chosen
 
 log = logging.getLogger(__name__)
 
@@ -40,6 +43,7 @@ WRITTEN_PER_ITEM = 400
 SCAN_RETRY_SECONDS = 2
 SESSIONS_RETRY_SECONDS = 60
 _PAST = 1 << 62  # an offset past any file's end
+HOUR_US = 3600 * 1_000_000  # recordings either side of a preview's time, to choose among
 # The whole timeline, for a recordings query without `from` or `to`.
 ALL_TIME_US = 1 << 62
 
@@ -83,6 +87,8 @@ class Playback:
         self.limiter = limiter
         self.exporter = exporter or media.exporter
         self._opening = 0  # sessions being opened: they count against max_sessions
+        # I-frame playlists being made, by session: a second request waits for the first.
+        self._making: dict[str, asyncio.Future[str | None]] = {}
 
     async def _require_camera(self, camera_id: str) -> None:
         if not await self.index.has_camera(camera_id):
@@ -182,40 +188,61 @@ class Playback:
         """The picture at `t_us` for a scrub preview (keyframes.py): the keyframe of the
         camera's recording at that time at or before it, for the browser to decode."""
         await self._require_camera(camera_id)
-        found = [
-            s for s in await self.index.segments(camera_id, t_us, t_us + 1)
-            if s.start_us <= t_us < s.end_us
-        ]  # fmt: skip
+        # As sessions choose (wallclock.chosen): the later-written of two of one time,
+        # none whose duration the next shows false.
+        near = await self.index.segments(camera_id, t_us - HOUR_US, t_us + HOUR_US)
+        kept, _, _ = chosen(near)
+        found = [s for s in kept if s.start_us <= t_us < s.end_us]
         if not found:
             raise NotFound(f"camera {camera_id} has no recording at {format_us(t_us)}")
-        latest = max(found, key=lambda s: (s.start_us, s.mtime_ns))  # the one playing then
-        return await self.exporter.keyframe_of(camera_id, latest, t_us)
+        return await self.exporter.keyframe_of(camera_id, found[-1], t_us)
 
     async def _derived(self, session: Session, name: str) -> Served:
-        """The session's I-frame or multivariant playlist (iframes.py): made on the first
-        request of either, from its recordings' sample tables, and kept beside its media
-        playlist (in memory only, if its directory cannot be written)."""
+        """The session's multivariant playlist (from its plan alone) or its I-frame
+        playlist (iframes.py: made on its first request from the recordings' sample
+        tables, one making at a time a session), kept beside its media playlist (made
+        again at each request, if its directory cannot be written)."""
         directory = self.store.path(session.id)
         path = directory / name
-        if not await asyncio.to_thread(path.is_file):
-            plan = await self.store.load_plan(session)
-            if name == IFRAMES and not served_as_ts(plan):
-                raise NotFound(
-                    "this session is served as fragmented MP4: I-frame playlists are made for"
-                    " sessions served as MPEG-TS"
-                )
-            with self.store.hold(session.id):
-                made = await self.exporter.playlists_of(plan)
-                if self.store.live(session.id):
-                    written = await asyncio.to_thread(_write_derived, directory, made)
-                    if not written:
-                        text = made[0] if name == IFRAMES else made[1]
-                        assert text is not None
-                        # The text alone: none of the file's bytes (it starts past them).
-                        return Served(path=directory / PLAYLIST, content_type=PLAYLIST_TYPE,
-                                      prefix=text.encode(), start=_PAST, stop=_PAST,
-                                      version=_digest(text))  # fmt: skip
-        return Served(path=path, gzip_path=directory / f"{name}.gz", content_type=PLAYLIST_TYPE)
+        if await asyncio.to_thread(path.is_file):
+            return _kept(directory, name)
+        plan = await self.store.load_plan(session)
+        ts = served_as_ts(plan)
+        if name == MULTIVARIANT:
+            text = multivariant(plan, *await self.exporter.picture_size(plan), ts)
+        elif not ts:
+            raise NotFound(
+                "this session is served as fragmented MP4: I-frame playlists are made for"
+                " sessions served as MPEG-TS"
+            )
+        else:
+            making = self._making.get(session.id)
+            if making is None:
+                making = asyncio.ensure_future(self._iframes(session, plan))
+                self._making[session.id] = making
+
+                def made(done: asyncio.Future[str | None]) -> None:
+                    self._making.pop(session.id, None)
+                    if not done.cancelled():
+                        done.exception()  # retrieved here: its waiters may all be gone
+
+                making.add_done_callback(made)
+            listed = await asyncio.shield(making)
+            if listed is None:
+                raise NotFound("this session's recordings have no keyframe to list")
+            text = listed
+        if self.store.live(session.id) and await asyncio.to_thread(
+            _write_derived, directory, name, text
+        ):
+            return _kept(directory, name)
+        # The text alone: none of the file's bytes (it starts past them).
+        return Served(path=directory / PLAYLIST, content_type=PLAYLIST_TYPE,
+                      prefix=text.encode(), start=_PAST, stop=_PAST,
+                      version=_digest(text))  # fmt: skip
+
+    async def _iframes(self, session: Session, plan: Plan) -> str | None:
+        with self.store.hold(session.id):
+            return await self.exporter.iframes_of(plan)
 
     def plans_state(self) -> dict[str, int | bool]:
         """For /healthz: how sessions were planned, and what is kept planned."""
@@ -245,20 +272,25 @@ class Playback:
         return replace(served, max_age=max_age)
 
 
-def _write_derived(directory: Path, made: tuple[str | None, str]) -> bool:
-    """Keep a session's I-frame and multivariant playlists beside its media playlist,
-    each with its gzip twin (blocking); False if the directory cannot be written."""
-    iframes, multivariant = made
+def _write_derived(directory: Path, name: str, text: str) -> bool:
+    """Keep a session's derived playlist beside its media playlist, with its gzip twin
+    (blocking); False if the directory cannot be written."""
+    data = text.encode()
     try:
-        for name, text in ((IFRAMES, iframes), (MULTIVARIANT, multivariant)):
-            if text is not None:
-                data = text.encode()
-                replace_file(directory / f"{name}.gz", gzip.compress(data, 6, mtime=0))
-                replace_file(directory / name, data)
+        replace_file(directory / f"{name}.gz", gzip.compress(data, 6, mtime=0))
+        replace_file(directory / name, data)
     except OSError as error:
-        log.warning("playback: %s: derived playlists not kept: %s", directory.name, error)
+        log.warning("playback: %s: %s not kept: %s", directory.name, name, error)
+        for leftover in (f".{name}.gz.tmp", f".{name}.tmp"):
+            with contextlib.suppress(OSError):
+                (directory / leftover).unlink()
         return False
     return True
+
+
+def _kept(directory: Path, name: str) -> Served:
+    return Served(path=directory / name, gzip_path=directory / f"{name}.gz",
+                  content_type=PLAYLIST_TYPE)  # fmt: skip
 
 
 def _digest(text: str) -> str:

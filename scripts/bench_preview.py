@@ -12,7 +12,9 @@ the pointer's move to the picture drawn (the page's own measure: the keyframe as
 the box, decoded by the browser with WebCodecs), p50, p95 and max; and the agent's CPU
 per preview. Beside it, what the
 box-side way would cost: ffmpeg decoding the same moment of the recording and writing
-a 192-pixel JPEG, its time and CPU per thumbnail.
+a 192-pixel JPEG, its time and CPU per thumbnail. Then 16x play from the start: the
+page's scan of keyframes, and (beside it) the browser decoding every frame at
+playbackRate 16: the agent's CPU a minute of each.
 """
 
 from __future__ import annotations
@@ -60,6 +62,31 @@ async def hover_pass(browser: Chromium, times: list[int]) -> list[float]:
         ms = await browser.wait_for("document.getElementById('preview').dataset.ms", timeout=30)
         took.append(float(ms))
     return took
+
+
+async def scan_cost(browser: Chromium, process: psutil.Process, how: str) -> str:
+    """The agent's CPU a minute of 16x play from the footage's start: the page's scan of
+    keyframes (its 16x button), or the browser decoding every frame (playbackRate 16)."""
+    video = "document.getElementById('video')"
+    await browser.evaluate(f"{video}.pause(); {video}.currentTime = 0")
+    await browser.wait_for(f"!{video}.seeking && {video}.currentTime < 0.5")
+    before = process.cpu_times()
+    started = time.perf_counter()
+    if how == "keyframes":
+        await browser.evaluate("document.querySelector('#speeds [data-speed=\"16\"]').click()")
+    else:
+        await browser.evaluate(f"{video}.playbackRate = 16; {video}.play()")
+    end = SECONDS - 12
+    await browser.wait_for(f"{video}.currentTime > {end}", timeout=120)
+    seconds = time.perf_counter() - started
+    after = process.cpu_times()
+    await browser.evaluate("document.querySelector('#speeds [data-speed=\"1\"]').click()")
+    await browser.evaluate(f"{video}.pause(); {video}.playbackRate = 1")
+    used = (after.user - before.user) + (after.system - before.system)
+    return (
+        f"  16x, {how}: {end} s of footage in {seconds:.1f} s; agent CPU"
+        f" {used / seconds * 60:.2f} s a minute of it"
+    )
 
 
 def ffmpeg_thumbnail(path: Path, seconds: float, out: Path) -> tuple[float, float]:
@@ -123,6 +150,8 @@ async def main() -> None:
                     after = process.cpu_times()
                     used = (after.user - before.user) + (after.system - before.system)
                     lines.append(figures(label, took, used / len(times)))
+                for how in ("keyframes", "every frame"):
+                    lines.append(await scan_cost(browser, process, how))
         finally:
             agent.terminate()
             agent.wait()

@@ -38,6 +38,7 @@ from agent.export import (
 )
 from agent.media import recording_path
 from agent.playlists import RECORDED, MediaItem
+from agent.samplestore import stamp_of
 
 
 def _placed_one_by_one(
@@ -229,7 +230,7 @@ def test_a_recording_opened_again_is_the_same_file_or_refused(tmp_path: Path) ->
     recording = root / "cam" / "a.ts"
     recording.write_bytes(b"G" * 188 * 4)
     info = recording.stat()
-    clip = Clip(b"", 0, '"x"', {"cam/a.ts": (info.st_size, info.st_mtime_ns, info.st_ino)})
+    clip = Clip(b"", 0, '"x"', {"cam/a.ts": stamp_of(info)})
     checked: list[str] = []
 
     def path_of(source: str) -> Path:

@@ -170,15 +170,16 @@ async def test_each_keyframe_is_listed_once_and_decodes_alone_to_its_picture(
     assert status == 201, session
     base = session["playlist_url"].rsplit("/", 1)[0]
     assert session["multivariant_url"] == f"{base}/multivariant.m3u8"
-    multivariant = await (await client.get(session["multivariant_url"])).text()
-    assert "\nindex.m3u8\n" in multivariant
-    stream = r'#EXT-X-I-FRAME-STREAM-INF:BANDWIDTH=\d+,RESOLUTION=320x240,URI="iframes.m3u8"'
-    assert re.search(stream, multivariant)
     response = await client.get(f"{base}/iframes.m3u8")
     assert response.status == 200
     assert response.content_type == "application/vnd.apple.mpegurl"
     tags, frames = parse_iframes(await response.text())
     assert "EXT-X-I-FRAMES-ONLY" in tags
+    # The multivariant lists both, the picture's size known once the tables were read.
+    multivariant = await (await client.get(session["multivariant_url"])).text()
+    assert "\nindex.m3u8\n" in multivariant
+    stream = r'#EXT-X-I-FRAME-STREAM-INF:BANDWIDTH=\d+,RESOLUTION=320x240,URI="iframes.m3u8"'
+    assert re.search(stream, multivariant)
     media = await (await client.get(session["playlist_url"])).text()
     uris = [line for line in media.splitlines() if line.endswith(".ts")]
     wanted = 0

@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 from aiohttp.test_utils import TestClient
 
-from agent.demo import Rendered
+from agent.demo import Rendered, render_run
 from agent.page import load, settings
 from agent.times import parse_rfc3339
 
@@ -32,6 +32,7 @@ from .conftest import (
 )
 from .hls import parse, video_facts
 from .players import Chromium, ffmpeg_errors
+from .test_iframes import parse_iframes
 
 # Real processes, players or a fuzzer: left out of the quick loop (pytest -m 'not slow').
 pytestmark = pytest.mark.slow
@@ -297,11 +298,17 @@ def _speed(speed: str) -> str:
 async def test_speeds_scans_and_frame_steps_keep_the_clock_on_the_frame(
     start_agent: Any, tmp_path: Path, footage: dict[str, list[Rendered]]
 ) -> None:
-    """2x is played by the browser; 16x forward and 8x back show keyframes alone (from the
-    session's I-frame playlist), the video paused; at each the clock is the wall-clock
-    time of the frame on screen. Paused, `.` and `,` move one frame (40 ms at 25 fps) and
-    the clock with it. The page asks for no favicon."""
-    client = await start_with(start_agent, tmp_path, footage)
+    """30 fps footage. 2x is played by the browser; 16x forward and 8x back show
+    keyframes alone (from the session's I-frame playlist), the video paused; at each the
+    clock is the wall-clock time of the frame on screen. Paused, `.` and `,` move one
+    frame (33 ms, learnt from the frames played) and the clock with it. The page asks for
+    no favicon."""
+    config = make_config(tmp_path)
+    runs = await render_run(tmp_path / "r30", 6, 2, size="320x240", rate=30, keyframe_seconds=1)
+    for start in (T0, T0 + 20 * S):
+        place_old(runs, config.recordings.root, config.layout, "cam", start)
+    client = await started(start_agent, config)
+    await wait_for(lambda: _count(client, 6), what="footage indexed")
     async with Chromium() as browser:
         await _open(browser, str(client.make_url(f"/#camera=cam&t={at(0.5)}")))
         video = "document.getElementById('video')"
@@ -316,9 +323,13 @@ async def test_speeds_scans_and_frame_steps_keep_the_clock_on_the_frame(
             f"(v => v.paused && !v.seeking && v.currentTime > {start} + 3)({video})"
         )
         screen = await _clock_is_right(client, browser)
-        # A keyframe: 08:00:00 and every second after, the gap shifting the second run's.
+        # A keyframe (half a frame in), as the session's I-frame playlist places them.
         media = await browser.evaluate(f"{video}.currentTime")
-        assert min(abs(media - round(media)), abs(media - 6 - round(media - 6))) < 0.05, media
+        wall = await _wall_clock(client, screen["src"], media)
+        listed = screen["src"].replace("index.m3u8", "iframes.m3u8").split("/media/", 1)[1]
+        _, keyframes = parse_iframes(await (await client.get(f"/media/{listed}")).text())
+        nearest = min(abs(wall - datetime.fromisoformat(k.pdt).timestamp()) for k in keyframes)
+        assert nearest < 0.03, (media, wall)
         await browser.evaluate(_speed("-8"))
         back = screen["t"]
         await browser.wait_for(
@@ -326,19 +337,26 @@ async def test_speeds_scans_and_frame_steps_keep_the_clock_on_the_frame(
         )
         await _clock_is_right(client, browser)
         await browser.evaluate(_speed("1"))
+        await browser.evaluate(f"{video}.pause()")
+        await browser.wait_for(f"(v => v.paused && !v.seeking)({video})")
         before = await _screen(browser)
         await _key(browser, ".", 190)
         await browser.wait_for(f"(v => !v.seeking && v.currentTime > {before['t']})({video})")
         after = await _screen(browser)
-        assert after["t"] - before["t"] == pytest.approx(0.04, abs=0.005), (before, after)
+        frame = 1 / 30
+        assert after["t"] - before["t"] == pytest.approx(frame, abs=0.004), (before, after)
         moved = _when(after["clock"]) - _when(before["clock"])
-        assert moved == pytest.approx(0.04, abs=0.005), (before, after)
+        assert moved == pytest.approx(frame, abs=0.004), (before, after)
         await _key(browser, ",", 188)
         await browser.wait_for(f"(v => !v.seeking && v.currentTime < {after['t']})({video})")
         again = await _screen(browser)
         assert again["t"] == pytest.approx(before["t"], abs=0.005)
     metrics = await (await client.get("/metrics")).text()
-    assert 'status="404"' not in metrics  # no favicon asked for, nothing else missing
+    assert 'status="404"' not in metrics  # nothing asked for that is not there
+
+
+async def _count(client: TestClient[Any, Any], count: int) -> bool:
+    return await camera_counts(client) == {"cam": count}
 
 
 async def test_a_click_on_the_timeline_plays_from_there(

@@ -311,7 +311,7 @@
       if (decoder.state !== "closed") decoder.close();
     }
     if (!frame) return false;
-    canvas.height = Math.max(1, Math.round((canvas.width * answer.height) / answer.width));
+    canvas.height = Math.max(1, Math.round((canvas.width * frame.displayHeight) / frame.displayWidth));
     canvas.getContext("2d").drawImage(frame, 0, 0, canvas.width, canvas.height);
     frame.close();
     return true;
@@ -359,7 +359,11 @@
             }
           }
           if (preview.want && preview.want.camera === camera) continue; // moved on meanwhile
-          shown = Boolean(answer) && await decodeInto($("preview-frame"), answer);
+          try {
+            shown = Boolean(answer) && await decodeInto($("preview-frame"), answer);
+          } catch {
+            shown = false; // not decoded here: no preview
+          }
           if (shown) {
             tip.dataset.time = answer.time;
             tip.dataset.ms = String(Math.round(performance.now() - asked));
@@ -445,6 +449,9 @@
   function leaveSession() {
     const session = state.session;
     state.session = null;
+    if (scan.timer !== null) setSpeed(1); // a scan belongs to its session
+    frames.seen = [];
+    frames.last = null;
     if (session && session.id !== state.shared) {
       api(`/api/playback/${session.id}`, { method: "DELETE" }).catch(() => {});
     }
@@ -580,19 +587,25 @@
   // keyframe at a time on a timer, never a decode of the frames between.
   const SMOOTH = 2;
   const SCAN_TICK = 250; // ms between keyframes shown while scanning
-  const scan = { speed: 1, timer: null, keyframes: null, session: null, pending: 0 };
+  const scan = {
+    speed: 1, timer: null, keyframes: null, session: null, pending: 0, busy: false,
+  };
 
-  async function keyframeTimes() { // media times of the session's keyframes (or none)
+  function keyframeTimes() { // media times of the session's keyframes (none: [])
     const session = state.session;
-    if (scan.session === session && scan.keyframes) return scan.keyframes;
-    scan.session = session;
-    scan.keyframes = [];
-    const answer = await fetch(session.playlist_url.replace(/index\.m3u8$/, "iframes.m3u8"));
-    if (!answer.ok) return scan.keyframes;
-    for (const line of (await answer.text()).split("\n")) { // each keyframe's wall time
-      if (line.startsWith("#EXT-X-PROGRAM-DATE-TIME:")) {
-        scan.keyframes.push(wallToMedia(Date.parse(line.slice(25))));
-      }
+    if (scan.session !== session || scan.keyframes === null) {
+      scan.session = session;
+      scan.keyframes = (async () => {
+        const answer = await fetch(session.playlist_url.replace(/index\.m3u8$/, "iframes.m3u8"));
+        if (!answer.ok) return [];
+        const times = [];
+        for (const line of (await answer.text()).split("\n")) { // each keyframe's wall time
+          if (line.startsWith("#EXT-X-PROGRAM-DATE-TIME:")) {
+            times.push(wallToMedia(Date.parse(line.slice(25))));
+          }
+        }
+        return times;
+      })().catch(() => { scan.keyframes = null; return []; }); // asked again at the next tick
     }
     return scan.keyframes;
   }
@@ -603,8 +616,11 @@
   }
 
   async function scanOn() {
-    if (state.session === null || video.readyState === 0) return;
-    const times = await keyframeTimes();
+    if (state.session === null || video.readyState === 0 || video.seeking || scan.busy) return;
+    scan.busy = true;
+    let times;
+    try { times = await keyframeTimes(); } finally { scan.busy = false; }
+    if (scan.timer === null) return; // stopped meanwhile
     const target = video.currentTime + (scan.speed * SCAN_TICK) / 1000;
     if (target < 0 || target > video.duration) {
       setSpeed(1);
@@ -614,22 +630,25 @@
     // The keyframe at or before the target (after it, going back), else the target itself.
     let shown = target;
     if (times.length) {
+      const near = frames.duration; // the keyframe shown is half a frame past its time
       const before = times.filter((t) => t <= target + 1e-3);
       const after = times.filter((t) => t >= target - 1e-3);
       const pick = scan.speed > 0 ? before[before.length - 1] : after[0];
       if (pick !== undefined) shown = pick;
-      const moved = scan.speed > 0 ? shown > video.currentTime + 1e-3 : shown < video.currentTime - 1e-3;
+      const moved = scan.speed > 0 ? shown > video.currentTime + 1e-3
+        : shown < video.currentTime - near;
       if (!moved) { // the keyframes are further apart than a tick: wait for the next one
         scan.pending = (scan.pending || 0) + (scan.speed * SCAN_TICK) / 1000;
         const far = video.currentTime + scan.pending;
         const next = scan.speed > 0 ? times.find((t) => t > video.currentTime + 1e-3 && t <= far)
-          : [...times].reverse().find((t) => t < video.currentTime - 1e-3 && t >= far);
+          : [...times].reverse().find((t) => t < video.currentTime - near && t >= far);
         if (next === undefined) return;
         shown = next;
       }
     }
     scan.pending = 0;
-    video.currentTime = shown;
+    // Half a frame in: the keyframe's own interval, whatever the rounding of its time.
+    video.currentTime = shown === target ? shown : shown + frames.duration / 2;
   }
 
   function setSpeed(speed) {
@@ -639,9 +658,11 @@
       button.setAttribute("aria-pressed", String(Number(button.dataset.speed) === speed));
     }
     if (speed > 0 && speed <= SMOOTH) {
+      video.defaultPlaybackRate = speed; // kept when the next session is loaded
       video.playbackRate = speed;
       return;
     }
+    video.defaultPlaybackRate = 1;
     video.playbackRate = 1;
     video.pause();
     scan.pending = 0;
