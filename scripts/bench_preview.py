@@ -14,7 +14,8 @@ per preview. Beside it, what the
 box-side way would cost: ffmpeg decoding the same moment of the recording and writing
 a 192-pixel JPEG, its time and CPU per thumbnail. Then 16x play from the start: the
 page's scan of keyframes, and (beside it) the browser decoding every frame at
-playbackRate 16: the agent's CPU a minute of each.
+playbackRate 16, each in a browser of its own (nothing cached): the agent's CPU a minute
+of each.
 """
 
 from __future__ import annotations
@@ -150,8 +151,13 @@ async def main() -> None:
                     after = process.cpu_times()
                     used = (after.user - before.user) + (after.system - before.system)
                     lines.append(figures(label, took, used / len(times)))
-                for how in ("keyframes", "every frame"):
-                    lines.append(await scan_cost(browser, process, how))
+            for how in ("keyframes", "every frame"):  # each in a browser of its own (cache)
+                async with Chromium() as fresh:
+                    await fresh.navigate(f"{base}/#camera=cam&t=2026-11-20T08:00:00Z")
+                    await fresh.wait_for(
+                        "(v => v && v.readyState >= 2)(document.getElementById('video'))"
+                    )
+                    lines.append(await scan_cost(fresh, process, how))
         finally:
             agent.terminate()
             agent.wait()
