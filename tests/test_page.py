@@ -4,6 +4,7 @@ clock (across seeks and gaps), the keyboard, the token prompt, export and bad in
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import json
 from datetime import datetime
@@ -499,3 +500,85 @@ async def test_browsers_without_hls_get_a_clear_line_and_the_export(
             "2026-11-20T08:00:03"
         )
         assert await browser.evaluate("document.getElementById('clock').dateTime") == at(3)
+
+
+_TILES = """[...document.querySelectorAll('#tiles figure')].map(f => {
+  const v = f.querySelector('video');
+  return {camera: f.dataset.camera, src: v.currentSrc, t: v.currentTime, seeking: v.seeking,
+          paused: v.paused, none: !f.querySelector('.none').hidden, ready: v.readyState};
+})"""
+
+
+@pytest.mark.timeout(300)  # two minutes of play, as the drift is measured over
+async def test_cameras_together_play_one_wall_clock_within_a_frame(
+    start_agent: Any, tmp_path: Path
+) -> None:
+    """Two cameras of 15 fps footage, one with a gap of 10 s, from a link
+    `#cameras=a,b&t=`: over two minutes of play, a seek and 2x, the wall-clock times of
+    the two tiles' frames (each from its own playlist) stay within one frame (67 ms) of
+    each other once settled; over the gap, b's tile says "No recording" and a plays on."""
+    config = make_config(tmp_path)
+    runs = await render_run(
+        tmp_path / "r15", 150, 10, size="320x240", rate=15, keyframe_seconds=1
+    )  # fmt: skip
+    place_old(runs, config.recordings.root, config.layout, "a", T0)
+    placed = place_old(runs, config.recordings.root, config.layout, "b", T0)
+    placed[6].unlink()  # b's gap: its seventh 10 s file, 08:01:00 to 08:01:10
+    client = await started(start_agent, config)
+
+    async def both() -> bool:
+        counts = await camera_counts(client)
+        return counts.get("a") == 15 and counts.get("b") == 14
+
+    await wait_for(both, what="footage indexed")
+    walls: dict[str, Any] = {}
+
+    async def wall_of(src: str, media: float) -> float:
+        path = src.split(str(client.make_url("")).rstrip("/"), 1)[1]
+        if path not in walls:
+            walls[path] = parse(await (await client.get(path)).text())
+        start = 0.0
+        wall = None
+        for entry in walls[path].entries:
+            if entry.pdt is not None:
+                wall = datetime.fromisoformat(entry.pdt).timestamp()
+            assert wall is not None
+            if media < start + entry.duration:
+                return wall + max(media - start, 0)
+            start += entry.duration
+            wall += entry.duration
+        raise AssertionError(f"{media} s is past the playlist's end")
+
+    drifts: list[float] = []
+    gap_seen = False
+    async with Chromium() as browser:
+        await _open(browser, str(client.make_url(f"/#cameras=a,b&t={at(5)}")))
+        loop = asyncio.get_running_loop()
+        began = loop.time()
+        settle_until = began + 4
+        seeked = sped = False
+        while loop.time() - began < 125:
+            if not seeked and loop.time() - began > 40:
+                await browser.evaluate(f"location.hash = '#cameras=a,b&t={at(20)}'")
+                seeked, settle_until = True, loop.time() + 4
+            if not sped and loop.time() - began > 70:
+                await browser.evaluate(
+                    "document.querySelector('#grid-speeds [data-speed=\"2\"]').click()"
+                )
+                sped, settle_until = True, loop.time() + 4
+            tiles = await browser.evaluate(_TILES)
+            by = {tile["camera"]: tile for tile in tiles}
+            if by.get("b", {}).get("none") and not by["a"]["none"]:
+                gap_seen = True
+            # Tiles playing (not seeking, data to play on: a tile waiting for data shows
+            # no new frame and is not compared).
+            live = [t for t in tiles if not t["none"] and not t["seeking"] and t["ready"] >= 3]
+            if loop.time() > settle_until and len(live) == 2 and not any(t["paused"] for t in live):
+                a, b = [await wall_of(t["src"], t["t"]) for t in live]
+                drifts.append(abs(a - b))
+            await asyncio.sleep(0.5)
+    assert gap_seen
+    assert len(drifts) > 100, drifts
+    print(f"tiles apart: median {sorted(drifts)[len(drifts) // 2] * 1e3:.1f} ms,"
+          f" max {max(drifts) * 1e3:.1f} ms over {len(drifts)} samples")  # fmt: skip
+    assert max(drifts) <= 1 / 15, sorted(drifts)[-10:]

@@ -150,12 +150,18 @@ async def test_hovering_the_timeline_shows_the_keyframe_there(
         annex_b(base64.b64decode(answer["description"]), base64.b64decode(answer["data"]))
     )
     async with Chromium() as browser:
+        # Wide: on the 10-minute timeline a pixel is a quarter of a second, so that the
+        # pointer (a whole pixel) is on 08:00:03.5 within the keyframe's second.
         await browser.call(
             "Emulation.setDeviceMetricsOverride",
-            width=1200, height=860, deviceScaleFactor=1, mobile=False,
+            width=2600, height=860, deviceScaleFactor=1, mobile=False,
         )  # fmt: skip
         await browser.navigate(str(client.make_url("/#camera=cam&t=2026-11-20T08:00:03Z")))
         await browser.wait_for("!!document.querySelector('#spans .span')")
+        # Paused, so that the timeline stands still under the pointer (a zoomed one
+        # follows playback).
+        await browser.wait_for("document.getElementById('video').currentTime > 0")
+        await browser.evaluate("document.getElementById('video').pause()")
         await browser.evaluate("document.querySelector('#zoom [data-zoom=\"600000\"]').click()")
 
         async def hover(t_us: int) -> None:

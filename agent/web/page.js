@@ -166,6 +166,17 @@
       list.append(item);
     }
     if (!cameras.length) say("No recordings are indexed yet.");
+    const together = $("together-list");
+    together.replaceChildren();
+    for (const camera of cameras) {
+      const box = document.createElement("input");
+      box.type = "checkbox";
+      box.value = camera.id;
+      const label = document.createElement("label");
+      label.append(box, ` ${camera.id}`);
+      together.append(label);
+    }
+    $("together").hidden = !native || cameras.length < 2;
   }
 
   async function selectCamera(id, when) {
@@ -740,6 +751,20 @@
     const link = new URLSearchParams(location.hash.slice(1));
     const camera = link.get("camera");
     const t = link.get("t");
+    const several = (link.get("cameras") || "").split(",").filter(Boolean);
+    if (several.length) {
+      const when = t === null ? null : Date.parse(t);
+      if (several.length < 2 || several.length > 4 || (t !== null && !Number.isFinite(when))) {
+        throw new Error("A link to cameras together names 2 to 4 of them and an RFC 3339 time.");
+      }
+      const same = grid.tiles.length && grid.tiles.map((tile) => tile.id).join(",") === several.join(",");
+      const within = same && when !== null && grid.tiles.every((tile) => !tile.session
+        || (when >= Date.parse(tile.session.from) && when < Date.parse(tile.session.to)));
+      if (within) grid.wall = when; // a seek: the tiles follow the clock
+      else await startGrid(several, when);
+      return;
+    }
+    stopGrid();
     if (!camera) {
       const first = state.cameras.keys().next();
       if (!first.done) await selectCamera(first.value, null);
@@ -757,7 +782,181 @@
     if (when !== null) await playAt(when);
   }
 
-  window.addEventListener("hashchange", () => followLink().catch(report));
+  window.addEventListener("hashchange", () => {
+    if (grid.ownHash === location.hash) return; // the grid's own address, following its clock
+    followLink().catch(report);
+  });
+
+  // -- several cameras in step -------------------------------------------------------------
+  // One wall clock for all: it runs on with the time that passes (at the grid's speed),
+  // and every 100 ms each tile is brought to it: seeked when it is more than half a second
+  // off, else played a little faster or slower until it is on it. A tile whose camera has
+  // no recording at the clock's time says so and waits, paused, for its next footage.
+
+  const grid = {
+    tiles: [], wall: null, playing: false, timer: null, lastTick: 0, speed: 1, ownHash: null,
+    addressAt: 0,
+  };
+  const TILE_SYNC = 100; // ms
+  const TILE_SEEK = 0.5; // s off: seek rather than catch up
+  const TILE_GAIN = 2; // playback rate change per second off
+
+  function entryAt(entries, wall) { // the tile's media time at a wall-clock time, or null
+    for (const entry of entries) {
+      if (wall >= entry.wall && wall < entry.wall + entry.duration * 1000) {
+        return entry.media + (wall - entry.wall) / 1000;
+      }
+    }
+    return null;
+  }
+
+  async function makeTile(id, when) {
+    const figure = document.createElement("figure");
+    const caption = document.createElement("figcaption");
+    caption.textContent = id;
+    const tileVideo = document.createElement("video");
+    tileVideo.muted = true;
+    tileVideo.playsInline = true;
+    tileVideo.preload = "auto";
+    tileVideo.setAttribute("aria-label", `Recorded video of ${id}`);
+    const none = document.createElement("p");
+    none.className = "none";
+    none.textContent = "No recording";
+    none.hidden = true;
+    figure.append(caption, tileVideo, none);
+    figure.dataset.camera = id;
+    const tile = { id, video: tileVideo, none, figure, session: null, entries: [] };
+    const length = settings.window_seconds * 1000;
+    const from = Math.floor((when - Math.min(length / 6, 600e3)) / 1000) * 1000;
+    try {
+      tile.session = await api("/api/playback", {
+        method: "POST", json: { camera_id: id, from: iso(from), to: iso(from + length) },
+      });
+    } catch (error) {
+      if (error instanceof NeedToken) throw error;
+      return tile; // no footage in the window: always "No recording"
+    }
+    const answer = await fetch(tile.session.playlist_url);
+    if (answer.ok) tile.entries = parsePlaylist(await answer.text());
+    tileVideo.src = tile.session.playlist_url;
+    return tile;
+  }
+
+  function stopGrid() {
+    if (grid.timer !== null) clearInterval(grid.timer);
+    grid.timer = null;
+    for (const tile of grid.tiles) {
+      tile.video.removeAttribute("src");
+      tile.video.load();
+      if (tile.session) api(`/api/playback/${tile.session.id}`, { method: "DELETE" }).catch(() => {});
+    }
+    grid.tiles = [];
+    $("tiles").replaceChildren();
+    $("grid").hidden = true;
+    $("viewer").hidden = false;
+  }
+
+  async function startGrid(ids, when) {
+    stopGrid();
+    leaveSession();
+    video.pause();
+    $("viewer").hidden = true;
+    $("grid").hidden = false;
+    const start = when ?? Math.min(...ids.map((id) => {
+      const camera = state.cameras.get(id);
+      return camera ? Date.parse(camera.last_end) - 60e3 : Date.now();
+    }));
+    grid.wall = start;
+    grid.tiles = await Promise.all(ids.map((id) => makeTile(id, start)));
+    $("tiles").replaceChildren(...grid.tiles.map((tile) => tile.figure));
+    grid.playing = true;
+    grid.lastTick = performance.now();
+    setGridSpeed(1);
+    grid.timer = setInterval(syncGrid, TILE_SYNC);
+    syncGrid();
+  }
+
+  function syncGrid() {
+    const now = performance.now();
+    if (grid.playing) grid.wall += (now - grid.lastTick) * grid.speed;
+    grid.lastTick = now;
+    const clock = $("grid-clock");
+    clock.dateTime = isoMs(grid.wall);
+    clock.textContent = withZone(grid.wall, clockFormat.format(grid.wall));
+    if (now - grid.addressAt > 1000) { // the address follows the clock, as a link to it
+      grid.addressAt = now;
+      const ids = grid.tiles.map((tile) => encodeURIComponent(tile.id)).join(",");
+      grid.ownHash = `#cameras=${ids}&t=${iso(grid.wall)}`;
+      history.replaceState(null, "", grid.ownHash);
+    }
+    for (const tile of grid.tiles) {
+      if (tile.session && !tile.renewing && grid.wall >= Date.parse(tile.session.to) - 2000) {
+        renewTile(tile).catch(report); // on with the next window of this camera
+      }
+      const media = entryAt(tile.entries, grid.wall);
+      tile.none.hidden = media !== null;
+      const v = tile.video;
+      if (media === null || v.readyState === 0) {
+        if (!v.paused) v.pause();
+        continue;
+      }
+      if (v.seeking) continue;
+      const off = v.currentTime - media;
+      if (!grid.playing) {
+        if (!v.paused) v.pause();
+        if (Math.abs(off) > 0.02) v.currentTime = media;
+        continue;
+      }
+      if (Math.abs(off) > TILE_SEEK) {
+        v.currentTime = media + TILE_SEEK / 4; // ahead a little: the seek itself takes time
+        continue;
+      }
+      v.playbackRate = grid.speed * Math.min(Math.max(1 - off * TILE_GAIN, 0.5), 1.5);
+      if (v.paused) v.play().catch(() => {});
+    }
+  }
+
+  async function renewTile(tile) {
+    tile.renewing = true;
+    const next = await makeTile(tile.id, grid.wall);
+    const at = grid.tiles.indexOf(tile);
+    if (at < 0) return; // the grid was left meanwhile
+    grid.tiles[at] = next;
+    tile.figure.replaceWith(next.figure);
+    tile.video.removeAttribute("src");
+    tile.video.load();
+    api(`/api/playback/${tile.session.id}`, { method: "DELETE" }).catch(() => {});
+  }
+
+  function setGridSpeed(speed) {
+    grid.speed = speed;
+    for (const button of document.querySelectorAll("#grid-speeds button")) {
+      button.setAttribute("aria-pressed", String(Number(button.dataset.speed) === speed));
+    }
+  }
+  for (const button of document.querySelectorAll("#grid-speeds button")) {
+    button.addEventListener("click", () => setGridSpeed(Number(button.dataset.speed)));
+  }
+  $("grid-play").addEventListener("click", () => {
+    grid.playing = !grid.playing;
+    $("grid-play").textContent = grid.playing ? "Pause" : "Play";
+  });
+  $("grid-leave").addEventListener("click", () => {
+    const first = grid.tiles[0];
+    const when = grid.wall;
+    stopGrid();
+    if (first) location.hash = `#camera=${encodeURIComponent(first.id)}&t=${iso(when)}`;
+  });
+  $("together").addEventListener("submit", (event) => {
+    event.preventDefault();
+    const ids = [...$("together-list").querySelectorAll("input:checked")].map((box) => box.value);
+    if (ids.length < 2 || ids.length > 4) {
+      say("Choose 2 to 4 cameras to watch together.", true);
+      return;
+    }
+    const when = state.wall ?? Math.min(...ids.map((id) => Date.parse(state.cameras.get(id).last_end) - 60e3));
+    location.hash = `#cameras=${ids.map(encodeURIComponent).join(",")}&t=${iso(when)}`;
+  });
 
   async function start() {
     if (settings.token_required && !sessionStorage.getItem(TOKEN_KEY)) {
