@@ -810,6 +810,29 @@
     return null;
   }
 
+  function wallOf(entries, seconds) { // a tile's media time on the wall clock (ms)
+    let found = entries[0];
+    for (const entry of entries) {
+      if (entry.media > seconds + 1e-6) break;
+      found = entry;
+    }
+    return found.wall + Math.min(Math.max(seconds - found.media, 0), found.duration) * 1000;
+  }
+
+  function gapWithin(entries, wall) { // whether the camera's footage stops, a gap after,
+    // before the next sync or two: the tile then stops on its last frame (its playlist's
+    // media run on across the gap, into the footage after it)
+    const soon = 2.5 * TILE_SYNC * grid.speed;
+    for (let k = 0; k < entries.length; k += 1) {
+      const end = entries[k].wall + entries[k].duration * 1000;
+      if (wall >= entries[k].wall && wall < end) {
+        const next = entries[k + 1];
+        return end - wall < soon && next !== undefined && next.wall > end + 50;
+      }
+    }
+    return false;
+  }
+
   async function makeTile(id, when) {
     const figure = document.createElement("figure");
     const caption = document.createElement("figcaption");
@@ -896,19 +919,23 @@
       const media = entryAt(tile.entries, grid.wall);
       tile.none.hidden = media !== null;
       const v = tile.video;
-      if (media === null || v.readyState === 0) {
-        if (!v.paused) v.pause();
+      if (media === null || v.readyState === 0 || gapWithin(tile.entries, grid.wall)) {
+        if (!v.paused) v.pause(); // a tile never plays on into the footage after its gap
         continue;
       }
       if (v.seeking) continue;
-      const off = v.currentTime - media;
+      // How far the tile's frame is from the clock, on the wall clock: across a gap its
+      // media time is close while its wall-clock time is not.
+      const off = (wallOf(tile.entries, v.currentTime) - grid.wall) / 1000;
       if (!grid.playing) {
         if (!v.paused) v.pause();
         if (Math.abs(off) > 0.02) v.currentTime = media;
         continue;
       }
-      if (Math.abs(off) > TILE_SEEK) {
-        v.currentTime = media + TILE_SEEK / 4; // ahead a little: the seek itself takes time
+      if (Math.abs(off) > TILE_SEEK || (v.paused && Math.abs(off) > 0.02)) {
+        // Ahead a little: the seek, and a paused tile's start, take time.
+        v.currentTime = media + (TILE_SEEK / 4) * grid.speed;
+        if (v.paused) v.play().catch(() => {});
         continue;
       }
       v.playbackRate = grid.speed * Math.min(Math.max(1 - off * TILE_GAIN, 0.5), 1.5);
