@@ -35,15 +35,16 @@ from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from itertools import compress, islice, repeat
-from operator import add, floordiv, ge, le, lt, mul, sub
+from operator import add, ge, le, lt, sub
 from pathlib import Path
 from typing import Protocol
 
 from . import iframes, keyframes
-from .containers import progressive
+from .containers import mp4, progressive
 from .containers.errors import CORRUPT
 from .containers.files import open_regular
-from .containers.mpegts import CLOCK, PTS_WRAP, pts_delta
+from .containers.mpegts import CLOCK
+from .containers.nal import audio_name, codec_name, entry_record
 from .containers.progressive import Runs, TrackOut, runs
 from .containers.samples import (
     TABLES_VERSION,
@@ -56,8 +57,9 @@ from .containers.samples import (
 )
 from .errors import AgentError, NotFound, ProbeError
 from .index import Change, Index, Segment
-from .playlists import FRAGMENTS, OUT_START, REMUX, MediaItem, Plan, item_starts
+from .playlists import FRAGMENTS, OUT_START, MediaItem, Plan, item_starts
 from .samplestore import SampleStore, Stamp, stamp_of
+from .sessiontime import scaled, timeline_of
 from .stored import MEDIA_ROW, Session
 
 log = logging.getLogger(__name__)
@@ -187,51 +189,6 @@ class _Track:
         return self.entries.index(entry) + 1
 
 
-# --- where each sample lies on the session's timeline -----------------------------------
-
-
-def _scaled(values: Sequence[int], multiply: int, plus: int, divide: int) -> array[int]:
-    """(value * multiply + plus) // divide of each value, at C speed (pure)."""
-    if multiply == divide:  # (v*d + k*d + r) // d with 0 <= r < d is v + k
-        return array("q", map(add, values, repeat(plus // divide)))
-    scaled = map(add, map(mul, values, repeat(multiply)), repeat(plus))
-    return array("q", map(floordiv, scaled, repeat(divide)))
-
-
-def _timeline(item: MediaItem, start: int, table: Table) -> tuple[int, int, int]:
-    """(multiply, plus, divide): a time v of `table`'s own clock (decode or presentation,
-    without the table's shift) is (v * multiply + plus) // divide on the session's
-    timeline (pure).
-
-    MPEG-TS: the plan's shift is added modulo 2^33 and the result unwrapped near the
-    item's start; fragmented MP4: the shift is in the video's timescale; plain MP4
-    (remuxed for HLS): the plan gives an offset in seconds from the file's presentation
-    times."""
-    scale = table.timescale
-    if item.kind == FRAGMENTS:
-        shift = (item.shift * scale + item.timescale // 2) // max(item.timescale, 1)
-        return CLOCK, (table.shift + shift) * CLOCK + scale // 2, scale
-    if item.kind == REMUX:
-        offset = round((item.offset or 0.0) * CLOCK)
-        return CLOCK, table.shift * CLOCK + scale // 2 + offset * scale, scale
-    base = (table.dts[0] * CLOCK + scale // 2) // scale if table.dts else 0
-    first = start + pts_delta((base + item.shift) % PTS_WRAP, start % PTS_WRAP)
-    return CLOCK, scale // 2 + (first - base) * scale, scale
-
-
-def session_times(item: MediaItem, start: int, table: Table, values: array[int]) -> array[int]:
-    """`values`, times of `table`'s samples in the recording's own clock, on the session's
-    timeline (pure; `_timeline`)."""
-    return _scaled(values, *_timeline(item, start, table))
-
-
-def video_times(item: MediaItem, start: int, table: Table) -> tuple[array[int], array[int]]:
-    """The decode and presentation times of a video table's samples on the session's
-    timeline (pure; `session_times`)."""
-    shown = array("q", map(add, table.dts, table.cto))
-    return session_times(item, start, table, table.dts), session_times(item, start, table, shown)
-
-
 # --- laying the clip out -----------------------------------------------------------------
 
 
@@ -312,13 +269,13 @@ def _video_samples(
     composition offset is the recording's own."""
     table = recording.video
     item = piece.item
-    timeline = _timeline(item, piece.start, table)
-    dts = _scaled(table.dts, *timeline)
+    timeline = timeline_of(item, piece.start, table)
+    dts = scaled(table.dts, *timeline)
     count = len(table)
     if timeline[0] == timeline[2] and not first and not last:
         pts: array[int] | None = None  # the offsets as in the recording: moved as one
     else:
-        pts = _scaled(array("q", map(add, table.dts, table.cto)), *timeline)
+        pts = scaled(array("q", map(add, table.dts, table.cto)), *timeline)
     n0, stop = 0, count
     if first and pts is not None:
         tolerance = table.last_duration * CLOCK // max(table.timescale, 1) // 2
@@ -414,7 +371,7 @@ def _audio_samples(
     Samples that all follow one another so are added at once (C-speed checks); the
     others one at a time."""
     item = piece.item
-    timeline = multiply, plus, divide = _timeline(item, piece.start, table)
+    timeline = multiply, plus, divide = timeline_of(item, piece.start, table)
     clock = CLOCK
     window = 64
     frame = _AAC_FRAME * track.timescale // table.timescale if track.timescale else _AAC_FRAME
@@ -435,7 +392,7 @@ def _audio_samples(
         if end is not None:
             count = bisect.bisect_left(dts, end, key=time_of)
     else:
-        times = _scaled(dts, multiply, plus, divide)
+        times = scaled(dts, multiply, plus, divide)
     while n < count:
         t = time_of(dts[n]) if in_order else times[n]
         if begin is not None and t + lead <= begin:
@@ -513,8 +470,8 @@ def _follow(
             track.sizes.extend(table.sizes[n:stop])
             track.segments.append((steps.start, len(steps), frame))
             return True
-    times = _scaled(table.dts[n:stop], *timeline)
-    drift = array("q", map(sub, _scaled(times, scale, -track.base * scale, CLOCK), steps))
+    times = scaled(table.dts[n:stop], *timeline)
+    drift = array("q", map(sub, scaled(times, scale, -track.base * scale, CLOCK), steps))
     if min(drift) >= -half and max(drift) < half:
         track.dts.extend(steps)
         track.sizes.extend(table.sizes[n:stop])
@@ -1008,21 +965,36 @@ class Exporter:
         except (ProbeError, OSError, AgentError, *CORRUPT):
             raise ClipBroken("this session's keyframes cannot be listed") from None
 
-    async def picture_size(self, plan: Plan) -> tuple[int, int]:
-        """The width and height of a plan's first recording's video, if its sample tables
-        are kept (in memory or on disk): (0, 0) otherwise (never read for this)."""
-        source = plan.items[0].source
+    async def picture(self, plan: Plan) -> tuple[int, int, str]:
+        """The width, height and codecs (RFC 6381 names, comma-separated) of a plan's first
+        recording, from its init section (fragmented MP4) or from its sample tables if they
+        are kept (in memory or on disk): (0, 0, "") when unknown (never read for this)."""
+        item = plan.items[0]
 
-        def kept() -> tuple[int, int]:
+        def known() -> tuple[int, int, str]:
             try:
-                info = os.stat(self.path_of(source), follow_symlinks=False)
-            except (OSError, AgentError):
-                return 0, 0
-            recording = self.kept(source, stamp_of(info))
-            return (0, 0) if recording is None else (recording.video.width, recording.video.height)
+                if item.kind == FRAGMENTS:
+                    fd, _ = open_regular(self.path_of(item.source), follow=False)
+                    try:
+                        _, tracks, video = mp4.init_tracks(fd, item.init_size)
+                    finally:
+                        os.close(fd)
+                    sound = {t.codec for t in tracks if t.handler == b"soun"}
+                    return _picture(video.codec, video.entry[:4], video.entry[4:], sound, b"")
+                info = os.stat(self.path_of(item.source), follow_symlinks=False)
+            except (OSError, AgentError, *CORRUPT):
+                return 0, 0, ""
+            recording = self.kept(item.source, stamp_of(info))
+            if recording is None:
+                return 0, 0, ""
+            table, audio = recording.video, recording.audio
+            codec, record = entry_record(table.entry)
+            size = table.width.to_bytes(2, "big") + table.height.to_bytes(2, "big")
+            sound = {audio.codec} if audio is not None else set()
+            return _picture(codec, size, record, sound, audio.entry if audio else b"")
 
         loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self._reads, kept)
+        return await loop.run_in_executor(self._reads, known)
 
     def kept(self, source: str, stamp: Stamp) -> Recording | None:
         """A recording's sample tables if they are kept (memory, then disk), else None:
@@ -1106,3 +1078,15 @@ class Exporter:
     def forget(self, session_id: str) -> None:
         with self._lock:
             self._clips.pop(session_id, None)
+
+
+def _picture(
+    codec: str, size: bytes, record: bytes, sound: set[str], audio_entry: bytes
+) -> tuple[int, int, str]:
+    """(width, height, codecs) of a video stream (`size`: its width and height, 16 bits
+    each) and its audio (pure): codecs "" unless every stream's name is known."""
+    width, height = int.from_bytes(size[:2], "big"), int.from_bytes(size[2:4], "big")
+    names = [codec_name(codec, record)]
+    if sound:
+        names.append(audio_name(audio_entry) if sound <= {"aac", "mp4a"} else "")
+    return width, height, ",".join(names) if all(names) else ""

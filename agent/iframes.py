@@ -9,9 +9,14 @@ PAT and PMT are its EXT-X-MAP (a byte range at the start of the same URL), so th
 keyframe decodes alone. An entry lasts until the next keyframe (the last, until the
 session's end) and carries its wall-clock time.
 
-Made for sessions served as MPEG-TS (H.264 recordings served as recorded). Sessions
-served as fragmented MP4 have no I-frame playlist yet: their multivariant playlist
-lists the media playlist alone.
+A session served as fragmented MP4 lists each keyframe that starts its fragment: the
+range runs from the fragment's moof to the end of the keyframe's sample (the samples
+the mdat holds before it, audio, come with it), and the recording's init section is
+the EXT-X-MAP, as in the media playlist. Re-boxed segments are made a fragment a
+keyframe (reboxed.py), so that every keyframe is listed; a recording's own fragments
+are served as recorded, so a keyframe inside a fragment, after other pictures, is not
+listed (its bytes cannot be reached without theirs): cameras and ffmpeg start each
+fragment at a keyframe. Sessions of an earlier version's remuxed segments have none.
 """
 
 from __future__ import annotations
@@ -22,11 +27,21 @@ import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
-from .containers import mpegts
+from . import reboxed
+from .containers import mp4, mpegts
 from .containers.mpegts import CLOCK, PACKET, PTS_WRAP, pts_delta
 from .containers.samples import Recording, Table
 from .errors import ProbeError
-from .playlists import CUT, RECORDED, MediaItem, Plan, media_name, pdt_text
+from .playlists import (
+    CUT,
+    RECORDED,
+    REMUX,
+    MediaItem,
+    Plan,
+    init_name,
+    media_name,
+    pdt_text,
+)
 
 IFRAMES = "iframes.m3u8"
 MULTIVARIANT = "multivariant.m3u8"
@@ -44,9 +59,11 @@ class IFrame:
     tick: int
 
 
-def served_as_ts(plan: Plan) -> bool:
-    """Whether the session's media are MPEG-TS served as recorded (then it has I-frames)."""
-    return all(item.kind in (RECORDED, CUT) and not item.mp4_tag for item in plan.items)
+def has_iframes(plan: Plan) -> bool:
+    """Whether the session can have an I-frame playlist: its media are served from its
+    recordings (MPEG-TS as recorded, fragmented MP4, or re-boxed), not segments an
+    earlier version had ffmpeg make."""
+    return all(item.kind != REMUX or item.mp4_tag for item in plan.items)
 
 
 def item_iframes(number: int, item: MediaItem, table: Table, head: int, start: int) -> list[IFrame]:
@@ -73,9 +90,62 @@ def item_iframes(number: int, item: MediaItem, table: Table, head: int, start: i
     return found
 
 
-def render(plan: Plan, frames: Sequence[IFrame], maps: Sequence[int]) -> str:
-    """The I-frame playlist (pure): `frames` in session order, `maps[n]` the bytes of item
-    n's PAT and PMT at the start of its URL."""
+def reboxed_iframes(
+    number: int, item: MediaItem, recording: Recording, where: reboxed.Window
+) -> list[IFrame]:
+    """The keyframes of a re-boxed item (pure: from its recording's sample tables), each
+    its fragment's moof and first sample (reboxed.fragments)."""
+    found = []
+    offset = 0
+    for fragment in reboxed.fragments(recording, item, where, number + 1):
+        keyframe = fragment.keyframe
+        if keyframe is not None:
+            found.append(IFrame(number, offset, keyframe[0], keyframe[1]))
+        offset += fragment.size
+    return found
+
+
+def fragment_iframes(number: int, item: MediaItem, fd: int) -> list[IFrame]:
+    """The keyframes of an item of a fragmented MP4 recording that start their fragments,
+    in the bytes its URL serves (mp4.Retimed.served) (blocking: reads the moofs)."""
+    timeline = mp4.retimed(fd, item.init_size, (item.cut_at,), item.shift)
+    prefix, start, stop, suffix = timeline.served(
+        fd, item.cut_at, item.stop_at, item.cut_sample, item.stop_sample
+    )
+    size = os.fstat(fd).st_size
+    stop = stop or size
+    video = timeline.tracks[0]
+    found: list[IFrame] = []
+
+    def add(moof: bytes, moof_at: int, end: int, served_at: int, shift: int) -> None:
+        decode_time, samples = mp4.traf_entries(moof, moof_at, video)
+        if not samples:
+            return
+        _, length, flags, composition, data = samples[0]
+        if flags & mp4.NOT_SYNC or data < moof_at or data + length > end:
+            return
+        shown = decode_time + shift + video.shift + composition
+        tick = (shown * CLOCK + video.timescale // 2) // video.timescale
+        found.append(IFrame(number, served_at, data + length - moof_at, tick))
+
+    def made(part: bytes, served_at: int) -> None:  # a fragment cut: its times moved
+        if len(part) >= 8 and part[4:8] == b"moof":
+            add(part[8 : mp4.u32(part, 0)], 0, len(part), served_at, 0)
+
+    made(prefix, 0)
+    if start < stop:
+        for kind, at, body, end in mp4.top_level(fd, size, start):
+            if at >= stop:
+                break
+            if kind == b"moof":
+                add(mp4.read_box(fd, body, end), at, stop, len(prefix) + at - start, item.shift)
+    made(suffix, len(prefix) + max(0, stop - start))
+    return found
+
+
+def render(plan: Plan, frames: Sequence[IFrame], maps: Sequence[str]) -> str:
+    """The I-frame playlist (pure): `frames` in session order, `maps[n]` the attributes of
+    item n's EXT-X-MAP (its PAT and PMT at the start of its URL, or its init section)."""
     end = plan.starts[-1]
     durations = [
         max(0, (frames[k + 1].tick if k + 1 < len(frames) else end) - frame.tick) / CLOCK
@@ -92,13 +162,16 @@ def render(plan: Plan, frames: Sequence[IFrame], maps: Sequence[int]) -> str:
         "#EXT-X-INDEPENDENT-SEGMENTS",
     ]
     last_item = -1
+    last_map = ""
     for frame, duration in zip(frames, durations, strict=True):
         item = plan.items[frame.item]
-        name = media_name(frame.item, False)
+        name = media_name(frame.item, item.is_mp4)
         if frame.item != last_item:
             if item.discontinuity and last_item >= 0:
                 lines.append("#EXT-X-DISCONTINUITY")
-            lines.append(f'#EXT-X-MAP:URI="{name}",BYTERANGE="{maps[frame.item]}@0"')
+            if maps[frame.item] != last_map:
+                last_map = maps[frame.item]
+                lines.append(f"#EXT-X-MAP:{last_map}")
             last_item = frame.item
         wall = item.pdt_us + (frame.tick - plan.starts[frame.item]) * 1_000_000 // CLOCK
         lines.append(f"#EXT-X-PROGRAM-DATE-TIME:{pdt_text(wall)}")
@@ -109,12 +182,12 @@ def render(plan: Plan, frames: Sequence[IFrame], maps: Sequence[int]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def multivariant(plan: Plan, width: int, height: int, with_iframes: bool) -> str:
+def multivariant(plan: Plan, width: int, height: int, codecs: str, with_iframes: bool) -> str:
     """The multivariant playlist (pure, from the plan alone: instant, whatever the
     recordings): the media playlist with its peak and average bit rates (bits a second,
-    from each item's bytes and duration), and, for a session served as MPEG-TS, its
-    I-frame playlist, whose BANDWIDTH is bounded by the same peak (it is not made until
-    asked for); the picture's size when known."""
+    from each item's bytes and duration), and, `with_iframes`, its I-frame playlist,
+    whose BANDWIDTH is bounded by the same peak (it is not made until asked for); the
+    picture's size and the codecs (of the first recording) when known."""
     peak = average = 0
     total = sum(item.duration for item in plan.items)
     sizes = [max(0, (item.stop_at or item.size) - item.cut_at) for item in plan.items]
@@ -124,15 +197,19 @@ def multivariant(plan: Plan, width: int, height: int, with_iframes: bool) -> str
     if total > 0:
         average = math.ceil(sum(sizes) * 8 / total)
     resolution = f",RESOLUTION={width}x{height}" if width and height else ""
+    named = f',CODECS="{codecs}"' if codecs else ""
+    video = codecs.split(",")[0]
+    named_video = f',CODECS="{video}"' if video else ""
     lines = ["#EXTM3U", "#EXT-X-VERSION:5", "#EXT-X-INDEPENDENT-SEGMENTS"]
     lines.append(
         f"#EXT-X-STREAM-INF:BANDWIDTH={max(1, peak)},AVERAGE-BANDWIDTH={max(1, average)}"
-        f"{resolution}"
+        f"{resolution}{named}"
     )
     lines.append("index.m3u8")
     if with_iframes:
         lines.append(
-            f'#EXT-X-I-FRAME-STREAM-INF:BANDWIDTH={max(1, peak)}{resolution},URI="{IFRAMES}"'
+            f"#EXT-X-I-FRAME-STREAM-INF:BANDWIDTH={max(1, peak)}{resolution}{named_video}"
+            f',URI="{IFRAMES}"'
         )
     return "\n".join(lines) + "\n"
 
@@ -159,19 +236,35 @@ def build(
     recordings: Callable[[str], Recording],
     open_recording: Callable[[str], int],
 ) -> str | None:
-    """The session's I-frame playlist (None when it is not served as MPEG-TS, or has no
-    keyframe) (blocking: reads the recordings' tables, and each recording's first
-    packets). ProbeError or OSError if a recording cannot be read."""
-    if not served_as_ts(plan):
-        return None
+    """The session's I-frame playlist (None when it has no keyframe to list, or is made
+    of an earlier version's remuxed segments) (blocking: reads the recordings' tables,
+    and each MPEG-TS recording's first packets or each fragmented one's moofs).
+    ProbeError or OSError if a recording cannot be read."""
     frames: list[IFrame] = []
-    maps: list[int] = []
+    maps: list[str] = []
     heads: dict[str, int] = {}
+    source = init = ""  # the recording whose init section applies, and its URI
     for n in range(len(plan.items)):
         item = plan.at(n)
+        if item.is_mp4:  # an init section where the media playlist has its EXT-X-MAP
+            if item.mp4_tag or item.source != source:
+                source, init = item.source, init_name(n)
+            maps.append(f'URI="{init}"')
+            if item.mp4_tag:
+                where = reboxed.window(plan.items, plan.starts, n)
+                frames.extend(reboxed_iframes(n, item, recordings(item.source), where))
+            else:
+                fd = open_recording(item.source)
+                try:
+                    frames.extend(fragment_iframes(n, item, fd))
+                finally:
+                    os.close(fd)
+            continue
+        if item.kind not in (RECORDED, CUT):
+            return None
         recording = recordings(item.source)
         if item.kind == CUT:
-            maps.append(len(item.prefix) * PACKET)
+            head = len(item.prefix) * PACKET
         else:
             if item.source not in heads:
                 fd = open_recording(item.source)
@@ -179,9 +272,10 @@ def build(
                     heads[item.source] = psi_head(fd)
                 finally:
                     os.close(fd)
-            maps.append(heads[item.source])
-        if not maps[-1]:
+            head = heads[item.source]
+        if not head:
             raise ProbeError("a recording has no PAT and PMT in its first packets")
-        head = len(item.prefix) * PACKET if item.kind == CUT else 0
-        frames.extend(item_iframes(n, item, recording.video, head, plan.starts[n]))
+        maps.append(f'URI="{item.name}",BYTERANGE="{head}@0"')
+        cut = len(item.prefix) * PACKET if item.kind == CUT else 0
+        frames.extend(item_iframes(n, item, recording.video, cut, plan.starts[n]))
     return render(plan, frames, maps) if frames else None

@@ -182,8 +182,6 @@ class MediaService:
         sample entry named for Safari (mp4.Retimed)."""
         path = self.recording(item.source)
         fd, info = open_regular(path, follow=False)
-        prefix = suffix = b""
-        start, stop = item.cut_at, item.stop_at
         try:
             check_unchanged(item, info)
             timeline = mp4.retimed(fd, item.init_size, (item.cut_at,), item.shift)
@@ -192,13 +190,9 @@ class MediaService:
                               patch=timeline.apply, inode=info.st_ino)  # fmt: skip
             # A keyframe inside a fragment: the fragment's part from it, or up to it, is
             # made a fragment of its own (a few hundred kilobytes, read at each request).
-            same = item.stop_at == item.cut_at
-            if item.cut_sample:
-                high = item.stop_sample if same else None
-                prefix, start = timeline.cut(fd, item.cut_at, item.cut_sample, high)
-                stop = start if same else stop
-            if item.stop_sample and not (same and item.cut_sample):
-                suffix, _ = timeline.cut(fd, item.stop_at, 0, item.stop_sample)
+            prefix, start, stop, suffix = timeline.served(
+                fd, item.cut_at, item.stop_at, item.cut_sample, item.stop_sample
+            )
             timeline = replace(timeline, starts=(start,))
         except (ProbeError, StopIteration, IndexError, ValueError) as error:
             # Cut short or changed since it was planned.

@@ -23,7 +23,7 @@ from .config import Config
 from .errors import BadRequest, Busy, InsufficientStorage, NotFound
 from .export import Clip, Exporter
 from .files import replace_file
-from .iframes import IFRAMES, MULTIVARIANT, multivariant, served_as_ts
+from .iframes import IFRAMES, MULTIVARIANT, has_iframes, multivariant
 from .index import Index
 from .indexer import IndexerStatus
 from .media import MediaService
@@ -207,13 +207,13 @@ class Playback:
         if await asyncio.to_thread(path.is_file):
             return _kept(directory, name)
         plan = await self.store.load_plan(session)
-        ts = served_as_ts(plan)
+        listable = has_iframes(plan)
         if name == MULTIVARIANT:
-            text = multivariant(plan, *await self.exporter.picture_size(plan), ts)
-        elif not ts:
+            text = multivariant(plan, *await self.exporter.picture(plan), listable)
+        elif not listable:
             raise NotFound(
-                "this session is served as fragmented MP4: I-frame playlists are made for"
-                " sessions served as MPEG-TS"
+                "this session's segments were made by ffmpeg for an earlier version of the"
+                " agent: it has no I-frame playlist; create the session again"
             )
         else:
             making = self._making.get(session.id)

@@ -8,8 +8,9 @@ written to disk.
 A segment holds its recording's video samples in decode order from the keyframe its
 item starts at to the keyframe the next item of the same recording starts at (a
 recording's first segment: from its first sample; its last: to its last), and the audio
-presented from its start to where the next one starts. Times are the session's, as the
-export places them (export.session_times).
+presented from its start to where the next one starts, as one fragment a keyframe (so
+that the session's I-frame playlist reaches each keyframe alone: iframes.py). Times are
+the session's, as the export places them (sessiontime.py).
 """
 
 from __future__ import annotations
@@ -26,11 +27,11 @@ from .containers.mpegts import CLOCK
 from .containers.nal import config_parameter_sets
 from .containers.progressive import OTHER_FLAGS, SYNC_FLAGS, Run, TrackOut
 from .containers.samples import Recording, Table, sample_bytes
-from .export import session_times, video_times
 from .playlists import MediaItem
+from .sessiontime import session_times, video_times
 
 # The re-boxing's own version, in the ETag of what it sends.
-REBOX_FORMAT = 1
+REBOX_FORMAT = 2
 _AAC_FRAME = 1024
 _FOREVER = 1 << 62
 
@@ -103,8 +104,58 @@ def _first_at(item: MediaItem, start: int, table: Table, time: int) -> int:
     return bisect.bisect_left(range(len(table)), time, key=at)
 
 
+@dataclass(frozen=True, slots=True)
+class Fragment:
+    """One moof and mdat of a re-boxed segment: its tracks' runs (the video's first, the
+    parameter sets it opens with counted in its first sample's size) and where their
+    samples' bytes come from."""
+
+    sequence: int
+    runs: tuple[Run, ...]
+    in_band: bytes  # bytes before the first video sample's own (its parameter sets)
+    pieces: tuple[tuple[Table, int, int], ...]  # (table, first, stop) in mdat order
+
+    @property
+    def size(self) -> int:
+        return progressive.header_size(self.runs) + sum(sum(run.sizes) for run in self.runs)
+
+    @property
+    def keyframe(self) -> tuple[int, int] | None:
+        """(bytes from the fragment's start to the end of its first video sample, that
+        sample's presentation time), if the fragment starts with a keyframe."""
+        video = self.runs[0]
+        if video.track_id != 1 or video.flags[0] != SYNC_FLAGS:
+            return None
+        return progressive.header_size(self.runs) + video.sizes[0], (
+            video.decode_time + video.offsets[0]
+        )
+
+
+# A segment's fragments are numbered from its number times this: mfhd sequence numbers
+# (ISO/IEC 14496-12 8.8.5) grow through the session.
+_FRAGMENTS_EACH = 1024
+
+
 def segment(fd: int, recording: Recording, item: MediaItem, where: Window, sequence: int) -> bytes:
-    """The item's media segment: a moof and its mdat (blocking: reads the samples)."""
+    """The item's media segment (blocking: reads the samples): `fragments`' boxes and
+    bytes."""
+    data: list[bytes | memoryview] = []
+    for fragment in fragments(recording, item, where, sequence):
+        data.extend(
+            (progressive.fragment_header(fragment.sequence, fragment.runs), fragment.in_band)
+        )
+        for table, a, b in fragment.pieces:
+            data.extend(sample_bytes(fd, recording, table, a, b))
+    return b"".join(data)
+
+
+def fragments(
+    recording: Recording, item: MediaItem, where: Window, sequence: int
+) -> list[Fragment]:
+    """The item's media segment as fragments, one a keyframe (pure: from the sample
+    tables): each fragment starts with a keyframe, so that an I-frame playlist reaches
+    each keyframe from its fragment's moof with no other picture's bytes; its audio is
+    what is presented from that keyframe to the next."""
     video = recording.video
     whole = range(0, len(video))
     near = whole
@@ -120,35 +171,33 @@ def segment(fd: int, recording: Recording, item: MediaItem, where: Window, seque
     if near != whole and (not chosen or chosen.stop == near.stop < len(video)):
         near = whole  # not found near: looked for in the whole recording
         chosen, dts, pts = _video_of(video, item, where, near)
+    if not chosen:
+        return []
     lo = near.start
-    runs, pieces = [], []
-    in_band = b""
-    if chosen:
-        times = [dts[n - lo] for n in chosen]
-        durations = [b - a for a, b in itertools.pairwise(times)]
-        last = chosen[-1]
-        following = (
-            dts[last + 1 - lo]
-            if last + 1 < near.stop
-            else times[-1] + video.duration(last) * CLOCK // video.timescale
-        )
-        durations.append(max(1, following - times[-1]))
-        sizes = [video.sizes[n] for n in chosen]
-        # An MP4 recording's parameter sets are in its sample entry alone: they open the
-        # segment in band too, so that a player that keeps the first init section it was
-        # given (ffmpeg's HLS reader) decodes a new resolution all the same. MPEG-TS
-        # access units carry theirs.
-        in_band = b"" if recording.container == "mpegts" else config_parameter_sets(video.entry)
-        sizes[0] += len(in_band)
-        runs.append(Run(
-            1, times[0], [max(1, d) for d in durations],
-            sizes,
-            [SYNC_FLAGS if video.sync[n] else OTHER_FLAGS for n in chosen],
-            [pts[n - lo] - dts[n - lo] for n in chosen],
-        ))  # fmt: skip
-        pieces.append((video, chosen.start, chosen.stop))
+    times = [dts[n - lo] for n in chosen]
+    durations = [b - a for a, b in itertools.pairwise(times)]
+    last = chosen[-1]
+    following = (
+        dts[last + 1 - lo]
+        if last + 1 < near.stop
+        else times[-1] + video.duration(last) * CLOCK // video.timescale
+    )
+    durations.append(max(1, following - times[-1]))
+    sizes = [video.sizes[n] for n in chosen]
+    # An MP4 recording's parameter sets are in its sample entry alone: they open the
+    # segment in band too, so that a player that keeps the first init section it was
+    # given (ffmpeg's HLS reader) decodes a new resolution all the same. MPEG-TS
+    # access units carry theirs.
+    in_band = b"" if recording.container == "mpegts" else config_parameter_sets(video.entry)
+    sizes[0] += len(in_band)
+    flags = [SYNC_FLAGS if video.sync[n] else OTHER_FLAGS for n in chosen]
+    offsets = [pts[n - lo] - dts[n - lo] for n in chosen]
+    # Where each fragment starts, in `chosen`'s indices: at each keyframe.
+    starts = [0, *(k for k in range(1, len(chosen)) if video.sync[chosen.start + k])]
+    bounds = [*starts, len(chosen)]
+    audio_runs: list[tuple[int, list[int], range]] = []  # (first tick, durations, samples)
     audio = recording.audio
-    if audio is not None and chosen:
+    if audio is not None:
         frame = _AAC_FRAME * CLOCK // audio.timescale
         # From the frame playing at the keyframe (the session's first), from the item's
         # start (the item before is of this recording), or all (its first item); to the
@@ -167,15 +216,31 @@ def segment(fd: int, recording: Recording, item: MediaItem, where: Window, seque
         if picked:
             a, b = picked[0], picked[-1] + 1
             ticks = [t * audio.timescale // CLOCK for t in heard[a - a0 : b - a0]]
-            durations = [max(1, y - x) for x, y in itertools.pairwise(ticks)] + [_AAC_FRAME]
-            count = b - a
-            runs.append(Run(2, ticks[0], durations, audio.sizes[a:b], [SYNC_FLAGS] * count,
-                            [0] * count))  # fmt: skip
-            pieces.append((audio, a, b))
-    data = [progressive.fragment_header(sequence, runs), in_band]
-    for table, a, b in pieces:
-        data.extend(sample_bytes(fd, recording, table, a, b))
-    return b"".join(data)
+            steps = [max(1, y - x) for x, y in itertools.pairwise(ticks)] + [_AAC_FRAME]
+            # Each keyframe's fragment takes the audio heard from its presentation time
+            # on (the first, all before).
+            cuts = [
+                bisect.bisect_left(heard, pts[chosen.start + k - lo], a - a0, b - a0) - (a - a0)
+                for k in starts[1:]
+            ]
+            for x, y in itertools.pairwise([0, *cuts, b - a]):
+                audio_runs.append(
+                    (ticks[x] if x < len(ticks) else 0, steps[x:y], range(a + x, a + y))
+                )
+    result = []
+    for g, (x, y) in enumerate(itertools.pairwise(bounds)):
+        runs = [Run(1, times[x], [max(1, d) for d in durations[x:y]], sizes[x:y], flags[x:y],
+                    offsets[x:y])]  # fmt: skip
+        pieces = [(video, chosen.start + x, chosen.start + y)]
+        if audio is not None and audio_runs and audio_runs[g][2]:
+            first, steps_g, heard_n = audio_runs[g]
+            count = len(heard_n)
+            runs.append(Run(2, first, steps_g, audio.sizes[heard_n.start : heard_n.stop],
+                            [SYNC_FLAGS] * count, [0] * count))  # fmt: skip
+            pieces.append((audio, heard_n.start, heard_n.stop))
+        number = sequence * _FRAGMENTS_EACH + min(g, _FRAGMENTS_EACH - 1)
+        result.append(Fragment(number, tuple(runs), in_band if g == 0 else b"", tuple(pieces)))
+    return result
 
 
 def _video_of(

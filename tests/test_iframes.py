@@ -1,6 +1,6 @@
 """I-frame playlists and multivariant playlists of sessions (iframes.py): each keyframe
-listed once as a byte range of the session's own media, decoding alone to the picture
-the whole segment decodes to there."""
+listed once as a byte range of the session's own media (MPEG-TS or fragmented MP4),
+decoding alone to the picture the whole segment decodes to there."""
 
 from __future__ import annotations
 
@@ -31,7 +31,7 @@ class Frame:
     length: int
     duration: float
     pdt: str
-    init: tuple[str, int]  # EXT-X-MAP's URI and bytes from its start
+    init: tuple[str, int | None]  # EXT-X-MAP's URI and bytes from its start (None: all)
     discontinuity: bool
 
 
@@ -41,15 +41,15 @@ def parse_iframes(text: str) -> tuple[dict[str, str], list[Frame]]:
     assert lines[0] == "#EXTM3U"
     tags: dict[str, str] = {}
     frames: list[Frame] = []
-    init: tuple[str, int] | None = None
+    init: tuple[str, int | None] | None = None
     duration: float | None = None
     pdt = byterange = None
     discontinuity = False
     for line in lines[1:]:
         if line.startswith("#EXT-X-MAP:"):
-            match = re.fullmatch(r'#EXT-X-MAP:URI="([^"]+)",BYTERANGE="(\d+)@0"', line)
+            match = re.fullmatch(r'#EXT-X-MAP:URI="([^"]+)"(?:,BYTERANGE="(\d+)@0")?', line)
             assert match is not None, line
-            init = (match.group(1), int(match.group(2)))
+            init = (match.group(1), int(match.group(2)) if match.group(2) else None)
         elif line == "#EXT-X-DISCONTINUITY":
             discontinuity = True
         elif line.startswith("#EXTINF:"):
@@ -68,7 +68,6 @@ def parse_iframes(text: str) -> tuple[dict[str, str], list[Frame]]:
             assert pdt is not None, line
             assert byterange is not None, line
             assert init is not None, line
-            assert init[0] == line, line  # its own PAT and PMT
             frames.append(
                 Frame(line, byterange[1], byterange[0], duration, pdt, init, discontinuity)
             )
@@ -122,7 +121,8 @@ def test_the_playlist_lasts_as_long_as_the_session_each_frame_to_the_next() -> N
         *item_iframes(0, plan.at(0), table, 0, plan.starts[0]),
         *item_iframes(1, plan.at(1), table, 0, plan.starts[1]),
     ]
-    text = render(plan, frames, [376, 564])
+    maps = [f'URI="s{n:06d}.ts",BYTERANGE="{b}@0"' for n, b in enumerate([376, 564])]
+    text = render(plan, frames, maps)
     tags, parsed = parse_iframes(text)
     assert tags["EXT-X-VERSION"] == "5"
     assert "EXT-X-I-FRAMES-ONLY" in tags
@@ -149,6 +149,15 @@ def _frames(path: Path) -> list[tuple[str, str]]:
     ]
 
 
+def _audio_profiles(path: Path) -> list[str]:
+    out = subprocess.run(
+        ["ffprobe", "-v", "error", "-select_streams", "a", "-show_entries",
+         "stream=profile", "-of", "csv=p=0", str(path)],
+        capture_output=True, text=True, check=True,
+    ).stdout  # fmt: skip
+    return [line.strip() for line in out.splitlines() if line.strip()]
+
+
 def _keyframes(path: Path) -> int:
     out = subprocess.run(
         ["ffprobe", "-v", "error", "-select_streams", "v:0", "-show_entries",
@@ -158,51 +167,97 @@ def _keyframes(path: Path) -> int:
     return sum("K" in line for line in out.splitlines())
 
 
+async def _segments(
+    client: Any, base: str, media: str, into: Path
+) -> dict[str, tuple[bytes, bytes]]:
+    """Each media URI of a media playlist: (the init section that applies, its bytes)."""
+    found: dict[str, tuple[bytes, bytes]] = {}
+    init = b""
+    for line in media.splitlines():
+        if line.startswith("#EXT-X-MAP:"):
+            uri = re.search(r'URI="([^"]+)"', line)
+            assert uri is not None
+            init = await (await client.get(f"{base}/{uri.group(1)}")).read()
+        elif line and not line.startswith("#"):
+            found[line] = (init, await (await client.get(f"{base}/{line}")).read())
+    return found
+
+
+@pytest.mark.parametrize("kind", ["ts", "fmp4", "mp4", "hevc", "hevc_fmp4", "hevc_mp4"])
 async def test_each_keyframe_is_listed_once_and_decodes_alone_to_its_picture(
-    tmp_path: Path, footage: dict[str, list[Rendered]], start_agent: Any
+    tmp_path: Path, footage: dict[str, list[Rendered]], start_agent: Any, kind: str
 ) -> None:
-    """x264 with B-frames in MPEG-TS, a session cut at 1 s and across a gap: every
-    keyframe of every segment is one entry; its range, after its item's PAT and PMT,
-    decodes alone to one picture, the one the whole segment decodes to at that time; the
-    entries last as long as the session and keep its wall clock."""
-    client = await start_with(start_agent, tmp_path, footage, "ts")
+    """x264 with B-frames in MPEG-TS (served as recorded), fragmented MP4 of x264 and
+    x265 (its own fragments) and MP4 and x265 in MPEG-TS (re-boxed), a session cut at
+    1 s and across a gap: every keyframe of every segment is one entry; its range,
+    after its EXT-X-MAP (its item's PAT and PMT, or its init section), decodes alone to
+    one picture, the one the whole segment decodes to at that time; the entries last as
+    long as the session and keep its wall clock."""
+    client = await start_with(start_agent, tmp_path, footage, kind)
     status, session = await post(client, {"camera_id": "cam", "from": at(1), "to": at(26)})
     assert status == 201, session
     base = session["playlist_url"].rsplit("/", 1)[0]
     assert session["multivariant_url"] == f"{base}/multivariant.m3u8"
     response = await client.get(f"{base}/iframes.m3u8")
-    assert response.status == 200
+    assert response.status == 200, await response.text()
     assert response.content_type == "application/vnd.apple.mpegurl"
     tags, frames = parse_iframes(await response.text())
     assert "EXT-X-I-FRAMES-ONLY" in tags
     # The multivariant lists both, the picture's size known once the tables were read.
     multivariant = await (await client.get(session["multivariant_url"])).text()
     assert "\nindex.m3u8\n" in multivariant
-    stream = r'#EXT-X-I-FRAME-STREAM-INF:BANDWIDTH=\d+,RESOLUTION=320x240,URI="iframes.m3u8"'
-    assert re.search(stream, multivariant)
+    video = "hvc1" if kind.startswith("hevc") else "avc1"
+    stream = (
+        r"#EXT-X-I-FRAME-STREAM-INF:BANDWIDTH=\d+,RESOLUTION=320x240,"
+        rf'CODECS="{video}\.[^",]+",URI="iframes.m3u8"'
+    )
+    assert re.search(stream, multivariant), multivariant
     media = await (await client.get(session["playlist_url"])).text()
-    uris = [line for line in media.splitlines() if line.endswith(".ts")]
+    mp4 = ".m4s\n" in media
+    segments = await _segments(client, base, media, tmp_path)
+    # The media playlist's codecs: the video's, and AAC-LC's if the footage has audio.
+    named = re.search(r'#EXT-X-STREAM-INF:[^\n]*CODECS="([^"]+)"', multivariant)
+    assert named is not None, multivariant
+    first = tmp_path / "first"
+    first.write_bytes(b"".join(next(iter(segments.values()))))
+    profiles = _audio_profiles(first)
+    assert named.group(1).split(",")[1:] == (["mp4a.40.2"] if profiles else [])
+    assert set(profiles) <= {"LC"}  # each format named once, whatever its streams
     wanted = 0
     pictures: dict[str, list[tuple[str, str]]] = {}
-    for uri in uris:
-        whole = tmp_path / uri
-        whole.write_bytes(await (await client.get(f"{base}/{uri}")).read())
+    for n, (uri, (init, data)) in enumerate(segments.items()):
+        whole = tmp_path / f"whole{n}{'.mp4' if mp4 else '.ts'}"
+        whole.write_bytes(init + data)
         wanted += _keyframes(whole)
         pictures[uri] = _frames(whole)
+    assert wanted > len(segments)  # several keyframes a segment
     assert len(frames) == wanted  # each keyframe once
     assert len({(f.uri, f.offset) for f in frames}) == len(frames)
     for n, frame in enumerate(frames):
-        alone = tmp_path / f"alone{n}.ts"
-        head = await _fetch(client, f"{base}/{frame.uri}", 0, frame.init[1])
+        alone = tmp_path / f"alone{n}{'.mp4' if mp4 else '.ts'}"
+        if mp4:
+            assert frame.init[1] is None  # the whole init section
+            assert frame.init[0].startswith("i")
+            head = await client.get(f"{base}/{frame.init[0]}")
+            assert head.status == 200
+        else:
+            assert frame.init[0] == frame.uri  # its own PAT and PMT
+            head = await _fetch(client, f"{base}/{frame.uri}", 0, frame.init[1])
+            assert head.status == 206
         body = await _fetch(client, f"{base}/{frame.uri}", frame.offset, frame.length)
-        assert (head.status, body.status) == (206, 206)
+        assert body.status == 206
         alone.write_bytes(await head.read() + await body.read())
         decoded = _frames(alone)
         assert len(decoded) == 1, (frame, decoded)
         # testsrc draws each frame's time: a picture of the segment, and a keyframe's.
-        assert decoded[0][1] in {md5 for _, md5 in pictures[frame.uri]}
+        assert decoded[0][1] in {md5 for _, md5 in pictures[frame.uri]}, frame
     total = sum(f.duration for f in frames)
-    assert abs(total - (25 - 14)) < 0.1  # 08:00:01-06 and 20-26 (the gap is no footage)
+    # As long as the session from its first keyframe (the media playlist's start).
+    extinf = sum(float(x) for x in re.findall(r"#EXTINF:([\d.]+),", media))
+    offset = re.search(r"#EXT-X-START:TIME-OFFSET=([\d.]+)", media)
+    assert abs(total - (extinf - float(offset.group(1) if offset else 0))) < 0.001
+    if kind == "ts":
+        assert abs(total - (25 - 14)) < 0.1  # 08:00:01-06 and 20-26 (the gap is no footage)
     assert frames[0].pdt == "2026-11-20T08:00:01.000Z"
     # One timeline across the gap, as the media playlist has it (no discontinuity).
     breaks = media.count("#EXT-X-DISCONTINUITY")
@@ -210,26 +265,13 @@ async def test_each_keyframe_is_listed_once_and_decodes_alone_to_its_picture(
 
 
 @pytest.mark.slow  # real players
+@pytest.mark.parametrize("kind", ["ts", "mp4"])
 async def test_ffmpeg_and_playbin3_play_the_multivariant_playlist(
-    tmp_path: Path, footage: dict[str, list[Rendered]], start_agent: Any
+    tmp_path: Path, footage: dict[str, list[Rendered]], start_agent: Any, kind: str
 ) -> None:
-    client = await start_with(start_agent, tmp_path, footage, "ts")
+    client = await start_with(start_agent, tmp_path, footage, kind)
     _, session = await post(client, {"camera_id": "cam", "from": at(0), "to": at(26)})
     url = str(client.make_url(session["multivariant_url"]))
     assert await ffmpeg_errors(url) == ""
     code, said = await gstreamer(url)
     assert code == 0, said[-2000:]
-
-
-async def test_a_fragmented_mp4_session_has_no_iframes_yet_and_says_so(
-    tmp_path: Path, footage: dict[str, list[Rendered]], start_agent: Any
-) -> None:
-    client = await start_with(start_agent, tmp_path, footage, "fmp4")
-    _, session = await post(client, {"camera_id": "cam", "from": at(0), "to": at(26)})
-    base = session["playlist_url"].rsplit("/", 1)[0]
-    response = await client.get(f"{base}/iframes.m3u8")
-    assert response.status == 404
-    assert "served as fragmented MP4" in (await response.json())["error"]
-    multivariant = await (await client.get(session["multivariant_url"])).text()
-    assert "I-FRAME" not in multivariant
-    assert "\nindex.m3u8\n" in multivariant

@@ -283,7 +283,7 @@ def read_tracks(moov: bytes, limit: int) -> tuple[list[Track], bool]:
 _MAX_SAMPLES = 1 << 20  # a fragment's samples of one track: hours of video at 60 fps
 # A sample of a fragment: (duration, size, flags, composition offset, file offset).
 Sample = tuple[int, int, int, int, int]
-_NOT_SYNC = 0x10000  # sample_is_non_sync_sample, in sample flags
+NOT_SYNC = 0x10000  # sample_is_non_sync_sample, in sample flags
 
 
 def traf_samples(
@@ -297,7 +297,7 @@ def traf_samples(
     dts, entries = traf_entries(moof, 0, track, limit)
     dts += track.shift
     for duration, _, flags, offset, _ in entries:
-        samples.append((dts + offset, duration, not flags & _NOT_SYNC))
+        samples.append((dts + offset, duration, not flags & NOT_SYNC))
         dts += duration
     return samples
 
@@ -408,6 +408,25 @@ class Retimed:
         those frames' time up to the next's; and the offset where the fragment after it
         begins (blocking: reads the moof and those samples)."""
         return cut_fragment(fd, moof_at, self.tracks, self.shifts, low, high)
+
+    def served(
+        self, fd: int, cut_at: int, stop_at: int, cut_sample: int, stop_sample: int
+    ) -> tuple[bytes, int, int, bytes]:
+        """How a part of the recording is served: (prefix, start, stop, suffix), the
+        bytes sent before the file's bytes `start` to `stop` and after them. The part
+        runs from video sample `cut_sample` (a keyframe) of the fragment at `cut_at` to
+        the fragment at `stop_at` (0: the file's end), whose first `stop_sample` video
+        samples are the part's; a fragment cut so is made a fragment of its own (`cut`;
+        blocking)."""
+        prefix = suffix = b""
+        start, stop = cut_at, stop_at
+        same = stop_at == cut_at
+        if cut_sample:
+            prefix, start = self.cut(fd, cut_at, cut_sample, stop_sample if same else None)
+            stop = start if same else stop
+        if stop_sample and not (same and cut_sample):
+            suffix, _ = self.cut(fd, stop_at, 0, stop_sample)
+        return prefix, start, stop, suffix
 
     def apply(self, fd: int, position: int, data: bytearray) -> None:
         """Rewrite `data`, the file's bytes from `position`, in place (blocking: reads

@@ -490,3 +490,72 @@ def config_parameter_sets(entry: bytes) -> bytes:
     except IndexError:
         return b""
     return b"".join(len(unit).to_bytes(4, "big") + unit for unit in found if unit)
+
+
+def codec_name(codec: str, record: bytes) -> str:
+    """The RFC 6381 name of a video stream (an HLS CODECS attribute) from its decoder
+    configuration record (the body of its avcC or hvcC), as served: `avc1.PPCCLL`, or
+    `hvc1.` with its profile, compatibility flags, tier and level, and constraint bytes
+    (ISO/IEC 14496-15 E.3, trailing zero bytes left out); "" if the record is cut short
+    or the codec is neither.
+
+    ISO/IEC 14496-15 5.3.3.1 AVCDecoderConfigurationRecord (AVCProfileIndication,
+    profile_compatibility, AVCLevelIndication), 8.3.3.1 HEVCDecoderConfigurationRecord."""
+    if codec == "h264" and len(record) >= 4:
+        return f"avc1.{record[1]:02x}{record[2]:02x}{record[3]:02x}"
+    if codec != "hevc" or len(record) < 13:
+        return ""
+    space, tier, profile = record[1] >> 6, record[1] >> 5 & 1, record[1] & 0x1F
+    flags = int(f"{int.from_bytes(record[2:6], 'big'):032b}"[::-1], 2)  # bits reversed
+    constraints = record[6:12].rstrip(b"\0")
+    name = f"hvc1.{'ABC'[space - 1] if space else ''}{profile}.{flags:x}.{'LH'[tier]}{record[12]}"
+    return name + "".join(f".{byte:02x}" for byte in constraints)
+
+
+def entry_record(entry: bytes) -> tuple[str, bytes]:
+    """(codec, decoder configuration record) of a video sample entry (ISO/IEC 14496-12
+    12.1.3), found by its avcC or hvcC box; ("", b"") if it has neither."""
+    for codec, kind in (("h264", b"avcC"), ("hevc", b"hvcC")):
+        at = entry.find(kind)
+        if at >= 4:
+            end = at - 4 + int.from_bytes(entry[at - 4 : at], "big")
+            return codec, entry[at + 4 : max(at + 4, min(end, len(entry)))]
+    return "", b""
+
+
+def audio_name(entry: bytes) -> str:
+    """The RFC 6381 name of an AAC stream, `mp4a.40.` and its audio object type, from its
+    sample entry's esds; AAC-LC's (2) if the entry does not say.
+
+    ISO/IEC 14496-14 3.1.2 esds; ISO/IEC 14496-1 8.3.3 descriptor sizes, 7.2.6.5
+    ES_Descriptor (flags 0x80 dependsOn_ES_ID, 0x40 URL, 0x20 OCR_ES_Id), 7.2.6.6
+    DecoderConfigDescriptor, 7.2.6.7 DecoderSpecificInfo; ISO/IEC 14496-3 1.6.2.1
+    AudioSpecificConfig (its first 5 bits)."""
+    at = entry.find(b"esds")
+    if at < 4:
+        return "mp4a.40.2"
+    end = min(len(entry), at - 4 + int.from_bytes(entry[at - 4 : at], "big"))
+
+    def descriptor(position: int, tag: int) -> int:  # where its body starts, or -1
+        if position >= end or entry[position] != tag:
+            return -1
+        position += 1
+        for _ in range(4):
+            if position >= end:
+                return -1
+            position += 1
+            if not entry[position - 1] & 0x80:
+                return position
+        return -1
+
+    body = descriptor(at + 8, 0x03)
+    if 0 <= body < end - 3:
+        flags = entry[body + 2]
+        body += 3 + (2 if flags & 0x80 else 0) + (2 if flags & 0x20 else 0)
+        if flags & 0x40 and body < end:
+            body += 1 + entry[body]
+        body = descriptor(body, 0x04)
+        body = descriptor(body + 13, 0x05) if body >= 0 else -1
+        if 0 <= body < end and entry[body] >> 3:
+            return f"mp4a.40.{entry[body] >> 3}"
+    return "mp4a.40.2"

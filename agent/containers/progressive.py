@@ -338,6 +338,11 @@ SYNC_FLAGS = 0x02000000  # sample_depends_on 2: depends on no other sample
 OTHER_FLAGS = 0x01010000  # sample_depends_on 1, sample_is_non_sync_sample
 
 
+def header_size(runs: Sequence[Run]) -> int:
+    """The bytes of `fragment_header(_, runs)`: the moof and the mdat's header (pure)."""
+    return 8 + 16 + sum(8 + 16 + 20 + 20 + 16 * len(run.sizes) for run in runs) + 8
+
+
 def fragment_header(sequence: int, runs: Sequence[Run]) -> bytes:
     """A moof and the header of the mdat that follows it, for `runs` whose bytes come
     after (each run's data where the one before ends).
@@ -345,7 +350,7 @@ def fragment_header(sequence: int, runs: Sequence[Run]) -> bytes:
     ISO/IEC 14496-12: mfhd 8.8.5; tfhd 8.8.7 with default-base-is-moof (0x020000); tfdt
     8.8.12 version 1 (64 bits); trun 8.8.8 version 1 (signed composition offsets) with
     data-offset and every sample field (0xF01); mdat 8.1.1."""
-    moof_size = 8 + 16 + sum(8 + 16 + 20 + 20 + 16 * len(run.sizes) for run in runs)
+    moof_size = header_size(runs) - 8
     trafs = []
     at = moof_size + 8
     for run in runs:
