@@ -44,7 +44,7 @@ from .containers import mp4, progressive
 from .containers.errors import CORRUPT
 from .containers.files import open_regular
 from .containers.mpegts import CLOCK
-from .containers.nal import audio_name, codec_name, entry_record
+from .containers.nal import audio_name, codec_name, decoder_config
 from .containers.progressive import Runs, TrackOut, runs
 from .containers.samples import (
     TABLES_VERSION,
@@ -924,7 +924,7 @@ class Exporter:
                 )
             recording = self.recording(source, stamp)
             table = recording.video
-            config = keyframes.decoder_config(table.entry)
+            config = decoder_config(table.entry)
             found = keyframes.keyframe_at(table, segment.start_us, t_us)
             if config is None or found is None:
                 raise NotFound("the recording at that time has no keyframe a browser decodes")
@@ -980,7 +980,9 @@ class Exporter:
                     finally:
                         os.close(fd)
                     sound = {t.codec for t in tracks if t.handler == b"soun"}
-                    return _picture(video.codec, video.entry[:4], video.entry[4:], sound, b"")
+                    tag = "hvc1" if video.codec == "hevc" else "avc1"  # as served
+                    name = codec_name(tag, video.entry[4:])
+                    return _picture(video.entry[:4], name, sound, b"")
                 info = os.stat(self.path_of(item.source), follow_symlinks=False)
             except (OSError, AgentError, *CORRUPT):
                 return 0, 0, ""
@@ -988,10 +990,12 @@ class Exporter:
             if recording is None:
                 return 0, 0, ""
             table, audio = recording.video, recording.audio
-            codec, record = entry_record(table.entry)
+            config = decoder_config(table.entry)
+            # An HEVC entry is served as hvc1 whatever the recording's (Safari plays no other).
+            name = config[0].replace("hev1.", "hvc1.") if config else ""
             size = table.width.to_bytes(2, "big") + table.height.to_bytes(2, "big")
             sound = {audio.codec} if audio is not None else set()
-            return _picture(codec, size, record, sound, audio.entry if audio else b"")
+            return _picture(size, name, sound, audio.entry if audio else b"")
 
         loop = asyncio.get_running_loop()
         return await loop.run_in_executor(self._reads, known)
@@ -1080,13 +1084,12 @@ class Exporter:
             self._clips.pop(session_id, None)
 
 
-def _picture(
-    codec: str, size: bytes, record: bytes, sound: set[str], audio_entry: bytes
-) -> tuple[int, int, str]:
+def _picture(size: bytes, video: str, sound: set[str], audio_entry: bytes) -> tuple[int, int, str]:
     """(width, height, codecs) of a video stream (`size`: its width and height, 16 bits
-    each) and its audio (pure): codecs "" unless every stream's name is known."""
+    each; `video`: its codec name) and its audio (pure): codecs "" unless every stream's
+    name is known."""
     width, height = int.from_bytes(size[:2], "big"), int.from_bytes(size[2:4], "big")
-    names = [codec_name(codec, record)]
+    names = [video]
     if sound:
         names.append(audio_name(audio_entry) if sound <= {"aac", "mp4a"} else "")
     return width, height, ",".join(names) if all(names) else ""

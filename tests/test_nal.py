@@ -21,7 +21,6 @@ from agent.containers.nal import (
     audio_name,
     avc_config,
     codec_name,
-    entry_record,
     esds_payload,
     hevc_config,
     nal_type,
@@ -687,17 +686,13 @@ def test_codec_names_are_rfc_6381s() -> None:
     """avc1 with profile, compatibility and level in hex; hvc1 as ISO/IEC 14496-15 E.3
     writes it (Apple's `hvc1.1.6.L93.B0` form): the compatibility flags' bits reversed,
     trailing zero constraint bytes left out; nothing for a record cut short."""
-    assert codec_name("h264", bytes([1, 0x64, 0x00, 0x1F, 0xFF])) == "avc1.64001f"
+    assert codec_name("avc1", bytes([1, 0x64, 0x00, 0x1F, 0xFF])) == "avc1.64001f"
     main = bytes([1, 0x01, 0x60, 0, 0, 0, 0xB0, 0, 0, 0, 0, 0, 93])
-    assert codec_name("hevc", main) == "hvc1.1.6.L93.b0"
+    assert codec_name("hvc1", main) == "hvc1.1.6.L93.b0"
     main10_high = bytes([1, 0x22, 0x20, 0, 0, 0, 0x90, 0, 0, 0, 0, 0, 120])
-    assert codec_name("hevc", main10_high) == "hvc1.2.4.H120.90"
-    assert codec_name("hevc", main[:12]) == ""
-    assert codec_name("vp9", main) == ""
-    entry = b"\0" * 86 + (8 + 5).to_bytes(4, "big") + b"avcC" + bytes([1, 0x4D, 0x40, 0x28, 0xFF])
-    assert entry_record(entry) == ("h264", bytes([1, 0x4D, 0x40, 0x28, 0xFF]))
-    assert codec_name(*entry_record(entry)) == "avc1.4d4028"
-    assert entry_record(b"\0" * 40) == ("", b"")
+    assert codec_name("hev1", main10_high) == "hev1.2.4.H120.90"
+    assert codec_name("hvc1", main[:12]) == ""
+    assert codec_name("vp09", main) == ""
 
 
 @pytest.mark.parametrize(

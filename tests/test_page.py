@@ -299,17 +299,17 @@ def _speed(speed: str) -> str:
 async def test_speeds_scans_and_frame_steps_keep_the_clock_on_the_frame(
     start_agent: Any, tmp_path: Path, footage: dict[str, list[Rendered]]
 ) -> None:
-    """30 fps footage. 2x is played by the browser; 16x forward and 8x back show
-    keyframes alone (from the session's I-frame playlist), the video paused; at each the
-    clock is the wall-clock time of the frame on screen. Paused, `.` and `,` move one
-    frame (33 ms, learnt from the frames played) and the clock with it. The page asks for
-    no favicon."""
+    """30 fps footage. 0.5x and 2x are played by the browser; 4x, 8x and 16x forward and
+    8x back show keyframes alone (from the session's I-frame playlist), the video
+    paused; at each the clock is the wall-clock time of the frame on screen. Paused, `.`
+    and `,` move one frame (33 ms, learnt from the frames played) and the clock with it.
+    The page asks for no favicon."""
     config = make_config(tmp_path)
-    runs = await render_run(tmp_path / "r30", 6, 2, size="320x240", rate=30, keyframe_seconds=1)
+    runs = await render_run(tmp_path / "r30", 12, 2, size="320x240", rate=30, keyframe_seconds=1)
     for start in (T0, T0 + 20 * S):
         place_old(runs, config.recordings.root, config.layout, "cam", start)
     client = await started(start_agent, config)
-    await wait_for(lambda: _count(client, 6), what="footage indexed")
+    await wait_for(lambda: _count(client, 12), what="footage indexed")
     async with Chromium() as browser:
         await _open(browser, str(client.make_url(f"/#camera=cam&t={at(0.5)}")))
         video = "document.getElementById('video')"
@@ -318,6 +318,18 @@ async def test_speeds_scans_and_frame_steps_keep_the_clock_on_the_frame(
         assert await browser.evaluate(f"{video}.playbackRate") == 2
         await browser.wait_for(f"{video}.currentTime > 2.5")
         await _clock_is_right(client, browser)
+        await browser.evaluate(_speed("0.5"))
+        assert await browser.evaluate(f"{video}.playbackRate") == 0.5
+        start = await browser.evaluate(f"{video}.currentTime")
+        await browser.wait_for(f"{video}.currentTime > {start} + 0.5")
+        await _clock_is_right(client, browser)
+        for speed, ahead in (("4", 1.5), ("8", 2.5)):
+            await browser.evaluate(_speed(speed))
+            start = await browser.evaluate(f"{video}.currentTime")
+            await browser.wait_for(
+                f"(v => v.paused && !v.seeking && v.currentTime > {start} + {ahead})({video})"
+            )
+            await _clock_is_right(client, browser)
         await browser.evaluate(_speed("16"))
         start = await browser.evaluate(f"{video}.currentTime")
         await browser.wait_for(
@@ -513,35 +525,46 @@ _TILES = """[...document.querySelectorAll('#tiles figure')].map(f => {
 async def test_cameras_together_play_one_wall_clock_within_a_frame(
     start_agent: Any, tmp_path: Path
 ) -> None:
-    """Two cameras of 15 fps footage, one with a gap of 10 s, from a link
-    `#cameras=a,b&t=`: over two minutes of play, a seek and 2x, the wall-clock times of
-    the two tiles' frames (each from its own playlist) stay within one frame (67 ms) of
-    each other once settled; over the gap, b's tile says "No recording" and a plays on."""
-    config = make_config(tmp_path)
+    """Four cameras of 15 fps footage from a link `#cameras=a,b,c,d&t=`: b with a gap of
+    10 s, c with another, d whose footage starts only after the first window the page
+    asks for (60 s) and whose files start 3 s off the others'. Over two minutes of play,
+    a seek, 2x and the windows renewed (each next window played unseen until it is in
+    step), the wall-clock times of the tiles' frames (each from its own playlist) stay
+    within one frame (67 ms) of each other once settled; over each gap, and before d's
+    footage, that tile says "No recording" while the others play on."""
+    config = make_config(tmp_path, playback={"window_seconds": 60})
     runs = await render_run(
         tmp_path / "r15", 150, 10, size="320x240", rate=15, keyframe_seconds=1
     )  # fmt: skip
-    place_old(runs, config.recordings.root, config.layout, "a", T0)
-    placed = place_old(runs, config.recordings.root, config.layout, "b", T0)
-    placed[6].unlink()  # b's gap: its seventh 10 s file, 08:01:00 to 08:01:10
+    root = config.recordings.root
+    place_old(runs, root, config.layout, "a", T0)
+    b = place_old(runs, root, config.layout, "b", T0)
+    b[6].unlink()  # b's gap: its seventh 10 s file, 08:01:00 to 08:01:10
+    c = place_old(runs, root, config.layout, "c", T0)
+    c[3].unlink()  # c's: 08:00:30 to 08:00:40
+    d = place_old(runs, root, config.layout, "d", T0 + 3 * S)
+    for path in d[:7]:  # d's footage from 08:01:13 on
+        path.unlink()
     client = await started(start_agent, config)
+    expected = {"a": 15, "b": 14, "c": 14, "d": 8}
 
-    async def both() -> bool:
-        counts = await camera_counts(client)
-        return counts.get("a") == 15 and counts.get("b") == 14
+    async def all_indexed() -> bool:
+        return await camera_counts(client) == expected
 
-    await wait_for(both, what="footage indexed")
+    await wait_for(all_indexed, what="footage indexed")
     drifts: list[float] = []
-    gap_seen = False
+    gaps_seen: set[str] = set()
     async with Chromium() as browser:
-        await _open(browser, str(client.make_url(f"/#cameras=a,b&t={at(5)}")))
+        await _open(browser, str(client.make_url(f"/#cameras=a,b,c,d&t={at(5)}")))
         loop = asyncio.get_running_loop()
         began = loop.time()
         settle_until = began + 4
         seeked = sped = False
+        none_before: set[str] = set()
+        sessions: dict[str, set[str]] = {}  # each tile's sessions, one a window
         while loop.time() - began < 125:
             if not seeked and loop.time() - began > 40:
-                await browser.evaluate(f"location.hash = '#cameras=a,b&t={at(20)}'")
+                await browser.evaluate(f"location.hash = '#cameras=a,b,c,d&t={at(20)}'")
                 seeked, settle_until = True, loop.time() + 4
             if not sped and loop.time() - began > 70:
                 await browser.evaluate(
@@ -549,18 +572,26 @@ async def test_cameras_together_play_one_wall_clock_within_a_frame(
                 )
                 sped, settle_until = True, loop.time() + 4
             tiles = await browser.evaluate(_TILES)
-            by = {tile["camera"]: tile for tile in tiles}
-            if by.get("b", {}).get("none") and not by["a"]["none"]:
-                gap_seen = True
-                settle_until = loop.time() + 2  # b comes back after its gap as after a seek
+            for tile in tiles:
+                sessions.setdefault(tile["camera"], set()).add(tile["src"])
+            stamp = await browser.evaluate("document.getElementById('grid-clock').dateTime")
+            clock = _when(stamp) - T0 / S if stamp else -1.0
+            none = {tile["camera"] for tile in tiles if tile["none"]}
+            if none != none_before:  # a tile comes back after its gap as after a seek
+                settle_until = loop.time() + 2
+            none_before = none
+            for camera, (low, high) in {"b": (60, 70), "c": (30, 40), "d": (0, 73)}.items():
+                if camera in none and low + 1 < clock < high - 1 and "a" not in none:
+                    gaps_seen.add(camera)
             # Tiles playing (not seeking, data to play on: a tile waiting for data shows
             # no new frame and is not compared).
             live = [t for t in tiles if not t["none"] and not t["seeking"] and t["ready"] >= 3]
-            if loop.time() > settle_until and len(live) == 2 and not any(t["paused"] for t in live):
-                a, b = [await _wall_clock(client, t["src"], t["t"]) for t in live]
-                drifts.append(abs(a - b))
+            if loop.time() > settle_until and len(live) >= 2 and not any(t["paused"] for t in live):
+                walls = [await _wall_clock(client, t["src"], t["t"]) for t in live]
+                drifts.append(max(walls) - min(walls))
             await asyncio.sleep(0.5)
-    assert gap_seen
+    assert gaps_seen == {"b", "c", "d"}
+    assert len(sessions["a"] - {""}) >= 3  # windows renewed as the clock ran on
     assert len(drifts) > 100, drifts
     print(f"tiles apart: median {sorted(drifts)[len(drifts) // 2] * 1e3:.1f} ms,"
           f" max {max(drifts) * 1e3:.1f} ms over {len(drifts)} samples")  # fmt: skip

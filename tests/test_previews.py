@@ -10,9 +10,10 @@ from typing import Any
 
 import pytest
 
+from agent.containers.nal import decoder_config
 from agent.containers.samples import Table
 from agent.demo import Rendered
-from agent.keyframes import decoder_config, keyframe_at
+from agent.keyframes import keyframe_at
 
 from .conftest import T0, S, at, start_with
 from .players import Chromium

@@ -492,35 +492,45 @@ def config_parameter_sets(entry: bytes) -> bytes:
     return b"".join(len(unit).to_bytes(4, "big") + unit for unit in found if unit)
 
 
-def codec_name(codec: str, record: bytes) -> str:
-    """The RFC 6381 name of a video stream (an HLS CODECS attribute) from its decoder
-    configuration record (the body of its avcC or hvcC), as served: `avc1.PPCCLL`, or
-    `hvc1.` with its profile, compatibility flags, tier and level, and constraint bytes
-    (ISO/IEC 14496-15 E.3, trailing zero bytes left out); "" if the record is cut short
-    or the codec is neither.
+def codec_name(tag: str, record: bytes) -> str:
+    """The RFC 6381 name of a video stream whose sample entry is `tag` (avc1, avc3, hvc1,
+    hev1) from its decoder configuration record (the body of its avcC or hvcC):
+    `avc1.PPCCLL`; `hvc1.[A-C]P.C.TL.CC...` (profile space and profile, the compatibility
+    flags in reverse bit order, tier and level, the constraint bytes but trailing zeros:
+    ISO/IEC 14496-15 E.3); "" if the record is cut short or the codec is neither.
 
     ISO/IEC 14496-15 5.3.3.1 AVCDecoderConfigurationRecord (AVCProfileIndication,
     profile_compatibility, AVCLevelIndication), 8.3.3.1 HEVCDecoderConfigurationRecord."""
-    if codec == "h264" and len(record) >= 4:
-        return f"avc1.{record[1]:02x}{record[2]:02x}{record[3]:02x}"
-    if codec != "hevc" or len(record) < 13:
+    if tag in ("avc1", "avc3") and len(record) >= 4:
+        return f"{tag}.{record[1]:02x}{record[2]:02x}{record[3]:02x}"
+    if tag not in ("hvc1", "hev1") or len(record) < 13:
         return ""
     space, tier, profile = record[1] >> 6, record[1] >> 5 & 1, record[1] & 0x1F
     flags = int(f"{int.from_bytes(record[2:6], 'big'):032b}"[::-1], 2)  # bits reversed
     constraints = record[6:12].rstrip(b"\0")
-    name = f"hvc1.{'ABC'[space - 1] if space else ''}{profile}.{flags:x}.{'LH'[tier]}{record[12]}"
+    name = f"{tag}.{'ABC'[space - 1] if space else ''}{profile}.{flags:x}.{'LH'[tier]}{record[12]}"
     return name + "".join(f".{byte:02x}" for byte in constraints)
 
 
-def entry_record(entry: bytes) -> tuple[str, bytes]:
-    """(codec, decoder configuration record) of a video sample entry (ISO/IEC 14496-12
-    12.1.3), found by its avcC or hvcC box; ("", b"") if it has neither."""
-    for codec, kind in (("h264", b"avcC"), ("hevc", b"hvcC")):
-        at = entry.find(kind)
-        if at >= 4:
-            end = at - 4 + int.from_bytes(entry[at - 4 : at], "big")
-            return codec, entry[at + 4 : max(at + 4, min(end, len(entry)))]
-    return "", b""
+_ENTRY_CHILDREN = 8 + 78  # a visual sample entry's box header and fields, then its boxes
+
+
+def decoder_config(entry: bytes) -> tuple[str, bytes] | None:
+    """A video sample entry's codec name (`codec_name`) and its decoder configuration
+    record (avcC, hvcC), or None for another codec or a record cut short. The entry's
+    child boxes follow its 78 bytes of VisualSampleEntry fields (ISO/IEC 14496-12
+    12.1.3)."""
+    at = _ENTRY_CHILDREN
+    while at + 8 <= len(entry):
+        size = int.from_bytes(entry[at : at + 4], "big")
+        if size < 8 or at + size > len(entry):
+            return None
+        if entry[at + 4 : at + 8] in (b"avcC", b"hvcC"):
+            record = entry[at + 8 : at + size]
+            name = codec_name(entry[4:8].decode("latin-1"), record)
+            return (name, record) if name else None
+        at += size
+    return None
 
 
 def audio_name(entry: bytes) -> str:

@@ -758,8 +758,8 @@
         throw new Error("A link to cameras together names 2 to 4 of them and an RFC 3339 time.");
       }
       const same = grid.tiles.length && grid.tiles.map((tile) => tile.id).join(",") === several.join(",");
-      const within = same && when !== null && grid.tiles.every((tile) => !tile.session
-        || (when >= Date.parse(tile.session.from) && when < Date.parse(tile.session.to)));
+      const within = same && when !== null
+        && grid.tiles.every((tile) => when >= tile.from && when < tile.to);
       if (within) grid.wall = when; // a seek: the tiles follow the clock
       else await startGrid(several, when);
       return;
@@ -800,6 +800,7 @@
   const TILE_SYNC = 100; // ms
   const TILE_SEEK = 0.5; // s off: seek rather than catch up
   const TILE_GAIN = 2; // playback rate change per second off
+  const RENEW_AHEAD = 10e3; // ms of the clock before a tile's window ends: its next is made
 
   function entryAt(entries, wall) { // the tile's media time at a wall-clock time, or null
     for (const entry of entries) {
@@ -848,9 +849,13 @@
     none.hidden = true;
     figure.append(caption, tileVideo, none);
     figure.dataset.camera = id;
-    const tile = { id, video: tileVideo, none, figure, session: null, entries: [] };
     const length = settings.window_seconds * 1000;
     const from = Math.floor((when - Math.min(length / 6, 600e3)) / 1000) * 1000;
+    // Its window on the wall clock, with or without footage in it: the next one is asked
+    // for when the clock nears its end (a camera may have footage there).
+    const tile = {
+      id, video: tileVideo, none, figure, session: null, entries: [], from, to: from + length,
+    };
     try {
       tile.session = await api("/api/playback", {
         method: "POST", json: { camera_id: id, from: iso(from), to: iso(from + length) },
@@ -869,9 +874,8 @@
     if (grid.timer !== null) clearInterval(grid.timer);
     grid.timer = null;
     for (const tile of grid.tiles) {
-      tile.video.removeAttribute("src");
-      tile.video.load();
-      if (tile.session) api(`/api/playback/${tile.session.id}`, { method: "DELETE" }).catch(() => {});
+      if (tile.next) dropTile(tile.next);
+      dropTile(tile);
     }
     grid.tiles = [];
     $("tiles").replaceChildren();
@@ -913,46 +917,73 @@
       history.replaceState(null, "", grid.ownHash);
     }
     for (const tile of grid.tiles) {
-      if (tile.session && !tile.renewing && grid.wall >= Date.parse(tile.session.to) - 2000) {
-        renewTile(tile).catch(report); // on with the next window of this camera
+      if (!tile.renewing && grid.wall >= tile.to - RENEW_AHEAD * grid.speed) {
+        renewTile(tile).catch(report); // the next window of this camera, made ready unseen
       }
-      const media = entryAt(tile.entries, grid.wall);
-      tile.none.hidden = media !== null;
-      const v = tile.video;
-      if (media === null || v.readyState === 0 || gapWithin(tile.entries, grid.wall)) {
-        if (!v.paused) v.pause(); // a tile never plays on into the footage after its gap
-        continue;
+      syncTile(tile);
+      const next = tile.next;
+      if (next) {
+        syncTile(next);
+        if (inStep(next) || grid.wall >= tile.to - 500) swapTile(tile, next);
       }
-      if (v.seeking) continue;
-      // How far the tile's frame is from the clock, on the wall clock: across a gap its
-      // media time is close while its wall-clock time is not.
-      const off = (wallOf(tile.entries, v.currentTime) - grid.wall) / 1000;
-      if (!grid.playing) {
-        if (!v.paused) v.pause();
-        if (Math.abs(off) > 0.02) v.currentTime = media;
-        continue;
-      }
-      if (Math.abs(off) > TILE_SEEK || (v.paused && Math.abs(off) > 0.02)) {
-        // Ahead a little: the seek, and a paused tile's start, take time.
-        v.currentTime = media + (TILE_SEEK / 4) * grid.speed;
-        if (v.paused) v.play().catch(() => {});
-        continue;
-      }
-      v.playbackRate = grid.speed * Math.min(Math.max(1 - off * TILE_GAIN, 0.5), 1.5);
-      if (v.paused) v.play().catch(() => {});
     }
   }
 
-  async function renewTile(tile) {
+  function syncTile(tile) { // brings one tile to the grid's clock
+    const media = entryAt(tile.entries, grid.wall);
+    tile.none.hidden = media !== null;
+    const v = tile.video;
+    if (media === null || v.readyState === 0 || gapWithin(tile.entries, grid.wall)) {
+      if (!v.paused) v.pause(); // a tile never plays on into the footage after its gap
+      return;
+    }
+    if (v.seeking) return;
+    // How far the tile's frame is from the clock, on the wall clock: across a gap its
+    // media time is close while its wall-clock time is not.
+    const off = (wallOf(tile.entries, v.currentTime) - grid.wall) / 1000;
+    tile.off = off;
+    if (!grid.playing) {
+      if (!v.paused) v.pause();
+      if (Math.abs(off) > 0.02) v.currentTime = media;
+      return;
+    }
+    if (Math.abs(off) > TILE_SEEK || (v.paused && Math.abs(off) > 0.02)) {
+      // Ahead a little: the seek, and a paused tile's start, take time.
+      v.currentTime = media + (TILE_SEEK / 4) * grid.speed;
+      if (v.paused) v.play().catch(() => {});
+      return;
+    }
+    v.playbackRate = grid.speed * Math.min(Math.max(1 - off * TILE_GAIN, 0.5), 1.5);
+    if (v.paused) v.play().catch(() => {});
+  }
+
+  function inStep(tile) { // whether a tile made ready unseen shows the clock's frame
+    const v = tile.video;
+    if (!tile.session || entryAt(tile.entries, grid.wall) === null) return true; // nothing to wait for
+    return !v.seeking && v.readyState >= 3 && (grid.playing ? !v.paused : true)
+      && Math.abs(tile.off ?? 1) < 0.02;
+  }
+
+  async function renewTile(tile) { // the tile's next window, played unseen until in step
     tile.renewing = true;
     const next = await makeTile(tile.id, grid.wall);
+    if (!grid.tiles.includes(tile)) { dropTile(next); return; } // the grid was left meanwhile
+    tile.next = next;
+  }
+
+  function swapTile(tile, next) {
     const at = grid.tiles.indexOf(tile);
-    if (at < 0) return; // the grid was left meanwhile
+    tile.next = null;
+    if (at < 0) { dropTile(next); return; }
     grid.tiles[at] = next;
     tile.figure.replaceWith(next.figure);
+    dropTile(tile);
+  }
+
+  function dropTile(tile) {
     tile.video.removeAttribute("src");
     tile.video.load();
-    api(`/api/playback/${tile.session.id}`, { method: "DELETE" }).catch(() => {});
+    if (tile.session) api(`/api/playback/${tile.session.id}`, { method: "DELETE" }).catch(() => {});
   }
 
   function setGridSpeed(speed) {
