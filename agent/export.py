@@ -44,7 +44,7 @@ from .containers import mp4, progressive
 from .containers.errors import CORRUPT
 from .containers.files import open_regular
 from .containers.mpegts import CLOCK
-from .containers.nal import audio_name, codec_name, decoder_config
+from .containers.nal import audio_name, codec_name, decoder_config, served_tag
 from .containers.progressive import Runs, TrackOut, runs
 from .containers.samples import (
     TABLES_VERSION,
@@ -970,19 +970,26 @@ class Exporter:
         recording, from its init section (fragmented MP4) or from its sample tables if they
         are kept (in memory or on disk): (0, 0, "") when unknown (never read for this)."""
         item = plan.items[0]
+        if any(later.discontinuity for later in plan.items[1:]):
+            return 0, 0, ""  # the streams change within the session: none named for all
 
         def known() -> tuple[int, int, str]:
             try:
                 if item.kind == FRAGMENTS:
                     fd, _ = open_regular(self.path_of(item.source), follow=False)
                     try:
-                        _, tracks, video = mp4.init_tracks(fd, item.init_size)
+                        body, tracks, video = mp4.init_tracks(fd, item.init_size)
+                        heard = [t for t in tracks if t.handler == b"soun"]
+                        tag = os.pread(fd, 4, body + video.entry_at).decode("latin-1")
+                        name = codec_name(served_tag(tag), video.entry[4:])
+                        return _picture(
+                            video.entry[:4],
+                            name,
+                            {t.codec for t in heard},
+                            heard[0].entry if heard else b"",
+                        )
                     finally:
                         os.close(fd)
-                    sound = {t.codec for t in tracks if t.handler == b"soun"}
-                    tag = "hvc1" if video.codec == "hevc" else "avc1"  # as served
-                    name = codec_name(tag, video.entry[4:])
-                    return _picture(video.entry[:4], name, sound, b"")
                 info = os.stat(self.path_of(item.source), follow_symlinks=False)
             except (OSError, AgentError, *CORRUPT):
                 return 0, 0, ""
@@ -991,8 +998,7 @@ class Exporter:
                 return 0, 0, ""
             table, audio = recording.video, recording.audio
             config = decoder_config(table.entry)
-            # An HEVC entry is served as hvc1 whatever the recording's (Safari plays no other).
-            name = config[0].replace("hev1.", "hvc1.") if config else ""
+            name = config[0] if config else ""  # the tables keep the entry as served
             size = table.width.to_bytes(2, "big") + table.height.to_bytes(2, "big")
             sound = {audio.codec} if audio is not None else set()
             return _picture(size, name, sound, audio.entry if audio else b"")

@@ -113,7 +113,7 @@ def fragment_iframes(number: int, item: MediaItem, fd: int) -> list[IFrame]:
         fd, item.cut_at, item.stop_at, item.cut_sample, item.stop_sample
     )
     size = os.fstat(fd).st_size
-    stop = stop or size
+    stop = stop or min(item.size, size)  # what was planned of a file grown since
     video = timeline.tracks[0]
     found: list[IFrame] = []
 
@@ -125,7 +125,7 @@ def fragment_iframes(number: int, item: MediaItem, fd: int) -> list[IFrame]:
         if flags & mp4.NOT_SYNC or data < moof_at or data + length > end:
             return
         shown = decode_time + shift + video.shift + composition
-        tick = (shown * CLOCK + video.timescale // 2) // video.timescale
+        tick = (shown * CLOCK + video.timescale // 2) // video.timescale  # sessiontime's rule
         found.append(IFrame(number, served_at, data + length - moof_at, tick))
 
     def made(part: bytes, served_at: int) -> None:  # a fragment cut: its times moved
@@ -134,11 +134,15 @@ def fragment_iframes(number: int, item: MediaItem, fd: int) -> list[IFrame]:
 
     made(prefix, 0)
     if start < stop:
-        for kind, at, body, end in mp4.top_level(fd, size, start):
-            if at >= stop:
-                break
-            if kind == b"moof":
-                add(mp4.read_box(fd, body, end), at, stop, len(prefix) + at - start, item.shift)
+        try:
+            for kind, at, body, end in mp4.top_level(fd, size, start):
+                if at >= stop:
+                    break
+                if kind == b"moof":
+                    moof = mp4.read_box(fd, body, end)
+                    add(moof, at, stop, len(prefix) + at - start, item.shift)
+        except ProbeError:
+            pass  # a box cut short past the last whole fragment: served as it is, unlisted
     made(suffix, len(prefix) + max(0, stop - start))
     return found
 

@@ -44,6 +44,11 @@ _BATCH = 256  # files probed per worker-thread call, and written per transaction
 _SAID_KEPT = 10_000  # things said once (wallclock placements), of each kind
 _CLAIMS_KEPT = 1_000  # instants undecided names were placed at, a camera's
 _TICK_SECONDS = 0.25  # how often files still pending are looked at again
+# Recordings older than this rarely change: a reconcile takes an old file's stamp from
+# the index instead of the disk, and leaves alone a directory whose names are as they
+# were and whose files are all this old.
+_OLD_NS = 86_400 * 1_000_000_000
+_FULL_LOOK_SECONDS = 86_400.0  # each directory's files are all looked at this often
 
 
 @dataclass(frozen=True)
@@ -74,6 +79,7 @@ class IndexerStatus:
     last_error: str = ""
     index_full: bool = False  # new recordings wait: the index's disk has no room
     scans: int = 0
+    quiet_dirs: int = 0  # directories a reconcile left alone: unchanged, their files old
     # Cameras whose recordings' names left their instant undecided (wallclock.py): what
     # was chosen, for /healthz.
     undecided: dict[str, str] = field(default_factory=dict)
@@ -86,6 +92,15 @@ class Outcome(enum.Enum):
     GONE = "gone"  # removed before it could be read
     INCOMPLETE = "incomplete"  # readable, but maybe still being written: look again
     UNREADABLE = "unreadable"  # not a segment whose facts can be read
+
+
+@dataclass(frozen=True)
+class _Looked:
+    """A directory as a reconcile last listed it."""
+
+    stamp: tuple[int, int]  # its mtime and ctime: a name added or removed changes them
+    newest_ns: int  # the newest mtime among its files then
+    full_at: float  # when (monotonic) each of its files was last looked at on disk
 
 
 @dataclass
@@ -125,9 +140,18 @@ def leaf_dirs(root: Path, layout: Layout, under: str = "") -> list[str]:
     return leaves
 
 
-def list_dir(root: Path, layout: Layout, reldir: str) -> dict[str, FileState]:
-    """The files of one directory whose relative paths match the layout (blocking)."""
+def list_dir(
+    root: Path,
+    layout: Layout,
+    reldir: str,
+    known: dict[str, tuple[int, int, int, int]] | None = None,
+    old_before_ns: int = -1,
+) -> dict[str, FileState]:
+    """The files of one directory whose relative paths match the layout (blocking). A
+    file `known` (indexed with this stamp) whose mtime is before `old_before_ns` keeps
+    that stamp without a look at it on disk (old recordings rarely change)."""
     files: dict[str, FileState] = {}
+    known = known or {}
     prefix = f"{reldir}/" if reldir else ""
     try:
         entries = list(os.scandir(root / reldir))
@@ -138,6 +162,10 @@ def list_dir(root: Path, layout: Layout, reldir: str) -> dict[str, FileState]:
         return files
     for entry in entries:
         relpath = prefix + entry.name
+        stamp = known.get(relpath)
+        if stamp is not None and stamp[1] < old_before_ns:
+            files[relpath] = FileState(*stamp)
+            continue
         try:
             if entry.is_file(follow_symlinks=False) and layout.parse(relpath) is not None:
                 stat = entry.stat(follow_symlinks=False)
@@ -227,6 +255,7 @@ class Indexer:
         # Directories looked at every POLL_SECONDS, each with its subdirectories' names
         # when the watcher planned.
         self._polled: dict[str, frozenset[str]] = {}
+        self._looked: dict[str, _Looked] = {}  # directories as the reconcile last listed them
         self.scanned = asyncio.Event()  # set once the first scan is done
 
     # -- entry points: three loops, each run (and restarted) by the app's supervisor ---
@@ -290,8 +319,35 @@ class Indexer:
             await self._reconcile_dir(leaf)
 
     async def _reconcile_dir(self, reldir: str) -> int:
-        on_disk = await asyncio.to_thread(list_dir, self.root, self.layout, reldir)
+        """Bring one directory's rows in line with its files. Quiet when nothing changed:
+        a directory whose names are as they were and whose files were all a day old is
+        not listed; in one that is, a day-old file's stamp is the index's. Each file is
+        looked at on disk at least once a day all the same."""
+        now_ns, now = time.time_ns(), time.monotonic()
+        looked = self._looked.get(reldir)
+        stamp = await asyncio.to_thread(_dir_stamp, self.root / reldir)
+        full = looked is None or now - looked.full_at >= _FULL_LOOK_SECONDS
+        if (
+            not full
+            and looked is not None
+            and stamp is not None
+            and looked.stamp == stamp
+            and looked.newest_ns < now_ns - _OLD_NS
+        ):
+            self.status.quiet_dirs += 1
+            return 0
         known = await self.index.files(under=reldir)
+        old_before = -1 if full else now_ns - _OLD_NS
+        on_disk = await asyncio.to_thread(
+            list_dir, self.root, self.layout, reldir, known, old_before
+        )
+        if stamp is not None:
+            latest = max((state.mtime_ns for state in on_disk.values()), default=0)
+            self._looked[reldir] = _Looked(
+                stamp, latest, now if full or looked is None else looked.full_at
+            )
+        else:
+            self._looked.pop(reldir, None)
         removed = await self.index.remove([path for path in known if path not in on_disk])
         prefix = f"{reldir}/" if reldir else ""
         for relpath in [p for p in self._unreadable if p.startswith(prefix)]:
@@ -766,3 +822,12 @@ async def _first_of(*events: asyncio.Event) -> None:
     finally:
         for waiter in waiters:
             waiter.cancel()
+
+
+def _dir_stamp(directory: Path) -> tuple[int, int] | None:
+    """A directory's mtime and ctime (None if it cannot be looked at) (blocking)."""
+    try:
+        info = os.stat(directory, follow_symlinks=False)
+    except OSError:
+        return None
+    return info.st_mtime_ns, info.st_ctime_ns

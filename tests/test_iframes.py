@@ -8,17 +8,18 @@ import re
 import subprocess
 from array import array
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from agent.containers.samples import Table
-from agent.demo import Rendered
+from agent.demo import Rendered, render_run
 from agent.iframes import item_iframes, render
 from agent.playlists import CUT, OUT_START, RECORDED, MediaItem, Plan
 
-from .conftest import at, post, start_with
+from .conftest import T0, at, camera_counts, make_config, place_old, post, start_with, wait_for
 from .players import ffmpeg_errors, gstreamer
 
 S = 1_000_000
@@ -149,6 +150,49 @@ def _frames(path: Path) -> list[tuple[str, str]]:
     ]
 
 
+def _timed_frames(path: Path) -> list[tuple[float, str]]:
+    """(presentation time in seconds, as in the file, MD5) of each decoded video frame of
+    a file."""
+    out = subprocess.run(
+        ["ffmpeg", "-v", "error", "-copyts", "-i", str(path), "-map", "0:v", "-f", "framemd5",
+         "-"],
+        capture_output=True, text=True, check=True,
+    ).stdout  # fmt: skip
+    base = re.search(r"^#tb 0: (\d+)/(\d+)$", out, re.MULTILINE)
+    assert base is not None, out[:500]
+    tick = int(base.group(1)) / int(base.group(2))
+    return [
+        (int(fields[2]) * tick, fields[-1].strip())
+        for line in out.splitlines()
+        if line[:1].isdigit() and len(fields := line.split(",")) >= 6
+    ]
+
+
+def _walls(run: list[Rendered]) -> dict[str, set[float]]:
+    """Each picture of a run of recordings (testsrc draws every frame differently): the
+    seconds after 08:00:00 it is shown at, placed as `start_with` places the run (at 0
+    and at 20 s)."""
+    walls: dict[str, set[float]] = {}
+    for recording in run:
+        frames = _timed_frames(recording.path)
+        # The recording starts with its earliest video packet, one a decoder alone may
+        # not show (x265's leading pictures before an open GOP's keyframe).
+        first = min(float(t) for t in _column(recording.path, "packet=pts_time"))
+        for t, md5 in frames:
+            shown = recording.offset_us / S + t - first
+            walls.setdefault(md5, set()).update({round(shown, 4), round(20 + shown, 4)})
+    return walls
+
+
+def _column(path: Path, entries: str) -> list[str]:
+    out = subprocess.run(
+        ["ffprobe", "-v", "error", "-select_streams", "v:0", "-show_entries", entries,
+         "-of", "csv=p=0", str(path)],
+        capture_output=True, text=True, check=True,
+    ).stdout  # fmt: skip
+    return [line.strip().rstrip(",") for line in out.splitlines() if line.strip()]
+
+
 def _audio_profiles(path: Path) -> list[str]:
     out = subprocess.run(
         ["ffprobe", "-v", "error", "-select_streams", "a", "-show_entries",
@@ -215,6 +259,7 @@ async def test_each_keyframe_is_listed_once_and_decodes_alone_to_its_picture(
     media = await (await client.get(session["playlist_url"])).text()
     mp4 = ".m4s\n" in media
     segments = await _segments(client, base, media, tmp_path)
+    walls = _walls(footage[kind])
     # The media playlist's codecs: the video's, and AAC-LC's if the footage has audio.
     named = re.search(r'#EXT-X-STREAM-INF:[^\n]*CODECS="([^"]+)"', multivariant)
     assert named is not None, multivariant
@@ -249,8 +294,14 @@ async def test_each_keyframe_is_listed_once_and_decodes_alone_to_its_picture(
         alone.write_bytes(await head.read() + await body.read())
         decoded = _frames(alone)
         assert len(decoded) == 1, (frame, decoded)
-        # testsrc draws each frame's time: a picture of the segment, and a keyframe's.
+        # testsrc draws each frame's time: a picture of the segment, and a keyframe's,
+        # the one the recording shows at the entry's wall-clock time.
         assert decoded[0][1] in {md5 for _, md5 in pictures[frame.uri]}, frame
+        pdt = (datetime.fromisoformat(frame.pdt).timestamp() * S - T0) / S
+        assert any(abs(pdt - wall) < 0.002 for wall in walls[decoded[0][1]]), (
+            frame,
+            walls[decoded[0][1]],
+        )
     total = sum(f.duration for f in frames)
     # As long as the session from its first keyframe (the media playlist's start).
     extinf = sum(float(x) for x in re.findall(r"#EXTINF:([\d.]+),", media))
@@ -262,6 +313,51 @@ async def test_each_keyframe_is_listed_once_and_decodes_alone_to_its_picture(
     # One timeline across the gap, as the media playlist has it (no discontinuity).
     breaks = media.count("#EXT-X-DISCONTINUITY")
     assert [f.discontinuity for f in frames].count(True) == breaks == 0
+
+
+async def test_fragments_cut_by_time_list_the_keyframes_that_start_them(
+    tmp_path: Path, start_agent: Any
+) -> None:
+    """MediaMTX's way: a fragment every second, a keyframe every 1.5 s. A keyframe that
+    starts its fragment is listed and decodes alone to the picture at its time; one
+    inside a fragment, after other pictures, cannot be reached alone and is not listed."""
+    run = await render_run(
+        tmp_path / "parts", 6, 2, kind="fmp4_parts", size="320x240", keyframe_seconds=1.5
+    )
+    config = make_config(tmp_path, recordings={"layout": "mediamtx"})
+    place_old(run, config.recordings.root, config.layout, "cam", T0)
+    place_old(run, config.recordings.root, config.layout, "cam", T0 + 20 * S)
+    client = await start_agent(config)
+
+    async def indexed() -> bool:
+        return await camera_counts(client) == {"cam": 2 * len(run)}
+
+    await wait_for(indexed, what="footage indexed")
+    walls = _walls(run)
+    keyframes = sum(_keyframes(recording.path) for recording in run) * 2
+    # From 08:00:00, and from 08:00:02: its first keyframe (at 1.5 s) inside a fragment,
+    # from which that fragment's part is made a fragment of its own, listed first.
+    for start in (0, 2):
+        body = {"camera_id": "cam", "from": at(start), "to": at(26)}
+        status, session = await post(client, body)
+        assert status == 201, session
+        base = session["playlist_url"].rsplit("/", 1)[0]
+        response = await client.get(f"{base}/iframes.m3u8")
+        assert response.status == 200, await response.text()
+        _, frames = parse_iframes(await response.text())
+        assert 0 < len(frames) < keyframes  # some keyframes lie inside their fragments
+        if start:
+            assert (frames[0].uri, frames[0].offset) == ("s000000.m4s", 0)
+            assert frames[0].pdt == "2026-11-20T08:00:01.520Z"  # the first frame from 1.5 s
+        for n, frame in enumerate(frames):
+            head = await client.get(f"{base}/{frame.init[0]}")
+            part = await _fetch(client, f"{base}/{frame.uri}", frame.offset, frame.length)
+            alone = tmp_path / f"alone{start}-{n}.mp4"
+            alone.write_bytes(await head.read() + await part.read())
+            decoded = _frames(alone)
+            assert len(decoded) == 1, (frame, decoded)
+            pdt = (datetime.fromisoformat(frame.pdt).timestamp() * S - T0) / S
+            assert any(abs(pdt - wall) < 0.002 for wall in walls[decoded[0][1]]), frame
 
 
 @pytest.mark.slow  # real players

@@ -371,3 +371,64 @@ async def test_a_change_seen_while_the_file_is_read_is_not_lost(
     finally:
         held.release.set()
         await index.close()
+
+
+async def test_a_reconcile_that_finds_nothing_new_looks_at_no_old_file(
+    tmp_path: Path, footage: dict[str, list[Rendered]], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Recordings two days old: after the first scan, a reconcile leaves their directory
+    alone while its names are unchanged (a file rewritten in place, its mtime set back,
+    is not seen: nothing was looked at); a file added or removed changes the directory,
+    which is listed again, its old files' stamps taken from the index; once a day every
+    file is looked at, and the rewritten one is read again."""
+    from agent import indexer as indexing
+
+    config = make_config(tmp_path)
+    root = config.recordings.root
+    files = place(footage["ts"], root, config.layout, "cam", T0)
+    two_days_ago = time.time() - 2 * 86_400
+    for path in files:
+        os.utime(path, (two_days_ago, two_days_ago))
+    index = Index(tmp_path / "index.sqlite3", {"t": "1"})
+    await index.open()
+    try:
+        indexer = Indexer(root, config.layout, index)
+        await indexer.reconcile()
+        assert len(await index.files()) == 3
+        stat = files[0].stat()
+        with open(files[0], "r+b") as handle:  # garbage, the stamp a reconcile compares
+            handle.write(b"\x47" + b"\x00" * (stat.st_size - 1))
+        os.utime(files[0], ns=(stat.st_atime_ns, stat.st_mtime_ns))
+        looked: list[str] = []
+        real_list_dir = indexing.list_dir
+
+        def list_dir(*args: Any) -> Any:
+            looked.append(args[2])
+            return real_list_dir(*args)
+
+        monkeypatch.setattr(indexing, "list_dir", list_dir)
+        await indexer.reconcile()
+        assert looked == []  # the directory was not even listed
+        assert indexer.status.quiet_dirs == 1
+        assert len(await index.files()) == 3  # the rewrite is not seen yet
+        # A file removed: the directory's names changed, so it is listed; the rewritten
+        # file, old, keeps its stamp from the index.
+        files[2].unlink()
+        await indexer.reconcile()
+        assert len(looked) == 1
+        assert sorted(await index.files()) == sorted(
+            p.relative_to(root).as_posix() for p in files[:2]
+        )
+        # A day on, every file is looked at: the rewritten one is read again and goes.
+        monkeypatch.setattr(indexing, "_FULL_LOOK_SECONDS", 0.0)
+        await indexer.reconcile()
+        await wait_for(
+            lambda: _files_are(index, [files[1].relative_to(root).as_posix()]),
+            what="the rewritten file to leave",
+        )
+    finally:
+        await index.close()
+
+
+async def _files_are(index: Index, paths: list[str]) -> bool:
+    return sorted(await index.files()) == sorted(paths)

@@ -167,7 +167,7 @@ def test_kill_9_loses_no_session(tmp_path: Path, footage: dict[str, list[Rendere
 
 def _whole(body: bytes) -> bool:
     """A complete fragmented MP4 segment or init section: boxes that add up to its length,
-    a moof and its mdat, or an ftyp and a moov."""
+    moofs each with its mdat (a fragment a keyframe), or an ftyp and a moov."""
     kinds, at = [], 0
     while at + 8 <= len(body):
         size = int.from_bytes(body[at : at + 4], "big")
@@ -175,7 +175,8 @@ def _whole(body: bytes) -> bool:
             return False
         kinds.append(body[at + 4 : at + 8])
         at += size
-    return at == len(body) and kinds in ([b"moof", b"mdat"], [b"ftyp", b"moov"])
+    fragments = len(kinds) >= 2 and kinds == [b"moof", b"mdat"] * (len(kinds) // 2)
+    return at == len(body) and (fragments or kinds == [b"ftyp", b"moov"])
 
 
 def _load(

@@ -580,9 +580,17 @@ async def test_cameras_together_play_one_wall_clock_within_a_frame(
             if none != none_before:  # a tile comes back after its gap as after a seek
                 settle_until = loop.time() + 2
             none_before = none
-            for camera, (low, high) in {"b": (60, 70), "c": (30, 40), "d": (0, 73)}.items():
+            gaps = {"b": (60, 70), "c": (30, 40), "d": (0, 73)}
+            for camera, (low, high) in gaps.items():
                 if camera in none and low + 1 < clock < high - 1 and "a" not in none:
                     gaps_seen.add(camera)
+            # Once settled, "No recording" exactly where a camera has none (a second's
+            # grace at each edge): never over footage, whatever was renewed or seeked.
+            edges = [edge for low, high in [*gaps.values(), (150, 150)] for edge in (low, high)]
+            if loop.time() > settle_until and all(abs(clock - e) > 1 for e in edges):
+                wanted = {c for c, (low, high) in gaps.items() if low <= clock < high}
+                wanted |= set(expected) if clock >= 150 else set()
+                assert none == wanted, (clock, none)
             # Tiles playing (not seeking, data to play on: a tile waiting for data shows
             # no new frame and is not compared).
             live = [t for t in tiles if not t["none"] and not t["seeking"] and t["ready"] >= 3]

@@ -101,7 +101,8 @@ class Track:
     default_duration: int = 0  # from trex
     default_flags: int = 0  # from trex
     default_size: int = 0  # from trex
-    entry: bytes = b""  # video: what its decoder is configured with (_decoder_config)
+    entry: bytes = b""  # video: what its decoder is configured with (_decoder_config);
+    # audio: its first sample entry
     samples: list[tuple[int, int, bool]] | None = None  # (pts, duration, sync), plain MP4
     shift: int = 0  # media time to presentation time (edit list), in ticks
     entry_at: int = 0  # where in the moov its first sample entry's type (avc1, hev1...) is
@@ -274,6 +275,9 @@ def read_tracks(moov: bytes, limit: int) -> tuple[list[Track], bool]:
                 track.codec = _CODECS.get(tag, tag.decode("latin-1").strip())
                 if track.handler == b"vide":
                     track.entry = _decoder_config(moov, stsd[0] + 8)
+                elif track.handler == b"soun":  # the whole entry: its esds names the codec
+                    first = stsd[0] + 8
+                    track.entry = moov[first : min(first + u32(moov, first), stsd[1])]
             if track.handler in (b"vide", b"soun"):
                 track.samples = _plain_samples(moov, stbl, track.shift, limit)
         tracks.append(track)

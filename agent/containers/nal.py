@@ -492,6 +492,13 @@ def config_parameter_sets(entry: bytes) -> bytes:
     return b"".join(len(unit).to_bytes(4, "big") + unit for unit in found if unit)
 
 
+def served_tag(tag: str) -> str:
+    """The sample entry a video is served with: HEVC's `hev1` named `hvc1`, the one
+    Safari plays (ISO/IEC 14496-15 8.4.1: the same stream, parameter sets also in band);
+    any other as it is."""
+    return "hvc1" if tag == "hev1" else tag
+
+
 def codec_name(tag: str, record: bytes) -> str:
     """The RFC 6381 name of a video stream whose sample entry is `tag` (avc1, avc3, hvc1,
     hev1) from its decoder configuration record (the body of its avcC or hvcC):
@@ -533,39 +540,52 @@ def decoder_config(entry: bytes) -> tuple[str, bytes] | None:
     return None
 
 
-def audio_name(entry: bytes) -> str:
-    """The RFC 6381 name of an AAC stream, `mp4a.40.` and its audio object type, from its
-    sample entry's esds; AAC-LC's (2) if the entry does not say.
+def _expandable(data: bytes, at: int) -> tuple[int, int, int]:
+    """A descriptor's tag, where its body starts and where it ends (ISO/IEC 14496-1
+    8.3.3 expandable size: 7 bits a byte, the high bit saying that another follows)."""
+    tag, length, at = data[at], 0, at + 1
+    for _ in range(4):
+        byte = data[at]
+        at += 1
+        length = length << 7 | byte & 0x7F
+        if not byte & 0x80:
+            break
+    return tag, at, at + length
 
-    ISO/IEC 14496-14 3.1.2 esds; ISO/IEC 14496-1 8.3.3 descriptor sizes, 7.2.6.5
-    ES_Descriptor (flags 0x80 dependsOn_ES_ID, 0x40 URL, 0x20 OCR_ES_Id), 7.2.6.6
-    DecoderConfigDescriptor, 7.2.6.7 DecoderSpecificInfo; ISO/IEC 14496-3 1.6.2.1
-    AudioSpecificConfig (its first 5 bits)."""
+
+def audio_specific_config(entry: bytes) -> bytes | None:
+    """The AudioSpecificConfig in an mp4a entry's esds, if it can be found (ISO/IEC
+    14496-1 7.2.6.5 ES_Descriptor: after ES_ID and its flags, dependsOn_ES_ID if
+    streamDependenceFlag (0x80), the URL if URL_Flag (0x40), OCR_ES_Id if OCRstreamFlag
+    (0x20); 7.2.6.6 DecoderConfigDescriptor; 7.2.6.7 DecoderSpecificInfo)."""
     at = entry.find(b"esds")
     if at < 4:
-        return "mp4a.40.2"
-    end = min(len(entry), at - 4 + int.from_bytes(entry[at - 4 : at], "big"))
-
-    def descriptor(position: int, tag: int) -> int:  # where its body starts, or -1
-        if position >= end or entry[position] != tag:
-            return -1
-        position += 1
-        for _ in range(4):
-            if position >= end:
-                return -1
-            position += 1
-            if not entry[position - 1] & 0x80:
-                return position
-        return -1
-
-    body = descriptor(at + 8, 0x03)
-    if 0 <= body < end - 3:
+        return None
+    try:
+        tag, body, _ = _expandable(entry, at + 8)  # after the full box's version and flags
+        if tag != 0x03:
+            return None
         flags = entry[body + 2]
-        body += 3 + (2 if flags & 0x80 else 0) + (2 if flags & 0x20 else 0)
-        if flags & 0x40 and body < end:
+        body += 3 + (2 if flags & 0x80 else 0)
+        if flags & 0x40:
             body += 1 + entry[body]
-        body = descriptor(body, 0x04)
-        body = descriptor(body + 13, 0x05) if body >= 0 else -1
-        if 0 <= body < end and entry[body] >> 3:
-            return f"mp4a.40.{entry[body] >> 3}"
-    return "mp4a.40.2"
+        body += 2 if flags & 0x20 else 0
+        tag, body, _ = _expandable(entry, body)
+        if tag != 0x04:
+            return None
+        tag, body, end = _expandable(entry, body + 13)
+        if tag != 0x05 or end > len(entry):
+            return None
+        return entry[body:end]
+    except IndexError:
+        return None
+
+
+def audio_name(entry: bytes) -> str:
+    """The RFC 6381 name of an AAC stream, `mp4a.40.` and its audio object type (ISO/IEC
+    14496-3 1.6.2.1 AudioSpecificConfig: its first 5 bits), from its sample entry's
+    esds; "" if the entry does not say."""
+    config = audio_specific_config(entry)
+    if not config or not config[0] >> 3 or config[0] >> 3 == 31:  # 31: an escape
+        return ""
+    return f"mp4a.40.{config[0] >> 3}"

@@ -241,10 +241,9 @@ def _mp4_table(moov: bytes, track: mp4.Track) -> Table:
         if entry[at + 4 : at + 8] != b"btrt":
             kept += entry[at : at + length]
         at += length
-    if kept[4:8] == b"hev1":
-        kept = kept[:4] + b"hvc1" + kept[8:]
+    kept = kept[:4] + nal.served_tag(kept[4:8].decode("latin-1")).encode("latin-1") + kept[8:]
     if kept[4:8] == b"mp4a":  # made anew: each file states its own bit rate in its esds
-        config = _decoder_specific_info(kept)
+        config = nal.audio_specific_config(kept)
         if config is not None:
             channels = int.from_bytes(entry[24:26], "big")
             kept = audio_entry(track.timescale, channels, config)
@@ -254,45 +253,6 @@ def _mp4_table(moov: bytes, track: mp4.Track) -> Table:
     table = Table(track.handler, track.codec, track.timescale, kept, width, height)
     table.shift = track.shift
     return table
-
-
-def _descriptor(data: bytes, at: int) -> tuple[int, int, int]:
-    """A descriptor's tag, where its body starts and where it ends (ISO/IEC 14496-1
-    8.3.3 expandable size: 7 bits a byte, the high bit saying that another follows)."""
-    tag, length, at = data[at], 0, at + 1
-    for _ in range(4):
-        byte = data[at]
-        at += 1
-        length = length << 7 | byte & 0x7F
-        if not byte & 0x80:
-            break
-    return tag, at, at + length
-
-
-def _decoder_specific_info(entry: bytes) -> bytes | None:
-    """The AudioSpecificConfig in an mp4a entry's esds, if it can be found (ISO/IEC
-    14496-1 7.2.6.5 ES_Descriptor, 7.2.6.6 DecoderConfigDescriptor, 7.2.6.7
-    DecoderSpecificInfo)."""
-    at = entry.find(b"esds")
-    if at < 4:
-        return None
-    try:
-        tag, body, _ = _descriptor(entry, at + 8)  # after the full box's version and flags
-        if tag != 0x03:
-            return None
-        flags = entry[body + 2]
-        body += 3 + (2 if flags & 0x80 else 0) + (2 if flags & 0x20 else 0)
-        if flags & 0x40:
-            body += 1 + entry[body]
-        tag, body, _ = _descriptor(entry, body)
-        if tag != 0x04:
-            return None
-        tag, body, end = _descriptor(entry, body + 13)
-        if tag != 0x05 or end > len(entry):
-            return None
-        return entry[body:end]
-    except IndexError:
-        return None
 
 
 def _plain_table(moov: bytes, track: mp4.Track, table: Table, size: int) -> None:

@@ -120,7 +120,9 @@
       throw new NeedToken();
     }
     if (!response.ok) {
-      throw new Error((data && data.error) || `The box answered ${response.status}.`);
+      const error = new Error((data && data.error) || `The box answered ${response.status}.`);
+      error.status = response.status;
+      throw error;
     }
     return data;
   }
@@ -651,9 +653,14 @@
       if (!moved) { // the keyframes are further apart than a tick: wait for the next one
         scan.pending = (scan.pending || 0) + (scan.speed * SCAN_TICK) / 1000;
         const far = video.currentTime + scan.pending;
-        const next = scan.speed > 0 ? times.find((t) => t > video.currentTime + 1e-3 && t <= far)
+        let next = scan.speed > 0 ? times.find((t) => t > video.currentTime + 1e-3 && t <= far)
           : [...times].reverse().find((t) => t < video.currentTime - near && t >= far);
-        if (next === undefined) return;
+        if (next === undefined) {
+          const ahead = scan.speed > 0 ? times.some((t) => t > video.currentTime + 1e-3)
+            : times.some((t) => t < video.currentTime - near);
+          if (ahead) return; // the next keyframe is further on: wait for it
+          next = far; // none listed on that way (a recorder's fragments cut by time): the time
+        }
         shown = next;
       }
     }
@@ -760,7 +767,15 @@
       const same = grid.tiles.length && grid.tiles.map((tile) => tile.id).join(",") === several.join(",");
       const within = same && when !== null
         && grid.tiles.every((tile) => when >= tile.from && when < tile.to);
-      if (within) grid.wall = when; // a seek: the tiles follow the clock
+      if (within) { // a seek: the tiles follow the clock; windows made ahead are not needed
+        grid.wall = when;
+        grid.generation += 1;
+        for (const tile of grid.tiles) {
+          if (tile.next) dropTile(tile.next);
+          tile.next = null;
+          tile.renewing = false;
+        }
+      }
       else await startGrid(several, when);
       return;
     }
@@ -795,12 +810,13 @@
 
   const grid = {
     tiles: [], wall: null, playing: false, timer: null, lastTick: 0, speed: 1, ownHash: null,
-    addressAt: 0,
+    addressAt: 0, generation: 0, // generation: renewals begun before a seek are dropped
   };
   const TILE_SYNC = 100; // ms
   const TILE_SEEK = 0.5; // s off: seek rather than catch up
   const TILE_GAIN = 2; // playback rate change per second off
-  const RENEW_AHEAD = 10e3; // ms of the clock before a tile's window ends: its next is made
+  const RENEW_AHEAD = 10e3; // ms of play before a tile's window ends: its next is made
+  const RENEW_RETRY = 5e3; // ms before a renewal that failed is tried again
 
   function entryAt(entries, wall) { // the tile's media time at a wall-clock time, or null
     for (const entry of entries) {
@@ -834,7 +850,13 @@
     return false;
   }
 
-  async function makeTile(id, when) {
+  async function makeTile(id, when) { // a tile of camera `id` for a window around `when`
+    const tile = newTile(id, when);
+    await fillTile(tile);
+    return tile;
+  }
+
+  function newTile(id, when) {
     const figure = document.createElement("figure");
     const caption = document.createElement("figcaption");
     caption.textContent = id;
@@ -856,18 +878,29 @@
     const tile = {
       id, video: tileVideo, none, figure, session: null, entries: [], from, to: from + length,
     };
+    return tile;
+  }
+
+  async function fillTile(tile) { // the tile's session of its window, and its playlist
+    const { id, from, to } = tile;
     try {
       tile.session = await api("/api/playback", {
-        method: "POST", json: { camera_id: id, from: iso(from), to: iso(from + length) },
+        method: "POST", json: { camera_id: id, from: iso(from), to: iso(to) },
       });
     } catch (error) {
-      if (error instanceof NeedToken) throw error;
-      return tile; // no footage in the window: always "No recording"
+      if (error.status !== 404) throw error;
+      return; // no footage in the window: "No recording" until the next window
     }
-    const answer = await fetch(tile.session.playlist_url);
-    if (answer.ok) tile.entries = parsePlaylist(await answer.text());
-    tileVideo.src = tile.session.playlist_url;
-    return tile;
+    try {
+      const answer = await fetch(tile.session.playlist_url);
+      if (!answer.ok) throw new Error(`The box answered ${answer.status}.`);
+      tile.entries = parsePlaylist(await answer.text());
+    } catch (error) {
+      dropTile(tile);
+      tile.session = null;
+      throw error;
+    }
+    tile.video.src = tile.session.playlist_url;
   }
 
   function stopGrid() {
@@ -894,7 +927,16 @@
       return camera ? Date.parse(camera.last_end) - 60e3 : Date.now();
     }));
     grid.wall = start;
-    grid.tiles = await Promise.all(ids.map((id) => makeTile(id, start)));
+    grid.tiles = await Promise.all(ids.map(async (id) => {
+      const tile = newTile(id, start);
+      try {
+        await fillTile(tile);
+      } catch (error) { // a busy box: "No recording", and the tile asked for again soon
+        report(error);
+        tile.to = Math.min(tile.to, start + RENEW_RETRY);
+      }
+      return tile;
+    }));
     $("tiles").replaceChildren(...grid.tiles.map((tile) => tile.figure));
     grid.playing = true;
     grid.lastTick = performance.now();
@@ -917,7 +959,8 @@
       history.replaceState(null, "", grid.ownHash);
     }
     for (const tile of grid.tiles) {
-      if (!tile.renewing && grid.wall >= tile.to - RENEW_AHEAD * grid.speed) {
+      const ahead = Math.min(RENEW_AHEAD * grid.speed, (tile.to - tile.from) / 3);
+      if (!tile.renewing && grid.wall >= tile.to - ahead) {
         renewTile(tile).catch(report); // the next window of this camera, made ready unseen
       }
       syncTile(tile);
@@ -959,6 +1002,7 @@
 
   function inStep(tile) { // whether a tile made ready unseen shows the clock's frame
     const v = tile.video;
+    if (grid.wall < tile.from || grid.wall >= tile.to) return false; // not its window
     if (!tile.session || entryAt(tile.entries, grid.wall) === null) return true; // nothing to wait for
     return !v.seeking && v.readyState >= 3 && (grid.playing ? !v.paused : true)
       && Math.abs(tile.off ?? 1) < 0.02;
@@ -966,8 +1010,18 @@
 
   async function renewTile(tile) { // the tile's next window, played unseen until in step
     tile.renewing = true;
-    const next = await makeTile(tile.id, grid.wall);
-    if (!grid.tiles.includes(tile)) { dropTile(next); return; } // the grid was left meanwhile
+    const generation = grid.generation;
+    let next;
+    try {
+      next = await makeTile(tile.id, grid.wall);
+    } catch (error) { // asked again after a while (a busy box, a network error)
+      setTimeout(() => { tile.renewing = false; }, RENEW_RETRY);
+      throw error;
+    }
+    if (!grid.tiles.includes(tile) || generation !== grid.generation) { // left, or a seek
+      dropTile(next);
+      return;
+    }
     tile.next = next;
   }
 
