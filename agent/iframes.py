@@ -38,7 +38,7 @@ from .playlists import (
     REMUX,
     MediaItem,
     Plan,
-    init_name,
+    init_uris,
     media_name,
     pdt_text,
 )
@@ -247,13 +247,11 @@ def build(
     frames: list[IFrame] = []
     maps: list[str] = []
     heads: dict[str, int] = {}
-    source = init = ""  # the recording whose init section applies, and its URI
+    inits = init_uris(plan.items) if plan.items[0].is_mp4 else []
     for n in range(len(plan.items)):
         item = plan.at(n)
-        if item.is_mp4:  # an init section where the media playlist has its EXT-X-MAP
-            if item.mp4_tag or item.source != source:
-                source, init = item.source, init_name(n)
-            maps.append(f'URI="{init}"')
+        if item.is_mp4:  # the init section the media playlist gives
+            maps.append(f'URI="{inits[n]}"')
             if item.mp4_tag:
                 where = reboxed.window(plan.items, plan.starts, n)
                 frames.extend(reboxed_iframes(n, item, recordings(item.source), where))

@@ -523,6 +523,17 @@ def init_name(n: int) -> str:
     return f"i{n:06d}.mp4"
 
 
+def init_uris(items: Sequence[MediaItem]) -> list[str]:
+    """The URI of the init section that applies to each item of a session served as
+    fragmented MP4 (pure): each re-boxed item's own, else its recording's first item's."""
+    uris, source, uri = [], "", ""
+    for n, item in enumerate(items):
+        if item.mp4_tag or item.source != source:
+            source, uri = item.source, init_name(n)
+        uris.append(uri)
+    return uris
+
+
 def render(plan: Plan) -> str:
     """The complete VOD playlist (RFC 8216) for a plan."""
     mp4 = plan.items[0].is_mp4  # then all are
@@ -539,11 +550,9 @@ def render(plan: Plan) -> str:
     texts = [item.text or lines_of(item) for item in plan.items]
     names = _names(len(texts), mp4)
     if mp4:  # an EXT-X-MAP where the init section changes
-        source = ""  # the recording whose init section applies
-        for n, item in enumerate(plan.items):
-            if item.mp4_tag or item.source != source:
-                source = item.source  # each made item has an init section of its own
-                texts[n] = _with_map(texts[n], init_name(n))
+        for n, uri in enumerate(init_uris(plan.items)):
+            if uri == init_name(n):
+                texts[n] = _with_map(texts[n], uri)
     body: list[str] = [""] * (2 * len(texts))
     body[0::2] = texts
     body[1::2] = names
