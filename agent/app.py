@@ -39,6 +39,7 @@ from .playback import Playback
 from .samplestore import SampleStore
 from .server import ConnectionGuard
 from .sessions import SessionStore, StateLock
+from .spanbook import SpanBook
 from .stored import row_of
 from .sweep import sweep_forever
 from .tasks import Supervisor
@@ -170,9 +171,12 @@ def _sessions(clock: Callable[[], float]) -> Callable[[web.Application], AsyncIt
         media = MediaService(config, store, exporter)
         chains = ChainCache(config, app[INDEX], prepare=row_of)
         app[TASKS].start("chains-warm", lambda _: chains.warm(app[INDEXER].scanned))
+        book = SpanBook(app[INDEX], config.layout.name_resolution_us)
+        app[TASKS].start("spans-warm", lambda _: book.warm(app[INDEXER].scanned))
         app[PLAYBACK] = Playback(
-            config, app[INDEX], store, chains, media, app[LIMITER], app[INDEXER].status, exporter
-        )
+            config, app[INDEX], store, chains, media, app[LIMITER], app[INDEXER].status,
+            exporter, book,
+        )  # fmt: skip
         interval = config.playback.sweep_interval_seconds
         app[TASKS].start("sweep", lambda stop: sweep_forever(store, interval, stop))
         yield

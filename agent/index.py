@@ -21,6 +21,7 @@ from typing import Any, TypeVar
 
 from .containers.probe import Cut, MediaFacts
 from .errors import StartupError
+from .timeline import Timing
 
 log = logging.getLogger(__name__)
 
@@ -91,6 +92,13 @@ CREATE TRIGGER segments_removed AFTER DELETE ON segments BEGIN
     DELETE FROM cameras WHERE id = OLD.camera AND segment_count <= 0;
 END;
 """
+_TIMING = "start_us, end_us, container, timescale, first_pts, duration, frame_ticks"
+
+
+def _timing(_: sqlite3.Cursor, row: sqlite3.Row) -> Timing:
+    return Timing._make(row)
+
+
 _COLUMNS = (
     "path, camera, start_us, end_us, size, mtime_ns, inode, ctime_ns, container, video_codec,"
     " has_audio,"
@@ -522,6 +530,52 @@ class Index:
         finally:
             db.execute("COMMIT")
         return summaries
+
+    async def read(self, work: Callable[[], T]) -> T:
+        """Run `work` on the index's reader thread, where the *_sync reads may be called."""
+        return await self._on(self._reader, work)
+
+    def last_end_sync(self, camera: str) -> int | None:
+        """The end of the camera's latest recording (None: it has none) (reader thread)."""
+        db = self._r()
+        row = db.execute(
+            "SELECT MAX(segments.start_us), cameras.max_duration_us FROM segments"
+            " JOIN cameras ON cameras.id = segments.camera WHERE segments.camera = ?",
+            (camera,),
+        ).fetchone()
+        if row is None or row[0] is None:
+            return None
+        found = db.execute(
+            "SELECT MAX(end_us) FROM segments WHERE camera = ? AND start_us >= ?",
+            (camera, row[0] - row[1]),
+        ).fetchone()
+        return int(found[0])
+
+    def timings_sync(
+        self, camera: str, from_us: int, to_us: int, overlapping: bool = True
+    ) -> list[Timing]:
+        """The timings of the camera's segments by start (reader thread): those that
+        overlap [from_us, to_us), or (`overlapping` False) those that start in it."""
+        db = self._r().cursor()
+        db.row_factory = _timing
+        if not overlapping:
+            return db.execute(
+                f"SELECT {_TIMING} FROM segments WHERE camera = ? AND start_us >= ?"  # noqa: S608
+                " AND start_us < ? ORDER BY start_us, path",
+                (camera, from_us, to_us),
+            ).fetchall()
+        row = (
+            self._r()
+            .execute("SELECT max_duration_us FROM cameras WHERE id = ?", (camera,))
+            .fetchone()
+        )
+        if row is None:
+            return []
+        return db.execute(
+            f"SELECT {_TIMING} FROM segments WHERE camera = ? AND start_us < ?"  # noqa: S608
+            " AND start_us >= ? AND end_us > ? ORDER BY start_us, path",
+            (camera, to_us, from_us - row[0], from_us),
+        ).fetchall()
 
     async def has_camera(self, camera: str) -> bool:
         def read() -> bool:

@@ -30,8 +30,9 @@ from .media import MediaService
 from .playlists import Plan
 from .served import PLAYLIST_TYPE, Served
 from .sessions import SessionStore
+from .spanbook import MAX_RANGE_US, SpanBook
 from .stored import PLAYLIST, Session, named_item
-from .timeline import Span, clip, spans
+from .timeline import Span
 from .times import format_us
 from .wallclock import chosen
 
@@ -44,8 +45,6 @@ SCAN_RETRY_SECONDS = 2
 SESSIONS_RETRY_SECONDS = 60
 _PAST = 1 << 62  # an offset past any file's end
 HOUR_US = 3600 * 1_000_000  # recordings either side of a preview's time, to choose among
-# The whole timeline, for a recordings query without `from` or `to`.
-ALL_TIME_US = 1 << 62
 
 
 @dataclass(frozen=True)
@@ -77,8 +76,10 @@ class Playback:
         limiter: Limiter,
         indexing: IndexerStatus,
         exporter: Exporter | None = None,
+        book: SpanBook | None = None,
     ) -> None:
         self.indexing = indexing
+        self.book = book or SpanBook(index, config.layout.name_resolution_us)
         self.config = config
         self.index = index
         self.store = store
@@ -95,13 +96,15 @@ class Playback:
             raise NotFound(f"camera {camera_id} has no recordings")
 
     async def spans(self, camera_id: str, from_us: int | None, to_us: int | None) -> list[Span]:
-        """The camera's contiguous recorded spans, cut to [from, to]."""
+        """The camera's contiguous recorded spans cut to the range asked for
+        (`recordings_range`) (spanbook.py: off the event loop, in milliseconds)."""
         check_range(from_us, to_us)
         await self._require_camera(camera_id)
-        low = from_us if from_us is not None else -ALL_TIME_US
-        high = to_us if to_us is not None else ALL_TIME_US
-        recordings = await self.index.segments(camera_id, low, high)
-        return clip(spans(recordings, self.config.layout.name_resolution_us), low, high)
+        last_end = None
+        if from_us is None and to_us is None:
+            last_end = await self.index.read(lambda: self.index.last_end_sync(camera_id))
+        low, high = recordings_range(from_us, to_us, last_end)
+        return await self.book.spans(camera_id, low, high)
 
     async def open(self, camera_id: str, from_us: int, to_us: int) -> Session:
         """Check a request, plan its playlist from the index and create the session."""
@@ -295,3 +298,23 @@ def _kept(directory: Path, name: str) -> Served:
 
 def _digest(text: str) -> str:
     return hashlib.blake2b(text.encode(), digest_size=8).hexdigest()
+
+
+def recordings_range(
+    from_us: int | None, to_us: int | None, last_end: int | None
+) -> tuple[int, int]:
+    """The range a recordings query answers (pure): as asked, at most MAX_RANGE_US (31
+    days; BadRequest beyond); from `from` on, or up to `to`, if only one is given; else the
+    31 days up to the end of the camera's latest recording (`last_end`)."""
+    if from_us is not None and to_us is not None:
+        if to_us - from_us > MAX_RANGE_US:
+            raise BadRequest(
+                "a recordings range is at most 31 days: ask for the next from where this one ends"
+            )
+        return from_us, to_us
+    if from_us is not None:
+        return from_us, from_us + MAX_RANGE_US
+    if to_us is not None:
+        return to_us - MAX_RANGE_US, to_us
+    end = last_end if last_end is not None else 0
+    return end - MAX_RANGE_US, end
