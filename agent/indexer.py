@@ -79,7 +79,12 @@ class IndexerStatus:
     last_error: str = ""
     index_full: bool = False  # new recordings wait: the index's disk has no room
     scans: int = 0
-    quiet_dirs: int = 0  # directories a reconcile left alone: unchanged, their files old
+    # The reconcile under way, or the last: its directories, those done, and those left
+    # alone (their names as they were, their files a day old); the last one's seconds.
+    dirs: int = 0
+    dirs_done: int = 0
+    quiet_dirs: int = 0
+    reconcile_seconds: float | None = None
     # Cameras whose recordings' names left their instant undecided (wallclock.py): what
     # was chosen, for /healthz.
     undecided: dict[str, str] = field(default_factory=dict)
@@ -289,11 +294,13 @@ class Indexer:
         status.scan_started = time.monotonic()
         try:
             dirs = await asyncio.to_thread(leaf_dirs, self.root, self.layout)
+            status.dirs, status.dirs_done, status.quiet_dirs = len(dirs), 0, 0
             removed = 0
             for reldir in await self.index.directories_not_in(set(dirs)):
                 removed += await self.index.remove_under(reldir)
             for reldir in dirs:
                 removed += await self._reconcile_dir(reldir)
+                status.dirs_done += 1
             if removed:
                 log.info("index: %d segment(s) no longer on disk", removed)
             status.last_error = ""
@@ -301,6 +308,7 @@ class Indexer:
             status.last_error = f"scan failed: {error}"
             log.error("index: scan of %s failed: %s", self.root, error)
         finally:
+            status.reconcile_seconds = round(time.monotonic() - status.scan_started, 3)
             if status.scans == 0:
                 status.scan_seconds = round(time.monotonic() - status.scan_started, 3)
                 status.scan = "complete"

@@ -311,6 +311,14 @@ async def healthz(request: web.Request) -> web.Response:
             "cameras": cameras,
             "pending_files": status.pending,
             "unreadable_files": status.unreadable,
+            # How far the reconcile under way (the first scan, at start) is, and the
+            # last one's cost: directories left alone have not changed in a day.
+            "reconcile": {
+                "directories": status.dirs,
+                "done": status.dirs_done,
+                "left_alone": status.quiet_dirs,
+                "last_seconds": status.reconcile_seconds,
+            },
         },
         "ffmpeg": ffmpeg_found,
         "sessions": {

@@ -432,3 +432,56 @@ async def test_a_reconcile_that_finds_nothing_new_looks_at_no_old_file(
 
 async def _files_are(index: Index, paths: list[str]) -> bool:
     return sorted(await index.files()) == sorted(paths)
+
+
+@pytest.mark.slow  # two thousand recordings
+async def test_a_mass_deletion_leaves_the_index_at_once_and_garbage_is_said_once(
+    tmp_path: Path,
+    footage: dict[str, list[Rendered]],
+    start_agent: Any,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """One directory of 2,000 recordings (hard links, as a recorder's day) and 40 files
+    of garbage under recordings' names: the garbage is said once each, not again at each
+    reconcile; the recorder's retention deletes 1,500 recordings at once and they leave
+    the index within seconds, /healthz answering all along."""
+    import logging
+
+    caplog.set_level(logging.WARNING, logger="agent.indexer")
+    config = make_config(tmp_path)
+    root = config.recordings.root
+    source = footage["ts"][0].path
+    paths = []
+    for n in range(2_000):
+        target = root / config.layout.format("cam", T0 + n * 2 * S)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        os.link(source, target)
+        paths.append(target)
+    for n in range(40):
+        garbage = root / config.layout.format("cam", T0 + (4_001 + 2 * n) * S)
+        garbage.write_bytes(os.urandom(188 * 20))
+    an_hour_ago = time.time() - 3600
+    os.utime(source, (an_hour_ago, an_hour_ago))
+    for garbage in root.glob("cam/*/*.ts"):
+        os.utime(garbage, (an_hour_ago, an_hour_ago))
+    client = await started(start_agent, config)
+    await wait_for(lambda: _count_is(client, "cam", 2_000), 60, "the recordings indexed")
+    indexer = client.server.app[INDEXER]
+    await indexer.reconcile()
+    await indexer.reconcile()
+    skipped = [r for r in caplog.records if "skipping" in r.getMessage()]
+    assert len(skipped) == 40, [r.getMessage() for r in skipped][:5]
+    health = await (await client.get("/healthz")).json()
+    assert health["index"]["unreadable_files"] == 40
+    for path in paths[:1_500]:
+        path.unlink()
+    answers = 0
+
+    async def gone() -> bool:
+        nonlocal answers
+        assert (await client.get("/healthz")).status == 200
+        answers += 1
+        return await _count_is(client, "cam", 500)
+
+    await wait_for(gone, 30, "the deleted recordings to leave the index")
+    assert answers >= 1
