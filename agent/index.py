@@ -577,6 +577,24 @@ class Index:
             (camera, to_us, from_us - row[0], from_us),
         ).fetchall()
 
+    async def scanned_before(self) -> bool:
+        """Whether a first scan of the recordings was completed into this index (by this
+        or an earlier run; a rebuilt index has none)."""
+
+        def read() -> bool:
+            row = self._r().execute("SELECT 1 FROM meta WHERE key = 'scanned'").fetchone()
+            return row is not None
+
+        return await self._on(self._reader, read)
+
+    async def mark_scanned(self) -> None:
+        """Remember that a first scan was completed into this index."""
+
+        def write(db: sqlite3.Connection) -> None:
+            db.execute("INSERT OR REPLACE INTO meta (key, value) VALUES ('scanned', '1')")
+
+        await self._write(write)
+
     async def has_camera(self, camera: str) -> bool:
         def read() -> bool:
             return (

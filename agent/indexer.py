@@ -14,6 +14,7 @@ A file that changes after it was indexed is read again.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import enum
 import logging
 import os
@@ -28,6 +29,7 @@ from watchfiles import Change, awatch
 from watchfiles._rust_notify import WatchfilesRustInternalError
 
 from .containers.probe import Cut, MediaFacts, ProbeError, fmp4_splits, is_long, probe, ts_splits
+from .errors import AgentError
 from .index import Index, Segment
 from .layout import Layout, SegmentName, offset_of
 from .tasks import pause
@@ -71,6 +73,9 @@ class FileState:
 @dataclass
 class IndexerStatus:
     scan: str = "pending"  # pending, running, complete
+    # The index was complete when the agent last stopped: sessions are served while the
+    # first reconcile catches up with what changed meanwhile.
+    resumed: bool = False
     scan_started: float = 0.0
     scan_seconds: float | None = None
     watching: bool = False
@@ -292,6 +297,8 @@ class Indexer:
         status = self.status
         status.scan = "running" if status.scans == 0 else status.scan
         status.scan_started = time.monotonic()
+        if status.scans == 0:
+            status.resumed = await self.index.scanned_before()
         try:
             dirs = await asyncio.to_thread(leaf_dirs, self.root, self.layout)
             status.dirs, status.dirs_done, status.quiet_dirs = len(dirs), 0, 0
@@ -313,6 +320,8 @@ class Indexer:
                 status.scan_seconds = round(time.monotonic() - status.scan_started, 3)
                 status.scan = "complete"
                 self.scanned.set()
+                with contextlib.suppress(sqlite3.Error, AgentError):  # else: scanned next time
+                    await self.index.mark_scanned()
                 log.info("index: first scan done in %.1f s", status.scan_seconds)
             status.scans += 1
 
@@ -334,7 +343,10 @@ class Indexer:
         now_ns, now = time.time_ns(), time.monotonic()
         looked = self._looked.get(reldir)
         stamp = await asyncio.to_thread(_dir_stamp, self.root / reldir)
-        full = looked is None or now - looked.full_at >= _FULL_LOOK_SECONDS
+        if looked is None:  # its first look: every file, unless the index was complete
+            full = not self.status.resumed
+        else:
+            full = now - looked.full_at >= _FULL_LOOK_SECONDS
         if (
             not full
             and looked is not None
@@ -352,7 +364,7 @@ class Indexer:
         if stamp is not None:
             latest = max((state.mtime_ns for state in on_disk.values()), default=0)
             self._looked[reldir] = _Looked(
-                stamp, latest, now if full or looked is None else looked.full_at
+                stamp, latest, now if looked is None or full else looked.full_at
             )
         else:
             self._looked.pop(reldir, None)

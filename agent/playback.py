@@ -114,7 +114,7 @@ class Playback:
             raise BadRequest(
                 f"the range is {(to_us - from_us) / 1e6:.0f} s long; at most {max_seconds} s"
             )
-        if self.indexing.scan != "complete":
+        if self.indexing.scan != "complete" and not self.indexing.resumed:
             # A session planned now would miss what the scan has not reached yet.
             raise Busy(
                 "the agent is still indexing the recordings; try again shortly",

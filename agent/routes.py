@@ -306,6 +306,8 @@ async def healthz(request: web.Request) -> web.Response:
         "index": {
             "scan": status.scan,
             "first_scan_seconds": status.scan_seconds,
+            # The index was complete when the agent stopped: sessions are served meanwhile.
+            "resumed": status.resumed,
             "watching": status.watching,
             "segments": segments,
             "cameras": cameras,

@@ -485,3 +485,38 @@ async def test_a_mass_deletion_leaves_the_index_at_once_and_garbage_is_said_once
 
     await wait_for(gone, 30, "the deleted recordings to leave the index")
     assert answers >= 1
+
+
+async def test_a_restart_with_a_complete_index_serves_sessions_at_once(
+    tmp_path: Path,
+    footage: dict[str, list[Rendered]],
+    aiohttp_client: Any,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """An index whose first scan was completed: after a restart, sessions are served while
+    the first reconcile is still reading what arrived while the agent was stopped (held
+    here), and that is indexed once it is read. A fresh index serves none until then."""
+    from agent.app import create_app
+
+    config = make_config(tmp_path)
+    place_old(footage["ts"], config.recordings.root, config.layout, "cam", T0)
+    held = hold_probes(monkeypatch)
+    client = await aiohttp_client(create_app(config))
+    await held.started()
+    body = {"camera_id": "cam", "from": format_us(T0), "to": format_us(T0 + 6 * S)}
+    refused = await client.post("/api/playback", json=body)
+    assert refused.status == 503  # a first scan under way: what it has not reached is missing
+    held.release.set()
+    await wait_for(lambda: _count_is(client, "cam", 3), what="first run")
+    await client.close()
+    place_old(footage["ts"], config.recordings.root, config.layout, "cam", T0 + 20 * S)
+    held.reading.clear()
+    held.release.clear()
+    client = await aiohttp_client(create_app(config))
+    await held.started()  # the first reconcile reads what arrived meanwhile
+    health = await (await client.get("/healthz")).json()
+    assert (health["index"]["scan"], health["index"]["resumed"]) == ("running", True)
+    answer = await client.post("/api/playback", json=body)
+    assert answer.status == 201, await answer.text()
+    held.release.set()
+    await wait_for(lambda: _count_is(client, "cam", 6), what="what arrived meanwhile")
