@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import itertools
 import json
+import random
 import subprocess
 from pathlib import Path
 
@@ -98,3 +99,36 @@ def test_parameter_sets_are_taken_from_an_annex_b_payload() -> None:
     payload = b"".join(b"\0\0\0\1" + nal for nal in (vps, hsps, hpps, cra))
     assert mpegts.parameter_sets(payload, "hevc") == vps + hsps + hpps
     assert mpegts.parameter_sets(payload, "mpeg2") == b""
+
+
+def _counters_one_by_one(data: bytes, last: bool) -> dict[int, int]:
+    """ISO/IEC 13818-1 2.4.3.3 read packet by packet: what `counters` finds at C speed."""
+    found: dict[int, int] = {}
+    count = len(data) // 188
+    for n in range(count - 1, -1, -1) if last else range(count):
+        at = n * 188
+        pid = ((data[at + 1] & 0x1F) << 8) | data[at + 2]
+        if pid not in found and pid != 0x1FFF and data[at + 3] & 0x10:
+            found[pid] = data[at + 3] & 0x0F
+    return found
+
+
+def test_counters_are_each_pids_first_and_last_with_a_payload() -> None:
+    """Random packets of a few PIDs (some whose two bytes repeat, so that a PID's bytes
+    also appear across two packets' PIDs), with and without payloads, a partial packet
+    at the end: the same counters as read one packet at a time."""
+    from agent.containers.mpegts import counters
+
+    chance = random.Random(3)
+    for _ in range(1_500):
+        pool = [chance.randrange(8192) for _ in range(chance.randrange(1, 5))]
+        pool += [0x1FFF, 0x0101, 0x1F1F, 0]
+        data = bytearray()
+        for _ in range(chance.randrange(60)):
+            pid = chance.choice(pool)
+            packet = bytearray(chance.randbytes(188))
+            packet[0], packet[1], packet[2] = 0x47, chance.randrange(8) << 5 | pid >> 8, pid & 0xFF
+            data += packet
+        data += chance.randbytes(chance.randrange(3))
+        for last in (False, True):
+            assert counters(bytes(data), last) == _counters_one_by_one(bytes(data), last)

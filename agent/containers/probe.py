@@ -436,7 +436,7 @@ def _probe_ts(fd: int, size: int, head: bytes) -> MediaFacts:
             audio_start = pts_delta(head_audio[0][0], first_pts)
             audio_end = pts_delta(tail_audio[-1][0], first_pts) + step
     first_counters = mpegts.counters(head)
-    last_counters = mpegts.end_counters(fd, size, set(first_counters))
+    last_counters = mpegts.end_counters(fd, size, set(first_counters), (tail, start))
     parameter_sets = b""
     for position in itertools.islice(mpegts.pusi_packets(head, 0, video_pid), _MIN_FRAMES):
         payload = mpegts.pes_payload(head, position, video_pid)
