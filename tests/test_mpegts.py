@@ -132,3 +132,19 @@ def test_counters_are_each_pids_first_and_last_with_a_payload() -> None:
         data += chance.randbytes(chance.randrange(3))
         for last in (False, True):
             assert counters(bytes(data), last) == _counters_one_by_one(bytes(data), last)
+
+
+def test_parameter_sets_from_a_payloads_head_or_none_if_it_cannot_tell() -> None:
+    """An access unit's head holds its parameter sets: the same as from all of it; a head
+    that ends inside one, or holds none, says it cannot tell (None)."""
+    from agent.containers.mpegts import parameter_sets
+
+    aud, sps, pps = b"\0\0\0\1\x09\xf0", b"\0\0\0\1\x67" + b"\x64" * 30, b"\0\0\0\1\x68\xee\x3c"
+    slice_ = b"\0\0\1\x65" + bytes(range(1, 256)) * 100
+    unit = aud + sps + pps + slice_
+    whole = parameter_sets(unit, "h264")
+    assert whole == sps[4:] + pps[4:]
+    assert parameter_sets(unit[:4096], "h264", cut=True) == whole
+    assert parameter_sets(unit[: len(aud) + 20], "h264", cut=True) is None  # inside the SPS
+    assert parameter_sets(slice_[:4096], "h264", cut=True) is None  # none in the head
+    assert parameter_sets(slice_, "h264") == b""

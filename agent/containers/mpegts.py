@@ -347,14 +347,15 @@ ADTS_RATES = (
 )
 
 
-def pes_payload(buf: bytes, position: int, pid: int) -> bytes:
+def pes_payload(buf: bytes, position: int, pid: int, most: int = 0) -> bytes:
     """The payload of the PES of `pid` that starts in the packet at `position`, as far as
-    `buf` holds it (its header skipped).
+    `buf` holds it (its header skipped); with `most`, once that many bytes are gathered
+    (about: whole packets).
 
     ISO/IEC 13818-1 2.4.3.6: packet_start_code_prefix, then PES_header_data_length."""
     data = bytearray()
     at = position
-    while at + PACKET <= len(buf):
+    while at + PACKET <= len(buf) and not (most and len(data) >= most):
         if (((buf[at + 1] & 0x1F) << 8) | buf[at + 2]) == pid:
             if at != position and buf[at + 1] & 0x40:
                 break  # the next PES starts
@@ -372,9 +373,11 @@ def pes_payload(buf: bytes, position: int, pid: int) -> bytes:
 _PARAMETER_SETS = {"h264": (0x1F, 0, {7, 8}), "hevc": (0x7E, 1, {32, 33, 34})}
 
 
-def parameter_sets(payload: bytes, codec: str) -> bytes:
+def parameter_sets(payload: bytes, codec: str, cut: bool = False) -> bytes | None:
     """The parameter set NAL units in a video PES payload (Annex B), concatenated: what
     a decoder is configured with (resolution, profile, ...). Empty if there are none.
+    `cut`: the payload's head alone; None if that cannot tell (none in it, or the last
+    unit in it a parameter set that may go on past it).
 
     ITU-T H.264 7.4.1.2 (nal_unit_type 7, 8), H.265 7.4.2.2 (32, 33, 34); Annex B start codes."""
     kind = _PARAMETER_SETS.get(codec)
@@ -387,9 +390,11 @@ def parameter_sets(payload: bytes, codec: str) -> bytes:
         following = payload.find(b"\0\0\1", start + 3)
         end = len(payload) if following < 0 else following
         if (payload[start + 3] & mask) >> shift in wanted:
+            if cut and following < 0:
+                return None
             found += payload[start + 3 : end].rstrip(b"\0")  # a 4-byte start code's zero
         start = following
-    return bytes(found)
+    return bytes(found) if found or not cut else None
 
 
 def adts_ticks(payload: bytes) -> int | None:

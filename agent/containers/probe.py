@@ -398,6 +398,9 @@ def _step(times: list[tuple[int, int]]) -> int:
     return int(statistics.median_low([s for s in steps if s > 0] or [0]))
 
 
+_SETS_WITHIN = 16384  # bytes of a video PES looked in first for its parameter sets
+
+
 def _probe_ts(fd: int, size: int, head: bytes) -> MediaFacts:
     program = mpegts.program(head)
     video_pid, audio_pid = program.video_pid, program.audio_pid
@@ -439,8 +442,14 @@ def _probe_ts(fd: int, size: int, head: bytes) -> MediaFacts:
     last_counters = mpegts.end_counters(fd, size, set(first_counters), (tail, start))
     parameter_sets = b""
     for position in itertools.islice(mpegts.pusi_packets(head, 0, video_pid), _MIN_FRAMES):
-        payload = mpegts.pes_payload(head, position, video_pid)
-        parameter_sets = mpegts.parameter_sets(payload, program.video_codec)
+        # An access unit's parameter sets come first: its head is read alone, unless
+        # that cannot tell (a keyframe's whole PES is hundreds of packets).
+        head_of = mpegts.pes_payload(head, position, video_pid, _SETS_WITHIN)
+        found = mpegts.parameter_sets(head_of, program.video_codec, cut=True)
+        if found is None:
+            payload = mpegts.pes_payload(head, position, video_pid)
+            found = mpegts.parameter_sets(payload, program.video_codec) or b""
+        parameter_sets = found
         if parameter_sets:
             break
     return MediaFacts(
