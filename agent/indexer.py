@@ -51,6 +51,11 @@ _TICK_SECONDS = 0.25  # how often files still pending are looked at again
 # were and whose files are all this old.
 _OLD_NS = 86_400 * 1_000_000_000
 _FULL_LOOK_SECONDS = 86_400.0  # each directory's files are all looked at this often
+# A burst of changes in one directory (a recorder's retention deleting thousands of files)
+# can overflow the kernel's queue of file events, and events are lost: a directory with
+# this many changes in one batch is reconciled once it has been quiet this long.
+_BURST = 64
+_RECHECK_SECONDS = 2.0
 
 
 @dataclass(frozen=True)
@@ -266,6 +271,7 @@ class Indexer:
         # when the watcher planned.
         self._polled: dict[str, frozenset[str]] = {}
         self._looked: dict[str, _Looked] = {}  # directories as the reconcile last listed them
+        self._recheck: dict[str, float] = {}  # directories after a burst: when to reconcile
         self.scanned = asyncio.Event()  # set once the first scan is done
 
     # -- entry points: three loops, each run (and restarted) by the app's supervisor ---
@@ -279,12 +285,17 @@ class Indexer:
     async def settle_forever(self, stop: asyncio.Event) -> None:
         """Look at pending files every tick while there are any; sleep otherwise."""
         while not stop.is_set():
-            if not self._pending:
+            if not self._pending and not self._recheck:
                 self._has_pending.clear()
                 await _first_of(self._has_pending, stop)
             if await pause(stop, _TICK_SECONDS):
                 return
             await self._settle()
+            now = time.monotonic()
+            for reldir, due in list(self._recheck.items()):
+                if due <= now:
+                    del self._recheck[reldir]
+                    await self._reconcile_dir(reldir)
 
     # -- reconcile ---------------------------------------------------------------------
 
@@ -585,6 +596,16 @@ class Indexer:
         # A batch is a set: an add and a delete of one path come unordered, so what
         # counts is whether the path exists now.
         touched = {r for _, path in changes if (r := self._relative(path)) is not None}
+        by_dir: dict[str, int] = {}
+        for relpath in touched:
+            reldir = relpath.rpartition("/")[0]
+            by_dir[reldir] = by_dir.get(reldir, 0) + 1
+        for reldir, count in by_dir.items():
+            leaf = len(reldir.split("/")) if reldir else 0
+            if count >= _BURST and leaf == self.layout.depth - 1:  # a recordings' directory
+                # Looked at again once quiet: its events may not all have come.
+                self._recheck[reldir] = time.monotonic() + _RECHECK_SECONDS
+                self._has_pending.set()
         existing = await asyncio.to_thread(
             lambda: {r for r in touched if os.path.lexists(self.root / r)}
         )

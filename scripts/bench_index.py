@@ -151,7 +151,7 @@ def row(label: str, ours: str, target: str = "", baseline: str = "") -> None:
 def start_agent(work: Path, port: int) -> subprocess.Popen[bytes]:
     return subprocess.Popen(
         [sys.executable, "-m", "agent", "--config", str(work / "agent.toml"),
-         "--log-level", "WARNING"],
+         "--log-level", os.environ.get("AGENT_LOG", "WARNING")],
         cwd=Path(__file__).resolve().parent.parent,
     )  # fmt: skip
 

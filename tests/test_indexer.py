@@ -520,3 +520,37 @@ async def test_a_restart_with_a_complete_index_serves_sessions_at_once(
     assert answer.status == 201, await answer.text()
     held.release.set()
     await wait_for(lambda: _count_is(client, "cam", 6), what="what arrived meanwhile")
+
+
+async def test_a_burst_whose_events_were_lost_is_reconciled_once_quiet(
+    tmp_path: Path, footage: dict[str, list[Rendered]]
+) -> None:
+    """A recorder deletes 100 recordings at once and the kernel's event queue overflows:
+    the watcher tells of 70. Their directory, in a burst, is reconciled once quiet, and
+    the other 30 leave the index too, within seconds, not at the next full reconcile."""
+    config = make_config(tmp_path)
+    root = config.recordings.root
+    paths = []
+    for n in range(100):
+        target = root / config.layout.format("cam", T0 + n * 2 * S)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        os.link(footage["ts"][0].path, target)
+        paths.append(target)
+    index = Index(tmp_path / "index.sqlite3", {"t": "1"})
+    await index.open()
+    stop = asyncio.Event()
+    try:
+        indexer = Indexer(root, config.layout, index)
+        await indexer.reconcile()
+        assert len(await index.files()) == 100
+        settling = asyncio.create_task(indexer.settle_forever(stop))
+        for path in paths:
+            path.unlink()
+        await indexer._apply([(Change.deleted, str(path)) for path in paths[:70]])
+        assert len(await index.files()) == 30  # what the watcher told of
+        await wait_for(lambda: _files_are(index, []), 10, "the untold 30 to leave")
+    finally:
+        stop.set()
+        with contextlib.suppress(NameError):
+            await settling
+        await index.close()
