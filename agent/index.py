@@ -402,16 +402,28 @@ class Index:
 
         found = [(path, _encode_cuts(found)) for path, found in (cuts or {}).items()]
 
-        def write(db: sqlite3.Connection) -> None:
-            db.executemany("DELETE FROM segments WHERE path = ?", [(r[0],) for r in rows])
+        def write(db: sqlite3.Connection) -> list[tuple[str, int, int, str]]:
+            keys = [(r[0],) for r in rows]
+            # Rows these replace, where they were: a recording read again may be placed
+            # elsewhere (a name's instant decided anew), and what was there changes too.
+            replaced = [
+                row
+                for key in keys
+                for row in db.execute(
+                    "SELECT camera, start_us, end_us, path FROM segments WHERE path = ?", key
+                )
+            ]
+            db.executemany("DELETE FROM segments WHERE path = ?", keys)
             db.executemany(
                 f"INSERT INTO segments ({_COLUMNS}) VALUES ({', '.join('?' * len(_FIELDS))})",  # noqa: S608
                 rows,
             )
             db.executemany("INSERT INTO cuts (path, cuts) VALUES (?, ?)", found)
+            return replaced
 
-        await self._write(write)
-        self._tell(_changes(((r[1], r[2], r[3], r[0]) for r in rows), removed=False))
+        replaced = await self._write(write)
+        written = [(r[1], r[2], r[3], r[0]) for r in rows]
+        self._tell(_changes([*written, *replaced], removed=False))
 
     async def remove(self, paths: Iterable[str]) -> int:
         """Forget segments by path; returns how many were indexed."""
@@ -538,6 +550,14 @@ class Index:
     def last_end_sync(self, camera: str) -> int | None:
         """The end of the camera's latest recording (None: it has none) (reader thread)."""
         db = self._r()
+        db.execute("BEGIN")  # one snapshot: the writer may remove the camera's files meanwhile
+        try:
+            return self._last_end(db, camera)
+        finally:
+            db.execute("COMMIT")
+
+    @staticmethod
+    def _last_end(db: sqlite3.Connection, camera: str) -> int | None:
         row = db.execute(
             "SELECT MAX(segments.start_us), cameras.max_duration_us FROM segments"
             " JOIN cameras ON cameras.id = segments.camera WHERE segments.camera = ?",
@@ -549,7 +569,7 @@ class Index:
             "SELECT MAX(end_us) FROM segments WHERE camera = ? AND start_us >= ?",
             (camera, row[0] - row[1]),
         ).fetchone()
-        return int(found[0])
+        return None if found[0] is None else int(found[0])
 
     def timings_sync(
         self, camera: str, from_us: int, to_us: int, overlapping: bool = True

@@ -51,6 +51,7 @@ _TICK_SECONDS = 0.25  # how often files still pending are looked at again
 # were and whose files are all this old.
 _OLD_NS = 86_400 * 1_000_000_000
 _FULL_LOOK_SECONDS = 86_400.0  # each directory's files are all looked at this often
+_COARSE_NS = 3_000_000_000  # the coarsest directory time of a file system (FAT: 2 s)
 # A burst of changes in one directory (a recorder's retention deleting thousands of files)
 # can overflow the kernel's queue of file events, and events are lost: a directory with
 # this many changes in one batch is reconciled once it has been quiet this long.
@@ -294,8 +295,9 @@ class Indexer:
             now = time.monotonic()
             for reldir, due in list(self._recheck.items()):
                 if due <= now:
-                    del self._recheck[reldir]
                     await self._reconcile_dir(reldir)
+                    if self._recheck.get(reldir) == due:  # no new burst meanwhile
+                        del self._recheck[reldir]
 
     # -- reconcile ---------------------------------------------------------------------
 
@@ -310,8 +312,13 @@ class Indexer:
         status.scan_started = time.monotonic()
         if status.scans == 0:
             status.resumed = await self.index.scanned_before()
+        whole = False
         try:
             dirs = await asyncio.to_thread(leaf_dirs, self.root, self.layout)
+            if status.scans == 0 and status.resumed:
+                # Sessions are served meanwhile: what was recorded while the agent was
+                # stopped, in the newest directories (names sort by time), comes first.
+                dirs.reverse()
             status.dirs, status.dirs_done, status.quiet_dirs = len(dirs), 0, 0
             removed = 0
             for reldir in await self.index.directories_not_in(set(dirs)):
@@ -322,6 +329,7 @@ class Indexer:
             if removed:
                 log.info("index: %d segment(s) no longer on disk", removed)
             status.last_error = ""
+            whole = True
         except OSError as error:
             status.last_error = f"scan failed: {error}"
             log.error("index: scan of %s failed: %s", self.root, error)
@@ -331,8 +339,9 @@ class Indexer:
                 status.scan_seconds = round(time.monotonic() - status.scan_started, 3)
                 status.scan = "complete"
                 self.scanned.set()
-                with contextlib.suppress(sqlite3.Error, AgentError):  # else: scanned next time
-                    await self.index.mark_scanned()
+                if whole:  # remembered for the next start; else scanned whole then
+                    with contextlib.suppress(sqlite3.Error, AgentError):
+                        await self.index.mark_scanned()
                 log.info("index: first scan done in %.1f s", status.scan_seconds)
             status.scans += 1
 
@@ -372,13 +381,7 @@ class Indexer:
         on_disk = await asyncio.to_thread(
             list_dir, self.root, self.layout, reldir, known, old_before
         )
-        if stamp is not None:
-            latest = max((state.mtime_ns for state in on_disk.values()), default=0)
-            self._looked[reldir] = _Looked(
-                stamp, latest, now if looked is None or full else looked.full_at
-            )
-        else:
-            self._looked.pop(reldir, None)
+        self._looked.pop(reldir, None)  # kept again once this look is done
         removed = await self.index.remove([path for path in known if path not in on_disk])
         prefix = f"{reldir}/" if reldir else ""
         for relpath in [p for p in self._unreadable if p.startswith(prefix)]:
@@ -408,6 +411,13 @@ class Indexer:
         for camera, start_us in newest.items():
             self._newest[camera] = max(start_us, self._newest.get(camera, -1))
         await self._settle()
+        # A stamp a change could still leave as it is (directory times as coarse as FAT's
+        # two seconds) is not kept: the directory is listed again next time.
+        if stamp is not None and stamp[0] < now_ns - _COARSE_NS:
+            latest = max((state.mtime_ns for state in on_disk.values()), default=0)
+            self._looked[reldir] = _Looked(
+                stamp, latest, now if looked is None or full else looked.full_at
+            )
         return removed
 
     # -- watching ----------------------------------------------------------------------

@@ -19,7 +19,7 @@ from .timeline import Span, Spans, Timed, clip
 
 HOUR_US = 3_600 * 1_000_000
 MAX_RANGE_US = 31 * 24 * HOUR_US  # the longest range one answer covers
-_KEPT = 20_000  # hours kept, all cameras: 8 cameras' months are 6,000
+_SPANS_KEPT = 200_000  # spans kept in all hours, the oldest made dropped first (~25 MB)
 _DROP_ALL = 10_000  # a change over more hours than this drops all of its camera's
 
 
@@ -39,7 +39,8 @@ class SpanBook:
     def __init__(self, index: Index, name_resolution_us: int) -> None:
         self.index = index
         self.resolution = name_resolution_us
-        self._hours: dict[tuple[str, int], Hour] = {}
+        self._hours: dict[tuple[str, int], Hour] = {}  # in the order they were made
+        self._spans = 0  # of all the hours kept
         self._versions: dict[str, int] = {}  # a camera's: moved on by each change
         self._lock = threading.Lock()  # told on the event loop, read on the reader thread
         index.watch(self.told)
@@ -51,10 +52,11 @@ class SpanBook:
             first, last = change.start_us // HOUR_US, change.end_us // HOUR_US
             if last - first > _DROP_ALL:
                 for key in [key for key in self._hours if key[0] == change.camera]:
-                    del self._hours[key]
+                    self._spans -= len(self._hours.pop(key).spans) + 1
                 return
             for hour in range(first, last + 1):
-                self._hours.pop((change.camera, hour), None)
+                dropped = self._hours.pop((change.camera, hour), None)
+                self._spans -= len(dropped.spans) + 1 if dropped is not None else 0
 
     async def warm(self, scanned: asyncio.Event) -> None:
         """Once the first scan is done, make each camera's hours of the MAX_RANGE_US up to
@@ -90,6 +92,13 @@ class SpanBook:
         else:
             made.add(self.index.timings_sync(camera, from_us, whole_from * HOUR_US))
             for hour in range(whole_from, whole_to):
+                if made.last is not None and made.last.end_us > hour * HOUR_US:
+                    # A recording from before runs on into this hour: its spans join it
+                    # wherever they overlap it, so the hour is read afresh (long files).
+                    made.add(self.index.timings_sync(
+                        camera, hour * HOUR_US, (hour + 1) * HOUR_US, False
+                    ))  # fmt: skip
+                    continue
                 kept = self._hour(camera, hour)
                 if kept.first is not None and kept.last is not None:
                     made.join(kept.first, kept.spans, kept.last)
@@ -107,7 +116,9 @@ class SpanBook:
         found = Hour(timings[0] if timings else None, tuple(made.spans), made.last)
         with self._lock:
             if self._versions.get(camera, 0) == version:  # not changed while it was read
-                if len(self._hours) >= _KEPT:
-                    self._hours.clear()
+                while self._hours and self._spans + len(found.spans) > _SPANS_KEPT:
+                    oldest = next(iter(self._hours))
+                    self._spans -= len(self._hours.pop(oldest).spans) + 1
                 self._hours[(camera, hour)] = found
+                self._spans += len(found.spans) + 1  # an empty hour counts as one
         return found

@@ -56,7 +56,7 @@ class Timing(NamedTuple):
         return self.frame_ticks * 1_000_000 // self.timescale
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Span:
     start_us: int
     end_us: int

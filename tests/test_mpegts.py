@@ -146,5 +146,9 @@ def test_parameter_sets_from_a_payloads_head_or_none_if_it_cannot_tell() -> None
     assert whole == sps[4:] + pps[4:]
     assert parameter_sets(unit[:4096], "h264", cut=True) == whole
     assert parameter_sets(unit[: len(aud) + 20], "h264", cut=True) is None  # inside the SPS
-    assert parameter_sets(slice_[:4096], "h264", cut=True) is None  # none in the head
+    # A large SEI across the cut, the PPS after it: no slice yet, so it cannot tell.
+    sei = b"\0\0\0\1\x06" + b"\x05" * 20_000
+    assert parameter_sets((aud + sps + sei + pps + slice_)[:16384], "h264", cut=True) is None
+    assert parameter_sets((aud + sps)[: len(aud) + len(sps)] + b"\0\0\1", "h264", cut=True) is None
+    assert parameter_sets(slice_[:4096], "h264", cut=True) == b""  # a picture without any
     assert parameter_sets(slice_, "h264") == b""

@@ -80,6 +80,28 @@ async def test_spans_by_the_hour_are_the_spans_of_every_recording(tmp_path: Path
         await index.close()
 
 
+async def test_long_and_overlapping_recordings_give_the_same_spans(tmp_path: Path) -> None:
+    """Recordings of an hour and more (over the hours after theirs), and short ones that
+    overlap them or each other, named on their own clocks: the same spans still."""
+    chance = random.Random(9)
+    recordings, at = [], T0
+    for n in range(600):
+        seconds = chance.choice([10, 10, 10, 3_700, 5_400, 30])
+        recordings.append(_recording(n, at, seconds, chance.randrange(1 << 33)))
+        at += chance.choice([10 * S, 10 * S, 40 * S, -5 * S, 3_600 * S, 600 * S])
+    recordings.sort(key=lambda r: r.start_us)
+    index = await _index(tmp_path, recordings)
+    try:
+        book = SpanBook(index, S)
+        end = max(r.end_us for r in recordings)
+        for _ in range(80):
+            low = T0 + chance.randrange(-3_600, (end - T0) // S) * S + chance.randrange(S)
+            high = min(low + chance.randrange(1, 4 * 86_400) * S, low + MAX_RANGE_US)
+            assert await book.spans("cam", low, high) == _expected(recordings, low, high)
+    finally:
+        await index.close()
+
+
 async def test_a_change_drops_the_hours_it_touches(tmp_path: Path) -> None:
     """Kept hours follow the index: a recording filling a gap joins two spans, one
     removed splits one, one appended extends the last."""

@@ -368,33 +368,38 @@ def pes_payload(buf: bytes, position: int, pid: int, most: int = 0) -> bytes:
     return bytes(data[9 + data[8] :])
 
 
-# Per codec: where a NAL unit's header keeps its type (mask, shift), and the types of the
-# parameter sets (H.264: SPS and PPS; HEVC: VPS, SPS and PPS).
-_PARAMETER_SETS = {"h264": (0x1F, 0, {7, 8}), "hevc": (0x7E, 1, {32, 33, 34})}
+# Per codec: where a NAL unit's header keeps its type (mask, shift), the types of the
+# parameter sets (H.264: SPS and PPS; HEVC: VPS, SPS and PPS), and the types of a picture's
+# coded slices (VCL NAL units), which come after its parameter sets.
+_PARAMETER_SETS = {
+    "h264": (0x1F, 0, {7, 8}, range(1, 6)),
+    "hevc": (0x7E, 1, {32, 33, 34}, range(0, 32)),
+}
 
 
 def parameter_sets(payload: bytes, codec: str, cut: bool = False) -> bytes | None:
     """The parameter set NAL units in a video PES payload (Annex B), concatenated: what
     a decoder is configured with (resolution, profile, ...). Empty if there are none.
-    `cut`: the payload's head alone; None if that cannot tell (none in it, or the last
-    unit in it a parameter set that may go on past it).
+    `cut`: the payload's head alone; None if that cannot tell (no coded slice in it yet:
+    a parameter set may come, or go on, past it).
 
     ITU-T H.264 7.4.1.2 (nal_unit_type 7, 8), H.265 7.4.2.2 (32, 33, 34); Annex B start codes."""
     kind = _PARAMETER_SETS.get(codec)
     if kind is None:
         return b""
-    mask, shift, wanted = kind
+    mask, shift, wanted, slices = kind
     found = bytearray()
     start = payload.find(b"\0\0\1")
     while start >= 0 and start + 3 < len(payload):
         following = payload.find(b"\0\0\1", start + 3)
         end = len(payload) if following < 0 else following
-        if (payload[start + 3] & mask) >> shift in wanted:
-            if cut and following < 0:
-                return None
+        kind_of = (payload[start + 3] & mask) >> shift
+        if cut and kind_of in slices:
+            return bytes(found)  # the picture's parameter sets are all before it
+        if kind_of in wanted:
             found += payload[start + 3 : end].rstrip(b"\0")  # a 4-byte start code's zero
         start = following
-    return bytes(found) if found or not cut else None
+    return None if cut else bytes(found)
 
 
 def adts_ticks(payload: bytes) -> int | None:
