@@ -406,7 +406,9 @@ def _probe_ts(fd: int, size: int, head: bytes) -> MediaFacts:
     video_pid, audio_pid = program.video_pid, program.audio_pid
     first = pes_times(head, 0, video_pid)
     while len(first) < _MIN_FRAMES and len(head) < min(size, _MAX_READ):
-        head = os.pread(fd, min(size, len(head) * 4, _MAX_READ), 0)
+        # Doubled, the new bytes alone read: what follows scans the head, so no more of it
+        # than the frames need (a 720p keyframe and seven more: half a megabyte).
+        head += os.pread(fd, min(size, len(head) * 2, _MAX_READ) - len(head), len(head))
         first = pes_times(head, 0, video_pid)
     if not first:
         raise ProbeError("MPEG-TS without a timestamped video frame at its head")
