@@ -95,6 +95,19 @@ END;
 _TIMING = "start_us, end_us, container, timescale, first_pts, duration, frame_ticks"
 
 
+def _delete(db: sqlite3.Connection, keys: list[tuple[str]]) -> list[tuple[str, int, int, str]]:
+    """Delete segments by path; (camera, start_us, end_us, path) of each that was there."""
+    gone = [
+        row
+        for key in keys
+        for row in db.execute(
+            "SELECT camera, start_us, end_us, path FROM segments WHERE path = ?", key
+        )
+    ]
+    db.executemany("DELETE FROM segments WHERE path = ?", keys)
+    return gone
+
+
 def _timing(_: sqlite3.Cursor, row: sqlite3.Row) -> Timing:
     return Timing._make(row)
 
@@ -403,17 +416,9 @@ class Index:
         found = [(path, _encode_cuts(found)) for path, found in (cuts or {}).items()]
 
         def write(db: sqlite3.Connection) -> list[tuple[str, int, int, str]]:
-            keys = [(r[0],) for r in rows]
             # Rows these replace, where they were: a recording read again may be placed
             # elsewhere (a name's instant decided anew), and what was there changes too.
-            replaced = [
-                row
-                for key in keys
-                for row in db.execute(
-                    "SELECT camera, start_us, end_us, path FROM segments WHERE path = ?", key
-                )
-            ]
-            db.executemany("DELETE FROM segments WHERE path = ?", keys)
+            replaced = _delete(db, [(r[0],) for r in rows])
             db.executemany(
                 f"INSERT INTO segments ({_COLUMNS}) VALUES ({', '.join('?' * len(_FIELDS))})",  # noqa: S608
                 rows,
@@ -432,15 +437,7 @@ class Index:
             return 0
 
         def write(db: sqlite3.Connection) -> list[tuple[str, int, int, str]]:
-            gone = [
-                row
-                for key in keys
-                for row in db.execute(
-                    "SELECT camera, start_us, end_us, path FROM segments WHERE path = ?", key
-                )
-            ]
-            db.executemany("DELETE FROM segments WHERE path = ?", keys)
-            return gone
+            return _delete(db, keys)
 
         gone = await self._write(write)
         self._tell(_changes(gone, removed=True))
