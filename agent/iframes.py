@@ -9,14 +9,15 @@ PAT and PMT are its EXT-X-MAP (a byte range at the start of the same URL), so th
 keyframe decodes alone. An entry lasts until the next keyframe (the last, until the
 session's end) and carries its wall-clock time.
 
-A session served as fragmented MP4 lists each keyframe that starts its fragment: the
-range runs from the fragment's moof to the end of the keyframe's sample (the samples
-the mdat holds before it, audio, come with it), and the recording's init section is
-the EXT-X-MAP, as in the media playlist. Re-boxed segments are made a fragment a
-keyframe (reboxed.py), so that every keyframe is listed; a recording's own fragments
-are served as recorded, so a keyframe inside a fragment, after other pictures, is not
-listed (its bytes cannot be reached without theirs): cameras and ffmpeg start each
-fragment at a keyframe. Sessions of an earlier version's remuxed segments have none.
+A session served as fragmented MP4 lists each keyframe that starts its fragment as a
+range from the fragment's moof to the end of the keyframe's sample (the samples the mdat
+holds before it, audio, come with it), the recording's init section the EXT-X-MAP, as in
+the media playlist. Re-boxed segments are made a fragment a keyframe (reboxed.py). A
+recording's own fragments are served as recorded: a keyframe inside a fragment, after
+other pictures (a recorder that cuts fragments by time, as MediaMTX does), cannot be
+reached alone in them, so it is listed as a URL of its own (playlists.keyframe_name),
+made a fragment alone when asked for (media.py). Sessions of an earlier version's
+remuxed segments have none.
 """
 
 from __future__ import annotations
@@ -39,6 +40,7 @@ from .playlists import (
     MediaItem,
     Plan,
     init_uris,
+    keyframe_name,
     media_name,
     pdt_text,
 )
@@ -54,9 +56,10 @@ class IFrame:
     its presentation time on the session's timeline (90 kHz, OUT_START at the start)."""
 
     item: int
-    offset: int
+    offset: int  # -1: the whole of `uri`
     length: int
     tick: int
+    uri: str = ""  # its own URL (a keyframe inside its fragment); "": the item's
 
 
 def has_iframes(plan: Plan) -> bool:
@@ -106,45 +109,59 @@ def reboxed_iframes(
 
 
 def fragment_iframes(number: int, item: MediaItem, fd: int) -> list[IFrame]:
-    """The keyframes of an item of a fragmented MP4 recording that start their fragments,
-    in the bytes its URL serves (mp4.Retimed.served) (blocking: reads the moofs)."""
+    """Every keyframe of an item of a fragmented MP4 recording (blocking: reads its
+    moofs). One that starts its fragment (or its part the item serves made a fragment:
+    mp4.Retimed.served) is a byte range of the item's URL, from the moof to the end of the
+    keyframe's sample; one inside its fragment, after other pictures, is its own URL
+    (playlists.keyframe_name), made a fragment alone when asked for."""
     timeline = mp4.retimed(fd, item.init_size, (item.cut_at,), item.shift)
     prefix, start, stop, suffix = timeline.served(
         fd, item.cut_at, item.stop_at, item.cut_sample, item.stop_sample
     )
     size = os.fstat(fd).st_size
-    stop = stop or min(item.size, size)  # what was planned of a file grown since
+    end = item.stop_at or min(item.size, size)  # what was planned of a file grown since
     video = timeline.tracks[0]
+    tail = bool(item.stop_at and item.stop_sample)  # the fragment at stop_at is partly its
     found: list[IFrame] = []
-
-    def add(moof: bytes, moof_at: int, end: int, served_at: int, shift: int) -> None:
-        decode_time, samples = mp4.traf_entries(moof, moof_at, video)
-        if not samples:
-            return
-        _, length, flags, composition, data = samples[0]
-        if flags & mp4.NOT_SYNC or data < moof_at or data + length > end:
-            return
-        shown = decode_time + shift + video.shift + composition
-        tick = (shown * CLOCK + video.timescale // 2) // video.timescale  # sessiontime's rule
-        found.append(IFrame(number, served_at, data + length - moof_at, tick))
-
-    def made(part: bytes, served_at: int) -> None:  # a fragment cut: its times moved
-        if len(part) >= 8 and part[4:8] == b"moof":
-            add(part[8 : mp4.u32(part, 0)], 0, len(part), served_at, 0)
-
-    made(prefix, 0)
-    if start < stop:
-        try:
-            for kind, at, body, end in mp4.top_level(fd, size, start):
-                if at >= stop:
-                    break
-                if kind == b"moof":
-                    moof = mp4.read_box(fd, body, end)
-                    add(moof, at, stop, len(prefix) + at - start, item.shift)
-        except ProbeError:
-            pass  # a box cut short past the last whole fragment: served as it is, unlisted
-    made(suffix, len(prefix) + max(0, stop - start))
+    try:
+        for kind, at, body, box_end in mp4.top_level(fd, size, item.cut_at):
+            if at > end or (at == end and not tail):
+                break
+            if kind != b"moof":
+                continue
+            decode_time, samples = mp4.traf_entries(mp4.read_box(fd, body, box_end), at, video)
+            low = item.cut_sample if at == item.cut_at else 0
+            high = item.stop_sample if tail and at == item.stop_at else len(samples)
+            dts = decode_time + item.shift + video.shift
+            for n, (duration, length, flags, composition, data) in enumerate(samples):
+                if low <= n < high and not flags & mp4.NOT_SYNC:
+                    shown = dts + composition
+                    tick = (shown * CLOCK + video.timescale // 2) // video.timescale
+                    if n > low:  # after other pictures of its fragment
+                        found.append(IFrame(number, -1, -1, tick, keyframe_name(number, at, n)))
+                    elif at == item.cut_at and item.cut_sample:  # the part made first
+                        found.append(IFrame(number, 0, _made_length(prefix, video), tick))
+                    elif tail and at == item.stop_at:  # the part made last
+                        served_at = len(prefix) + max(0, stop - start)
+                        found.append(IFrame(number, served_at, _made_length(suffix, video), tick))
+                    elif data >= at and data + length <= end:
+                        served_at = len(prefix) + at - start
+                        found.append(IFrame(number, served_at, data + length - at, tick))
+                dts += duration
+    except ProbeError:
+        pass  # a box cut short past the last whole fragment: served as it is, unlisted
     return found
+
+
+def _made_length(part: bytes, video: mp4.Track) -> int:
+    """The bytes of a made fragment up to the end of its first video sample (its video's
+    data comes first: mp4._fragment)."""
+    if len(part) < 8 or part[4:8] != b"moof":
+        raise ProbeError("a made part is not a fragment")
+    _, samples = mp4.traf_entries(part[8 : mp4.u32(part, 0)], 0, video)
+    if not samples:
+        raise ProbeError("a made part has no video")
+    return samples[0][4] + samples[0][1]
 
 
 def render(plan: Plan, frames: Sequence[IFrame], maps: Sequence[str]) -> str:
@@ -180,6 +197,9 @@ def render(plan: Plan, frames: Sequence[IFrame], maps: Sequence[str]) -> str:
         wall = item.pdt_us + (frame.tick - plan.starts[frame.item]) * 1_000_000 // CLOCK
         lines.append(f"#EXT-X-PROGRAM-DATE-TIME:{pdt_text(wall)}")
         lines.append(f"#EXTINF:{duration:.6f},")
+        if frame.uri:
+            lines.append(frame.uri)
+            continue
         lines.append(f"#EXT-X-BYTERANGE:{frame.length}@{frame.offset}")
         lines.append(name)
     lines.append("#EXT-X-ENDLIST")

@@ -112,6 +112,45 @@ class MediaService:
             served = replace(served, version=_version(item, init, served))
         return served
 
+    async def keyframe_for(self, item: MediaItem, moof_at: int, sample: int) -> Served:
+        """A keyframe of a fragmented MP4 item that lies inside its fragment, after other
+        pictures, made a fragment of its own on the session's timeline (its audio of that
+        frame's time with it): what the I-frame playlist lists for it (iframes.py)."""
+        try:
+            return await asyncio.to_thread(self._keyframe, item, moof_at, sample)
+        except Changed as error:
+            self._say_once(item.source, str(error))
+            raise NotFound(
+                f"the recording for this keyframe was {error} since the session was made;"
+                " create the session again"
+            ) from None
+        except (ProbeError, OSError, *CORRUPT) as error:
+            log.warning("media: a keyframe of %s cannot be served: %s", item.source, error)
+            raise NotFound("the recording for this keyframe is no longer whole") from None
+
+    def _keyframe(self, item: MediaItem, moof_at: int, sample: int) -> Served:
+        path = self.recording(item.source)
+        fd, info = open_regular(path, follow=False)
+        try:
+            check_unchanged(item, info)
+            end = item.stop_at or item.size
+            inside = item.cut_at <= moof_at < end or (
+                moof_at == item.stop_at and sample < item.stop_sample
+            )
+            if not inside or (moof_at == item.cut_at and sample < item.cut_sample):
+                raise NotFound("this session has no such keyframe")
+            timeline = mp4.retimed(fd, item.init_size, (item.cut_at,), item.shift)
+            if not mp4.is_sync(fd, moof_at, timeline.tracks[0], sample):
+                raise NotFound("this session has no such keyframe")
+            data, _ = timeline.cut(fd, moof_at, sample, sample + 1)
+        finally:
+            os.close(fd)
+        key = repr(("keyframe", REWRITE_FORMAT, MEDIA_ROW(item), item.name, moof_at, sample))
+        version = hashlib.blake2b(key.encode(), digest_size=8).hexdigest()
+        # The file's own bytes are none of it (start = stop = its end): all is made.
+        return Served(path=path, content_type=SEGMENT_TYPE, prefix=data, start=info.st_size,
+                      stop=info.st_size, version=version, inode=info.st_ino)  # fmt: skip
+
     def _say_once(self, source: str, what: str) -> None:
         if (source, what) not in self._said and len(self._said) < _SAID_KEPT:
             self._said.add((source, what))

@@ -31,7 +31,7 @@ from .playlists import Plan
 from .served import PLAYLIST_TYPE, Served
 from .sessions import SessionStore
 from .spanbook import MAX_RANGE_US, SpanBook
-from .stored import PLAYLIST, Session, named_item
+from .stored import PLAYLIST, Session, named_item, named_keyframe
 from .timeline import Span
 from .times import format_us
 from .wallclock import chosen
@@ -266,9 +266,15 @@ class Playback:
         else:
             plan = await self.store.load_plan(session)
             named = named_item(plan, name)
-            if named is None:
+            keyframe = named_keyframe(plan, name) if named is None else None
+            if keyframe is not None:
+                _, item, moof_at, sample = keyframe
+                served = await self.media.keyframe_for(item, moof_at, sample)
+            elif named is None:
                 raise NotFound(f"this session has no media named {name}")
-            served = await self.media.file_for(session, plan, *named, init=name.startswith("i"))
+            else:
+                init = name.startswith("i")
+                served = await self.media.file_for(session, plan, *named, init=init)
         self.store.touch(session)
         # Clients may keep what they fetched for as long as the session lives.
         max_age = max(0, (session.expires_us - self.store.now_us()) // 1_000_000)

@@ -534,6 +534,13 @@ def init_uris(items: Sequence[MediaItem]) -> list[str]:
     return uris
 
 
+def keyframe_name(n: int, moof_at: int, sample: int) -> str:
+    """The URI of a keyframe of item `n` (fragmented MP4) that lies inside its fragment,
+    after other pictures: video sample `sample` of the fragment whose moof is at byte
+    `moof_at` of the recording, made a fragment of its own (for the I-frame playlist)."""
+    return f"k{n:06d}-{moof_at}-{sample}.m4s"
+
+
 def render(plan: Plan) -> str:
     """The complete VOD playlist (RFC 8216) for a plan."""
     mp4 = plan.items[0].is_mp4  # then all are

@@ -23,10 +23,11 @@ from typing import Any
 
 from .errors import BadRequest
 from .files import replace_file
-from .playlists import MediaItem, MediaKind, Plan, init_name, media_name
+from .playlists import MediaItem, MediaKind, Plan, init_name, keyframe_name, media_name
 from .times import format_us, parse_rfc3339
 
 MEDIA_NAME = re.compile(r"s[0-9]{6}\.(ts|m4s)|i[0-9]{6}\.mp4")
+KEYFRAME_NAME = re.compile(r"k([0-9]{6})-([1-9][0-9]{0,14})-([1-9][0-9]{0,6})\.m4s")
 META = "session.json"
 PLAN = "plan.json"
 PLAYLIST = "index.m3u8"
@@ -223,6 +224,19 @@ def named_item(plan: Plan, name: str) -> tuple[int, MediaItem] | None:
     if name == served.name or (name == init_name(number) and served.is_mp4):
         return number, served
     return None
+
+
+def named_keyframe(plan: Plan, name: str) -> tuple[int, MediaItem, int, int] | None:
+    """A keyframe URL name's item (fragmented MP4 served as recorded), with its number,
+    the fragment's moof offset and the sample (playlists.keyframe_name), or None."""
+    found = KEYFRAME_NAME.fullmatch(name)
+    if found is None:
+        return None
+    number, moof_at, sample = (int(part) for part in found.groups())
+    if number >= len(plan.items) or name != keyframe_name(number, moof_at, sample):
+        return None
+    served = plan.at(number)
+    return (number, served, moof_at, sample) if served.kind == MediaKind.FRAGMENTS else None
 
 
 def _time(value: object) -> int:

@@ -67,11 +67,9 @@ def parse_iframes(text: str) -> tuple[dict[str, str], list[Frame]]:
         elif line:
             assert duration is not None, line
             assert pdt is not None, line
-            assert byterange is not None, line
             assert init is not None, line
-            frames.append(
-                Frame(line, byterange[1], byterange[0], duration, pdt, init, discontinuity)
-            )
+            length, offset = byterange or (-1, -1)  # none: the whole of its own URL
+            frames.append(Frame(line, offset, length, duration, pdt, init, discontinuity))
             duration = pdt = byterange = None
             discontinuity = False
     return tags, frames
@@ -315,12 +313,13 @@ async def test_each_keyframe_is_listed_once_and_decodes_alone_to_its_picture(
     assert [f.discontinuity for f in frames].count(True) == breaks == 0
 
 
-async def test_fragments_cut_by_time_list_the_keyframes_that_start_them(
+async def test_fragments_cut_by_time_list_every_keyframe_once(
     tmp_path: Path, start_agent: Any
 ) -> None:
     """MediaMTX's way: a fragment every second, a keyframe every 1.5 s. A keyframe that
-    starts its fragment is listed and decodes alone to the picture at its time; one
-    inside a fragment, after other pictures, cannot be reached alone and is not listed."""
+    starts its fragment is a byte range of its segment; one inside a fragment, after
+    other pictures, a URL of its own: every keyframe once, each decoding alone to the
+    picture at its time. A keyframe URL the playlist does not give is 404."""
     run = await render_run(
         tmp_path / "parts", 6, 2, kind="fmp4_parts", size="320x240", keyframe_seconds=1.5
     )
@@ -334,8 +333,7 @@ async def test_fragments_cut_by_time_list_the_keyframes_that_start_them(
 
     await wait_for(indexed, what="footage indexed")
     walls = _walls(run)
-    keyframes = sum(_keyframes(recording.path) for recording in run) * 2
-    # From 08:00:00, and from 08:00:02: its first keyframe (at 1.5 s) inside a fragment,
+    # From 08:00:00, and from 08:00:02: its first keyframe (at 1.52 s) inside a fragment,
     # from which that fragment's part is made a fragment of its own, listed first.
     for start in (0, 2):
         body = {"camera_id": "cam", "from": at(start), "to": at(26)}
@@ -344,20 +342,36 @@ async def test_fragments_cut_by_time_list_the_keyframes_that_start_them(
         base = session["playlist_url"].rsplit("/", 1)[0]
         response = await client.get(f"{base}/iframes.m3u8")
         assert response.status == 200, await response.text()
-        _, frames = parse_iframes(await response.text())
-        assert 0 < len(frames) < keyframes  # some keyframes lie inside their fragments
+        text = await response.text()
+        _, frames = parse_iframes(text)
+        own = [frame for frame in frames if frame.uri.startswith("k")]
+        assert own  # keyframes inside their fragments
+        shown = [round((datetime.fromisoformat(f.pdt).timestamp() * S - T0) / S, 2) for f in frames]
+        assert len(set(shown)) == len(shown)  # each once
+        if not start:  # every keyframe of the footage (placed twice)
+            keyframes = sum(_keyframes(recording.path) for recording in run)
+            assert len(frames) == 2 * keyframes
         if start:
             assert (frames[0].uri, frames[0].offset) == ("s000000.m4s", 0)
             assert frames[0].pdt == "2026-11-20T08:00:01.520Z"  # the first frame from 1.5 s
         for n, frame in enumerate(frames):
             head = await client.get(f"{base}/{frame.init[0]}")
-            part = await _fetch(client, f"{base}/{frame.uri}", frame.offset, frame.length)
+            if frame.uri.startswith("k"):
+                assert frame.offset == -1
+                part = await client.get(f"{base}/{frame.uri}")
+                assert part.status == 200
+            else:
+                part = await _fetch(client, f"{base}/{frame.uri}", frame.offset, frame.length)
+                assert part.status == 206
             alone = tmp_path / f"alone{start}-{n}.mp4"
             alone.write_bytes(await head.read() + await part.read())
             decoded = _frames(alone)
             assert len(decoded) == 1, (frame, decoded)
             pdt = (datetime.fromisoformat(frame.pdt).timestamp() * S - T0) / S
             assert any(abs(pdt - wall) < 0.002 for wall in walls[decoded[0][1]]), frame
+    bad = f"{base}/{own[0].uri.rsplit('-', 1)[0]}-1.m4s"  # not a keyframe there
+    assert (await client.get(bad)).status == 404
+    assert (await client.get(f"{base}/k000000-1-1.m4s")).status == 404
 
 
 @pytest.mark.slow  # real players

@@ -306,6 +306,16 @@ def traf_samples(
     return samples
 
 
+def is_sync(fd: int, moof_at: int, video: Track, sample: int) -> bool:
+    """Whether video sample `sample` of the fragment whose moof is at `moof_at` exists and
+    is a sync sample (blocking: reads the moof); ProbeError if there is no moof there."""
+    kind, _, body, end = next(top_level(fd, os.fstat(fd).st_size, moof_at))
+    if kind != b"moof":
+        raise ProbeError(f"no fragment at byte {moof_at}")
+    _, samples = traf_entries(read_box(fd, body, end), moof_at, video)
+    return 0 <= sample < len(samples) and not samples[sample][2] & NOT_SYNC
+
+
 def _stride(flags: int) -> int:
     """The bytes a track run gives each sample, by its flags.
 
