@@ -138,12 +138,18 @@ def fragment_iframes(number: int, item: MediaItem, fd: int) -> list[IFrame]:
                     shown = dts + composition
                     tick = (shown * CLOCK + video.timescale // 2) // video.timescale
                     if n > low:  # after other pictures of its fragment
-                        found.append(IFrame(number, -1, -1, tick, keyframe_name(number, at, n)))
+                        if box_end <= data and data + length <= size:  # in its mdat
+                            name = keyframe_name(number, at, n)
+                            found.append(IFrame(number, -1, -1, tick, name))
                     elif at == item.cut_at and item.cut_sample:  # the part made first
-                        found.append(IFrame(number, 0, _made_length(prefix, video), tick))
+                        made = _made_length(prefix, video)
+                        if made:
+                            found.append(IFrame(number, 0, made, tick))
                     elif tail and at == item.stop_at:  # the part made last
                         served_at = len(prefix) + max(0, stop - start)
-                        found.append(IFrame(number, served_at, _made_length(suffix, video), tick))
+                        made = _made_length(suffix, video)
+                        if made:
+                            found.append(IFrame(number, served_at, made, tick))
                     elif data >= at and data + length <= end:
                         served_at = len(prefix) + at - start
                         found.append(IFrame(number, served_at, data + length - at, tick))
@@ -155,13 +161,14 @@ def fragment_iframes(number: int, item: MediaItem, fd: int) -> list[IFrame]:
 
 def _made_length(part: bytes, video: mp4.Track) -> int:
     """The bytes of a made fragment up to the end of its first video sample (its video's
-    data comes first: mp4._fragment)."""
+    data comes first: mp4._fragment); 0 if it has none."""
     if len(part) < 8 or part[4:8] != b"moof":
-        raise ProbeError("a made part is not a fragment")
-    _, samples = mp4.traf_entries(part[8 : mp4.u32(part, 0)], 0, video)
-    if not samples:
-        raise ProbeError("a made part has no video")
-    return samples[0][4] + samples[0][1]
+        return 0
+    try:
+        _, samples = mp4.traf_entries(part[8 : mp4.u32(part, 0)], 0, video)
+    except ProbeError:
+        return 0
+    return samples[0][4] + samples[0][1] if samples else 0
 
 
 def render(plan: Plan, frames: Sequence[IFrame], maps: Sequence[str]) -> str:

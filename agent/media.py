@@ -137,10 +137,11 @@ class MediaService:
             inside = item.cut_at <= moof_at < end or (
                 moof_at == item.stop_at and sample < item.stop_sample
             )
-            if not inside or (moof_at == item.cut_at and sample < item.cut_sample):
-                raise NotFound("this session has no such keyframe")
+            # The cut part's first keyframe is listed as a byte range, not by this name.
+            first = moof_at == item.cut_at and sample <= item.cut_sample
             timeline = mp4.retimed(fd, item.init_size, (item.cut_at,), item.shift)
-            if not mp4.is_sync(fd, moof_at, timeline.tracks[0], sample):
+            video = timeline.tracks[0]
+            if not inside or first or not mp4.keyframe_at(fd, item.cut_at, moof_at, video, sample):
                 raise NotFound("this session has no such keyframe")
             data, _ = timeline.cut(fd, moof_at, sample, sample + 1)
         finally:

@@ -369,9 +369,18 @@ async def test_fragments_cut_by_time_list_every_keyframe_once(
             assert len(decoded) == 1, (frame, decoded)
             pdt = (datetime.fromisoformat(frame.pdt).timestamp() * S - T0) / S
             assert any(abs(pdt - wall) < 0.002 for wall in walls[decoded[0][1]]), frame
-    bad = f"{base}/{own[0].uri.rsplit('-', 1)[0]}-1.m4s"  # not a keyframe there
-    assert (await client.get(bad)).status == 404
-    assert (await client.get(f"{base}/k000000-1-1.m4s")).status == 404
+    item, moof, sample = own[0].uri[1:-4].split("-")
+    for name in (
+        f"k{item}-{moof}-1",  # not a keyframe there
+        f"k{item}-{int(moof) + 8}-{sample}",  # inside the moof: no box starts there
+        f"k{item}-{int(moof) + 40_000}-{sample}",  # inside its mdat, or past it
+        f"k{item}-999999999-{sample}",  # past the end of the file
+        f"k{item}-{moof}-{int(sample) + 1_000}",  # past the fragment's samples
+        "k000000-1-1",  # before the item
+    ):
+        answer = await client.get(f"{base}/{name}.m4s")
+        assert answer.status == 404, name
+        assert "no such keyframe" in (await answer.json())["error"] or name.startswith("k000000-1-")
 
 
 @pytest.mark.slow  # real players

@@ -306,14 +306,29 @@ def traf_samples(
     return samples
 
 
-def is_sync(fd: int, moof_at: int, video: Track, sample: int) -> bool:
-    """Whether video sample `sample` of the fragment whose moof is at `moof_at` exists and
-    is a sync sample (blocking: reads the moof); ProbeError if there is no moof there."""
-    kind, _, body, end = next(top_level(fd, os.fstat(fd).st_size, moof_at))
-    if kind != b"moof":
-        raise ProbeError(f"no fragment at byte {moof_at}")
-    _, samples = traf_entries(read_box(fd, body, end), moof_at, video)
-    return 0 <= sample < len(samples) and not samples[sample][2] & NOT_SYNC
+def keyframe_at(fd: int, start: int, moof_at: int, video: Track, sample: int) -> bool:
+    """Whether, walking the file's top-level boxes from `start`, a moof begins exactly at
+    `moof_at` and its video sample `sample` is a sync sample whose bytes lie in the mdat
+    that follows it (blocking: reads box headers and that moof). False for anything
+    else, whatever the bytes: an offset asked for by a client is trusted no further."""
+    size = os.fstat(fd).st_size
+    try:
+        boxes_from = top_level(fd, size, start)
+        for kind, at, body, end in boxes_from:
+            if at > moof_at:
+                return False
+            if at == moof_at:
+                if kind != b"moof":
+                    return False
+                _, samples = traf_entries(read_box(fd, body, end), moof_at, video)
+                mdat = next(boxes_from, None)
+                if mdat is None or mdat[0] != b"mdat" or not 0 < sample < len(samples):
+                    return False
+                _, length, flags, _, data = samples[sample]
+                return not flags & NOT_SYNC and mdat[2] <= data and data + length <= mdat[3]
+    except ProbeError:
+        return False
+    return False
 
 
 def _stride(flags: int) -> int:
