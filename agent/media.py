@@ -12,9 +12,11 @@ import asyncio
 import hashlib
 import logging
 import os
+from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
 from stat import S_ISREG
+from typing import Any
 
 from . import reboxed
 from .config import Config
@@ -90,24 +92,14 @@ class MediaService:
         DTS and PCR moved by the plan's shift, its continuity counters carried on from
         the segment before, so that players see one stream, as from a single muxer.
         """
-        try:
-            if item.kind == FRAGMENTS:
-                served = await asyncio.to_thread(self._fragments, item, init)
-            elif item.mp4_tag:
-                served = await asyncio.to_thread(self._reboxed, plan, number, item, init)
-            elif item.kind == REMUX:
-                served = await asyncio.to_thread(self._remuxed, session, item)
-            else:
-                served = await asyncio.to_thread(self._as_recorded, item)
-        except Changed as error:
-            self._say_once(item.source, str(error))
-            raise NotFound(
-                f"the recording for this segment was {error} since the session was made;"
-                " create the session again"
-            ) from None
-        except (ProbeError, ClipBroken, OSError, *CORRUPT) as error:  # changed, or gone
-            log.warning("media: %s cannot be served: %s", item.source, error)
-            raise NotFound("the recording for this segment is no longer whole") from None
+        if item.kind == FRAGMENTS:
+            served = await self._read(item, "segment", self._fragments, item, init)
+        elif item.mp4_tag:
+            served = await self._read(item, "segment", self._reboxed, plan, number, item, init)
+        elif item.kind == REMUX:
+            served = await self._read(item, "segment", self._remuxed, session, item)
+        else:
+            served = await self._read(item, "segment", self._as_recorded, item)
         if served.rewrite is not None or served.patch is not None:
             served = replace(served, version=_version(item, init, served))
         return served
@@ -116,17 +108,24 @@ class MediaService:
         """A keyframe of a fragmented MP4 item that lies inside its fragment, after other
         pictures, made a fragment of its own on the session's timeline (its audio of that
         frame's time with it): what the I-frame playlist lists for it (iframes.py)."""
+        return await self._read(item, "keyframe", self._keyframe, item, moof_at, sample)
+
+    async def _read(
+        self, item: MediaItem, what: str, read: Callable[..., Served], *args: Any
+    ) -> Served:
+        """`read(*args)` on a worker thread; a recording changed or gone since the session
+        was planned is a NotFound with a sentence (said once, or logged), never a 500."""
         try:
-            return await asyncio.to_thread(self._keyframe, item, moof_at, sample)
+            return await asyncio.to_thread(read, *args)
         except Changed as error:
             self._say_once(item.source, str(error))
             raise NotFound(
-                f"the recording for this keyframe was {error} since the session was made;"
+                f"the recording for this {what} was {error} since the session was made;"
                 " create the session again"
             ) from None
-        except (ProbeError, OSError, *CORRUPT) as error:
-            log.warning("media: a keyframe of %s cannot be served: %s", item.source, error)
-            raise NotFound("the recording for this keyframe is no longer whole") from None
+        except (ProbeError, ClipBroken, OSError, *CORRUPT) as error:  # changed, or gone
+            log.warning("media: %s cannot be served: %s", item.source, error)
+            raise NotFound(f"the recording for this {what} is no longer whole") from None
 
     def _keyframe(self, item: MediaItem, moof_at: int, sample: int) -> Served:
         path = self.recording(item.source)
