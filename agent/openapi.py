@@ -151,9 +151,8 @@ def document() -> dict[str, Any]:
                         },
                         "multivariant_url": {
                             "type": "string",
-                            "description": "The media playlist and (sessions served as"
-                            " MPEG-TS) its I-frame playlist, iframes.m3u8, for fast"
-                            " scrubbing (RFC 8216 4.3.4.3)",
+                            "description": "The media playlist and its I-frame playlist,"
+                            " iframes.m3u8, for fast scrubbing (RFC 8216 4.3.4.3)",
                             "examples": ["/media/playback/pbs_0123/multivariant.m3u8"],
                         },
                         "from": _TIME,
@@ -376,8 +375,8 @@ def document() -> dict[str, Any]:
                 "parameters": media_path,
                 "get": _op(
                     "The session's playlist (index.m3u8), its multivariant playlist"
-                    " (multivariant.m3u8), its I-frame playlist (iframes.m3u8; sessions served"
-                    " as MPEG-TS), or one of its media segments; HEAD and Range are supported",
+                    " (multivariant.m3u8), its I-frame playlist (iframes.m3u8), or one of its"
+                    " media segments or keyframes; HEAD and Range are supported",
                     media_ok,
                     ("400", "404", "503", "507"),
                 ),
