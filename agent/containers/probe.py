@@ -369,6 +369,10 @@ def _unless_first(cut: Cut | None, media_start: int) -> Cut | None:
 
 _MIN_FRAMES = 8  # beyond any B-frame reorder depth or open-GOP lead a camera uses
 _MAX_READ = 16 << 20  # the most of an MPEG-TS file's head or tail read to find frames
+# A read malloc serves from its arenas: glibc maps a block over its mmap threshold (128 KiB,
+# as the agent keeps it) afresh, faults its pages in and unmaps it when freed: with reads of
+# 128 KiB the index's first scan took 0.65 ms a file, with these 0.37 ms.
+_SMALL_READ = 120 << 10
 # A video frame every 10 s at the least (a time-lapse), and a frame takes at least one
 # MPEG-TS packet or one MP4 sample: a recording whose timestamps span more than that is
 # corrupt (random timestamps), not days of footage hiding the recordings after it.
@@ -408,13 +412,14 @@ def _probe_ts(fd: int, size: int, head: bytes) -> MediaFacts:
     while len(first) < _MIN_FRAMES and len(head) < min(size, _MAX_READ):
         # Doubled, the new bytes alone read: what follows scans the head, so no more of it
         # than the frames need (a 720p keyframe and seven more: half a megabyte).
-        head += os.pread(fd, min(size, len(head) * 2, _MAX_READ) - len(head), len(head))
+        grown = _SMALL_READ if len(head) < _SMALL_READ else len(head) * 2
+        head += os.pread(fd, min(size, grown, _MAX_READ) - len(head), len(head))
         first = pes_times(head, 0, video_pid)
     if not first:
         raise ProbeError("MPEG-TS without a timestamped video frame at its head")
     first_pts = _earliest(first[:_MIN_FRAMES])
 
-    tail_size = 131072
+    tail_size = _SMALL_READ
     while True:
         start = max(0, size - tail_size)
         tail = os.pread(fd, size - start, start)
