@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import os
 import time
@@ -30,6 +31,7 @@ from .keys import (
     SESSIONS,
     STARTED,
     TASKS,
+    VITALS,
 )
 from .media import MediaService, recording_path
 from .metrics import Metrics
@@ -43,6 +45,7 @@ from .spanbook import SpanBook
 from .stored import row_of
 from .sweep import sweep_forever
 from .tasks import Supervisor
+from .vitals import STALL_SECONDS, Vitals
 
 
 def create_app(
@@ -71,6 +74,7 @@ def create_app(
     app.cleanup_ctx.append(_tasks)
     app.cleanup_ctx.append(_index)
     app.cleanup_ctx.append(_indexer)
+    app.cleanup_ctx.append(_vitals)
     app.cleanup_ctx.append(_admission)
     app.cleanup_ctx.append(_sessions(clock))
     routes.setup(app)
@@ -140,6 +144,16 @@ async def _indexer(app: web.Application) -> AsyncIterator[None]:
     tasks.start("index-watch", indexer.watch)
     tasks.start("index-pending", indexer.settle_forever)
     tasks.start("index-poll", indexer.poll_forever)
+    yield
+
+
+async def _vitals(app: web.Application) -> AsyncIterator[None]:
+    config = app[CONFIG]
+    vitals = Vitals(config.recordings.root, config.ffmpeg.ffmpeg)
+    app[VITALS] = vitals
+    with contextlib.suppress(TimeoutError):  # a stalled disk does not hold up the start
+        await asyncio.wait_for(vitals.look(), STALL_SECONDS)
+    app[TASKS].start("vitals", vitals.look_forever)
     yield
 
 

@@ -108,6 +108,12 @@ def _delete(db: sqlite3.Connection, keys: list[tuple[str]]) -> list[tuple[str, i
     return gone
 
 
+def _counts(db: sqlite3.Connection) -> tuple[int, int]:
+    """(segments, cameras) in the index."""
+    row = db.execute("SELECT COALESCE(SUM(segment_count), 0), COUNT(*) FROM cameras").fetchone()
+    return int(row[0]), int(row[1])
+
+
 def _timing(_: sqlite3.Cursor, row: sqlite3.Row) -> Timing:
     return Timing._make(row)
 
@@ -274,6 +280,7 @@ class Index:
         self._write_db: sqlite3.Connection | None = None
         self._read_db: sqlite3.Connection | None = None
         self._watchers: list[Callable[[Change], None]] = []
+        self._counts = (0, 0)  # (segments, cameras) as the last write left them
 
     # -- lifecycle ---------------------------------------------------------------------
 
@@ -309,6 +316,7 @@ class Index:
             for suffix in ("", "-wal", "-shm"):
                 Path(f"{self.path}{suffix}").unlink(missing_ok=True)
             db = self._prepare(self._connect())
+        self._counts = _counts(db)
         self._write_db = db
 
     def _prepare(self, db: sqlite3.Connection) -> sqlite3.Connection:
@@ -365,7 +373,9 @@ class Index:
             db = self._w()
             with db:
                 db.execute("BEGIN")
-                return work(db)
+                done = work(db)
+                self._counts = _counts(db)
+                return done
 
         return await self._on(self._writer, transaction)
 
@@ -498,18 +508,10 @@ class Index:
 
         return await self._on(self._reader, read)
 
-    async def counts(self) -> tuple[int, int]:
-        """(segments, cameras) in the index."""
-
-        def read() -> tuple[int, int]:
-            row = (
-                self._r()
-                .execute("SELECT COALESCE(SUM(segment_count), 0), COUNT(*) FROM cameras")
-                .fetchone()
-            )
-            return int(row[0]), int(row[1])
-
-        return await self._on(self._reader, read)
+    def counts(self) -> tuple[int, int]:
+        """(segments, cameras) in the index, as its last write left them: read without
+        waiting for a thread (/healthz answers while the reader is busy)."""
+        return self._counts
 
     async def cameras(self) -> list[CameraSummary]:
         return await self._on(self._reader, self._cameras)

@@ -16,6 +16,7 @@ from .playback import Playback
 from .server import ConnectionGuard
 from .sessions import SessionStore
 from .tasks import Supervisor
+from .vitals import Vitals
 
 CONFIG = web.AppKey("config", Config)
 INDEX = web.AppKey("index", Index)
@@ -29,3 +30,4 @@ GUARD = web.AppKey("guard", ConnectionGuard)
 METRICS = web.AppKey("metrics", Metrics)
 OPENAPI = web.AppKey("openapi", dict[str, Any])
 PAGE = web.AppKey("page", dict[str, Asset])
+VITALS = web.AppKey("vitals", Vitals)

@@ -7,7 +7,6 @@ import errno
 import hmac
 import json
 import logging
-import shutil
 import sqlite3
 import time
 from collections.abc import Awaitable, Callable
@@ -35,6 +34,7 @@ from .keys import (
     SESSIONS,
     STARTED,
     TASKS,
+    VITALS,
 )
 from .metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from .metrics import Snapshot
@@ -274,13 +274,15 @@ async def healthz(request: web.Request) -> web.Response:
     app = request.app
     config = app[CONFIG]
     status = app[INDEXER].status
-    segments, cameras = await app[INDEX].counts()
+    segments, cameras = app[INDEX].counts()
     root = config.recordings.root
-    root_found, ffmpeg_found = await asyncio.to_thread(
-        lambda: (root.is_dir(), shutil.which(config.ffmpeg.ffmpeg) is not None)
-    )
+    # Nothing here waits for a disk or a thread: the root and ffmpeg as last looked at.
+    vitals = app[VITALS]
     problems = []
-    if not root_found:
+    stalled = vitals.stalled()
+    if stalled:
+        problems.append(stalled)
+    elif vitals.root_found is False:
         problems.append(f"the recordings root {root} (recordings.root) does not exist")
     elif not status.watching:
         problems.append(f"the recordings root {root} is not being watched")
@@ -322,7 +324,7 @@ async def healthz(request: web.Request) -> web.Response:
                 "last_seconds": status.reconcile_seconds,
             },
         },
-        "ffmpeg": ffmpeg_found,
+        "ffmpeg": vitals.ffmpeg_found,
         "sessions": {
             "live": len(app[SESSIONS].sessions),
             "max": config.playback.max_sessions,
@@ -489,7 +491,7 @@ async def clip(request: web.Request) -> web.StreamResponse:
 async def metrics(request: web.Request) -> web.Response:
     """Prometheus text format: the agent's counters and state."""
     app = request.app
-    segments, cameras = await app[INDEX].counts()
+    segments, cameras = app[INDEX].counts()
     store, limiter, indexing = app[SESSIONS], app[LIMITER], app[INDEXER].status
     snapshot = Snapshot(
         sessions_live=len(store.sessions),

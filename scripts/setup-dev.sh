@@ -17,11 +17,19 @@ command -v cvlc >/dev/null || need+=(vlc-bin vlc-plugin-base)
 command -v chromium >/dev/null || need+=(chromium)
 command -v npm >/dev/null || need+=(npm)
 [ -x .venv/bin/python ] || python3 -c 'import ensurepip, venv' 2>/dev/null || need+=(python3-venv)
+# A disk that stalls is a FUSE file system in the tests (libfuse 3, named below).
+/sbin/ldconfig -p | grep -q 'libfuse3\.so\.' || need+=(libfuse3)
 if ((${#need[@]})); then
     sudo=""
     [ "$(id -u)" -eq 0 ] || sudo=sudo
-    echo "Installing ${need[*]} with apt-get ..."
     $sudo apt-get update -qq
+    for i in "${!need[@]}"; do  # libfuse 3's package: libfuse3-4 on Debian 13, libfuse3-3 on 12
+        if [ "${need[$i]}" = libfuse3 ]; then
+            need[$i]=libfuse3-3
+            apt-cache show libfuse3-4 >/dev/null 2>&1 && need[$i]=libfuse3-4
+        fi
+    done
+    echo "Installing ${need[*]} with apt-get ..."
     DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
 fi
 

@@ -554,3 +554,45 @@ async def test_a_burst_whose_events_were_lost_is_reconciled_once_quiet(
         with contextlib.suppress(NameError):
             await settling
         await index.close()
+
+
+async def test_a_disk_that_stalls_leaves_healthz_answering(
+    tmp_path: Path, footage: dict[str, list[Rendered]], start_agent: Any
+) -> None:
+    """The recordings' disk stops answering (every stat, listing and read held, as a USB
+    disk resetting or a network share gone quiet): /healthz answers all the while and says
+    so, the API answers from the index, and once the disk answers again all is as it was."""
+    from . import stalling_fs
+
+    if why := stalling_fs.available():
+        pytest.skip(why)
+    source = tmp_path / "disk"
+    config = make_config(tmp_path)
+    place_old(footage["ts"], source, config.layout, "cam", T0)
+    control = tmp_path / "stall"
+    with stalling_fs.mounted(source, config.recordings.root, control):
+        client = await started(start_agent, config)
+        assert await camera_counts(client) == {"cam": 3}
+        control.touch()  # from now on, every look at the disk waits
+
+        async def health() -> dict[str, Any]:
+            async with asyncio.timeout(5):  # the stall lasts until the test ends it
+                body: dict[str, Any] = await (await client.get("/healthz")).json()
+            return body
+
+        async def stall_said() -> bool:
+            return any("has not answered" in p for p in (await health())["problems"])
+
+        await wait_for(stall_said, timeout=15, what="the stall said")
+        async with asyncio.timeout(5):
+            assert await camera_counts(client) == {"cam": 3}
+        for _ in range(5):  # and again, while the looks pile up
+            assert (await health())["status"] == "degraded"
+        control.unlink()
+
+        async def healthy() -> bool:
+            return (await health())["status"] == "ok"
+
+        await wait_for(healthy, timeout=15, what="healthy again")
+        assert await camera_counts(client) == {"cam": 3}
+        await client.close()

@@ -1,0 +1,71 @@
+"""What /healthz says of the disks without waiting for them.
+
+A stat of the recordings root (and a look for ffmpeg on the PATH) can take seconds when a
+disk stalls: a USB disk resetting, a network share gone quiet. /healthz must answer at
+once all the same, so these are looked at in the background, one look at a time, and a
+look still unanswered after STALL_SECONDS is said as a stall.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import shutil
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+from .tasks import pause
+
+LOOK_SECONDS = 2.0
+STALL_SECONDS = 1.0
+
+
+def stall_problem(root: Path, asked_at: float | None, now: float) -> str | None:
+    """The sentence for /healthz when a look at `root` begun at `asked_at` (monotonic,
+    None when none is under way) has waited STALL_SECONDS or more (pure policy)."""
+    if asked_at is None or now - asked_at < STALL_SECONDS:
+        return None
+    return (
+        f"the recordings root {root} has not answered for {now - asked_at:.0f} s"
+        " (its disk stalls): new recordings wait, sessions of them may too"
+    )
+
+
+class Vitals:
+    """The recordings root's and ffmpeg's presence, as last looked at."""
+
+    def __init__(
+        self, root: Path, ffmpeg: str, clock: Callable[[], float] = time.monotonic
+    ) -> None:
+        self.root = root
+        self.ffmpeg = ffmpeg
+        self.clock = clock
+        self.root_found: bool | None = None  # None: not answered yet
+        self.ffmpeg_found = False
+        self.asked_at: float | None = None  # when the look under way began
+
+    async def look(self) -> None:
+        """Look at both once (on a worker thread; returns when the disk answers)."""
+        self.asked_at = self.clock()
+        try:
+            self.root_found, self.ffmpeg_found = await asyncio.to_thread(self._look)
+        finally:
+            self.asked_at = None
+
+    def _look(self) -> tuple[bool, bool]:
+        try:
+            found = os.path.isdir(self.root)
+        except OSError:
+            found = False
+        return found, shutil.which(self.ffmpeg) is not None
+
+    async def look_forever(self, stop: asyncio.Event) -> None:
+        while not stop.is_set():
+            await self.look()
+            if await pause(stop, LOOK_SECONDS):
+                return
+
+    def stalled(self) -> str | None:
+        """A sentence for /healthz if the look under way has waited too long."""
+        return stall_problem(self.root, self.asked_at, self.clock())
