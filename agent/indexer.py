@@ -19,13 +19,14 @@ import enum
 import logging
 import os
 import sqlite3
+import threading
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from stat import S_ISREG
 
-from watchfiles import Change, awatch
+from watchfiles import Change, watch
 from watchfiles._rust_notify import WatchfilesRustInternalError
 
 from .containers.probe import Cut, MediaFacts, ProbeError, fmp4_splits, is_long, probe, ts_splits
@@ -535,19 +536,52 @@ class Indexer:
         return subdirs, clean
 
     async def _follow(self, paths: list[Path], recursive: bool, over: asyncio.Event) -> None:
-        async for changes in awatch(
-            *paths,
-            watch_filter=self._filter,
-            stop_event=over,
-            debounce=400,
-            step=50,
-            recursive=recursive,
-            ignore_permission_denied=True,
-        ):
-            new_dirs = await self._apply(changes)
-            await self._settle()
-            if new_dirs and not recursive:
-                over.set()
+        """Apply watchfiles' batches of changes below `paths` until `over` is set.
+
+        watchfiles runs on a thread of its own, where it also sets its watches up: a
+        recursive watch lists every file below (two seconds at a million recordings),
+        which on the event loop would hold every request up meanwhile."""
+        loop = asyncio.get_running_loop()
+        batches: asyncio.Queue[set[tuple[Change, str]] | BaseException | None] = asyncio.Queue()
+        halt = threading.Event()
+
+        def tell(item: set[tuple[Change, str]] | BaseException | None) -> None:
+            with contextlib.suppress(RuntimeError):  # the loop is closed: nobody listens
+                loop.call_soon_threadsafe(batches.put_nowait, item)
+
+        def run() -> None:
+            try:
+                for changes in watch(
+                    *paths,
+                    watch_filter=self._filter,
+                    stop_event=halt,
+                    debounce=400,
+                    step=50,
+                    recursive=recursive,
+                    ignore_permission_denied=True,
+                    raise_interrupt=False,
+                ):
+                    tell(changes)
+            except Exception as error:
+                tell(error)
+            else:
+                tell(None)
+
+        watching = asyncio.ensure_future(asyncio.to_thread(run))
+        relay = asyncio.ensure_future(over.wait())
+        relay.add_done_callback(lambda _: halt.set())
+        try:
+            while (item := await batches.get()) is not None:
+                if isinstance(item, BaseException):
+                    raise item
+                new_dirs = await self._apply(item)
+                await self._settle()
+                if new_dirs and not recursive:
+                    over.set()
+        finally:
+            halt.set()
+            relay.cancel()
+            await asyncio.wait([watching])  # it stops within a step (50 ms) of `halt`
 
     def _watch_plan(self) -> tuple[list[Path], list[Path], dict[str, frozenset[str]]]:
         """(directories to watch with all below them, directories to watch alone,
