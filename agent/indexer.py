@@ -47,6 +47,7 @@ _BATCH = 256  # files probed per worker-thread call, and written per transaction
 _SAID_KEPT = 10_000  # things said once (wallclock placements), of each kind
 _CLAIMS_KEPT = 1_000  # instants undecided names were placed at, a camera's
 _TICK_SECONDS = 0.25  # how often files still pending are looked at again
+_SETTLE_SHARE = 2048  # new files a reconcile hands the settling at a time
 # Recordings older than this rarely change: a reconcile takes an old file's stamp from
 # the index instead of the disk, and leaves alone a directory whose names are as they
 # were and whose files are all this old.
@@ -383,20 +384,22 @@ class Indexer:
             list_dir, self.root, self.layout, reldir, known, old_before
         )
         self._looked.pop(reldir, None)  # kept again once this look is done
-        removed = await self.index.remove([path for path in known if path not in on_disk])
         prefix = f"{reldir}/" if reldir else ""
         for relpath in [p for p in self._unreadable if p.startswith(prefix)]:
             if relpath not in on_disk:
                 del self._unreadable[relpath]
         unreadable = {p: s for p, s in self._unreadable.items() if p.startswith(prefix)}
 
-        def changed() -> tuple[list[_Candidate], dict[str, int]]:
-            """The files that are new or changed since indexed, and each camera's latest
-            start among them all (a day's directory of 10 s recordings is 8,640 names:
-            read off the event loop)."""
+        def compare() -> tuple[list[str], list[_Candidate], dict[str, int], int]:
+            """The indexed files gone, the files new or changed since indexed, each
+            camera's latest start among them all, and their newest mtime (a directory
+            can hold 100,000 names: compared off the event loop)."""
+            gone = [path for path in known if path not in on_disk]
             candidates = []
             newest: dict[str, int] = {}
+            latest = 0
             for relpath, state in on_disk.items():
+                latest = max(latest, state.mtime_ns)
                 name = self.layout.parse(relpath)
                 if name is None:  # list_dir keeps only names that parse
                     continue
@@ -404,18 +407,23 @@ class Indexer:
                 unchanged = known.get(relpath) == state.stamp
                 if not unchanged and unreadable.get(relpath) != state:
                     candidates.append(_Candidate(relpath, name, state))
-            return candidates, newest
+            return gone, candidates, newest, latest
 
-        candidates, newest = await asyncio.to_thread(changed)
-        for candidate in candidates:
-            self._pending.setdefault(candidate.relpath, candidate)
+        gone, candidates, newest, latest = await asyncio.to_thread(compare)
+        removed = await self.index.remove(gone)
         for camera, start_us in newest.items():
             self._newest[camera] = max(start_us, self._newest.get(camera, -1))
-        await self._settle()
+        # A share at a time: what the event loop does for each pending file, a directory
+        # of 100,000 at once would hold every request up for a third of a second.
+        for start in range(0, len(candidates), _SETTLE_SHARE):
+            for candidate in candidates[start : start + _SETTLE_SHARE]:
+                self._pending.setdefault(candidate.relpath, candidate)
+            await self._settle()
+        if not candidates:
+            await self._settle()
         # A stamp a change could still leave as it is (directory times as coarse as FAT's
         # two seconds) is not kept: the directory is listed again next time.
         if stamp is not None and stamp[0] < now_ns - _COARSE_NS:
-            latest = max((state.mtime_ns for state in on_disk.values()), default=0)
             self._looked[reldir] = _Looked(
                 stamp, latest, now if looked is None or full else looked.full_at
             )
@@ -451,24 +459,22 @@ class Indexer:
                     if await pause(stop, 2.0):
                         return
                 await self.reconcile()
-            recursive, alone, self._polled = await asyncio.to_thread(self._watch_plan)
-            # Ends this round of watching: the agent stops, or a directory watched alone
-            # got a new subdirectory, which the next plan must take in.
+            watched, self._polled = await asyncio.to_thread(self._watch_plan)
+            # Ends this round of watching: the agent stops, or a watched directory got a
+            # new subdirectory, which the next plan must take in.
             self._round_over = asyncio.Event()
             relay = asyncio.create_task(_relay(stop, self._round_over))
             try:
                 self.status.watching = True
-                streams = [
-                    self._follow(paths, deep, self._round_over)
-                    for paths, deep in ((recursive, True), (alone, False))
-                    if paths
-                ]
-                if streams:
-                    await asyncio.gather(*streams)
+                if watched:
+                    await self._follow(watched, self._round_over)
                 else:  # all of it polled: until the poll sees it change
                     await self._round_over.wait()
                 if not stop.is_set():
-                    continue  # a new plan; what changed meanwhile was reconciled
+                    # A new plan: the new directory was reconciled; what the recorders
+                    # wrote elsewhere between the two plans is looked for shortly.
+                    self._recheck_recent()
+                    continue
             except Exception as error:
                 if _undecodable_name(error):
                     # A file of a name that is not UTF-8 arrived: the next plan polls its
@@ -535,12 +541,19 @@ class Indexer:
         )
         return subdirs, clean
 
-    async def _follow(self, paths: list[Path], recursive: bool, over: asyncio.Event) -> None:
-        """Apply watchfiles' batches of changes below `paths` until `over` is set.
+    def _recheck_recent(self) -> None:
+        """Reconcile shortly the directories with recordings of the last day."""
+        due = time.monotonic() + _RECHECK_SECONDS
+        recent = time.time_ns() - _OLD_NS
+        for reldir, looked in self._looked.items():
+            if looked.newest_ns >= recent:
+                self._recheck.setdefault(reldir, due)
+        self._has_pending.set()
 
-        watchfiles runs on a thread of its own, where it also sets its watches up: a
-        recursive watch lists every file below (two seconds at a million recordings),
-        which on the event loop would hold every request up meanwhile."""
+    async def _follow(self, paths: list[Path], over: asyncio.Event) -> None:
+        """Apply watchfiles' batches of changes in the directories `paths` (each watched
+        alone) until `over` is set; a new directory sets it. watchfiles runs on a thread
+        of its own: what it does holds no request up."""
         loop = asyncio.get_running_loop()
         batches: asyncio.Queue[set[tuple[Change, str]] | BaseException | None] = asyncio.Queue()
         halt = threading.Event()
@@ -557,7 +570,7 @@ class Indexer:
                     stop_event=halt,
                     debounce=400,
                     step=50,
-                    recursive=recursive,
+                    recursive=False,
                     ignore_permission_denied=True,
                     raise_interrupt=False,
                 ):
@@ -576,25 +589,28 @@ class Indexer:
                     raise item
                 new_dirs = await self._apply(item)
                 await self._settle()
-                if new_dirs and not recursive:
+                if new_dirs:
                     over.set()
         finally:
             halt.set()
             relay.cancel()
             await asyncio.wait([watching])  # it stops within a step (50 ms) of `halt`
 
-    def _watch_plan(self) -> tuple[list[Path], list[Path], dict[str, frozenset[str]]]:
-        """(directories to watch with all below them, directories to watch alone,
-        directories to look at every POLL_SECONDS instead, relative to the root).
+    def _watch_plan(self) -> tuple[list[Path], dict[str, frozenset[str]]]:
+        """(directories to watch, each alone; directories to look at every POLL_SECONDS
+        instead, relative to the root, each with its subdirectories' names).
 
-        watchfiles stops on a name that is not UTF-8 anywhere in what it watches, so the
-        subtrees that hold one are watched directory by directory around it; a directory
-        that holds a file of such a name is not watched at all but looked at every
-        POLL_SECONDS. Such names are reported once and left out (no layout matches
-        them). Blocking."""
-        recursive: list[Path] = []
-        alone: list[Path] = []
+        Each directory is watched alone, never the root with all below it: watchfiles
+        sets a recursive watch up by listing every file below while it holds the
+        interpreter (2 us a file: four seconds at two million recordings, in which no
+        request is answered). A new directory makes a new plan.
+
+        watchfiles stops on a name that is not UTF-8 in what it watches: a directory that
+        holds a file of such a name is not watched but looked at every POLL_SECONDS. Such
+        names are reported once and left out (no layout matches them). Blocking."""
+        watched: list[Path] = []
         polled: dict[str, frozenset[str]] = {}
+        leaf = self.layout.depth - 1
 
         def undecodable(path: bytes) -> bool:
             if not _undecodable(os.path.basename(path)):
@@ -604,36 +620,39 @@ class Indexer:
                 log.warning("index: skipping %r: the name is not UTF-8", os.fsdecode(path))
             return True
 
-        def clean(directory: bytes) -> bool | None:
-            """Whether nothing below `directory` has an undecodable name (None: `directory`
-            itself holds a file of one); if something below does, plan its clean parts and
-            watch `directory` itself alone."""
+        def visit(directory: bytes, level: int) -> None:
+            if level == leaf:
+                try:  # a directory of recordings: its names alone, all read at C speed
+                    names = os.listdir(directory)
+                except OSError:
+                    return
+                if _decodable(names):
+                    watched.append(Path(os.fsdecode(directory)))
+                    return
             try:
                 entries = list(os.scandir(directory))
             except OSError:
-                return True
+                return
+            subdirs = [
+                entry
+                for entry in entries
+                if entry.is_dir(follow_symlinks=False) and not undecodable(entry.path)
+            ]
             bad_files = [
                 e for e in entries if not e.is_dir(follow_symlinks=False) and undecodable(e.path)
             ]
-            verdicts: dict[bytes, bool | None] = {}
-            for entry in entries:
-                if entry.is_dir(follow_symlinks=False):
-                    verdicts[entry.path] = None if undecodable(entry.path) else clean(entry.path)
             if bad_files:
                 reldir = self._relative(os.fsdecode(directory)) or ""
-                names = (os.path.basename(child) for child in verdicts)
-                polled[reldir] = frozenset(os.fsdecode(n) for n in names if not _undecodable(n))
-                recursive.extend(Path(os.fsdecode(c)) for c, ok in verdicts.items() if ok)
-                return None
-            if all(verdicts.values()):
-                return True
-            alone.append(Path(os.fsdecode(directory)))
-            recursive.extend(Path(os.fsdecode(c)) for c, ok in verdicts.items() if ok)
-            return False
+                polled[reldir] = frozenset(os.fsdecode(entry.name) for entry in subdirs)
+            else:
+                watched.append(Path(os.fsdecode(directory)))
+            if level < leaf:
+                for entry in subdirs:
+                    if self.layout.dir_may_match(level, os.fsdecode(entry.name)):
+                        visit(entry.path, level + 1)
 
-        if clean(os.fsencode(self.root)):
-            recursive.append(self.root)
-        return recursive, alone, polled
+        visit(os.fsencode(self.root), 0)
+        return watched, polled
 
     async def _apply(self, changes: Iterable[tuple[Change, str]]) -> list[str]:
         """Index or forget what a batch of changes touched; the new directories."""
@@ -883,6 +902,16 @@ def _undecodable_name(error: BaseException) -> bool:
     if isinstance(error, BaseExceptionGroup):
         return any(_undecodable_name(inner) for inner in error.exceptions)
     return isinstance(error, WatchfilesRustInternalError) and "decode" in str(error)
+
+
+def _decodable(names: list[bytes]) -> bool:
+    """Whether every name is UTF-8 (at C speed: joined by a byte no name holds, so no
+    sequence is made across two)."""
+    try:
+        b"/".join(names).decode("utf-8")
+    except UnicodeDecodeError:
+        return False
+    return True
 
 
 def _undecodable(name: bytes) -> bool:

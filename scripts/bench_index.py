@@ -25,6 +25,10 @@ and with the targets of a month of eight cameras.
    idle CPU they add up to with a reconcile every five minutes.
 8. Range queries on a 1,000,000-segment index: ours (start bounded on both sides) and the
    design this replaces (`start < to AND end > from`).
+9. Faults: one directory of 100,000 recordings of which 1,000 are garbage (/healthz's
+   latency during its scan, how often the garbage is said), and a disk that stalls for
+   5 s (a FUSE file system holding every look at it: tests/stalling_fs.py, root only):
+   /healthz's latency meanwhile and whether it says so.
 """
 
 from __future__ import annotations
@@ -44,6 +48,7 @@ import threading
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Callable
 from pathlib import Path
 
 import psutil
@@ -154,6 +159,104 @@ def start_agent(work: Path, port: int) -> subprocess.Popen[bytes]:
          "--log-level", os.environ.get("AGENT_LOG", "WARNING")],
         cwd=Path(__file__).resolve().parent.parent,
     )  # fmt: skip
+
+
+def start_logged(work: Path, port: int, log: Path) -> subprocess.Popen[bytes]:
+    """An agent on work/agent.toml, its warnings written to `log`."""
+    with log.open("wb") as sink:
+        return subprocess.Popen(
+            [sys.executable, "-m", "agent", "--config", str(work / "agent.toml"),
+             "--log-level", "WARNING"],
+            cwd=Path(__file__).resolve().parent.parent, stderr=sink,
+        )  # fmt: skip
+
+
+def write_config(work: Path, root: Path, port: int, layout: str = "ffmpeg") -> None:
+    (work / "agent.toml").write_text(
+        f'[server]\nhost = "127.0.0.1"\nport = {port}\n'
+        f'[recordings]\nroot = "{root}"\nlayout = "{layout}"\n'
+        f'[index]\ndatabase = "{work / "index.sqlite3"}"\n'
+        f'[playback]\ndir = "{work / "playback"}"\n'
+    )
+
+
+def health_until(base: str, done: Callable[[dict], bool], seconds: float = 3600) -> list[float]:
+    """/healthz's latencies, polled every 50 ms until `done(body)` (or `seconds`)."""
+    times: list[float] = []
+    deadline = time.perf_counter() + seconds
+    while time.perf_counter() < deadline:
+        try:
+            took, _, health = timed(f"{base}/healthz")
+        except OSError:
+            time.sleep(0.01)
+            continue
+        times.append(took)
+        if done(health):
+            break
+        time.sleep(0.05)
+    return times
+
+
+def bench_faults(work: Path, sources: list[Path]) -> None:
+    """9. A directory of 100,000 recordings of which 1,000 are garbage; a disk that
+    stalls."""
+    print("\n9. Faults")
+    flat = work / "flat"
+    root = flat / "recordings"
+    layout = make_layout("{camera}/%Y-%m-%d_%H-%M-%S.ts", "UTC")
+    (root / "cam").mkdir(parents=True)
+    two_days_ago = time.time() - 2 * 86_400
+    for k in range(100_000):
+        target = root / layout.format("cam", T0 + k * 10 * S)
+        if k % 100 == 99:
+            target.write_bytes(os.urandom(188 * 20))  # garbage under a recording's name
+            os.utime(target, (two_days_ago, two_days_ago))
+        else:
+            os.link(sources[k % len(sources)], target)
+    port = free_port()
+    write_config(flat, root, port, layout.template)
+    log = flat / "agent.log"
+    process = start_logged(flat, port, log)
+    try:
+        started = time.perf_counter()
+        times = health_until(f"http://127.0.0.1:{port}", lambda h: h["index"]["scan"] == "complete")
+        scanned = time.perf_counter() - started
+    finally:
+        stop(process)
+    said = sum("skipping" in line for line in log.read_text(errors="replace").splitlines())
+    row("one directory of 100,000: indexed after", f"{scanned:.1f} s")
+    row("/healthz meanwhile, p99", f"{pct(times, 0.99):.1f} ms", "<= 50 ms")
+    row("/healthz meanwhile, max", f"{max(times) * 1e3:.1f} ms", "<= 50 ms")
+    row("1,000 garbage files: warnings", f"{said:,}", "each once")
+
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+    from tests import stalling_fs
+
+    if why := stalling_fs.available():
+        print(f"   a disk that stalls: not measured ({why})")
+        return
+    stalled = work / "stalled"
+    source = stalled / "disk"
+    layout = make_layout("ffmpeg", "UTC")
+    for k in range(2_000):
+        target = source / layout.format(f"cam{k % 4}", T0 + k // 4 * 10 * S)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        os.link(sources[k % len(sources)], target)
+    control, port = stalled / "stall", free_port()
+    write_config(stalled, stalled / "recordings", port)
+    base = f"http://127.0.0.1:{port}"
+    with stalling_fs.mounted(source, stalled / "recordings", control):
+        process = start_logged(stalled, port, stalled / "agent.log")
+        try:
+            health_until(base, lambda h: h["index"]["scan"] == "complete")
+            control.touch()
+            times = health_until(base, lambda h: False, seconds=5)
+            said = any("has not answered" in p for p in get(f"{base}/healthz")["problems"])
+            control.unlink()
+        finally:
+            stop(process)
+    row("a disk stalled 5 s: /healthz, max", f"{max(times) * 1e3:.1f} ms", "<= 50 ms")
+    row("  and it says so", "yes" if said else "no")
 
 
 def stop(process: subprocess.Popen[bytes]) -> None:
@@ -477,6 +580,7 @@ def main() -> None:
         bench_agent(work, root, sources, copies, args.files, args.cameras)
         if args.rows:
             asyncio.run(bench_queries(work, args.rows))
+        bench_faults(work, sources)
 
 
 if __name__ == "__main__":
