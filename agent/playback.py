@@ -30,7 +30,7 @@ from .media import MediaService
 from .playlists import Plan
 from .served import PLAYLIST_TYPE, Served
 from .sessions import SessionStore
-from .spanbook import MAX_RANGE_US, SpanBook
+from .spanbook import DEFAULT_RANGE_US, MAX_RANGE_US, SpanBook
 from .stored import PLAYLIST, Session, named_item, named_keyframe
 from .timeline import Span
 from .times import format_us
@@ -310,17 +310,19 @@ def recordings_range(
     from_us: int | None, to_us: int | None, last_end: int | None
 ) -> tuple[int, int]:
     """The range a recordings query answers (pure): as asked, at most MAX_RANGE_US (31
-    days; BadRequest beyond); from `from` on, or up to `to`, if only one is given; else the
-    31 days up to the end of the camera's latest recording (`last_end`)."""
+    days and an hour, a calendar month with its daylight-saving change; BadRequest beyond);
+    the 31 days from `from` on, or up to `to`, if only one is given; else the 31 days up
+    to the end of the camera's latest recording (`last_end`)."""
     if from_us is not None and to_us is not None:
         if to_us - from_us > MAX_RANGE_US:
             raise BadRequest(
-                "a recordings range is at most 31 days: ask for the next from where this one ends"
+                "a recordings range is at most 31 days and an hour (any calendar month):"
+                " ask for the next from where this one ends"
             )
         return from_us, to_us
     if from_us is not None:
-        return from_us, from_us + MAX_RANGE_US
+        return from_us, from_us + DEFAULT_RANGE_US
     if to_us is not None:
-        return to_us - MAX_RANGE_US, to_us
+        return to_us - DEFAULT_RANGE_US, to_us
     end = last_end if last_end is not None else 0
-    return end - MAX_RANGE_US, end
+    return end - DEFAULT_RANGE_US, end

@@ -183,6 +183,68 @@ async def test_page_lists_cameras_and_shows_the_gap_in_the_day(
         assert "09:00" in ticks, ticks  # one a minute, in the box's zone
 
 
+async def test_the_calendar_shows_the_days_with_footage_from_one_query(
+    start_agent: Any, tmp_path: Path, footage: dict[str, list[Rendered]]
+) -> None:
+    """A camera's month at once: the days with footage in the box's zone (Paris: 23:30
+    UTC on the 4th is the 5th there), from one recordings query for the month; a day opened
+    from it is one more query; October, 31 days and the hour its change repeats, is one
+    query too."""
+    config = make_config(tmp_path, **PARIS)
+    root, layout = config.recordings.root, config.layout
+    for when in ("2026-11-03T10:00:00Z", "2026-11-04T23:30:00Z", "2026-11-20T08:00:00Z"):
+        place_old(footage["ts"], root, layout, "cam", utc(when))
+    client = await started(start_agent, config)
+    await wait_for(lambda: _count(client, 9), what="the footage indexed")
+    queries = (
+        "performance.getEntriesByType('resource').map(e => e.name)"
+        ".filter(n => n.includes('/recordings?')).map(n => decodeURIComponent(n.split('?')[1]))"
+    )
+    async with Chromium() as browser:
+        await _open(browser, str(client.make_url("/")))
+        days = await browser.wait_for(
+            "(d => d.length && d)([...document.querySelectorAll('#month-days button.has')]"
+            ".map(b => b.dataset.day))"
+        )
+        assert days == ["2026-11-03", "2026-11-05", "2026-11-20"]
+        calendar = await browser.evaluate(
+            "({name: document.getElementById('month-name').textContent,"
+            " days: document.querySelectorAll('#month-days button').length,"
+            " first: document.querySelector('#month-days button').style.gridColumnStart,"
+            " current: document.querySelector('#month-days [aria-current=date]').dataset.day,"
+            " empty: document.querySelector('[data-day=\"2026-11-04\"]').getAttribute("
+            "'aria-label')})"
+        )
+        assert calendar == {
+            "name": "November 2026", "days": 30, "first": "7",  # the 1st is a Sunday
+            "current": "2026-11-20", "empty": "2026-11-04: no recordings",
+        }  # fmt: skip
+        # The month (midnight in Paris, 23:00 UTC) and the day shown: one query each.
+        assert sorted(await browser.evaluate(queries)) == [
+            "from=2026-10-31T23:00:00Z&to=2026-11-30T23:00:00Z",
+            "from=2026-11-19T23:00:00Z&to=2026-11-20T23:00:00Z",
+        ]
+        await browser.evaluate("document.querySelector('[data-day=\"2026-11-05\"]').click()")
+        spans = await browser.wait_for(
+            "(s => !s.some(([a]) => a.startsWith('2026-11-20')) && s)([...document"
+            ".querySelectorAll('#spans .span')].map(s => [s.dataset.from, s.dataset.to]))"
+        )
+        assert spans == [["2026-11-04T23:30:00Z", "2026-11-04T23:30:06Z"]]
+        assert await browser.evaluate("document.getElementById('day').value") == "2026-11-05"
+        assert len(await browser.evaluate(queries)) == 3  # the month was not asked again
+        await browser.evaluate("document.getElementById('prev-month').click()")
+        october = await browser.wait_for(
+            "document.getElementById('month-name').textContent === 'October 2026' &&"
+            " ({has: document.querySelectorAll('#month-days button.has').length,"
+            " days: document.querySelectorAll('#month-days button').length})"
+        )
+        assert october == {"has": 0, "days": 31}
+        assert (await browser.evaluate(queries))[-1] == (
+            "from=2026-09-30T22:00:00Z&to=2026-10-31T23:00:00Z"  # 745 hours
+        )
+        assert await browser.evaluate("document.getElementById('status').textContent") == ""
+
+
 @pytest.mark.parametrize(
     ("change", "day", "hours", "first_tick"),
     [

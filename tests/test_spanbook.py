@@ -16,7 +16,7 @@ from agent.playback import recordings_range
 from agent.spanbook import HOUR_US, MAX_RANGE_US, SpanBook
 from agent.timeline import Span, clip, spans
 
-from .conftest import T0, S, make_config, place_old, started
+from .conftest import T0, S, make_config, place_old, started, utc
 
 DAY = 86_400 * S
 
@@ -125,11 +125,13 @@ async def test_a_change_drops_the_hours_it_touches(tmp_path: Path) -> None:
 
 def test_the_recordings_range_is_as_asked_or_the_31_days_up_to_the_last() -> None:
     assert recordings_range(T0, T0 + DAY, None) == (T0, T0 + DAY)
-    assert recordings_range(T0, None, None) == (T0, T0 + MAX_RANGE_US)
-    assert recordings_range(None, T0, None) == (T0 - MAX_RANGE_US, T0)
-    assert recordings_range(None, None, T0) == (T0 - MAX_RANGE_US, T0)
-    assert MAX_RANGE_US == 31 * DAY
-    assert recordings_range(T0, T0 + MAX_RANGE_US, None) == (T0, T0 + MAX_RANGE_US)
+    assert recordings_range(T0, None, None) == (T0, T0 + 31 * DAY)
+    assert recordings_range(None, T0, None) == (T0 - 31 * DAY, T0)
+    assert recordings_range(None, None, T0) == (T0 - 31 * DAY, T0)
+    # October in Paris, 31 days and the hour the change to winter time repeats: one query.
+    october = (utc("2026-09-30T22:00:00Z"), utc("2026-10-31T23:00:00Z"))
+    assert october[1] - october[0] == 31 * DAY + 3_600 * S == MAX_RANGE_US
+    assert recordings_range(*october, None) == october
     with pytest.raises(BadRequest, match="at most 31 days"):
         recordings_range(T0, T0 + MAX_RANGE_US + 1, None)
 

@@ -14,6 +14,7 @@
     cameras: new Map(), // id -> the camera as /api/cameras describes it
     camera: null,
     day: null, // "YYYY-MM-DD" in the box's zone
+    month: null, // the calendar's: {camera, month: "YYYY-MM", spans}
     spans: [],
     zoom: 0, // the timeline's length in ms; 0 for the whole day
     viewFrom: null, // where a zoomed timeline starts (ms)
@@ -44,6 +45,9 @@
     timeZone: zone, hourCycle: "h23", hour: "2-digit", minute: "2-digit", second: "2-digit",
   });
 
+  const monthFormat = new Intl.DateTimeFormat(undefined, {
+    timeZone: zone, year: "numeric", month: "long",
+  });
   const zoneNames = new Intl.DateTimeFormat(undefined, { timeZone: zone, timeZoneName: "short" });
   const zoneName = (ms) =>
     zoneNames.formatToParts(new Date(ms)).find((part) => part.type === "timeZoneName")?.value ?? "";
@@ -200,11 +204,84 @@
     const to = dayStart(shiftDay(day, 1));
     const query = `from=${encodeURIComponent(iso(from))}&to=${encodeURIComponent(iso(to))}`;
     const camera = encodeURIComponent(state.camera);
+    const month = showMonth(day.slice(0, 7)); // the calendar, asked for meanwhile
     const { spans } = await api(`/api/cameras/${camera}/recordings?${query}`);
+    await month;
     if (state.day !== day) return; // another day was asked for meanwhile
     state.spans = spans;
     state.viewFrom = null;
     drawTimeline();
+  }
+
+  // -- the calendar: a month's days with recordings, from one query ------------------------
+
+  const monthStart = (month) => { const [y, m] = month.split("-").map(Number); return zoned(y, m, 1); };
+  const shiftMonth = (month, n) => {
+    const [y, m] = month.split("-").map(Number);
+    const next = new Date(Date.UTC(y, m - 1 + n, 1));
+    return `${next.getUTCFullYear()}-${String(next.getUTCMonth() + 1).padStart(2, "0")}`;
+  };
+
+  async function showMonth(month) {
+    const camera = state.camera;
+    if (!camera || !/^\d{4}-\d\d$/.test(month)) return;
+    if (state.month && state.month.camera === camera && state.month.month === month) {
+      drawMonth();
+      return;
+    }
+    // A month is at most 31 days and the hour a daylight-saving change adds: one query.
+    const from = monthStart(month);
+    const to = monthStart(shiftMonth(month, 1));
+    const query = `from=${encodeURIComponent(iso(from))}&to=${encodeURIComponent(iso(to))}`;
+    state.month = { camera, month, spans: null };
+    const { spans } = await api(`/api/cameras/${encodeURIComponent(camera)}/recordings?${query}`);
+    if (state.month.camera !== camera || state.month.month !== month) return; // moved on
+    state.month.spans = spans.map((s) => [Date.parse(s.from), Date.parse(s.to)]);
+    drawMonth();
+  }
+
+  function drawMonth() {
+    const shown = state.month;
+    if (!shown || !shown.spans) return;
+    $("calendar").hidden = false;
+    $("month-name").textContent = monthFormat.format(new Date(monthStart(shown.month) + 12 * 3600e3));
+    const [y, m] = shown.month.split("-").map(Number);
+    const days = new Date(Date.UTC(y, m, 0)).getUTCDate();
+    const grid = $("month-days");
+    grid.replaceChildren();
+    for (const name of ["Mo", "Tu", "We", "Th", "Fr", "Sa", "Su"]) {
+      const head = document.createElement("span");
+      head.className = "weekday";
+      head.setAttribute("aria-hidden", "true");
+      head.textContent = name;
+      grid.append(head);
+    }
+    for (let d = 1; d <= days; d++) {
+      const day = `${shown.month}-${String(d).padStart(2, "0")}`;
+      const from = zoned(y, m, d);
+      const to = dayStart(shiftDay(day, 1));
+      let recorded = 0;
+      for (const [a, b] of shown.spans) recorded += Math.max(0, Math.min(b, to) - Math.max(a, from));
+      const share = recorded / (to - from);
+      const button = document.createElement("button");
+      button.type = "button";
+      button.dataset.day = day;
+      button.textContent = String(d);
+      if (d === 1) button.style.gridColumnStart = String(((new Date(Date.UTC(y, m - 1, 1)).getUTCDay() + 6) % 7) + 1);
+      if (recorded > 0) {
+        button.className = "has";
+        button.style.setProperty("--share", String(Math.max(share, 0.04)));
+        const percent = share >= 0.995 ? "all day" : `${Math.max(1, Math.round(share * 100))} % of it`;
+        button.setAttribute("aria-label", `${day}: recorded ${percent}`);
+        button.title = `Recorded ${percent}`;
+        button.addEventListener("click", () => showDay(day).catch(report));
+      } else {
+        button.setAttribute("aria-label", `${day}: no recordings`);
+        button.setAttribute("aria-disabled", "true");
+      }
+      if (day === state.day) button.setAttribute("aria-current", "date");
+      grid.append(button);
+    }
   }
 
   function view() { // [from, to) of the timeline: the day, or a part of it around the cursor
@@ -408,6 +485,8 @@
       drawTimeline();
     });
   }
+  $("prev-month").addEventListener("click", () => state.month && showMonth(shiftMonth(state.month.month, -1)).catch(report));
+  $("next-month").addEventListener("click", () => state.month && showMonth(shiftMonth(state.month.month, 1)).catch(report));
   $("prev-day").addEventListener("click", () => showDay(shiftDay(state.day, -1)).catch(report));
   $("next-day").addEventListener("click", () => showDay(shiftDay(state.day, 1)).catch(report));
   $("day").addEventListener("change", () => showDay($("day").value).catch(report));
