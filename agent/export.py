@@ -852,8 +852,9 @@ class Exporter:
             pool.shutdown(wait=True, cancel_futures=True)
 
     def told(self, change: Change) -> None:
-        """An index change (Index.watch): recordings written lately are prepared."""
-        if change.removed or change.end_us < self.clock() * 1e6 - ARRIVED_WITHIN_US:
+        """An index change (Index.watch): recordings written lately are prepared (not
+        those of an archive found at start, nor those a wrong clock named in the future)."""
+        if change.removed or abs(change.end_us - self.clock() * 1e6) > ARRIVED_WITHIN_US:
             return
         with contextlib.suppress(asyncio.QueueFull):  # missed: read on first use instead
             self._arrived.put_nowait(change)

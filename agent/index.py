@@ -374,8 +374,8 @@ class Index:
             with db:
                 db.execute("BEGIN")
                 done = work(db)
-                self._counts = _counts(db)
-                return done
+            self._counts = _counts(db)  # as committed (a full disk fails at COMMIT)
+            return done
 
         return await self._on(self._writer, transaction)
 

@@ -22,6 +22,7 @@ import sqlite3
 import threading
 import time
 from collections.abc import Iterable
+from concurrent.futures import Executor, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from stat import S_ISREG
@@ -59,6 +60,7 @@ _COARSE_NS = 3_000_000_000  # the coarsest directory time of a file system (FAT:
 # this many changes in one batch is reconciled once it has been quiet this long.
 _BURST = 64
 _RECHECK_SECONDS = 2.0
+_READY_MS = 250  # how soon a new round of watching says it runs (and idle, how often)
 
 
 @dataclass(frozen=True)
@@ -119,6 +121,28 @@ class _Looked:
     stamp: tuple[int, int]  # its mtime and ctime: a name added or removed changes them
     newest_ns: int  # the newest mtime among its files then
     full_at: float  # when (monotonic) each of its files was last looked at on disk
+
+
+@dataclass(frozen=True)
+class _Round:
+    """A round of watching: its task (None when all of it is polled), the event that
+    ends it, the event set once it has ended, and the directories it watches."""
+
+    task: asyncio.Task[None] | None
+    over: asyncio.Event
+    ended: asyncio.Event
+    watched: frozenset[Path]
+
+
+async def _end(current: _Round | None) -> None:
+    """End a round of watching and wait until it has (None: nothing to end)."""
+    if current is None:
+        return
+    current.over.set()
+    if current.task is not None:
+        await asyncio.wait([current.task])
+        if not current.task.cancelled():
+            current.task.exception()  # retrieved: it was said, or it is moot now
 
 
 @dataclass
@@ -269,7 +293,7 @@ class Indexer:
         self._touched: set[str] = set()  # of those, files the watcher told of meanwhile
         self._has_pending = asyncio.Event()
         self._reported: set[bytes] = set()  # undecodable names already logged
-        self._round_over = asyncio.Event()
+        self._replan = asyncio.Event()  # the watcher must plan anew: a directory came
         # Directories looked at every POLL_SECONDS, each with its subdirectories' names
         # when the watcher planned.
         self._polled: dict[str, frozenset[str]] = {}
@@ -451,44 +475,103 @@ class Indexer:
 
     async def watch(self, stop: asyncio.Event) -> None:
         """Follow the recordings with watchfiles until `stop`; each batch is a hint to
-        index or forget those files."""
-        while not stop.is_set():
-            if not await asyncio.to_thread(self.root.is_dir):
-                log.warning("index: recordings root %s does not exist yet; waiting", self.root)
-                while not await asyncio.to_thread(self.root.is_dir):
-                    if await pause(stop, 2.0):
+        index or forget those files.
+
+        Each directory is watched alone, so a new directory needs a new plan: the next
+        round's watches are set up while the last round's still run, and the last ends
+        only then, so that no change falls between them. Once a new round runs, what may
+        have changed before its watches were set is reconciled: the directories it is
+        the first to watch, those with recordings of the last day, and any made since
+        the plan was drawn (which plans anew)."""
+        current: _Round | None = None
+        threads = ThreadPoolExecutor(2, thread_name_prefix="index-watch")  # two rounds
+        try:
+            while not stop.is_set():
+                if not await asyncio.to_thread(self.root.is_dir):
+                    await _end(current)
+                    current = None
+                    self.status.watching = False
+                    log.warning("index: recordings root %s does not exist yet; waiting", self.root)
+                    while not await asyncio.to_thread(self.root.is_dir):
+                        if await pause(stop, 2.0):
+                            return
+                    await self.reconcile()
+                self._replan.clear()
+                try:
+                    watched, polled = await asyncio.to_thread(self._watch_plan)
+                    self.status.watching = True  # its watches are set up now, or it fails
+                    following = await self._start_round(watched, threads)
+                except Exception as error:
+                    await _end(current)
+                    current = None
+                    if await self._watch_failed(error, stop):
                         return
-                await self.reconcile()
-            watched, self._polled = await asyncio.to_thread(self._watch_plan)
-            # Ends this round of watching: the agent stops, or a watched directory got a
-            # new subdirectory, which the next plan must take in.
-            self._round_over = asyncio.Event()
-            relay = asyncio.create_task(_relay(stop, self._round_over))
-            try:
-                self.status.watching = True
-                if watched:
-                    await self._follow(watched, self._round_over)
-                else:  # all of it polled: until the poll sees it change
-                    await self._round_over.wait()
-                if not stop.is_set():
-                    # A new plan: the new directory was reconciled; what the recorders
-                    # wrote elsewhere between the two plans is looked for shortly.
-                    self._recheck_recent()
                     continue
-            except Exception as error:
-                if _undecodable_name(error):
-                    # A file of a name that is not UTF-8 arrived: the next plan polls its
-                    # folder (once for each such file, not at each change to it).
-                    log.info("index: a name that is not UTF-8 appeared; watching around it")
-                else:
-                    log.exception("index: watching %s failed; starting again", self.root)
-            finally:
-                self.status.watching = False
-                self._round_over.set()  # every stream of this round ends with it
-                relay.cancel()
-            if await pause(stop, 1.0):
-                return
-            await self.reconcile()  # catch up on what happened while not watching
+                earlier = current.watched if current is not None else None
+                await _end(current)
+                current, self._polled = following, polled
+                self.status.watching = True
+                if earlier is not None:
+                    await self._recheck_after_plan(watched, earlier)
+                await _first_of(self._replan, stop, current.ended)
+                if current.task is not None and current.task.done():
+                    failure = current.task.exception() or RuntimeError("the watch ended")
+                    current = None
+                    if await self._watch_failed(failure, stop):
+                        return
+        finally:
+            self.status.watching = False
+            await _end(current)
+            threads.shutdown(wait=False)
+
+    async def _start_round(self, watched: list[Path], threads: ThreadPoolExecutor) -> _Round:
+        """A round of watching `watched`, once its watches are set up; raises what stopped
+        it from starting."""
+        over, ready, ended = asyncio.Event(), asyncio.Event(), asyncio.Event()
+        if not watched:  # all of it polled: until the poll sees it change
+            return _Round(None, over, ended, frozenset())
+        task = asyncio.ensure_future(self._follow(watched, over, ready, threads))
+        task.add_done_callback(lambda _: ended.set())
+        try:
+            await _first_of(ready, ended)
+        except BaseException:  # the agent stops meanwhile: so does this round
+            await _end(_Round(task, over, ended, frozenset()))
+            raise
+        if task.done():
+            raise task.exception() or RuntimeError("the watch ended at once")
+        return _Round(task, over, ended, frozenset(watched))
+
+    async def _watch_failed(self, error: BaseException, stop: asyncio.Event) -> bool:
+        """Say why the watching stopped, wait a second, and reconcile what happened
+        meanwhile; whether `stop` came."""
+        self.status.watching = False
+        if _undecodable_name(error):
+            # A file of a name that is not UTF-8 arrived: the next plan polls its folder
+            # (once for each such file, not at each change to it).
+            log.info("index: a name that is not UTF-8 appeared; watching around it")
+        else:
+            log.error("index: watching %s failed; starting again", self.root, exc_info=error)
+        if await pause(stop, 1.0):
+            return True
+        await self.reconcile()  # catch up on what happened while not watching
+        return False
+
+    async def _recheck_after_plan(self, watched: list[Path], earlier: frozenset[Path]) -> None:
+        """Once a new round's watches are set: reconcile soon the directories of
+        recordings it is the first to watch or that hold recordings of the last day, and
+        plan anew if a directory was made since this plan was drawn."""
+        leaves = await asyncio.to_thread(leaf_dirs, self.root, self.layout)
+        planned = {self._relative(str(path)) or "" for path in watched} | set(self._polled)
+        recent = time.time_ns() - _OLD_NS
+        due = time.monotonic()
+        for reldir in leaves:
+            looked = self._looked.get(reldir)
+            new = (self.root / reldir) not in earlier
+            if new or looked is None or looked.newest_ns >= recent:
+                self._recheck.setdefault(reldir, due)
+            if reldir not in planned and _utf8(reldir):  # one that is not was left out
+                self._replan.set()
+        self._has_pending.set()
 
     async def poll_forever(self, stop: asyncio.Event) -> None:
         """Look at the directories the watcher cannot follow (a file name in them is not
@@ -502,7 +585,7 @@ class Indexer:
                 log.warning("index: cannot look at a polled directory: %s", error)
                 continue
             if replan:
-                self._round_over.set()
+                self._replan.set()
 
     async def _poll(self) -> bool:
         """One look at every polled directory; whether the watcher must plan anew."""
@@ -541,19 +624,13 @@ class Indexer:
         )
         return subdirs, clean
 
-    def _recheck_recent(self) -> None:
-        """Reconcile shortly the directories with recordings of the last day."""
-        due = time.monotonic() + _RECHECK_SECONDS
-        recent = time.time_ns() - _OLD_NS
-        for reldir, looked in self._looked.items():
-            if looked.newest_ns >= recent:
-                self._recheck.setdefault(reldir, due)
-        self._has_pending.set()
-
-    async def _follow(self, paths: list[Path], over: asyncio.Event) -> None:
+    async def _follow(
+        self, paths: list[Path], over: asyncio.Event, ready: asyncio.Event, threads: Executor
+    ) -> None:
         """Apply watchfiles' batches of changes in the directories `paths` (each watched
-        alone) until `over` is set; a new directory sets it. watchfiles runs on a thread
-        of its own: what it does holds no request up."""
+        alone) until `over` is set; `ready` is set once its watches are. A new directory
+        asks for a new plan. watchfiles runs on a thread of `threads`, where it also sets
+        its watches up (a few milliseconds for a month of eight cameras' directories)."""
         loop = asyncio.get_running_loop()
         batches: asyncio.Queue[set[tuple[Change, str]] | BaseException | None] = asyncio.Queue()
         halt = threading.Event()
@@ -563,6 +640,7 @@ class Indexer:
                 loop.call_soon_threadsafe(batches.put_nowait, item)
 
         def run() -> None:
+            told_ready = False
             try:
                 for changes in watch(
                     *paths,
@@ -570,31 +648,38 @@ class Indexer:
                     stop_event=halt,
                     debounce=400,
                     step=50,
+                    rust_timeout=_READY_MS,  # its first answer says the watches are set
+                    yield_on_timeout=True,
                     recursive=False,
                     ignore_permission_denied=True,
                     raise_interrupt=False,
                 ):
-                    tell(changes)
+                    if changes or not told_ready:
+                        tell(changes)
+                        told_ready = True
             except Exception as error:
                 tell(error)
             else:
                 tell(None)
 
-        watching = asyncio.ensure_future(asyncio.to_thread(run))
+        watching = loop.run_in_executor(threads, run)
         relay = asyncio.ensure_future(over.wait())
         relay.add_done_callback(lambda _: halt.set())
         try:
             while (item := await batches.get()) is not None:
                 if isinstance(item, BaseException):
                     raise item
-                new_dirs = await self._apply(item)
+                ready.set()
+                if not item:
+                    continue
+                if await self._apply(item):
+                    self._replan.set()
                 await self._settle()
-                if new_dirs:
-                    over.set()
         finally:
             halt.set()
             relay.cancel()
-            await asyncio.wait([watching])  # it stops within a step (50 ms) of `halt`
+            # It stops within a step (50 ms) of `halt`, once its watches are set up.
+            await asyncio.wait([watching])
 
     def _watch_plan(self) -> tuple[list[Path], dict[str, frozenset[str]]]:
         """(directories to watch, each alone; directories to look at every POLL_SECONDS
@@ -620,18 +705,28 @@ class Indexer:
                 log.warning("index: skipping %r: the name is not UTF-8", os.fsdecode(path))
             return True
 
+        def unlistable(directory: bytes, level: int, error: OSError) -> None:
+            if level == 0:
+                raise error  # the root: the watcher starts again shortly
+            if isinstance(error, PermissionError):
+                # Planned all the same (watchfiles leaves it out), not planned anew at each
+                # look; the reconcile says it cannot list it.
+                watched.append(Path(os.fsdecode(directory)))
+
         def visit(directory: bytes, level: int) -> None:
             if level == leaf:
                 try:  # a directory of recordings: its names alone, all read at C speed
                     names = os.listdir(directory)
-                except OSError:
+                except OSError as error:
+                    unlistable(directory, level, error)
                     return
                 if _decodable(names):
                     watched.append(Path(os.fsdecode(directory)))
                     return
             try:
                 entries = list(os.scandir(directory))
-            except OSError:
+            except OSError as error:
+                unlistable(directory, level, error)
                 return
             subdirs = [
                 entry
@@ -669,8 +764,11 @@ class Indexer:
                 # Looked at again once quiet: its events may not all have come.
                 self._recheck[reldir] = time.monotonic() + _RECHECK_SECONDS
                 self._has_pending.set()
+        # Each path there now, and whether it is a directory.
         existing = await asyncio.to_thread(
-            lambda: {r for r in touched if os.path.lexists(self.root / r)}
+            lambda: {
+                r: os.path.isdir(self.root / r) for r in touched if os.path.lexists(self.root / r)
+            }
         )
         gone: list[str] = []
         new_dirs: list[str] = []
@@ -678,9 +776,9 @@ class Indexer:
             name = self.layout.parse(relpath)
             exists = relpath in existing
             if name is None:
-                if exists:
+                if existing.get(relpath):
                     new_dirs.append(relpath)  # files moved in with it raise no event
-                elif await self.index.remove_under(relpath):
+                elif not exists and await self.index.remove_under(relpath):
                     log.info("index: directory %s removed", relpath)
             elif exists:
                 self._note_newest(name)
@@ -897,11 +995,20 @@ class Indexer:
 
 
 def _undecodable_name(error: BaseException) -> bool:
-    """Whether watchfiles stopped on a path it could not decode (perhaps inside the
-    exception group its task group raises)."""
+    """Whether watchfiles stopped on a path it could not decode (perhaps inside an
+    exception group)."""
     if isinstance(error, BaseExceptionGroup):
         return any(_undecodable_name(inner) for inner in error.exceptions)
     return isinstance(error, WatchfilesRustInternalError) and "decode" in str(error)
+
+
+def _utf8(text: str) -> bool:
+    """Whether a name read as text was UTF-8 (else it holds surrogate escapes)."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def _decodable(names: list[bytes]) -> bool:
@@ -920,12 +1027,6 @@ def _undecodable(name: bytes) -> bool:
     except UnicodeDecodeError:
         return True
     return False
-
-
-async def _relay(source: asyncio.Event, target: asyncio.Event) -> None:
-    """Set `target` once `source` is set."""
-    await source.wait()
-    target.set()
 
 
 async def _first_of(*events: asyncio.Event) -> None:

@@ -257,7 +257,7 @@ def document() -> dict[str, Any]:
             "/api/cameras/{camera_id}/recordings": {
                 "get": _op(
                     "Contiguous recorded spans of a camera, cut to [from, to]: at most 31"
-                    " days and an hour, any calendar month (400 beyond); from `from` on, or"
+                    " days and two hours, any calendar month (400 beyond); from `from` on, or"
                     " up to `to`, 31 days if only one is given; without either, the 31 days"
                     " up to the end of the camera's latest recording",
                     {

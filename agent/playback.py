@@ -310,13 +310,14 @@ def recordings_range(
     from_us: int | None, to_us: int | None, last_end: int | None
 ) -> tuple[int, int]:
     """The range a recordings query answers (pure): as asked, at most MAX_RANGE_US (31
-    days and an hour, a calendar month with its daylight-saving change; BadRequest beyond);
+    days and two hours, any calendar month with its daylight-saving change; BadRequest
+    beyond);
     the 31 days from `from` on, or up to `to`, if only one is given; else the 31 days up
     to the end of the camera's latest recording (`last_end`)."""
     if from_us is not None and to_us is not None:
         if to_us - from_us > MAX_RANGE_US:
             raise BadRequest(
-                "a recordings range is at most 31 days and an hour (any calendar month):"
+                "a recordings range is at most 31 days and two hours (any calendar month):"
                 " ask for the next from where this one ends"
             )
         return from_us, to_us

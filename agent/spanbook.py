@@ -19,9 +19,9 @@ from .timeline import Span, Spans, Timed, clip
 
 HOUR_US = 3_600 * 1_000_000
 DEFAULT_RANGE_US = 31 * 24 * HOUR_US  # what a query that names no range answers
-# The longest range one answer covers: 31 days, and the hour a daylight-saving change
-# adds, so that any calendar month in any zone is one query.
-MAX_RANGE_US = DEFAULT_RANGE_US + HOUR_US
+# The longest range one answer covers: 31 days, and the hours a daylight-saving change
+# adds (two in Antarctica/Troll), so that any calendar month in any zone is one query.
+MAX_RANGE_US = DEFAULT_RANGE_US + 2 * HOUR_US
 _SPANS_KEPT = 200_000  # spans kept in all hours, the oldest made dropped first (~25 MB)
 _DROP_ALL = 10_000  # a change over more hours than this drops all of its camera's
 

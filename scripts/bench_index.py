@@ -62,8 +62,10 @@ from agent.layout import make_layout
 from agent.timeline import spans
 from agent.times import format_us
 
-T0 = 1_795_161_600_000_000  # 2026-11-20T08:00:00Z
 S = 1_000_000
+# 08:00 UTC 31 days ago: a month of footage (--full: 29 days of 8 cameras) ends before now,
+# as a recorder's archive does.
+T0 = ((int(time.time()) // 86_400 - 31) * 86_400 + 8 * 3_600) * S
 
 
 def get(url: str) -> dict:
@@ -186,13 +188,17 @@ def write_config(work: Path, root: Path, port: int, layout: str = "ffmpeg") -> N
 
 
 def health_until(base: str, done: Callable[[dict], bool], seconds: float = 3600) -> list[float]:
-    """/healthz's latencies, polled every 50 ms until `done(body)` (or `seconds`)."""
+    """/healthz's latencies, polled every 50 ms until `done(body)` (or `seconds`); once it
+    has answered, a request that fails counts as long as it waited."""
     times: list[float] = []
     deadline = time.perf_counter() + seconds
     while time.perf_counter() < deadline:
+        asked = time.perf_counter()
         try:
             took, _, health = timed(f"{base}/healthz")
         except OSError:
+            if times:
+                times.append(time.perf_counter() - asked)
             time.sleep(0.01)
             continue
         times.append(took)
@@ -257,8 +263,8 @@ def bench_faults(work: Path, sources: list[Path]) -> None:
             control.touch()
             times = health_until(base, lambda h: False, seconds=5)
             said = any("has not answered" in p for p in get(f"{base}/healthz")["problems"])
-            control.unlink()
         finally:
+            control.unlink(missing_ok=True)  # the agent stops as soon as its disk answers
             stop(process)
     row("a disk stalled 5 s: /healthz, max", f"{max(times) * 1e3:.1f} ms", "<= 50 ms")
     row("  and it says so", "yes" if said else "no")

@@ -5,8 +5,8 @@ gone quiet does.
 
     python tests/stalling_fs.py SOURCE MOUNTPOINT CONTROL
 
-runs in the foreground until unmounted (`umount MOUNTPOINT`). Needs root (or fusermount3),
-/dev/fuse and libfuse 3 (or 2); `mounted` starts it and waits until it serves.
+runs in the foreground until unmounted (`umount MOUNTPOINT`). Needs root, /dev/fuse and
+libfuse 3 (or 2); `mounted` starts it and waits until it serves.
 """
 
 from __future__ import annotations

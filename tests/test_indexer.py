@@ -241,6 +241,27 @@ async def test_a_new_directory_is_reconciled_alone(
     assert status.scans == scans
 
 
+async def test_directories_made_one_inside_another_are_watched_at_once(
+    tmp_path: Path, footage: dict[str, list[Rendered]], start_agent: Any
+) -> None:
+    """Frigate's layout makes an hour's directory and a camera's inside it each hour,
+    then writes into it: each directory is watched as soon as it is made (a new plan of
+    watches each time), and files written meanwhile into the directory watched before
+    are not lost, all long before a periodic reconcile would find them."""
+    config = make_config(tmp_path, recordings={"layout": "frigate"})
+    root = config.recordings.root
+    place_old(footage["mp4"], root, config.layout, "cam", T0)
+    client = await started(start_agent, config)
+    status = client.server.app[INDEXER].status
+    scans = status.scans
+    for hour in (1, 2, 3):  # the next hours, each written as its directories are made
+        place(footage["mp4"], root, config.layout, "cam", T0 + hour * 3_600 * S)
+        place(footage["mp4"], root, config.layout, "cam", T0 + (hour * 3_600 - 600) * S)
+    await wait_for(lambda: _count_is(client, "cam", 21), timeout=30, what="every hour indexed")
+    assert status.scans == scans  # found by watching, not by a reconcile of everything
+    assert status.watching
+
+
 async def test_changed_file_is_read_again(
     tmp_path: Path, footage: dict[str, list[Rendered]], start_agent: Any
 ) -> None:

@@ -130,8 +130,12 @@ def test_the_recordings_range_is_as_asked_or_the_31_days_up_to_the_last() -> Non
     assert recordings_range(None, None, T0) == (T0 - 31 * DAY, T0)
     # October in Paris, 31 days and the hour the change to winter time repeats: one query.
     october = (utc("2026-09-30T22:00:00Z"), utc("2026-10-31T23:00:00Z"))
-    assert october[1] - october[0] == 31 * DAY + 3_600 * S == MAX_RANGE_US
+    assert october[1] - october[0] == 31 * DAY + 3_600 * S
     assert recordings_range(*october, None) == october
+    # Antarctica/Troll's October: +02 to +00, 746 hours.
+    troll = (utc("2026-09-30T22:00:00Z"), utc("2026-11-01T00:00:00Z"))
+    assert troll[1] - troll[0] == MAX_RANGE_US
+    assert recordings_range(*troll, None) == troll
     with pytest.raises(BadRequest, match="at most 31 days"):
         recordings_range(T0, T0 + MAX_RANGE_US + 1, None)
 

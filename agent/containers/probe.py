@@ -413,7 +413,10 @@ def _probe_ts(fd: int, size: int, head: bytes) -> MediaFacts:
         # Doubled, the new bytes alone read: what follows scans the head, so no more of it
         # than the frames need (a 720p keyframe and seven more: half a megabyte).
         grown = _SMALL_READ if len(head) < _SMALL_READ else len(head) * 2
-        head += os.pread(fd, min(size, grown, _MAX_READ) - len(head), len(head))
+        more = os.pread(fd, min(size, grown, _MAX_READ) - len(head), len(head))
+        if not more:
+            break  # cut short since its size was read (a recorder reusing the name)
+        head += more
         first = pes_times(head, 0, video_pid)
     if not first:
         raise ProbeError("MPEG-TS without a timestamped video frame at its head")

@@ -204,9 +204,8 @@
     const to = dayStart(shiftDay(day, 1));
     const query = `from=${encodeURIComponent(iso(from))}&to=${encodeURIComponent(iso(to))}`;
     const camera = encodeURIComponent(state.camera);
-    const month = showMonth(day.slice(0, 7)); // the calendar, asked for meanwhile
+    showMonth(day.slice(0, 7)).catch(report); // the calendar, asked for meanwhile
     const { spans } = await api(`/api/cameras/${camera}/recordings?${query}`);
-    await month;
     if (state.day !== day) return; // another day was asked for meanwhile
     state.spans = spans;
     state.viewFrom = null;
@@ -215,6 +214,7 @@
 
   // -- the calendar: a month's days with recordings, from one query ------------------------
 
+  const MONTH_FRESH = 60e3; // a month's days asked for again after this long (ms)
   const monthStart = (month) => { const [y, m] = month.split("-").map(Number); return zoned(y, m, 1); };
   const shiftMonth = (month, n) => {
     const [y, m] = month.split("-").map(Number);
@@ -225,18 +225,26 @@
   async function showMonth(month) {
     const camera = state.camera;
     if (!camera || !/^\d{4}-\d\d$/.test(month)) return;
-    if (state.month && state.month.camera === camera && state.month.month === month) {
+    const shown = state.month;
+    if (shown && shown.camera === camera && shown.month === month && Date.now() - shown.at < MONTH_FRESH) {
       drawMonth();
       return;
     }
-    // A month is at most 31 days and the hour a daylight-saving change adds: one query.
+    // A month is at most 31 days and the hours a daylight-saving change adds: one query.
     const from = monthStart(month);
     const to = monthStart(shiftMonth(month, 1));
     const query = `from=${encodeURIComponent(iso(from))}&to=${encodeURIComponent(iso(to))}`;
-    state.month = { camera, month, spans: null };
-    const { spans } = await api(`/api/cameras/${encodeURIComponent(camera)}/recordings?${query}`);
-    if (state.month.camera !== camera || state.month.month !== month) return; // moved on
-    state.month.spans = spans.map((s) => [Date.parse(s.from), Date.parse(s.to)]);
+    const asked = { camera, month, at: Date.now(), spans: shown?.camera === camera && shown?.month === month ? shown.spans : null };
+    state.month = asked;
+    let spans;
+    try {
+      ({ spans } = await api(`/api/cameras/${encodeURIComponent(camera)}/recordings?${query}`));
+    } catch (error) {
+      if (state.month === asked) state.month = null; // asked again next time
+      throw error;
+    }
+    if (state.month !== asked) return; // another month or camera was asked for meanwhile
+    asked.spans = spans.map((s) => [Date.parse(s.from), Date.parse(s.to)]);
     drawMonth();
   }
 
