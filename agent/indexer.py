@@ -60,7 +60,7 @@ _COARSE_NS = 3_000_000_000  # the coarsest directory time of a file system (FAT:
 # this many changes in one batch is reconciled once it has been quiet this long.
 _BURST = 64
 _RECHECK_SECONDS = 2.0
-_READY_MS = 250  # how soon a new round of watching says it runs (and idle, how often)
+_READY_MS = 1_000  # how soon a new round of watching says it runs (and idle, how often)
 
 
 @dataclass(frozen=True)
