@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import gc
 import logging
 import shutil
 import sqlite3
@@ -54,6 +55,7 @@ def main(argv: list[str] | None = None) -> int:
             config.ffmpeg.ffmpeg,
         )
     memory.settle_malloc()
+    gc.freeze()  # what is loaded by now lives as long as the agent: no full collection walks it
     guard = ConnectionGuard()
     try:
         asyncio.run(
