@@ -1032,11 +1032,7 @@ def _decodable(names: list[bytes]) -> bool:
 
 
 def _undecodable(name: bytes) -> bool:
-    try:
-        name.decode("utf-8")
-    except UnicodeDecodeError:
-        return True
-    return False
+    return not _decodable([name])
 
 
 async def _first_of(*events: asyncio.Event) -> None:
