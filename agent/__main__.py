@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import gc
 import logging
 import shutil
 import sqlite3
@@ -55,7 +54,6 @@ def main(argv: list[str] | None = None) -> int:
             config.ffmpeg.ffmpeg,
         )
     memory.settle_malloc()
-    gc.freeze()  # what is loaded by now lives as long as the agent: no full collection walks it
     guard = ConnectionGuard()
     try:
         asyncio.run(

@@ -65,9 +65,7 @@ _READY_MS = 1_000  # how soon a new round of watching says it runs (and idle, ho
 
 
 class FileState(NamedTuple):
-    """A file's stamp. A tuple of numbers, which the garbage collector stops following:
-    a directory of 100,000 recordings holds as many, and each full collection that
-    walked them held every request up (up to 90 ms)."""
+    """A file's size, mtime, inode and ctime, as the index keeps them."""
 
     size: int
     mtime_ns: int
@@ -421,8 +419,9 @@ class Indexer:
         def compare() -> tuple[list[str], list[tuple[str, FileState]], dict[str, int], int]:
             """The indexed files gone, the files new or changed since indexed, each
             camera's latest start among them all, and their newest mtime (a directory
-            can hold 100,000 names: compared off the event loop, and answered in tuples,
-            which the garbage collector does not follow)."""
+            can hold 100,000 names: compared off the event loop; its candidates are made
+            a share at a time, so that no full garbage collection walks 100,000 of them
+            and holds every request up meanwhile)."""
             gone = [path for path in known if path not in on_disk]
             candidates = []
             newest: dict[str, int] = {}
@@ -640,7 +639,8 @@ class Indexer:
         """Apply watchfiles' batches of changes in the directories `paths` (each watched
         alone) until `over` is set; `ready` is set once its watches are. A new directory
         asks for a new plan. watchfiles runs on a thread of `threads`, where it also sets
-        its watches up (a few milliseconds for a month of eight cameras' directories)."""
+        its watches up (listing each watched directory, holding the interpreter: 0.32 s
+        at 2,000,000 recordings)."""
         loop = asyncio.get_running_loop()
         batches: asyncio.Queue[set[tuple[Change, str]] | BaseException | None] = asyncio.Queue()
         halt = threading.Event()
