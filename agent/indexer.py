@@ -363,15 +363,17 @@ class Indexer:
             log.error("index: scan of %s failed: %s", self.root, error)
         finally:
             status.reconcile_seconds = round(time.monotonic() - status.scan_started, 3)
-            if status.scans == 0:
+            first = status.scans == 0
+            # Counted before anything awaits: whoever sees the scan complete sees it counted.
+            status.scans += 1
+            if first:
                 status.scan_seconds = round(time.monotonic() - status.scan_started, 3)
                 status.scan = "complete"
                 self.scanned.set()
+                log.info("index: first scan done in %.1f s", status.scan_seconds)
                 if whole:  # remembered for the next start; else scanned whole then
                     with contextlib.suppress(sqlite3.Error, AgentError):
                         await self.index.mark_scanned()
-                log.info("index: first scan done in %.1f s", status.scan_seconds)
-            status.scans += 1
 
     async def reconcile_under(self, reldir: str) -> None:
         """Reconcile one new directory (and what is below it), not the whole archive."""
