@@ -21,7 +21,7 @@ import os
 import sqlite3
 import threading
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from concurrent.futures import Executor, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -61,7 +61,39 @@ _COARSE_NS = 3_000_000_000  # the coarsest directory time of a file system (FAT:
 # this many changes in one batch is reconciled once it has been quiet this long.
 _BURST = 64
 _RECHECK_SECONDS = 2.0
-_READY_MS = 1_000  # how soon a new round of watching says it runs (and idle, how often)
+# watchfiles sets a watcher's watches up holding the interpreter (about 55 us a
+# directory here, more on a Pi), so the directories are shared among watchers of at most
+# this many each (~15 ms), more only to keep to WATCHERS_MAX (each is an inotify
+# instance, of which a user has 128). A new directory joins the newest watcher, set up
+# anew; the others run on.
+WATCHER_DIRS = 256
+WATCHERS_MAX = 32
+_STEP_MS = 50  # how often the watchers, all together, look for changes...
+_STEP_MAX_MS = 500  # ...however many they are: each at most this seldom
+
+
+def share_watches(
+    running: list[frozenset[Path]], wanted: list[Path], made: set[Path]
+) -> tuple[list[int], list[list[Path]]]:
+    """Which of the `running` watchers go on (their indexes) and the directories of each
+    watcher to set up, so that every directory of `wanted` is watched. A running watcher
+    goes on while it watches a directory still wanted; a directory `made` anew since it
+    was planned (maybe removed and made again under the same name) is watched anew.
+    New directories join the newest watcher that goes on, set up anew with them, while
+    it has room; else they fill new watchers."""
+    wanted_set = set(wanted)
+    size = max(WATCHER_DIRS, -(-len(wanted) // WATCHERS_MAX))
+    kept = [i for i, dirs in enumerate(running) if not dirs.isdisjoint(wanted_set)]
+    covered = set().union(*(running[i] for i in kept)) - made
+    new = [path for path in wanted if path not in covered]
+    if not new:
+        return kept, []
+    if kept:
+        newest = [path for path in running[kept[-1]] if path in wanted_set]
+        if len(newest) + len(new) <= size:
+            kept.pop()
+            new = sorted(set(newest) | set(new))
+    return kept, [new[at : at + size] for at in range(0, len(new), size)]
 
 
 class FileState(NamedTuple):
@@ -91,6 +123,7 @@ class IndexerStatus:
     scan_started: float = 0.0
     scan_seconds: float | None = None
     watching: bool = False
+    watchers: int = 0  # watchfiles watchers running, each of some directories
     pending: int = 0
     unreadable: int = 0
     last_error: str = ""
@@ -126,25 +159,40 @@ class _Looked:
 
 
 @dataclass(frozen=True)
-class _Round:
-    """A round of watching: its task (None when all of it is polled), the event that
-    ends it, the event set once it has ended, and the directories it watches."""
+class _Watcher:
+    """One watcher of some directories: its task, the event that ends it, the event set
+    once it has ended, and the directories it watches."""
 
-    task: asyncio.Task[None] | None
+    task: asyncio.Task[None]
     over: asyncio.Event
     ended: asyncio.Event
     watched: frozenset[Path]
 
 
-async def _end(current: _Round | None) -> None:
-    """End a round of watching and wait until it has (None: nothing to end)."""
-    if current is None:
-        return
-    current.over.set()
-    if current.task is not None:
-        await asyncio.wait([current.task])
-        if not current.task.cancelled():
-            current.task.exception()  # retrieved: it was said, or it is moot now
+async def _end(watchers: list[_Watcher]) -> None:
+    """End watchers and wait until they have."""
+    for watcher in watchers:
+        watcher.over.set()
+    if watchers:
+        await asyncio.wait([watcher.task for watcher in watchers])
+    for watcher in watchers:
+        if not watcher.task.cancelled():
+            watcher.task.exception()  # retrieved: it was said, or it is moot now
+
+
+class _Halt(threading.Event):
+    """The event that stops a watchfiles watch, which also tells when the watch first
+    looks at it: its watches are set up by then."""
+
+    def __init__(self, on_first_look: Callable[[], None]) -> None:
+        super().__init__()
+        self._on_first_look: Callable[[], None] | None = on_first_look
+
+    def is_set(self) -> bool:
+        told, self._on_first_look = self._on_first_look, None
+        if told is not None:
+            told()
+        return super().is_set()
 
 
 @dataclass
@@ -296,6 +344,7 @@ class Indexer:
         self._has_pending = asyncio.Event()
         self._reported: set[bytes] = set()  # undecodable names already logged
         self._replan = asyncio.Event()  # the watcher must plan anew: a directory came
+        self._made: set[Path] = set()  # directories made since the watcher planned
         # Directories looked at every POLL_SECONDS, each with its subdirectories' names
         # when the watcher planned.
         self._polled: dict[str, frozenset[str]] = {}
@@ -488,19 +537,21 @@ class Indexer:
         """Follow the recordings with watchfiles until `stop`; each batch is a hint to
         index or forget those files.
 
-        Each directory is watched alone, so a new directory needs a new plan: the next
-        round's watches are set up while the last round's still run, and the last ends
-        only then, so that no change falls between them. Once a new round runs, what may
-        have changed before its watches were set is reconciled: the directories it is
-        the first to watch, those with recordings of the last day, and any made since
-        the plan was drawn (which plans anew)."""
-        current: _Round | None = None
-        threads = ThreadPoolExecutor(2, thread_name_prefix="index-watch")  # two rounds
+        Each directory is watched alone, shared among watchers (`share_watches`), so a new
+        directory needs a new plan: the watchers it needs are set up while the others
+        run on, and the ones they replace end only then, so that no change falls between
+        them. Once they run, what may have changed before their watches were set is
+        reconciled: the directories they are the first to watch, those with recordings
+        of the last day, and any made since the plan was drawn (which plans anew)."""
+        watchers: list[_Watcher] = []
+        planned = False
+        # A thread each watcher, and one each for those set up before others end.
+        threads = ThreadPoolExecutor(4 * WATCHERS_MAX, thread_name_prefix="index-watch")
         try:
             while not stop.is_set():
                 if not await asyncio.to_thread(self.root.is_dir):
-                    await _end(current)
-                    current = None
+                    await _end(watchers)
+                    watchers, planned = [], False
                     self.status.watching = False
                     log.warning("index: recordings root %s does not exist yet; waiting", self.root)
                     while not await asyncio.to_thread(self.root.is_dir):
@@ -508,49 +559,62 @@ class Indexer:
                             return
                     await self.reconcile()
                 self._replan.clear()
+                made, self._made = self._made, set()
+                started: list[_Watcher] = []
                 try:
                     watched, polled = await asyncio.to_thread(self._watch_plan)
                     self.status.watching = True  # its watches are set up now, or it fails
-                    following = await self._start_round(watched, threads)
+                    kept, shares = share_watches([w.watched for w in watchers], watched, made)
+                    step = min(_STEP_MAX_MS, _STEP_MS * (len(kept) + len(shares)))
+                    for share in shares:  # one at a time: each holds the interpreter
+                        started.append(await self._start_watcher(share, threads, step))
+                except FileNotFoundError:  # a directory went since the plan: plan anew
+                    await _end(started)
+                    self._made |= made
+                    if await pause(stop, 0.1):
+                        return
+                    continue
                 except Exception as error:
-                    await _end(current)
-                    current = None
+                    await _end(started + watchers)
+                    watchers, planned = [], False
                     if await self._watch_failed(error, stop):
                         return
                     continue
-                earlier = current.watched if current is not None else None
-                await _end(current)
-                current, self._polled = following, polled
-                self.status.watching = True
-                if earlier is not None:
+                earlier = frozenset().union(*(w.watched for w in watchers))
+                await _end([w for i, w in enumerate(watchers) if i not in kept])
+                watchers = [watchers[i] for i in kept] + started
+                self._polled = polled
+                self.status.watching, self.status.watchers = True, len(watchers)
+                if planned:
                     await self._recheck_after_plan(watched, earlier)
-                await _first_of(self._replan, stop, current.ended)
-                if current.task is not None and current.task.done():
-                    failure = current.task.exception() or RuntimeError("the watch ended")
-                    current = None
+                planned = True
+                await _first_of(self._replan, stop, *(w.ended for w in watchers))
+                if ended := [w for w in watchers if w.task.done()]:
+                    failure = ended[0].task.exception() or RuntimeError("the watch ended")
+                    await _end(watchers)
+                    watchers, planned = [], False
                     if await self._watch_failed(failure, stop):
                         return
         finally:
-            self.status.watching = False
-            await _end(current)
+            self.status.watching, self.status.watchers = False, 0
+            await _end(watchers)
             threads.shutdown(wait=False)
 
-    async def _start_round(self, watched: list[Path], threads: ThreadPoolExecutor) -> _Round:
-        """A round of watching `watched`, once its watches are set up; raises what stopped
-        it from starting."""
+    async def _start_watcher(self, watched: list[Path], threads: Executor, step: int) -> _Watcher:
+        """A watcher of `watched`, once its watches are set up; raises what stopped it
+        from starting."""
         over, ready, ended = asyncio.Event(), asyncio.Event(), asyncio.Event()
-        if not watched:  # all of it polled: until the poll sees it change
-            return _Round(None, over, ended, frozenset())
-        task = asyncio.ensure_future(self._follow(watched, over, ready, threads))
+        task = asyncio.ensure_future(self._follow(watched, over, ready, threads, step))
         task.add_done_callback(lambda _: ended.set())
+        watcher = _Watcher(task, over, ended, frozenset(watched))
         try:
             await _first_of(ready, ended)
-        except BaseException:  # the agent stops meanwhile: so does this round
-            await _end(_Round(task, over, ended, frozenset()))
+        except BaseException:  # the agent stops meanwhile: so does this watcher
+            await _end([watcher])
             raise
         if task.done():
             raise task.exception() or RuntimeError("the watch ended at once")
-        return _Round(task, over, ended, frozenset(watched))
+        return watcher
 
     async def _watch_failed(self, error: BaseException, stop: asyncio.Event) -> bool:
         """Say why the watching stopped, wait a second, and reconcile what happened
@@ -568,8 +632,8 @@ class Indexer:
         return False
 
     async def _recheck_after_plan(self, watched: list[Path], earlier: frozenset[Path]) -> None:
-        """Once a new round's watches are set: reconcile soon the directories of
-        recordings it is the first to watch or that hold recordings of the last day, and
+        """Once new watchers' watches are set: reconcile soon the directories of
+        recordings they are the first to watch or that hold recordings of the last day, and
         plan anew if a directory was made since this plan was drawn."""
         leaves = await asyncio.to_thread(leaf_dirs, self.root, self.layout)
         planned = {self._relative(str(path)) or "" for path in watched} | set(self._polled)
@@ -636,39 +700,39 @@ class Indexer:
         return subdirs, clean
 
     async def _follow(
-        self, paths: list[Path], over: asyncio.Event, ready: asyncio.Event, threads: Executor
+        self,
+        paths: list[Path],
+        over: asyncio.Event,
+        ready: asyncio.Event,
+        threads: Executor,
+        step: int,
     ) -> None:
         """Apply watchfiles' batches of changes in the directories `paths` (each watched
-        alone) until `over` is set; `ready` is set once its watches are. A new directory
-        asks for a new plan. watchfiles runs on a thread of `threads`, where it also sets
-        its watches up (listing each watched directory, holding the interpreter: 0.32 s
-        at 2,000,000 recordings)."""
+        alone), looked for every `step` ms, until `over` is set; `ready` is set once its
+        watches are. A new directory asks for a new plan. watchfiles runs on a thread of
+        `threads`, where it also sets its watches up."""
         loop = asyncio.get_running_loop()
         batches: asyncio.Queue[set[tuple[Change, str]] | BaseException | None] = asyncio.Queue()
-        halt = threading.Event()
+        halt = _Halt(lambda: tell(set()))  # its watches are set up once it looks at halt
 
         def tell(item: set[tuple[Change, str]] | BaseException | None) -> None:
             with contextlib.suppress(RuntimeError):  # the loop is closed: nobody listens
                 loop.call_soon_threadsafe(batches.put_nowait, item)
 
         def run() -> None:
-            told_ready = False
             try:
                 for changes in watch(
                     *paths,
                     watch_filter=self._filter,
                     stop_event=halt,
                     debounce=400,
-                    step=50,
-                    rust_timeout=_READY_MS,  # its first answer says the watches are set
-                    yield_on_timeout=True,
+                    step=step,
+                    rust_timeout=0,
                     recursive=False,
                     ignore_permission_denied=True,
                     raise_interrupt=False,
                 ):
-                    if changes or not told_ready:
-                        tell(changes)
-                        told_ready = True
+                    tell(changes)
             except Exception as error:
                 tell(error)
             else:
@@ -684,13 +748,14 @@ class Indexer:
                 ready.set()
                 if not item:
                     continue
-                if await self._apply(item):
+                if made := await self._apply(item):
+                    self._made.update(self.root / reldir for reldir in made)
                     self._replan.set()
                 await self._settle()
         finally:
             halt.set()
             relay.cancel()
-            # It stops within a step (50 ms) of `halt`, once its watches are set up.
+            # It stops within a step of `halt`, once its watches are set up.
             await asyncio.wait([watching])
 
     def _watch_plan(self) -> tuple[list[Path], dict[str, frozenset[str]]]:

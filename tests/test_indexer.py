@@ -16,9 +16,10 @@ import pytest
 from aiohttp.test_utils import TestClient
 from watchfiles import Change
 
+from agent import indexer
 from agent.demo import Rendered, place
 from agent.index import Index
-from agent.indexer import FileState, Indexer, _Candidate
+from agent.indexer import FileState, Indexer, _Candidate, share_watches
 from agent.keys import INDEX, INDEXER
 from agent.times import format_us, parse_rfc3339
 
@@ -241,13 +242,21 @@ async def test_a_new_directory_is_reconciled_alone(
     assert status.scans == scans
 
 
+@pytest.mark.parametrize("watcher_dirs", [indexer.WATCHER_DIRS, 2])
 async def test_directories_made_one_inside_another_are_watched_at_once(
-    tmp_path: Path, footage: dict[str, list[Rendered]], start_agent: Any
+    tmp_path: Path,
+    footage: dict[str, list[Rendered]],
+    start_agent: Any,
+    monkeypatch: pytest.MonkeyPatch,
+    watcher_dirs: int,
 ) -> None:
     """Frigate's layout makes an hour's directory and a camera's inside it each hour,
     then writes into it: each directory is watched as soon as it is made (a new plan of
     watches each time), and files written meanwhile into the directory watched before
-    are not lost, all long before a periodic reconcile would find them."""
+    are not lost, all long before a periodic reconcile would find them. With watchers of
+    two directories each, the new directories fill new watchers while the earlier ones
+    run on, and files written into the directories of each are found."""
+    monkeypatch.setattr(indexer, "WATCHER_DIRS", watcher_dirs)
     config = make_config(tmp_path, recordings={"layout": "frigate"})
     root = config.recordings.root
     place_old(footage["mp4"], root, config.layout, "cam", T0)
@@ -260,6 +269,12 @@ async def test_directories_made_one_inside_another_are_watched_at_once(
     await wait_for(lambda: _count_is(client, "cam", 21), timeout=30, what="every hour indexed")
     assert status.scans == scans  # found by watching, not by a reconcile of everything
     assert status.watching
+    if watcher_dirs == 2:  # the root, a day, four hours and their cameras' directories
+        assert status.watchers >= 4
+    # Into the first directories, watched by the first watchers: still followed.
+    place(footage["mp4"], root, config.layout, "cam", T0 + 1_200 * S)
+    await wait_for(lambda: _count_is(client, "cam", 24), timeout=30, what="the first hour's")
+    assert status.scans == scans
 
 
 async def test_changed_file_is_read_again(
@@ -617,3 +632,40 @@ async def test_a_disk_that_stalls_leaves_healthz_answering(
         await wait_for(healthy, timeout=15, what="healthy again")
         assert await camera_counts(client) == {"cam": 3}
         await client.close()
+
+
+# -- how directories are shared among watchers (pure) ------------------------------------
+
+
+def test_directories_are_shared_among_watchers_that_run_on() -> None:
+    """A watcher sets its watches up holding the interpreter, so none has more than
+    WATCHER_DIRS directories while there are few; a new directory joins the newest
+    watcher while it has room, else a new one; the others run on; one whose directories
+    are all gone ends; one made again under a name already watched is watched anew."""
+    size = indexer.WATCHER_DIRS
+    dirs = [Path(f"/r/cam/{n:05d}") for n in range(2 * size + 10)]
+    kept, shares = share_watches([], dirs, set())
+    assert (kept, [len(s) for s in shares]) == ([], [size, size, 10])
+    assert sorted(p for s in shares for p in s) == dirs
+    running = [frozenset(s) for s in shares]
+    assert share_watches(running, dirs, set()) == ([0, 1, 2], [])  # nothing new
+
+    new = Path("/r/cam/99999")
+    kept, shares = share_watches(running, [*dirs, new], set())
+    assert (kept, shares) == ([0, 1], [sorted([*running[2], new])])
+
+    full = [frozenset(dirs[:size]), frozenset(dirs[size : 2 * size])]
+    kept, shares = share_watches(full, [*dirs[: 2 * size], new], set())
+    assert (kept, shares) == ([0, 1], [[new]])  # the newest has no room: a new one
+
+    # The first watcher's directories all gone, and all the second's but one.
+    assert share_watches(running, [dirs[size], *dirs[2 * size :]], set()) == ([1, 2], [])
+    kept, shares = share_watches(running, dirs, {dirs[0]})  # made again under that name
+    assert (kept, shares) == ([0, 1], [sorted([*running[2], dirs[0]])])
+
+
+def test_watchers_stay_few_however_many_the_directories() -> None:
+    dirs = [Path(f"/r/{n:06d}") for n in range(100 * indexer.WATCHERS_MAX * 10)]
+    kept, shares = share_watches([], dirs, set())
+    assert len(shares) == indexer.WATCHERS_MAX
+    assert sorted(p for s in shares for p in s) == dirs
