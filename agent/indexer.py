@@ -61,39 +61,51 @@ _COARSE_NS = 3_000_000_000  # the coarsest directory time of a file system (FAT:
 # this many changes in one batch is reconciled once it has been quiet this long.
 _BURST = 64
 _RECHECK_SECONDS = 2.0
-# watchfiles sets a watcher's watches up holding the interpreter (about 55 us a
-# directory here, more on a Pi), so the directories are shared among watchers of at most
-# this many each (~15 ms), more only to keep to WATCHERS_MAX (each is an inotify
-# instance, of which a user has 128). A new directory joins the newest watcher, set up
-# anew; the others run on.
-WATCHER_DIRS = 256
+# watchfiles sets a watcher's watches up holding the interpreter: about 55 us a directory
+# and 0.1 us a file in it here (more on a Pi), a directory weighing as 512 files. So the
+# directories are shared among watchers of at most WATCHER_WEIGHT each (~15 ms), more
+# only to keep to WATCHERS_MAX (each is an inotify instance; a user has 128). A new
+# directory joins the newest watcher, set up anew; the others run on.
+WATCHER_WEIGHT = 256
 WATCHERS_MAX = 32
+_FILES_A_DIRECTORY = 512
 _STEP_MS = 50  # how often the watchers, all together, look for changes...
 _STEP_MAX_MS = 500  # ...however many they are: each at most this seldom
 
 
 def share_watches(
-    running: list[frozenset[Path]], wanted: list[Path], made: set[Path]
+    running: list[frozenset[Path]], wanted: dict[Path, int], made: set[Path]
 ) -> tuple[list[int], list[list[Path]]]:
     """Which of the `running` watchers go on (their indexes) and the directories of each
-    watcher to set up, so that every directory of `wanted` is watched. A running watcher
-    goes on while it watches a directory still wanted; a directory `made` anew since it
-    was planned (maybe removed and made again under the same name) is watched anew.
-    New directories join the newest watcher that goes on, set up anew with them, while
-    it has room; else they fill new watchers."""
-    wanted_set = set(wanted)
-    size = max(WATCHER_DIRS, -(-len(wanted) // WATCHERS_MAX))
-    kept = [i for i, dirs in enumerate(running) if not dirs.isdisjoint(wanted_set)]
+    watcher to set up, so that every directory of `wanted` (each with the number of its
+    entries) is watched. A running watcher goes on while it watches a directory still
+    wanted; a directory `made` anew since it was planned (maybe removed and made again
+    under the same name) is watched anew. New directories join the newest watcher that
+    goes on, set up anew with them, while it has room; else they fill new watchers."""
+
+    def weight(paths: Iterable[Path]) -> int:
+        return sum(1 + wanted[path] // _FILES_A_DIRECTORY for path in paths)
+
+    most = max(WATCHER_WEIGHT, -(-weight(wanted) // WATCHERS_MAX))
+    kept = [i for i, dirs in enumerate(running) if not dirs.isdisjoint(wanted)]
     covered = set().union(*(running[i] for i in kept)) - made
     new = [path for path in wanted if path not in covered]
     if not new:
         return kept, []
     if kept:
-        newest = [path for path in running[kept[-1]] if path in wanted_set]
-        if len(newest) + len(new) <= size:
+        newest = [path for path in running[kept[-1]] if path in wanted]
+        if weight(newest) + weight(new) <= most:
             kept.pop()
-            new = sorted(set(newest) | set(new))
-    return kept, [new[at : at + size] for at in range(0, len(new), size)]
+            return kept, [sorted({*newest, *new})]
+    shares: list[list[Path]] = []
+    room = 0
+    for path in new:
+        if not shares or weight([path]) > room:
+            shares.append([])
+            room = most
+        shares[-1].append(path)
+        room -= weight([path])
+    return kept, shares
 
 
 class FileState(NamedTuple):
@@ -631,7 +643,7 @@ class Indexer:
         await self.reconcile()  # catch up on what happened while not watching
         return False
 
-    async def _recheck_after_plan(self, watched: list[Path], earlier: frozenset[Path]) -> None:
+    async def _recheck_after_plan(self, watched: dict[Path, int], earlier: frozenset[Path]) -> None:
         """Once new watchers' watches are set: reconcile soon the directories of
         recordings they are the first to watch or that hold recordings of the last day, and
         plan anew if a directory was made since this plan was drawn."""
@@ -758,9 +770,10 @@ class Indexer:
             # It stops within a step of `halt`, once its watches are set up.
             await asyncio.wait([watching])
 
-    def _watch_plan(self) -> tuple[list[Path], dict[str, frozenset[str]]]:
-        """(directories to watch, each alone; directories to look at every POLL_SECONDS
-        instead, relative to the root, each with its subdirectories' names).
+    def _watch_plan(self) -> tuple[dict[Path, int], dict[str, frozenset[str]]]:
+        """(directories to watch, each alone, each with the number of its entries;
+        directories to look at every POLL_SECONDS instead, relative to the root, each
+        with its subdirectories' names).
 
         Each directory is watched alone, never the root with all below it: watchfiles
         sets a recursive watch up by listing every file below while it holds the
@@ -770,7 +783,7 @@ class Indexer:
         watchfiles stops on a name that is not UTF-8 in what it watches: a directory that
         holds a file of such a name is not watched but looked at every POLL_SECONDS. Such
         names are reported once and left out (no layout matches them). Blocking."""
-        watched: list[Path] = []
+        watched: dict[Path, int] = {}
         polled: dict[str, frozenset[str]] = {}
         leaf = self.layout.depth - 1
 
@@ -788,7 +801,7 @@ class Indexer:
             if isinstance(error, PermissionError):
                 # Planned all the same (watchfiles leaves it out), not planned anew at each
                 # look; the reconcile says it cannot list it.
-                watched.append(Path(os.fsdecode(directory)))
+                watched[Path(os.fsdecode(directory))] = 0
 
         def visit(directory: bytes, level: int) -> None:
             if level == leaf:
@@ -798,7 +811,7 @@ class Indexer:
                     unlistable(directory, level, error)
                     return
                 if _decodable(names):
-                    watched.append(Path(os.fsdecode(directory)))
+                    watched[Path(os.fsdecode(directory))] = len(names)
                     return
             try:
                 entries = list(os.scandir(directory))
@@ -817,7 +830,7 @@ class Indexer:
                 reldir = self._relative(os.fsdecode(directory)) or ""
                 polled[reldir] = frozenset(os.fsdecode(entry.name) for entry in subdirs)
             else:
-                watched.append(Path(os.fsdecode(directory)))
+                watched[Path(os.fsdecode(directory))] = len(entries)
             if level < leaf:
                 for entry in subdirs:
                     if self.layout.dir_may_match(level, os.fsdecode(entry.name)):

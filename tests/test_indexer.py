@@ -242,13 +242,13 @@ async def test_a_new_directory_is_reconciled_alone(
     assert status.scans == scans
 
 
-@pytest.mark.parametrize("watcher_dirs", [indexer.WATCHER_DIRS, 2])
+@pytest.mark.parametrize("watcher_weight", [indexer.WATCHER_WEIGHT, 2])
 async def test_directories_made_one_inside_another_are_watched_at_once(
     tmp_path: Path,
     footage: dict[str, list[Rendered]],
     start_agent: Any,
     monkeypatch: pytest.MonkeyPatch,
-    watcher_dirs: int,
+    watcher_weight: int,
 ) -> None:
     """Frigate's layout makes an hour's directory and a camera's inside it each hour,
     then writes into it: each directory is watched as soon as it is made (a new plan of
@@ -256,7 +256,7 @@ async def test_directories_made_one_inside_another_are_watched_at_once(
     are not lost, all long before a periodic reconcile would find them. With watchers of
     two directories each, the new directories fill new watchers while the earlier ones
     run on, and files written into the directories of each are found."""
-    monkeypatch.setattr(indexer, "WATCHER_DIRS", watcher_dirs)
+    monkeypatch.setattr(indexer, "WATCHER_WEIGHT", watcher_weight)
     config = make_config(tmp_path, recordings={"layout": "frigate"})
     root = config.recordings.root
     place_old(footage["mp4"], root, config.layout, "cam", T0)
@@ -269,7 +269,7 @@ async def test_directories_made_one_inside_another_are_watched_at_once(
     await wait_for(lambda: _count_is(client, "cam", 21), timeout=30, what="every hour indexed")
     assert status.scans == scans  # found by watching, not by a reconcile of everything
     assert status.watching
-    if watcher_dirs == 2:  # the root, a day, four hours and their cameras' directories
+    if watcher_weight == 2:  # the root, a day, four hours and their cameras' directories
         assert status.watchers >= 4
     # Into the first directories, watched by the first watchers: still followed.
     place(footage["mp4"], root, config.layout, "cam", T0 + 1_200 * S)
@@ -638,34 +638,42 @@ async def test_a_disk_that_stalls_leaves_healthz_answering(
 
 
 def test_directories_are_shared_among_watchers_that_run_on() -> None:
-    """A watcher sets its watches up holding the interpreter, so none has more than
-    WATCHER_DIRS directories while there are few; a new directory joins the newest
-    watcher while it has room, else a new one; the others run on; one whose directories
-    are all gone ends; one made again under a name already watched is watched anew."""
-    size = indexer.WATCHER_DIRS
-    dirs = [Path(f"/r/cam/{n:05d}") for n in range(2 * size + 10)]
+    """A watcher sets its watches up holding the interpreter, so none weighs more than
+    WATCHER_WEIGHT (a directory, or 512 of its files) while there are few; a new
+    directory joins the newest watcher while it has room, else a new one; the others
+    run on; one whose directories are all gone ends; one made again under a name already
+    watched is watched anew."""
+    size = indexer.WATCHER_WEIGHT
+    dirs = {Path(f"/r/cam/{n:05d}"): 0 for n in range(2 * size + 10)}
+    paths = list(dirs)
     kept, shares = share_watches([], dirs, set())
     assert (kept, [len(s) for s in shares]) == ([], [size, size, 10])
-    assert sorted(p for s in shares for p in s) == dirs
+    assert [p for s in shares for p in s] == paths
     running = [frozenset(s) for s in shares]
     assert share_watches(running, dirs, set()) == ([0, 1, 2], [])  # nothing new
 
     new = Path("/r/cam/99999")
-    kept, shares = share_watches(running, [*dirs, new], set())
+    kept, shares = share_watches(running, {**dirs, new: 0}, set())
     assert (kept, shares) == ([0, 1], [sorted([*running[2], new])])
-
-    full = [frozenset(dirs[:size]), frozenset(dirs[size : 2 * size])]
-    kept, shares = share_watches(full, [*dirs[: 2 * size], new], set())
-    assert (kept, shares) == ([0, 1], [[new]])  # the newest has no room: a new one
+    kept, shares = share_watches(running, {**dirs, new: 512 * size}, set())
+    assert (kept, shares) == ([0, 1, 2], [[new]])  # no room in the newest: a new one
 
     # The first watcher's directories all gone, and all the second's but one.
-    assert share_watches(running, [dirs[size], *dirs[2 * size :]], set()) == ([1, 2], [])
-    kept, shares = share_watches(running, dirs, {dirs[0]})  # made again under that name
-    assert (kept, shares) == ([0, 1], [sorted([*running[2], dirs[0]])])
+    left = {path: 0 for path in [paths[size], *paths[2 * size :]]}
+    assert share_watches(running, left, set()) == ([1, 2], [])
+    kept, shares = share_watches(running, dirs, {paths[0]})  # made again under that name
+    assert (kept, shares) == ([0, 1], [sorted([*running[2], paths[0]])])
 
 
-def test_watchers_stay_few_however_many_the_directories() -> None:
-    dirs = [Path(f"/r/{n:06d}") for n in range(100 * indexer.WATCHERS_MAX * 10)]
-    kept, shares = share_watches([], dirs, set())
+def test_a_directory_weighs_as_many_files_and_the_watchers_stay_few() -> None:
+    many = {Path(f"/r/{n:03d}"): 8_000 for n in range(248)}  # a month of eight cameras
+    kept, shares = share_watches([], many, set())
+    weights = [sum(1 + 8_000 // 512 for _ in share) for share in shares]
+    assert max(weights) <= indexer.WATCHER_WEIGHT
+    assert len(shares) == -(-248 * 16 // indexer.WATCHER_WEIGHT)
+    huge = {Path("/r/huge"): 10_000_000, **many}  # alone, whatever its weight
+    assert [Path("/r/huge")] in share_watches([], huge, set())[1]
+    endless = {Path(f"/r/{n:06d}"): 0 for n in range(100 * indexer.WATCHERS_MAX * 10)}
+    kept, shares = share_watches([], endless, set())
     assert len(shares) == indexer.WATCHERS_MAX
-    assert sorted(p for s in shares for p in s) == dirs
+    assert [p for s in shares for p in s] == list(endless)
