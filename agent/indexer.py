@@ -251,7 +251,7 @@ def list_dir(
     known: dict[str, tuple[int, int, int, int]] | None = None,
     old_before_ns: int = -1,
 ) -> dict[str, FileState]:
-    """The files of one directory whose relative paths match the layout (blocking). A
+    """The files of one directory whose relative paths may match the layout (blocking). A
     file `known` (indexed with this stamp) whose mtime is before `old_before_ns` keeps
     that stamp without a look at it on disk (old recordings rarely change)."""
     files: dict[str, FileState] = {}
@@ -271,7 +271,7 @@ def list_dir(
             files[relpath] = FileState(*stamp)
             continue
         try:
-            if entry.is_file(follow_symlinks=False) and layout.parse(relpath) is not None:
+            if entry.is_file(follow_symlinks=False) and layout.may_match(relpath):
                 stat = entry.stat(follow_symlinks=False)
                 files[relpath] = FileState.of(stat)
         except FileNotFoundError:
@@ -490,10 +490,10 @@ class Indexer:
             newest: dict[str, int] = {}
             latest = 0
             for relpath, state in on_disk.items():
-                latest = max(latest, state.mtime_ns)
                 name = self.layout.parse(relpath)
-                if name is None:  # list_dir keeps only names that parse
+                if name is None:  # a date that does not exist, say
                     continue
+                latest = max(latest, state.mtime_ns)
                 newest[name.camera] = max(name.start_us, newest.get(name.camera, name.start_us))
                 unchanged = known.get(relpath) == state.stamp
                 if not unchanged and unreadable.get(relpath) != state:

@@ -54,6 +54,14 @@ def test_names_that_do_not_match_are_ignored(relpath: str) -> None:
     assert make_layout("ffmpeg", "UTC").parse(relpath) is None
 
 
+def test_the_shape_alone_is_checked_cheaply_before_a_name_is_parsed() -> None:
+    layout = make_layout("ffmpeg", "UTC")
+    assert layout.may_match("cam/2026-11-20/08-05-07.ts")
+    assert layout.may_match("cam/2026-02-30/08-05-07.ts")  # parse says no to that day
+    assert not layout.may_match("cam/2026-11-20/08-05-07.ts.tmp")
+    assert not layout.may_match("cam/2026-11-20/8-5-7.ts")
+
+
 def test_repeated_fields_must_agree() -> None:
     layout = make_layout("{camera}/%Y/%Y-%m-%d_%H%M%S.ts", "UTC")
     assert layout.parse("c/2026/2026-11-20_080507.ts") is not None
