@@ -22,7 +22,6 @@ import sqlite3
 import threading
 import time
 from collections.abc import Callable, Iterable
-from concurrent.futures import Executor, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from stat import S_ISREG
@@ -35,7 +34,7 @@ from .containers.probe import Cut, MediaFacts, ProbeError, fmp4_splits, is_long,
 from .errors import AgentError
 from .index import Index, Segment
 from .layout import Layout, SegmentName, offset_of
-from .tasks import pause
+from .tasks import on_own_thread, pause
 from .times import format_us
 from .wallclock import How, place
 
@@ -71,6 +70,7 @@ WATCHERS_MAX = 32
 _FILES_A_DIRECTORY = 512
 _STEP_MS = 50  # how often the watchers, all together, look for changes...
 _STEP_MAX_MS = 500  # ...however many they are: each at most this seldom
+_STOP_SECONDS = 5.0  # how long a watcher's end is waited for (its disk may stall)
 
 
 def share_watches(
@@ -557,8 +557,6 @@ class Indexer:
         of the last day, and any made since the plan was drawn (which plans anew)."""
         watchers: list[_Watcher] = []
         planned = False
-        # A thread each watcher, and one each for those set up before others end.
-        threads = ThreadPoolExecutor(4 * WATCHERS_MAX, thread_name_prefix="index-watch")
         try:
             while not stop.is_set():
                 if not await asyncio.to_thread(self.root.is_dir):
@@ -579,7 +577,7 @@ class Indexer:
                     kept, shares = share_watches([w.watched for w in watchers], watched, made)
                     step = min(_STEP_MAX_MS, _STEP_MS * (len(kept) + len(shares)))
                     for share in shares:  # one at a time: each holds the interpreter
-                        started.append(await self._start_watcher(share, threads, step))
+                        started.append(await self._start_watcher(share, step))
                 except FileNotFoundError:  # a directory went since the plan: plan anew
                     await _end(started)
                     self._made |= made
@@ -610,13 +608,12 @@ class Indexer:
         finally:
             self.status.watching, self.status.watchers = False, 0
             await _end(watchers)
-            threads.shutdown(wait=False)
 
-    async def _start_watcher(self, watched: list[Path], threads: Executor, step: int) -> _Watcher:
+    async def _start_watcher(self, watched: list[Path], step: int) -> _Watcher:
         """A watcher of `watched`, once its watches are set up; raises what stopped it
         from starting."""
         over, ready, ended = asyncio.Event(), asyncio.Event(), asyncio.Event()
-        task = asyncio.ensure_future(self._follow(watched, over, ready, threads, step))
+        task = asyncio.ensure_future(self._follow(watched, over, ready, step))
         task.add_done_callback(lambda _: ended.set())
         watcher = _Watcher(task, over, ended, frozenset(watched))
         try:
@@ -716,13 +713,13 @@ class Indexer:
         paths: list[Path],
         over: asyncio.Event,
         ready: asyncio.Event,
-        threads: Executor,
         step: int,
     ) -> None:
         """Apply watchfiles' batches of changes in the directories `paths` (each watched
         alone), looked for every `step` ms, until `over` is set; `ready` is set once its
-        watches are. A new directory asks for a new plan. watchfiles runs on a thread of
-        `threads`, where it also sets its watches up."""
+        watches are. A new directory asks for a new plan. watchfiles runs on a daemon
+        thread of its own, where it also sets its watches up: one that a stalled disk
+        holds there is left behind when it is over, never waited for."""
         loop = asyncio.get_running_loop()
         batches: asyncio.Queue[set[tuple[Change, str]] | BaseException | None] = asyncio.Queue()
         halt = _Halt(lambda: tell(set()))  # its watches are set up once it looks at halt
@@ -750,7 +747,7 @@ class Indexer:
             else:
                 tell(None)
 
-        watching = loop.run_in_executor(threads, run)
+        watching = on_own_thread(run, "index-watch")
         relay = asyncio.ensure_future(over.wait())
         relay.add_done_callback(lambda _: halt.set())
         try:
@@ -768,7 +765,9 @@ class Indexer:
             halt.set()
             relay.cancel()
             # It stops within a step of `halt`, once its watches are set up.
-            await asyncio.wait([watching])
+            await asyncio.wait([watching], timeout=_STOP_SECONDS)
+            if not watching.done():
+                log.warning("index: a watcher is held by its disk; left behind")
 
     def _watch_plan(self) -> tuple[dict[Path, int], dict[str, frozenset[str]]]:
         """(directories to watch, each alone, each with the number of its entries;

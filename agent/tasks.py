@@ -6,8 +6,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
+import threading
 from collections.abc import Awaitable, Callable
+from typing import TypeVar
 
 log = logging.getLogger(__name__)
 
@@ -16,6 +19,7 @@ MAX_BACKOFF_SECONDS = 60.0
 STOP_SECONDS = 5.0
 
 Loop = Callable[[asyncio.Event], Awaitable[None]]
+T = TypeVar("T")
 
 
 async def pause(stop: asyncio.Event, seconds: float) -> bool:
@@ -23,6 +27,31 @@ async def pause(stop: asyncio.Event, seconds: float) -> bool:
     with contextlib.suppress(TimeoutError):
         await asyncio.wait_for(stop.wait(), seconds)
     return stop.is_set()
+
+
+def on_own_thread(call: Callable[[], T], name: str) -> asyncio.Future[T]:
+    """`call()` on a daemon thread of its own, its outcome in the future returned: one a
+    stalled disk holds forever keeps neither a worker of the event loop's pool nor the
+    agent from stopping (whoever waits for it may stop waiting)."""
+    loop = asyncio.get_running_loop()
+    answer: asyncio.Future[T] = loop.create_future()
+
+    def settle(outcome: Callable[[], None]) -> None:
+        if not answer.done():
+            outcome()
+
+    def run() -> None:
+        try:
+            result = call()
+        except BaseException as error:  # handed to whoever awaits the answer
+            handed: Callable[[], None] = functools.partial(answer.set_exception, error)
+        else:
+            handed = functools.partial(answer.set_result, result)
+        with contextlib.suppress(RuntimeError):  # the loop is closed: nobody waits
+            loop.call_soon_threadsafe(settle, handed)
+
+    threading.Thread(target=run, name=name, daemon=True).start()
+    return answer
 
 
 def next_backoff(current: float) -> float:

@@ -9,22 +9,17 @@ look still unanswered after STALL_SECONDS is said as a stall.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import functools
 import os
 import shutil
-import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import TypeVar
 
-from .tasks import pause
+from .tasks import on_own_thread, pause
 
 LOOK_SECONDS = 2.0
 STALL_SECONDS = 1.0
-
-T = TypeVar("T")
 
 
 def stall_problem(root: Path, asked_at: float | None, now: float) -> str | None:
@@ -55,10 +50,11 @@ class Vitals:
         """Look at both once (each on a thread of its own; returns when they answer)."""
         self.asked_at = self.clock()
         try:
-            self.root_found = await _on_own_thread(functools.partial(os.path.isdir, self.root))
+            look = functools.partial(os.path.isdir, self.root)
+            self.root_found = await on_own_thread(look, "vitals")
         finally:
             self.asked_at = None
-        self.ffmpeg_found = await _on_own_thread(functools.partial(_on_path, self.ffmpeg))
+        self.ffmpeg_found = await on_own_thread(functools.partial(_on_path, self.ffmpeg), "vitals")
 
     async def look_forever(self, stop: asyncio.Event) -> None:
         while not stop.is_set():
@@ -73,27 +69,3 @@ class Vitals:
 
 def _on_path(command: str) -> bool:
     return shutil.which(command) is not None
-
-
-async def _on_own_thread(call: Callable[[], T]) -> T:
-    """`call()` on a daemon thread of its own: one a stalled disk holds forever keeps
-    neither a worker of the event loop's pool nor the agent from stopping."""
-    loop = asyncio.get_running_loop()
-    answer: asyncio.Future[T] = loop.create_future()
-
-    def settle(outcome: Callable[[], None]) -> None:
-        if not answer.done():
-            outcome()
-
-    def run() -> None:
-        try:
-            result = call()
-        except BaseException as error:  # handed to the awaiting task
-            handed: Callable[[], None] = functools.partial(answer.set_exception, error)
-        else:
-            handed = functools.partial(answer.set_result, result)
-        with contextlib.suppress(RuntimeError):  # the loop is closed: nobody waits
-            loop.call_soon_threadsafe(settle, handed)
-
-    threading.Thread(target=run, name="vitals", daemon=True).start()
-    return await answer
