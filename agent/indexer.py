@@ -556,6 +556,7 @@ class Indexer:
         reconciled: the directories they are the first to watch, those with recordings
         of the last day, and any made since the plan was drawn (which plans anew)."""
         watchers: list[_Watcher] = []
+        started: list[_Watcher] = []  # set up for the plan under way
         planned = False
         try:
             while not stop.is_set():
@@ -570,7 +571,7 @@ class Indexer:
                     await self.reconcile()
                 self._replan.clear()
                 made, self._made = self._made, set()
-                started: list[_Watcher] = []
+                started = []
                 try:
                     watched, polled = await asyncio.to_thread(self._watch_plan)
                     self.status.watching = True  # its watches are set up now, or it fails
@@ -580,19 +581,20 @@ class Indexer:
                         started.append(await self._start_watcher(share, step))
                 except FileNotFoundError:  # a directory went since the plan: plan anew
                     await _end(started)
+                    started = []
                     self._made |= made
                     if await pause(stop, 0.1):
                         return
                     continue
                 except Exception as error:
                     await _end(started + watchers)
-                    watchers, planned = [], False
+                    watchers, started, planned = [], [], False
                     if await self._watch_failed(error, stop):
                         return
                     continue
                 earlier = frozenset().union(*(w.watched for w in watchers))
                 await _end([w for i, w in enumerate(watchers) if i not in kept])
-                watchers = [watchers[i] for i in kept] + started
+                watchers, started = [watchers[i] for i in kept] + started, []
                 self._polled = polled
                 self.status.watching, self.status.watchers = True, len(watchers)
                 if planned:
@@ -607,7 +609,7 @@ class Indexer:
                         return
         finally:
             self.status.watching, self.status.watchers = False, 0
-            await _end(watchers)
+            await _end(started + watchers)
 
     async def _start_watcher(self, watched: list[Path], step: int) -> _Watcher:
         """A watcher of `watched`, once its watches are set up; raises what stopped it

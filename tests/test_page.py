@@ -250,6 +250,57 @@ async def test_the_calendar_shows_the_days_with_footage_from_one_query(
             "from=2026-09-30T22:00:00Z&to=2026-10-31T23:00:00Z"  # 745 hours
         )
         assert await browser.evaluate("document.getElementById('status').textContent") == ""
+        # The next month's query fails (the box went away a moment): October stays, said
+        # so, and its arrows still work.
+        await browser.evaluate(
+            "window.realFetch = window.fetch; window.fetch = (url, options) =>"
+            " String(url).includes('2026-10-31T23%3A00%3A00Z&') ?"
+            " Promise.reject(new TypeError('the box is away')) : window.realFetch(url, options)"
+        )
+        await browser.evaluate("document.getElementById('next-month').click()")
+        said = await browser.wait_for("document.getElementById('status').textContent")
+        assert said == "the box is away"
+        assert (
+            await browser.evaluate("document.getElementById('month-name').textContent")
+            == "October 2026"
+        )
+        await browser.evaluate("window.fetch = window.realFetch")
+        await browser.evaluate("document.getElementById('next-month').click()")
+        november = await browser.wait_for(
+            "document.getElementById('month-name').textContent === 'November 2026' &&"
+            " [...document.querySelectorAll('#month-days button.has')].map(b => b.dataset.day)"
+        )
+        assert november == ["2026-11-03", "2026-11-05", "2026-11-20"]
+
+
+async def test_a_day_whose_midnight_the_clocks_skip_starts_when_they_do(
+    start_agent: Any, tmp_path: Path, footage: dict[str, list[Rendered]]
+) -> None:
+    """Chile goes forward at midnight: on 6 September 2026 the wall clock goes from 23:59:59
+    on the 5th to 01:00, 04:00 UTC. That day, and September, begin then, not an hour
+    before (which is still the 5th)."""
+    config = make_config(tmp_path, recordings={"timezone": "America/Santiago"})
+    root, layout = config.recordings.root, config.layout
+    place_old(footage["ts"], root, layout, "cam", utc("2026-09-06T05:00:00Z"))  # 02:00 there
+    client = await started(start_agent, config)
+    await wait_for(lambda: _count(client, 3), what="the footage indexed")
+    queries = (
+        "performance.getEntriesByType('resource').map(e => e.name)"
+        ".filter(n => n.includes('/recordings?')).map(n => decodeURIComponent(n.split('?')[1]))"
+    )
+    async with Chromium() as browser:
+        await _open(browser, str(client.make_url("/")))
+        asked = await browser.wait_for(f"(q => q.length === 2 && q)({queries})")
+        assert sorted(asked) == [
+            "from=2026-09-01T04:00:00Z&to=2026-10-01T03:00:00Z",  # September: 01:00 on the 1st
+            "from=2026-09-06T04:00:00Z&to=2026-09-07T03:00:00Z",  # its 6th: 23 hours
+        ]
+        assert await browser.evaluate("document.getElementById('day').value") == "2026-09-06"
+        spans = await browser.wait_for(
+            "(s => s.length && s)([...document.querySelectorAll('#spans .span')].map(s =>"
+            " parseFloat(s.style.left)))"
+        )
+        assert spans[0] == pytest.approx(60 / (23 * 60) * 100, abs=0.01)  # 02:00, an hour in
 
 
 @pytest.mark.parametrize(

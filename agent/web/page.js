@@ -70,7 +70,12 @@
 
   function zoned(year, month, day, hour = 0, minute = 0, second = 0) { // wall time -> ms
     const naive = Date.UTC(year, month - 1, day, hour, minute, second);
-    return naive - offset(naive - offset(naive));
+    const first = naive - offset(naive);
+    const guess = naive - offset(first);
+    if (guess + offset(guess) === naive) return guess;
+    // A wall time the zone skips (its clocks went forward, at midnight in Chile): read
+    // with the offset from before the change, the first instant at or after it.
+    return Math.max(first, guess);
   }
 
   const dayOf = (ms) => { const p = parts(ms); return `${p.year}-${p.month}-${p.day}`; };
@@ -240,7 +245,11 @@
     try {
       ({ spans } = await api(`/api/cameras/${encodeURIComponent(camera)}/recordings?${query}`));
     } catch (error) {
-      if (state.month === asked) state.month = null; // asked again next time
+      if (state.month === asked) {
+        // The month drawn stays, its arrows working, and is asked again next time.
+        state.month = shown?.camera === camera && shown.spans ? { ...shown, at: 0 } : null;
+        if (!state.month) $("calendar").hidden = true;
+      }
       throw error;
     }
     if (state.month !== asked) return; // another month or camera was asked for meanwhile
