@@ -70,7 +70,8 @@ WATCHERS_MAX = 32
 _FILES_A_DIRECTORY = 512
 _STEP_MS = 50  # how often the watchers, all together, look for changes...
 _STEP_MAX_MS = 500  # ...however many they are: each at most this seldom
-_STOP_SECONDS = 5.0  # how long a watcher's end is waited for (its disk may stall)
+_DEBOUNCE_MS = 400  # a watcher hands changes on at most this long after the first
+_STOP_SECONDS = 5.0  # how long a watcher's end is waited for (it ends within a step)
 
 
 def share_watches(
@@ -80,8 +81,9 @@ def share_watches(
     watcher to set up, so that every directory of `wanted` (each with the number of its
     entries) is watched. A running watcher goes on while it watches a directory still
     wanted; a directory `made` anew since it was planned (maybe removed and made again
-    under the same name) is watched anew. New directories join the newest watcher that
-    goes on, set up anew with them, while it has room; else they fill new watchers."""
+    under the same name), or below one, is watched anew. New directories, in the order
+    of their names (by time, in a layout), join the newest watcher that goes on, set up
+    anew with them, while it has room; else they fill new watchers."""
 
     def weight(paths: Iterable[Path]) -> int:
         return sum(1 + wanted[path] // _FILES_A_DIRECTORY for path in paths)
@@ -89,7 +91,9 @@ def share_watches(
     most = max(WATCHER_WEIGHT, -(-weight(wanted) // WATCHERS_MAX))
     kept = [i for i, dirs in enumerate(running) if not dirs.isdisjoint(wanted)]
     covered = set().union(*(running[i] for i in kept)) - made
-    new = [path for path in wanted if path not in covered]
+    if made:
+        covered = {path for path in covered if made.isdisjoint(path.parents)}
+    new = sorted(path for path in wanted if path not in covered)
     if not new:
         return kept, []
     if kept:
@@ -173,12 +177,13 @@ class _Looked:
 @dataclass(frozen=True)
 class _Watcher:
     """One watcher of some directories: its task, the event that ends it, the event set
-    once it has ended, and the directories it watches."""
+    once it has ended, the directories it watches, and how often it looks (ms)."""
 
     task: asyncio.Task[None]
     over: asyncio.Event
     ended: asyncio.Event
     watched: frozenset[Path]
+    step_ms: int
 
 
 async def _end(watchers: list[_Watcher]) -> None:
@@ -551,19 +556,21 @@ class Indexer:
 
         Each directory is watched alone, shared among watchers (`share_watches`), so a new
         directory needs a new plan: the watchers it needs are set up while the others
-        run on, and the ones they replace end only then, so that no change falls between
-        them. Once they run, what may have changed before their watches were set is
-        reconciled: the directories they are the first to watch, those with recordings
-        of the last day, and any made since the plan was drawn (which plans anew)."""
+        run on, and the ones they replace end only once they have handed on what they saw
+        before then. Once they run, what may have changed before their watches were set
+        is reconciled: the directories they are the first to watch, those with
+        recordings of the last day, and any made since the plan was drawn (which plans
+        anew). The first plan's are set up while the first reconcile runs: of those,
+        the directories it has already looked at with recordings of the last day."""
         watchers: list[_Watcher] = []
         started: list[_Watcher] = []  # set up for the plan under way
-        planned = False
+        planned: frozenset[Path] = frozenset()  # the last plan's directories
         try:
             while not stop.is_set():
                 if not await asyncio.to_thread(self.root.is_dir):
                     await _end(watchers)
-                    watchers, planned = [], False
-                    self.status.watching = False
+                    watchers, planned = [], frozenset()
+                    self.status.watching, self.status.watchers = False, 0
                     log.warning("index: recordings root %s does not exist yet; waiting", self.root)
                     while not await asyncio.to_thread(self.root.is_dir):
                         if await pause(stop, 2.0):
@@ -575,11 +582,14 @@ class Indexer:
                 try:
                     watched, polled = await asyncio.to_thread(self._watch_plan)
                     self.status.watching = True  # its watches are set up now, or it fails
-                    kept, shares = share_watches([w.watched for w in watchers], watched, made)
+                    running = [w.watched for w in watchers]
+                    # One missing from the last plan was gone meanwhile: its watch with it.
+                    made |= set().union(*running) - planned
+                    kept, shares = share_watches(running, watched, made)
                     step = min(_STEP_MAX_MS, _STEP_MS * (len(kept) + len(shares)))
                     for share in shares:  # one at a time: each holds the interpreter
                         started.append(await self._start_watcher(share, step))
-                except FileNotFoundError:  # a directory went since the plan: plan anew
+                except FileNotFoundError:  # the root went meanwhile: waited for above
                     await _end(started)
                     started = []
                     self._made |= made
@@ -588,23 +598,29 @@ class Indexer:
                     continue
                 except Exception as error:
                     await _end(started + watchers)
-                    watchers, started, planned = [], [], False
+                    watchers, started, planned = [], [], frozenset()
                     if await self._watch_failed(error, stop):
                         return
                     continue
-                earlier = frozenset().union(*(w.watched for w in watchers))
-                await _end([w for i, w in enumerate(watchers) if i not in kept])
+                first = not planned
+                earlier = frozenset(watched) if first else frozenset().union(*running)
+                replaced = [w for i, w in enumerate(watchers) if i not in kept]
                 watchers, started = [watchers[i] for i in kept] + started, []
-                self._polled = polled
+                self._polled, planned = polled, frozenset(watched)
                 self.status.watching, self.status.watchers = True, len(watchers)
-                if planned:
-                    await self._recheck_after_plan(watched, earlier)
-                planned = True
+                if replaced:  # what they saw before the new watches were set: handed on
+                    handed = max(_DEBOUNCE_MS + 2 * w.step_ms for w in replaced) / 1000
+                    stopping = await pause(stop, handed)
+                    await _end(replaced)
+                    if stopping:
+                        return
+                await self._recheck_after_plan(watched, earlier, first)
                 await _first_of(self._replan, stop, *(w.ended for w in watchers))
                 if ended := [w for w in watchers if w.task.done()]:
                     failure = ended[0].task.exception() or RuntimeError("the watch ended")
                     await _end(watchers)
-                    watchers, planned = [], False
+                    watchers, planned = [], frozenset()
+                    self.status.watching, self.status.watchers = False, 0
                     if await self._watch_failed(failure, stop):
                         return
         finally:
@@ -617,7 +633,7 @@ class Indexer:
         over, ready, ended = asyncio.Event(), asyncio.Event(), asyncio.Event()
         task = asyncio.ensure_future(self._follow(watched, over, ready, step))
         task.add_done_callback(lambda _: ended.set())
-        watcher = _Watcher(task, over, ended, frozenset(watched))
+        watcher = _Watcher(task, over, ended, frozenset(watched), step)
         try:
             await _first_of(ready, ended)
         except BaseException:  # the agent stops meanwhile: so does this watcher
@@ -642,10 +658,14 @@ class Indexer:
         await self.reconcile()  # catch up on what happened while not watching
         return False
 
-    async def _recheck_after_plan(self, watched: dict[Path, int], earlier: frozenset[Path]) -> None:
+    async def _recheck_after_plan(
+        self, watched: dict[Path, int], earlier: frozenset[Path], first: bool
+    ) -> None:
         """Once new watchers' watches are set: reconcile soon the directories of
-        recordings they are the first to watch or that hold recordings of the last day, and
-        plan anew if a directory was made since this plan was drawn."""
+        recordings they are the first to watch (not in `earlier`) or that hold recordings
+        of the last day, and plan anew if a directory was made since this plan was drawn.
+        After the `first` plan, only those the reconcile under way has already looked at:
+        it looks at the others while they are watched."""
         leaves = await asyncio.to_thread(leaf_dirs, self.root, self.layout)
         planned = {self._relative(str(path)) or "" for path in watched} | set(self._polled)
         recent = time.time_ns() - _OLD_NS
@@ -653,7 +673,9 @@ class Indexer:
         for reldir in leaves:
             looked = self._looked.get(reldir)
             new = (self.root / reldir) not in earlier
-            if new or looked is None or looked.newest_ns >= recent:
+            # One not looked at yet after the first plan: the scan under way will.
+            unlooked = looked is None and not first
+            if unlooked or (looked is not None and (new or looked.newest_ns >= recent)):
                 self._recheck.setdefault(reldir, due)
             if reldir not in planned and _utf8(reldir):  # one that is not was left out
                 self._replan.set()
@@ -686,6 +708,7 @@ class Indexer:
                 continue
             subdirs, clean = looked
             for name in sorted(subdirs - planned):
+                self._made.add(self.root / reldir / name)  # maybe made again: watched anew
                 await self.reconcile_under(f"{reldir}/{name}" if reldir else name)
             for name in sorted(planned - subdirs):
                 await self.index.remove_under(f"{reldir}/{name}" if reldir else name)
@@ -720,8 +743,8 @@ class Indexer:
         """Apply watchfiles' batches of changes in the directories `paths` (each watched
         alone), looked for every `step` ms, until `over` is set; `ready` is set once its
         watches are. A new directory asks for a new plan. watchfiles runs on a daemon
-        thread of its own, where it also sets its watches up: one that a stalled disk
-        holds there is left behind when it is over, never waited for."""
+        thread of its own, where it also sets its watches up (holding the interpreter
+        meanwhile), so that it never keeps the agent from stopping."""
         loop = asyncio.get_running_loop()
         batches: asyncio.Queue[set[tuple[Change, str]] | BaseException | None] = asyncio.Queue()
         halt = _Halt(lambda: tell(set()))  # its watches are set up once it looks at halt
@@ -736,7 +759,7 @@ class Indexer:
                     *paths,
                     watch_filter=self._filter,
                     stop_event=halt,
-                    debounce=400,
+                    debounce=_DEBOUNCE_MS,
                     step=step,
                     rust_timeout=0,
                     recursive=False,
@@ -769,7 +792,7 @@ class Indexer:
             # It stops within a step of `halt`, once its watches are set up.
             await asyncio.wait([watching], timeout=_STOP_SECONDS)
             if not watching.done():
-                log.warning("index: a watcher is held by its disk; left behind")
+                log.warning("index: a watcher did not stop within %.0f s; left", _STOP_SECONDS)
 
     def _watch_plan(self) -> tuple[dict[Path, int], dict[str, frozenset[str]]]:
         """(directories to watch, each alone, each with the number of its entries;

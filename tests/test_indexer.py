@@ -634,6 +634,40 @@ async def test_a_disk_that_stalls_leaves_healthz_answering(
         await client.close()
 
 
+async def test_a_directory_removed_and_made_again_is_watched_anew(
+    tmp_path: Path,
+    footage: dict[str, list[Rendered]],
+    start_agent: Any,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A camera's directory removed with its day's below it, then made again as a
+    recorder does: the day's directory, made before anything watched the camera's again,
+    is watched anew, and a recording written into it later is found by watching, not by
+    the periodic reconcile. (Watchers of two directories each: the day's is not in the
+    newest, which a new plan sets up anew anyway.)"""
+    monkeypatch.setattr(indexer, "WATCHER_WEIGHT", 2)
+    config = make_config(tmp_path)
+    root = config.recordings.root
+    for camera in ("a", "b"):
+        place_old(footage["ts"], root, config.layout, camera, T0)
+    client = await started(start_agent, config)
+    status = client.server.app[INDEXER].status
+    scans = status.scans
+
+    async def watchers(count: int) -> bool:
+        return status.watchers == count
+
+    await wait_for(lambda: watchers(3), what="three watchers")
+    shutil.rmtree(root / "a")
+    await wait_for(lambda: _count_is(client, "a", 0), what="the camera's recordings gone")
+    place_old(footage["ts"], root, config.layout, "a", T0)
+    await wait_for(lambda: _count_is(client, "a", 3), what="the camera's recordings again")
+    await wait_for(lambda: watchers(4), what="its directories watched anew")
+    place(footage["ts"][:1], root, config.layout, "a", T0 + 600 * S)
+    await wait_for(lambda: _count_is(client, "a", 4), timeout=30, what="the later recording")
+    assert status.scans == scans
+
+
 # -- how directories are shared among watchers (pure) ------------------------------------
 
 
@@ -663,6 +697,12 @@ def test_directories_are_shared_among_watchers_that_run_on() -> None:
     assert share_watches(running, left, set()) == ([1, 2], [])
     kept, shares = share_watches(running, dirs, {paths[0]})  # made again under that name
     assert (kept, shares) == ([0, 1], [sorted([*running[2], paths[0]])])
+    # A camera's directory removed with all below it and made again: what is below it was
+    # made before anything watched it, and is watched anew too.
+    tree = {Path(p): 0 for p in ("/r", "/r/a", "/r/a/day", "/r/b", "/r/b/day")}
+    running = [frozenset(list(tree)[:3]), frozenset(list(tree)[3:])]
+    kept, shares = share_watches(running, tree, {Path("/r/a")})
+    assert (kept, shares) == ([0], [sorted([Path("/r/a"), Path("/r/a/day"), *running[1]])])
 
 
 def test_a_directory_weighs_as_many_files_and_the_watchers_stay_few() -> None:

@@ -292,7 +292,7 @@ async def test_a_day_whose_midnight_the_clocks_skip_starts_when_they_do(
         await _open(browser, str(client.make_url("/")))
         asked = await browser.wait_for(f"(q => q.length === 2 && q)({queries})")
         assert sorted(asked) == [
-            "from=2026-09-01T04:00:00Z&to=2026-10-01T03:00:00Z",  # September: 01:00 on the 1st
+            "from=2026-09-01T04:00:00Z&to=2026-10-01T03:00:00Z",  # September, -04 then -03
             "from=2026-09-06T04:00:00Z&to=2026-09-07T03:00:00Z",  # its 6th: 23 hours
         ]
         assert await browser.evaluate("document.getElementById('day').value") == "2026-09-06"

@@ -15,6 +15,7 @@
     camera: null,
     day: null, // "YYYY-MM-DD" in the box's zone
     month: null, // the calendar's: {camera, month: "YYYY-MM", spans}
+    drawn: null, // the last month the calendar drew, as `month`
     spans: [],
     zoom: 0, // the timeline's length in ms; 0 for the whole day
     viewFrom: null, // where a zoomed timeline starts (ms)
@@ -74,7 +75,8 @@
     const guess = naive - offset(first);
     if (guess + offset(guess) === naive) return guess;
     // A wall time the zone skips (its clocks went forward, at midnight in Chile): read
-    // with the offset from before the change, the first instant at or after it.
+    // with the offset from before the change, as the clocks show it after (02:30 in
+    // Paris's gap is 03:30; a midnight skipped is the day's first instant).
     return Math.max(first, guess);
   }
 
@@ -246,14 +248,16 @@
       ({ spans } = await api(`/api/cameras/${encodeURIComponent(camera)}/recordings?${query}`));
     } catch (error) {
       if (state.month === asked) {
-        // The month drawn stays, its arrows working, and is asked again next time.
-        state.month = shown?.camera === camera && shown.spans ? { ...shown, at: 0 } : null;
+        // The month drawn last stays, its arrows working, and is asked again next time.
+        const drawn = state.drawn;
+        state.month = drawn?.camera === camera ? { ...drawn, at: 0 } : null;
         if (!state.month) $("calendar").hidden = true;
       }
       throw error;
     }
     if (state.month !== asked) return; // another month or camera was asked for meanwhile
     asked.spans = spans.map((s) => [Date.parse(s.from), Date.parse(s.to)]);
+    state.drawn = asked;
     drawMonth();
   }
 
