@@ -22,7 +22,7 @@ import sqlite3
 import threading
 import time
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from stat import S_ISREG
 from typing import NamedTuple
@@ -71,7 +71,7 @@ _FILES_A_DIRECTORY = 512
 _STEP_MS = 50  # how often the watchers, all together, look for changes...
 _STEP_MAX_MS = 500  # ...however many they are: each at most this seldom
 _DEBOUNCE_MS = 400  # a watcher hands changes on at most this long after the first
-_STOP_SECONDS = 5.0  # how long a watcher's end is waited for (it ends within a step)
+_STOP_SECONDS = 5.0  # how long a watcher's end is waited for (within a step, once set up)
 
 
 def share_watches(
@@ -82,17 +82,15 @@ def share_watches(
     entries) is watched. A running watcher goes on while it watches a directory still
     wanted; a directory `made` anew since it was planned (maybe removed and made again
     under the same name), or below one, is watched anew. New directories, in the order
-    of their names (by time, in a layout), join the newest watcher that goes on, set up
-    anew with them, while it has room; else they fill new watchers."""
+    of their names (by time within a camera's or a day's), join the newest watcher that
+    goes on, set up anew with them, while it has room; else they fill new watchers."""
 
     def weight(paths: Iterable[Path]) -> int:
         return sum(1 + wanted[path] // _FILES_A_DIRECTORY for path in paths)
 
     most = max(WATCHER_WEIGHT, -(-weight(wanted) // WATCHERS_MAX))
     kept = [i for i, dirs in enumerate(running) if not dirs.isdisjoint(wanted)]
-    covered = set().union(*(running[i] for i in kept)) - made
-    if made:
-        covered = {path for path in covered if made.isdisjoint(path.parents)}
+    covered = _standing(set().union(*(running[i] for i in kept)), made)
     new = sorted(path for path in wanted if path not in covered)
     if not new:
         return kept, []
@@ -110,6 +108,14 @@ def share_watches(
         shares[-1].append(path)
         room -= weight([path])
     return kept, shares
+
+
+def _standing(watched: set[Path], made: set[Path]) -> set[Path]:
+    """Of the directories `watched`, those whose watches still stand: neither `made`
+    anew since, nor below one that was."""
+    if not made:
+        return watched
+    return {path for path in watched if path not in made and made.isdisjoint(path.parents)}
 
 
 class FileState(NamedTuple):
@@ -558,10 +564,8 @@ class Indexer:
         directory needs a new plan: the watchers it needs are set up while the others
         run on, and the ones they replace end only once they have handed on what they saw
         before then. Once they run, what may have changed before their watches were set
-        is reconciled: the directories they are the first to watch, those with
-        recordings of the last day, and any made since the plan was drawn (which plans
-        anew). The first plan's are set up while the first reconcile runs: of those,
-        the directories it has already looked at with recordings of the last day."""
+        is reconciled: the directories they are the first to watch, those that changed
+        in the last day, and any made since the plan was drawn (which plans anew)."""
         watchers: list[_Watcher] = []
         started: list[_Watcher] = []  # set up for the plan under way
         planned: frozenset[Path] = frozenset()  # the last plan's directories
@@ -582,14 +586,18 @@ class Indexer:
                 try:
                     watched, polled = await asyncio.to_thread(self._watch_plan)
                     self.status.watching = True  # its watches are set up now, or it fails
+                    # A directory missing from the last plan went (or is polled), its
+                    # watch with it: no longer watched, and what is below it, if planned
+                    # now, is watched anew.
+                    if gone := set().union(*(w.watched for w in watchers)) - planned:
+                        watchers = [replace(w, watched=w.watched - gone) for w in watchers]
+                        made |= gone
                     running = [w.watched for w in watchers]
-                    # One missing from the last plan was gone meanwhile: its watch with it.
-                    made |= set().union(*running) - planned
                     kept, shares = share_watches(running, watched, made)
                     step = min(_STEP_MAX_MS, _STEP_MS * (len(kept) + len(shares)))
                     for share in shares:  # one at a time: each holds the interpreter
                         started.append(await self._start_watcher(share, step))
-                except FileNotFoundError:  # the root went meanwhile: waited for above
+                except FileNotFoundError:  # the root went (watchfiles skips any other)
                     await _end(started)
                     started = []
                     self._made |= made
@@ -599,22 +607,26 @@ class Indexer:
                 except Exception as error:
                     await _end(started + watchers)
                     watchers, started, planned = [], [], frozenset()
+                    self.status.watchers = 0
                     if await self._watch_failed(error, stop):
                         return
                     continue
-                first = not planned
-                earlier = frozenset(watched) if first else frozenset().union(*running)
+                # Nothing is new to the first plan: its directories are reconciled once
+                # watched if they changed lately, like all others.
+                earlier = frozenset(
+                    watched if not planned else _standing(set().union(*running), made)
+                )
                 replaced = [w for i, w in enumerate(watchers) if i not in kept]
                 watchers, started = [watchers[i] for i in kept] + started, []
                 self._polled, planned = polled, frozenset(watched)
                 self.status.watching, self.status.watchers = True, len(watchers)
                 if replaced:  # what they saw before the new watches were set: handed on
-                    handed = max(_DEBOUNCE_MS + 2 * w.step_ms for w in replaced) / 1000
+                    handed = max(_DEBOUNCE_MS + 3 * w.step_ms for w in replaced) / 1000
                     stopping = await pause(stop, handed)
                     await _end(replaced)
                     if stopping:
                         return
-                await self._recheck_after_plan(watched, earlier, first)
+                await self._recheck_after_plan(watched, earlier)
                 await _first_of(self._replan, stop, *(w.ended for w in watchers))
                 if ended := [w for w in watchers if w.task.done()]:
                     failure = ended[0].task.exception() or RuntimeError("the watch ended")
@@ -658,24 +670,25 @@ class Indexer:
         await self.reconcile()  # catch up on what happened while not watching
         return False
 
-    async def _recheck_after_plan(
-        self, watched: dict[Path, int], earlier: frozenset[Path], first: bool
-    ) -> None:
+    async def _recheck_after_plan(self, watched: dict[Path, int], earlier: frozenset[Path]) -> None:
         """Once new watchers' watches are set: reconcile soon the directories of
-        recordings they are the first to watch (not in `earlier`) or that hold recordings
-        of the last day, and plan anew if a directory was made since this plan was drawn.
-        After the `first` plan, only those the reconcile under way has already looked at:
-        it looks at the others while they are watched."""
-        leaves = await asyncio.to_thread(leaf_dirs, self.root, self.layout)
+        recordings they are the first to watch (not in `earlier`), those whose names
+        changed in the last day and those holding recordings of the last day when last
+        looked at; and plan anew if a directory was made since this plan was drawn. Older
+        ones are left to the reconciles: recordings older than a day rarely change."""
+
+        def look() -> list[tuple[str, tuple[int, int] | None]]:
+            return [(r, _dir_stamp(self.root / r)) for r in leaf_dirs(self.root, self.layout)]
+
+        leaves = await asyncio.to_thread(look)
         planned = {self._relative(str(path)) or "" for path in watched} | set(self._polled)
         recent = time.time_ns() - _OLD_NS
         due = time.monotonic()
-        for reldir in leaves:
+        for reldir, stamp in leaves:
             looked = self._looked.get(reldir)
             new = (self.root / reldir) not in earlier
-            # One not looked at yet after the first plan: the scan under way will.
-            unlooked = looked is None and not first
-            if unlooked or (looked is not None and (new or looked.newest_ns >= recent)):
+            named_lately = stamp is not None and stamp[0] >= recent
+            if new or named_lately or (looked is not None and looked.newest_ns >= recent):
                 self._recheck.setdefault(reldir, due)
             if reldir not in planned and _utf8(reldir):  # one that is not was left out
                 self._replan.set()
