@@ -372,6 +372,8 @@ class Indexer:
         # when the watcher planned.
         self._polled: dict[str, frozenset[str]] = {}
         self._looked: dict[str, _Looked] = {}  # directories as the reconcile last listed them
+        self._reconciled: set[str] = set()  # directories reconciled at least once
+        self._reconciling = False  # a reconcile of the whole root is under way
         self._recheck: dict[str, float] = {}  # directories after a burst: when to reconcile
         self.scanned = asyncio.Event()  # set once the first scan is done
 
@@ -413,8 +415,13 @@ class Indexer:
         if status.scans == 0:
             status.resumed = await self.index.scanned_before()
         whole = False
+        self._reconciling = True
         try:
             dirs = await asyncio.to_thread(leaf_dirs, self.root, self.layout)
+            listed = set(dirs)  # what it knows of directories gone is forgotten
+            self._reconciled &= listed
+            for gone in self._looked.keys() - listed:
+                del self._looked[gone]
             if status.scans == 0 and status.resumed:
                 # Sessions are served meanwhile: what was recorded while the agent was
                 # stopped, in the newest directories (names sort by time), comes first.
@@ -434,6 +441,7 @@ class Indexer:
             status.last_error = f"scan failed: {error}"
             log.error("index: scan of %s failed: %s", self.root, error)
         finally:
+            self._reconciling = False
             status.reconcile_seconds = round(time.monotonic() - status.scan_started, 3)
             first = status.scans == 0
             # Counted before anything awaits: whoever sees the scan complete sees it counted.
@@ -484,6 +492,7 @@ class Indexer:
             list_dir, self.root, self.layout, reldir, known, old_before
         )
         self._looked.pop(reldir, None)  # kept again once this look is done
+        self._reconciled.add(reldir)
         prefix = f"{reldir}/" if reldir else ""
         for relpath in [p for p in self._unreadable if p.startswith(prefix)]:
             if relpath not in on_disk:
@@ -564,8 +573,9 @@ class Indexer:
         directory needs a new plan: the watchers it needs are set up while the others
         run on, and the ones they replace end only once they have handed on what they saw
         before then. Once they run, what may have changed before their watches were set
-        is reconciled: the directories they are the first to watch, those that changed
-        in the last day, and any made since the plan was drawn (which plans anew)."""
+        is reconciled: of the directories looked at before then, those they are the
+        first to watch, those being written to and those with recordings of the last
+        day; and any made since the plan was drawn (which plans anew)."""
         watchers: list[_Watcher] = []
         started: list[_Watcher] = []  # set up for the plan under way
         planned: frozenset[Path] = frozenset()  # the last plan's directories
@@ -612,7 +622,7 @@ class Indexer:
                         return
                     continue
                 # Nothing is new to the first plan: its directories are reconciled once
-                # watched if they changed lately, like all others.
+                # watched if they were written to lately, like all others.
                 earlier = frozenset(
                     watched if not planned else _standing(set().union(*running), made)
                 )
@@ -672,23 +682,22 @@ class Indexer:
 
     async def _recheck_after_plan(self, watched: dict[Path, int], earlier: frozenset[Path]) -> None:
         """Once new watchers' watches are set: reconcile soon the directories of
-        recordings they are the first to watch (not in `earlier`), those whose names
-        changed in the last day and those holding recordings of the last day when last
-        looked at; and plan anew if a directory was made since this plan was drawn. Older
-        ones are left to the reconciles: recordings older than a day rarely change."""
-
-        def look() -> list[tuple[str, tuple[int, int] | None]]:
-            return [(r, _dir_stamp(self.root / r)) for r in leaf_dirs(self.root, self.layout)]
-
-        leaves = await asyncio.to_thread(look)
+        recordings looked at before then that they are the first to watch (not in
+        `earlier`), that were being written to then or that held recordings of the last
+        day; and plan anew if a directory was made since this plan was drawn. One not
+        looked at yet is left to the reconcile under way (none: it is reconciled)."""
+        leaves = await asyncio.to_thread(leaf_dirs, self.root, self.layout)
         planned = {self._relative(str(path)) or "" for path in watched} | set(self._polled)
         recent = time.time_ns() - _OLD_NS
         due = time.monotonic()
-        for reldir, stamp in leaves:
+        for reldir in leaves:
             looked = self._looked.get(reldir)
-            new = (self.root / reldir) not in earlier
-            named_lately = stamp is not None and stamp[0] >= recent
-            if new or named_lately or (looked is not None and looked.newest_ns >= recent):
+            if reldir not in self._reconciled:
+                due_now = not self._reconciling
+            else:  # not kept as looked at: its names changed within seconds of the look
+                new = (self.root / reldir) not in earlier
+                due_now = new or looked is None or looked.newest_ns >= recent
+            if due_now:
                 self._recheck.setdefault(reldir, due)
             if reldir not in planned and _utf8(reldir):  # one that is not was left out
                 self._replan.set()

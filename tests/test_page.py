@@ -40,6 +40,11 @@ pytestmark = pytest.mark.slow
 
 SCREENSHOTS = Path(__file__).resolve().parent.parent / "build" / "screenshots"
 PARIS = {"recordings": {"timezone": "Europe/Paris"}}
+# The page's recordings queries so far, each its query string.
+RECORDINGS_QUERIES = (
+    "performance.getEntriesByType('resource').map(e => e.name)"
+    ".filter(n => n.includes('/recordings?')).map(n => decodeURIComponent(n.split('?')[1]))"
+)
 
 
 def test_settings_are_what_the_page_needs(tmp_path: Path) -> None:
@@ -203,10 +208,6 @@ async def test_the_calendar_shows_the_days_with_footage_from_one_query(
         place_old(footage["ts"], root, layout, "cam", utc(when))
     client = await started(start_agent, config)
     await wait_for(lambda: _count(client, 9), what="the footage indexed")
-    queries = (
-        "performance.getEntriesByType('resource').map(e => e.name)"
-        ".filter(n => n.includes('/recordings?')).map(n => decodeURIComponent(n.split('?')[1]))"
-    )
     async with Chromium() as browser:
         await _open(browser, str(client.make_url("/")))
         days = await browser.wait_for(
@@ -227,7 +228,7 @@ async def test_the_calendar_shows_the_days_with_footage_from_one_query(
             "current": "2026-11-20", "empty": "2026-11-04: no recordings",
         }  # fmt: skip
         # The month (midnight in Paris, 23:00 UTC) and the day shown: one query each.
-        assert sorted(await browser.evaluate(queries)) == [
+        assert sorted(await browser.evaluate(RECORDINGS_QUERIES)) == [
             "from=2026-10-31T23:00:00Z&to=2026-11-30T23:00:00Z",
             "from=2026-11-19T23:00:00Z&to=2026-11-20T23:00:00Z",
         ]
@@ -238,7 +239,7 @@ async def test_the_calendar_shows_the_days_with_footage_from_one_query(
         )
         assert spans == [["2026-11-04T23:30:00Z", "2026-11-04T23:30:06Z"]]
         assert await browser.evaluate("document.getElementById('day').value") == "2026-11-05"
-        assert len(await browser.evaluate(queries)) == 3  # the month was not asked again
+        assert len(await browser.evaluate(RECORDINGS_QUERIES)) == 3  # the month was not asked again
         await browser.evaluate("document.getElementById('prev-month').click()")
         october = await browser.wait_for(
             "document.getElementById('month-name').textContent === 'October 2026' &&"
@@ -246,7 +247,7 @@ async def test_the_calendar_shows_the_days_with_footage_from_one_query(
             " days: document.querySelectorAll('#month-days button').length})"
         )
         assert october == {"has": 0, "days": 31}
-        assert (await browser.evaluate(queries))[-1] == (
+        assert (await browser.evaluate(RECORDINGS_QUERIES))[-1] == (
             "from=2026-09-30T22:00:00Z&to=2026-10-31T23:00:00Z"  # 745 hours
         )
         assert await browser.evaluate("document.getElementById('status').textContent") == ""
@@ -284,13 +285,9 @@ async def test_a_day_whose_midnight_the_clocks_skip_starts_when_they_do(
     place_old(footage["ts"], root, layout, "cam", utc("2026-09-06T05:00:00Z"))  # 02:00 there
     client = await started(start_agent, config)
     await wait_for(lambda: _count(client, 3), what="the footage indexed")
-    queries = (
-        "performance.getEntriesByType('resource').map(e => e.name)"
-        ".filter(n => n.includes('/recordings?')).map(n => decodeURIComponent(n.split('?')[1]))"
-    )
     async with Chromium() as browser:
         await _open(browser, str(client.make_url("/")))
-        asked = await browser.wait_for(f"(q => q.length === 2 && q)({queries})")
+        asked = await browser.wait_for(f"(q => q.length === 2 && q)({RECORDINGS_QUERIES})")
         assert sorted(asked) == [
             "from=2026-09-01T04:00:00Z&to=2026-10-01T03:00:00Z",  # September, -04 then -03
             "from=2026-09-06T04:00:00Z&to=2026-09-07T03:00:00Z",  # its 6th: 23 hours
