@@ -373,7 +373,8 @@ class Indexer:
         self._polled: dict[str, frozenset[str]] = {}
         self._looked: dict[str, _Looked] = {}  # directories as the reconcile last listed them
         self._reconciled: set[str] = set()  # directories reconciled at least once
-        self._reconciling = False  # a reconcile of the whole root is under way
+        # Of each reconcile of the whole root under way, the directories it has yet to look at.
+        self._ahead: list[set[str]] = []
         self._recheck: dict[str, float] = {}  # directories after a burst: when to reconcile
         self.scanned = asyncio.Event()  # set once the first scan is done
 
@@ -415,10 +416,12 @@ class Indexer:
         if status.scans == 0:
             status.resumed = await self.index.scanned_before()
         whole = False
-        self._reconciling = True
+        ahead: set[str] = set()
+        self._ahead.append(ahead)
         try:
             dirs = await asyncio.to_thread(leaf_dirs, self.root, self.layout)
             listed = set(dirs)  # what it knows of directories gone is forgotten
+            ahead |= listed
             self._reconciled &= listed
             for gone in self._looked.keys() - listed:
                 del self._looked[gone]
@@ -432,6 +435,7 @@ class Indexer:
                 removed += await self.index.remove_under(reldir)
             for reldir in dirs:
                 removed += await self._reconcile_dir(reldir)
+                ahead.discard(reldir)
                 status.dirs_done += 1
             if removed:
                 log.info("index: %d segment(s) no longer on disk", removed)
@@ -441,7 +445,7 @@ class Indexer:
             status.last_error = f"scan failed: {error}"
             log.error("index: scan of %s failed: %s", self.root, error)
         finally:
-            self._reconciling = False
+            self._ahead.remove(ahead)
             status.reconcile_seconds = round(time.monotonic() - status.scan_started, 3)
             first = status.scans == 0
             # Counted before anything awaits: whoever sees the scan complete sees it counted.
@@ -597,11 +601,10 @@ class Indexer:
                     watched, polled = await asyncio.to_thread(self._watch_plan)
                     self.status.watching = True  # its watches are set up now, or it fails
                     # A directory missing from the last plan went (or is polled), its
-                    # watch with it: no longer watched, and what is below it, if planned
-                    # now, is watched anew.
+                    # watch with it: no longer counted as watched (nor what was below it,
+                    # missing too), so watched anew if planned now.
                     if gone := set().union(*(w.watched for w in watchers)) - planned:
                         watchers = [replace(w, watched=w.watched - gone) for w in watchers]
-                        made |= gone
                     running = [w.watched for w in watchers]
                     kept, shares = share_watches(running, watched, made)
                     step = min(_STEP_MAX_MS, _STEP_MS * (len(kept) + len(shares)))
@@ -685,16 +688,17 @@ class Indexer:
         recordings looked at before then that they are the first to watch (not in
         `earlier`), that were being written to then or that held recordings of the last
         day; and plan anew if a directory was made since this plan was drawn. One not
-        looked at yet is left to the reconcile under way (none: it is reconciled)."""
+        looked at yet is left to a reconcile under way that will (none: it is
+        reconciled)."""
         leaves = await asyncio.to_thread(leaf_dirs, self.root, self.layout)
         planned = {self._relative(str(path)) or "" for path in watched} | set(self._polled)
         recent = time.time_ns() - _OLD_NS
         due = time.monotonic()
         for reldir in leaves:
             looked = self._looked.get(reldir)
-            if reldir not in self._reconciled:
-                due_now = not self._reconciling
-            else:  # not kept as looked at: its names changed within seconds of the look
+            if reldir not in self._reconciled:  # unless a reconcile under way will
+                due_now = not any(reldir in ahead for ahead in self._ahead)
+            else:  # `looked` None: its names changed within seconds of the look
                 new = (self.root / reldir) not in earlier
                 due_now = new or looked is None or looked.newest_ns >= recent
             if due_now:
