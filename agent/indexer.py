@@ -34,6 +34,7 @@ from .containers.probe import Cut, MediaFacts, ProbeError, fmp4_splits, is_long,
 from .errors import AgentError
 from .index import Index, Segment
 from .layout import Layout, SegmentName, offset_of
+from .samplestore import Stamp, stamp_of
 from .tasks import on_own_thread, pause
 from .times import format_us
 from .wallclock import How, place
@@ -119,7 +120,11 @@ def _standing(watched: set[Path], made: set[Path]) -> set[Path]:
 
 
 class FileState(NamedTuple):
-    """A file's size, mtime, inode and ctime, as the index keeps them."""
+    """A file's size, mtime, inode and ctime, as the index keeps them: a file being read
+    (its `Stamp`, named). A directory's listing holds plain `Stamp`s, which the garbage
+    collector stops tracking once they have survived a collection: a listing of 100,000
+    FileStates (and the candidates' tuples holding them) put 200,000 objects in every
+    full collection's walk while its files were read (docs/performance.md)."""
 
     size: int
     mtime_ns: int
@@ -130,17 +135,9 @@ class FileState(NamedTuple):
     def of(cls, stat: os.stat_result) -> FileState:
         return cls(*stamp_of(stat))
 
-
-# A file's (size, mtime_ns, inode, ctime_ns), as the index keeps them (Index.files). A
-# plain tuple of ints, unlike a FileState, is no longer tracked by the garbage collector
-# once it has survived a collection: a directory's listing of 100,000 of them, held
-# while its files are read, adds nothing to each full collection's walk (a FileState
-# each added 200,000 objects to it, and ~40 ms to every full collection meanwhile).
-Stamp = tuple[int, int, int, int]
-
-
-def stamp_of(stat: os.stat_result) -> Stamp:
-    return stat.st_size, stat.st_mtime_ns, stat.st_ino, stat.st_ctime_ns
+    @property
+    def stamp(self) -> Stamp:
+        return self.size, self.mtime_ns, self.inode, self.ctime_ns
 
 
 @dataclass
@@ -364,7 +361,7 @@ class Indexer:
         self.segment_seconds = segment_seconds  # long recordings are split this often
         self.status = IndexerStatus()
         self._pending: dict[str, _Candidate] = {}
-        self._unreadable: dict[str, FileState] = {}
+        self._unreadable: dict[str, Stamp] = {}  # files found unreadable, as they were then
         self._newest: dict[str, int] = {}  # camera -> latest start seen on disk
         self._inflight: set[str] = set()  # pending files being probed right now
         self._said: dict[str, set[tuple[object, ...]]] = {}  # _say_once's memory, by kind
@@ -1015,9 +1012,9 @@ class Indexer:
                 continue
             if facts is None:
                 if final:
-                    if self._unreadable.get(item.relpath) != item.state:
+                    if self._unreadable.get(item.relpath) != item.state.stamp:
                         log.warning("index: skipping %s: %s", item.relpath, problem)
-                    self._unreadable[item.relpath] = item.state
+                    self._unreadable[item.relpath] = item.state.stamp
                     unreadable.append(item.relpath)  # its old row, if any, goes
                 else:
                     self._pending[item.relpath] = item  # may still be being written

@@ -348,8 +348,8 @@ async def serve(app: web.Application, guard: ConnectionGuard, host: str, port: i
         gc.freeze()
         # A thread busy in Python (a directory of 100,000 listed and compared, the index
         # read) gives the interpreter up every switch interval; a request takes it back
-        # several times, each after up to that long: 5 ms (the default) made /healthz's
-        # p99 17 ms during such a scan, 1 ms makes it 9 ms (scripts/bench_index.py).
+        # several times, each after up to that long: at 1 ms, not Python's 5 ms, /healthz
+        # answers in such a scan in half the time (docs/performance.md, "Index at scale").
         sys.setswitchinterval(SWITCH_SECONDS)
         await stop.wait()
     finally:
