@@ -223,6 +223,17 @@ class _Halt(threading.Event):
 
 
 @dataclass
+class _Sweep:
+    """A reconcile of the whole root under way: the directories it has yet to look at,
+    once it has listed them; until then, those a plan's recheck left to it (to be
+    reconciled by themselves if its listing does not find them)."""
+
+    listed: bool = False
+    ahead: set[str] = field(default_factory=set)
+    left: set[str] = field(default_factory=set)
+
+
+@dataclass
 class _Candidate:
     relpath: str
     name: SegmentName
@@ -377,8 +388,7 @@ class Indexer:
         self._polled: dict[str, frozenset[str]] = {}
         self._looked: dict[str, _Looked] = {}  # directories as the reconcile last listed them
         self._reconciled: set[str] = set()  # directories reconciled at least once
-        # Of each reconcile of the whole root under way, the directories it has yet to look at.
-        self._ahead: list[set[str]] = []
+        self._sweeps: list[_Sweep] = []  # the reconciles of the whole root under way
         self._recheck: dict[str, float] = {}  # directories after a burst: when to reconcile
         self.scanned = asyncio.Event()  # set once the first scan is done
 
@@ -420,12 +430,13 @@ class Indexer:
         if status.scans == 0:
             status.resumed = await self.index.scanned_before()
         whole = False
-        ahead: set[str] = set()
-        self._ahead.append(ahead)
+        sweep = _Sweep()
+        self._sweeps.append(sweep)
         try:
             dirs = await asyncio.to_thread(leaf_dirs, self.root, self.layout)
             listed = set(dirs)  # what it knows of directories gone is forgotten
-            ahead |= listed
+            sweep.listed, sweep.ahead = True, set(listed)
+            self._recheck_soon(sweep.left - listed)  # made after the listing passed them
             self._reconciled &= listed
             for gone in self._looked.keys() - listed:
                 del self._looked[gone]
@@ -439,7 +450,7 @@ class Indexer:
                 removed += await self.index.remove_under(reldir)
             for reldir in dirs:
                 removed += await self._reconcile_dir(reldir)
-                ahead.discard(reldir)
+                sweep.ahead.discard(reldir)
                 status.dirs_done += 1
             if removed:
                 log.info("index: %d segment(s) no longer on disk", removed)
@@ -449,7 +460,9 @@ class Indexer:
             status.last_error = f"scan failed: {error}"
             log.error("index: scan of %s failed: %s", self.root, error)
         finally:
-            self._ahead.remove(ahead)
+            self._sweeps.remove(sweep)
+            if not sweep.listed:
+                self._recheck_soon(sweep.left)
             status.reconcile_seconds = round(time.monotonic() - status.scan_started, 3)
             first = status.scans == 0
             # Counted before anything awaits: whoever sees the scan complete sees it counted.
@@ -693,8 +706,8 @@ class Indexer:
         recordings looked at before then that they are the first to watch (not in
         `earlier`), that were being written to then or that held recordings of the last
         day; and plan anew if a directory was made since this plan was drawn. One not
-        looked at yet is left to a reconcile under way that will (none: it is
-        reconciled)."""
+        looked at yet is left to a reconcile under way that will, or that is still listing
+        the directories (none: it is reconciled)."""
         leaves = await asyncio.to_thread(leaf_dirs, self.root, self.layout)
         planned = {self._relative(str(path)) or "" for path in watched} | set(self._polled)
         recent = time.time_ns() - _OLD_NS
@@ -702,7 +715,10 @@ class Indexer:
         for reldir in leaves:
             looked = self._looked.get(reldir)
             if reldir not in self._reconciled:  # unless a reconcile under way will
-                due_now = not any(reldir in ahead for ahead in self._ahead)
+                listing = [sweep for sweep in self._sweeps if not sweep.listed]
+                for sweep in listing:
+                    sweep.left.add(reldir)
+                due_now = not listing and not any(reldir in one.ahead for one in self._sweeps)
             else:  # `looked` None: its names changed within seconds of the look
                 new = (self.root / reldir) not in earlier
                 due_now = new or looked is None or looked.newest_ns >= recent
@@ -710,6 +726,13 @@ class Indexer:
                 self._recheck.setdefault(reldir, due)
             if reldir not in planned and _utf8(reldir):  # one that is not was left out
                 self._replan.set()
+        self._has_pending.set()
+
+    def _recheck_soon(self, reldirs: Iterable[str]) -> None:
+        """Reconcile these directories by themselves, soon."""
+        due = time.monotonic()
+        for reldir in reldirs:
+            self._recheck.setdefault(reldir, due)
         self._has_pending.set()
 
     async def poll_forever(self, stop: asyncio.Event) -> None:

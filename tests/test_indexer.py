@@ -8,6 +8,7 @@ import contextlib
 import gc
 import os
 import shutil
+import threading
 import time
 from datetime import UTC, datetime
 from pathlib import Path
@@ -464,6 +465,50 @@ async def test_a_reconcile_that_finds_nothing_new_looks_at_no_old_file(
             what="the rewritten file to leave",
         )
     finally:
+        await index.close()
+
+
+async def test_a_plan_made_while_a_reconcile_lists_leaves_the_directories_to_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The watchers' recheck after a plan, made while a reconcile of the whole root is
+    still listing its directories, queues none of them by itself (at a cold start that
+    would read the archive twice): each is left to the reconcile, and one its listing
+    did not find (made after the listing passed) is reconciled by itself once it ends."""
+    config = make_config(tmp_path)
+    root = config.recordings.root
+
+    def day(n: int) -> str:
+        return config.layout.format("cam", T0 + n * 86_400 * S).rpartition("/")[0]
+
+    for n in (0, 1):
+        (root / day(n)).mkdir(parents=True)
+    listed, go = threading.Event(), threading.Event()
+    real_leaf_dirs = indexer.leaf_dirs
+
+    def leaf_dirs(*args: Any) -> list[str]:
+        found = real_leaf_dirs(*args)
+        if not listed.is_set():  # the reconcile's listing: done, then held
+            listed.set()
+            go.wait(30)
+        return found
+
+    monkeypatch.setattr(indexer, "leaf_dirs", leaf_dirs)
+    index = Index(tmp_path / "index.sqlite3", {"t": "1"})
+    await index.open()
+    try:
+        scanner = Indexer(root, config.layout, index)
+        sweep = asyncio.create_task(scanner.reconcile())
+        assert await asyncio.to_thread(listed.wait, 10)
+        (root / day(2)).mkdir()  # after the listing passed
+        await scanner._recheck_after_plan({}, frozenset())
+        assert scanner._recheck == {}  # nothing queued by itself meanwhile
+        go.set()
+        await sweep
+        assert list(scanner._recheck) == [day(2)]
+        assert scanner._reconciled == {day(0), day(1)}  # the two listed, by the reconcile
+    finally:
+        go.set()
         await index.close()
 
 
