@@ -224,13 +224,24 @@ class _Halt(threading.Event):
 
 @dataclass
 class _Sweep:
-    """A reconcile of the whole root under way: the directories it has yet to look at,
-    once it has listed them; until then, those a plan's recheck left to it (to be
-    reconciled by themselves if its listing does not find them)."""
+    """A reconcile of the whole root under way: once it has listed the directories, those
+    it has yet to look at (`ahead`) and the one it is looking at; the directories a plan's
+    recheck left to it. Those of them its listing does not hold (made after it passed),
+    or that it has not looked at when it fails, are reconciled by themselves."""
 
     listed: bool = False
     ahead: set[str] = field(default_factory=set)
+    current: str | None = None
     left: set[str] = field(default_factory=set)
+
+    def unfinished(self) -> set[str]:
+        """Of the directories left to it, those it has not reconciled."""
+        if not self.listed:
+            return set(self.left)
+        undone = set(self.ahead)
+        if self.current is not None:
+            undone.add(self.current)
+        return self.left & undone
 
 
 @dataclass
@@ -449,8 +460,12 @@ class Indexer:
             for reldir in await self.index.directories_not_in(set(dirs)):
                 removed += await self.index.remove_under(reldir)
             for reldir in dirs:
-                removed += await self._reconcile_dir(reldir)
+                # Looked at from now on: a plan's recheck meanwhile reconciles it again, as
+                # its look may have begun before the plan's watches were set.
                 sweep.ahead.discard(reldir)
+                sweep.current = reldir
+                removed += await self._reconcile_dir(reldir)
+                sweep.current = None
                 status.dirs_done += 1
             if removed:
                 log.info("index: %d segment(s) no longer on disk", removed)
@@ -461,8 +476,7 @@ class Indexer:
             log.error("index: scan of %s failed: %s", self.root, error)
         finally:
             self._sweeps.remove(sweep)
-            if not sweep.listed:
-                self._recheck_soon(sweep.left)
+            self._recheck_soon(sweep.unfinished())  # none once it has looked at them all
             status.reconcile_seconds = round(time.monotonic() - status.scan_started, 3)
             first = status.scans == 0
             # Counted before anything awaits: whoever sees the scan complete sees it counted.
@@ -712,13 +726,14 @@ class Indexer:
         planned = {self._relative(str(path)) or "" for path in watched} | set(self._polled)
         recent = time.time_ns() - _OLD_NS
         due = time.monotonic()
+        listing = [sweep for sweep in self._sweeps if not sweep.listed]
         for reldir in leaves:
             looked = self._looked.get(reldir)
             if reldir not in self._reconciled:  # unless a reconcile under way will
-                listing = [sweep for sweep in self._sweeps if not sweep.listed]
-                for sweep in listing:
+                to = listing or [sweep for sweep in self._sweeps if reldir in sweep.ahead]
+                for sweep in to:
                     sweep.left.add(reldir)
-                due_now = not listing and not any(reldir in one.ahead for one in self._sweeps)
+                due_now = not to
             else:  # `looked` None: its names changed within seconds of the look
                 new = (self.root / reldir) not in earlier
                 due_now = new or looked is None or looked.newest_ns >= recent
@@ -728,12 +743,13 @@ class Indexer:
                 self._replan.set()
         self._has_pending.set()
 
-    def _recheck_soon(self, reldirs: Iterable[str]) -> None:
+    def _recheck_soon(self, reldirs: set[str]) -> None:
         """Reconcile these directories by themselves, soon."""
         due = time.monotonic()
         for reldir in reldirs:
             self._recheck.setdefault(reldir, due)
-        self._has_pending.set()
+        if reldirs:
+            self._has_pending.set()
 
     async def poll_forever(self, stop: asyncio.Event) -> None:
         """Look at the directories the watcher cannot follow (a file name in them is not

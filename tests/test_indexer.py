@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import gc
 import os
 import shutil
@@ -468,23 +469,25 @@ async def test_a_reconcile_that_finds_nothing_new_looks_at_no_old_file(
         await index.close()
 
 
+@pytest.mark.parametrize("fails", [False, True])
 async def test_a_plan_made_while_a_reconcile_lists_leaves_the_directories_to_it(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, fails: bool
 ) -> None:
     """The watchers' recheck after a plan, made while a reconcile of the whole root is
     still listing its directories, queues none of them by itself (at a cold start that
-    would read the archive twice): each is left to the reconcile, and one its listing
-    did not find (made after the listing passed) is reconciled by itself once it ends."""
+    would read the archive twice): each is left to the reconcile. One its listing did not
+    find (made after the listing passed) is reconciled by itself once it has listed; so
+    are, if it fails, those it has not reconciled."""
     config = make_config(tmp_path)
     root = config.recordings.root
 
     def day(n: int) -> str:
         return config.layout.format("cam", T0 + n * 86_400 * S).rpartition("/")[0]
 
-    for n in (0, 1):
+    for n in (0, 1, 2):
         (root / day(n)).mkdir(parents=True)
     listed, go = threading.Event(), threading.Event()
-    real_leaf_dirs = indexer.leaf_dirs
+    real_leaf_dirs, real_list_dir = indexer.leaf_dirs, indexer.list_dir
 
     def leaf_dirs(*args: Any) -> list[str]:
         found = real_leaf_dirs(*args)
@@ -493,22 +496,34 @@ async def test_a_plan_made_while_a_reconcile_lists_leaves_the_directories_to_it(
             go.wait(30)
         return found
 
+    def list_dir(*args: Any) -> Any:
+        if fails and args[2] == day(1):
+            raise OSError(errno.EMFILE, "Too many open files")
+        return real_list_dir(*args)
+
     monkeypatch.setattr(indexer, "leaf_dirs", leaf_dirs)
+    monkeypatch.setattr(indexer, "list_dir", list_dir)
     index = Index(tmp_path / "index.sqlite3", {"t": "1"})
     await index.open()
+    scanner = Indexer(root, config.layout, index)
+    sweep = asyncio.create_task(scanner.reconcile())
     try:
-        scanner = Indexer(root, config.layout, index)
-        sweep = asyncio.create_task(scanner.reconcile())
         assert await asyncio.to_thread(listed.wait, 10)
-        (root / day(2)).mkdir()  # after the listing passed
+        (root / day(3)).mkdir()  # after the listing passed
         await scanner._recheck_after_plan({}, frozenset())
         assert scanner._recheck == {}  # nothing queued by itself meanwhile
         go.set()
         await sweep
-        assert list(scanner._recheck) == [day(2)]
-        assert scanner._reconciled == {day(0), day(1)}  # the two listed, by the reconcile
+        if fails:  # the one it failed on and the one after it, besides
+            assert sorted(scanner._recheck) == [day(1), day(2), day(3)]
+            assert scanner._reconciled == {day(0)}
+        else:
+            assert list(scanner._recheck) == [day(3)]
+            assert scanner._reconciled == {day(0), day(1), day(2)}
     finally:
         go.set()
+        sweep.cancel()
+        await asyncio.gather(sweep, return_exceptions=True)
         await index.close()
 
 
