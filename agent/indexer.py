@@ -222,12 +222,13 @@ class _Halt(threading.Event):
         return super().is_set()
 
 
-@dataclass
+@dataclass(eq=False)  # each its own: two under way may hold the same
 class _Sweep:
     """A reconcile of the whole root under way: once it has listed the directories, those
     it has yet to look at (`ahead`) and the one it is looking at; the directories a plan's
     recheck left to it. Those of them its listing does not hold (made after it passed),
-    or that it has not looked at when it fails, are reconciled by themselves."""
+    or that it has not finished looking at when it ends early (it fails, raises or is
+    cancelled), are reconciled by themselves."""
 
     listed: bool = False
     ahead: set[str] = field(default_factory=set)
@@ -460,8 +461,8 @@ class Indexer:
             for reldir in await self.index.directories_not_in(set(dirs)):
                 removed += await self.index.remove_under(reldir)
             for reldir in dirs:
-                # Looked at from now on: a plan's recheck meanwhile reconciles it again, as
-                # its look may have begun before the plan's watches were set.
+                # Looked at from now on: no longer left to this sweep by a plan's recheck,
+                # as its look may have begun before the plan's watches were set.
                 sweep.ahead.discard(reldir)
                 sweep.current = reldir
                 removed += await self._reconcile_dir(reldir)
@@ -475,8 +476,8 @@ class Indexer:
             status.last_error = f"scan failed: {error}"
             log.error("index: scan of %s failed: %s", self.root, error)
         finally:
-            self._sweeps.remove(sweep)
             self._recheck_soon(sweep.unfinished())  # none once it has looked at them all
+            self._sweeps.remove(sweep)
             status.reconcile_seconds = round(time.monotonic() - status.scan_started, 3)
             first = status.scans == 0
             # Counted before anything awaits: whoever sees the scan complete sees it counted.

@@ -527,6 +527,87 @@ async def test_a_plan_made_while_a_reconcile_lists_leaves_the_directories_to_it(
         await index.close()
 
 
+async def test_a_directory_a_reconcile_is_looking_at_is_not_left_to_it_by_a_plan(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A plan's recheck while a reconcile of the whole root looks at a directory never
+    reconciled before reconciles it again by itself (that look may have begun before the
+    plan's watches were set); the directories after it are left to the reconcile."""
+    config = make_config(tmp_path)
+    root = config.recordings.root
+    days = [config.layout.format("cam", T0 + n * 86_400 * S).rpartition("/")[0] for n in (0, 1)]
+    for reldir in days:
+        (root / reldir).mkdir(parents=True)
+    looking, go = threading.Event(), threading.Event()
+    real_list_dir = indexer.list_dir
+
+    def list_dir(*args: Any) -> Any:
+        if args[2] == days[0]:
+            looking.set()
+            go.wait(30)
+        return real_list_dir(*args)
+
+    monkeypatch.setattr(indexer, "list_dir", list_dir)
+    index = Index(tmp_path / "index.sqlite3", {"t": "1"})
+    await index.open()
+    scanner = Indexer(root, config.layout, index)
+    sweep = asyncio.create_task(scanner.reconcile())
+    try:
+        assert await asyncio.to_thread(looking.wait, 10)
+        await scanner._recheck_after_plan({}, frozenset())
+        assert list(scanner._recheck) == [days[0]]
+        go.set()
+        await sweep
+        assert list(scanner._recheck) == [days[0]]
+        assert scanner._reconciled == set(days)
+    finally:
+        go.set()
+        sweep.cancel()
+        await asyncio.gather(sweep, return_exceptions=True)
+        await index.close()
+
+
+async def test_two_reconciles_at_once_each_end_their_own(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A reconcile of the whole root that fails while another is still listing ends as
+    itself: the other ends cleanly, and no reconcile is left taken as under way (a plan's
+    recheck would leave new directories to it for ever)."""
+    config = make_config(tmp_path)
+    root = config.recordings.root
+    (root / config.layout.format("cam", T0).rpartition("/")[0]).mkdir(parents=True)
+    listing, go = threading.Event(), threading.Event()
+    real_leaf_dirs = indexer.leaf_dirs
+    calls: list[int] = []
+
+    def leaf_dirs(*args: Any) -> list[str]:
+        calls.append(len(calls))
+        if len(calls) == 1:  # the first reconcile: held while listing
+            listing.set()
+            go.wait(30)
+        elif len(calls) == 2:  # the second: fails
+            raise OSError(errno.EMFILE, "Too many open files")
+        return real_leaf_dirs(*args)
+
+    monkeypatch.setattr(indexer, "leaf_dirs", leaf_dirs)
+    index = Index(tmp_path / "index.sqlite3", {"t": "1"})
+    await index.open()
+    scanner = Indexer(root, config.layout, index)
+    first = asyncio.create_task(scanner.reconcile())
+    try:
+        assert await asyncio.to_thread(listing.wait, 10)
+        await scanner.reconcile()  # fails
+        assert [sweep.listed for sweep in scanner._sweeps] == [False]
+        go.set()
+        await first  # ends as itself
+        assert scanner._sweeps == []
+    finally:
+        go.set()
+        first.cancel()
+        await asyncio.gather(first, return_exceptions=True)
+        await index.close()
+
+
 def test_a_directory_listing_adds_nothing_to_a_full_garbage_collection(tmp_path: Path) -> None:
     """What a directory's listing holds for each file (new, or old and known to the index)
     is left out of the collector's walks once collected: a listing of 100,000 is held
