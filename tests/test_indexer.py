@@ -11,6 +11,7 @@ import os
 import shutil
 import threading
 import time
+from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -24,6 +25,7 @@ from agent.demo import Rendered, place
 from agent.index import Index
 from agent.indexer import FileState, Indexer, _Candidate, share_watches
 from agent.keys import INDEX, INDEXER
+from agent.layout import Layout
 from agent.times import format_us, parse_rfc3339
 
 from .conftest import (
@@ -469,6 +471,35 @@ async def test_a_reconcile_that_finds_nothing_new_looks_at_no_old_file(
         await index.close()
 
 
+def _day_dir(layout: Layout, n: int) -> str:
+    """The directory of camera "cam"'s recordings of day `n` after T0's."""
+    return layout.format("cam", T0 + n * 86_400 * S).rpartition("/")[0]
+
+
+@contextlib.asynccontextmanager
+async def _reconciling(
+    tmp_path: Path, days: int, go: threading.Event
+) -> AsyncIterator[tuple[Indexer, asyncio.Task[None], list[str]]]:
+    """An indexer of `days` empty day directories, its reconcile of the whole root under
+    way (held by the test's patches until `go`), and the directories; once done, the
+    reconcile let go, cancelled and awaited, and the index closed."""
+    config = make_config(tmp_path)
+    dirs = [_day_dir(config.layout, n) for n in range(days)]
+    for reldir in dirs:
+        (config.recordings.root / reldir).mkdir(parents=True)
+    index = Index(tmp_path / "index.sqlite3", {"t": "1"})
+    await index.open()
+    scanner = Indexer(config.recordings.root, config.layout, index)
+    sweep = asyncio.create_task(scanner.reconcile())
+    try:
+        yield scanner, sweep, dirs
+    finally:
+        go.set()
+        sweep.cancel()
+        await asyncio.gather(sweep, return_exceptions=True)
+        await index.close()
+
+
 @pytest.mark.parametrize("fails", [False, True])
 async def test_a_plan_made_while_a_reconcile_lists_leaves_the_directories_to_it(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, fails: bool
@@ -478,14 +509,6 @@ async def test_a_plan_made_while_a_reconcile_lists_leaves_the_directories_to_it(
     would read the archive twice): each is left to the reconcile. One its listing did not
     find (made after the listing passed) is reconciled by itself once it has listed; so
     are, if it fails, those it has not reconciled."""
-    config = make_config(tmp_path)
-    root = config.recordings.root
-
-    def day(n: int) -> str:
-        return config.layout.format("cam", T0 + n * 86_400 * S).rpartition("/")[0]
-
-    for n in (0, 1, 2):
-        (root / day(n)).mkdir(parents=True)
     listed, go = threading.Event(), threading.Event()
     real_leaf_dirs, real_list_dir = indexer.leaf_dirs, indexer.list_dir
 
@@ -497,34 +520,26 @@ async def test_a_plan_made_while_a_reconcile_lists_leaves_the_directories_to_it(
         return found
 
     def list_dir(*args: Any) -> Any:
-        if fails and args[2] == day(1):
+        if fails and args[2] == days[1]:
             raise OSError(errno.EMFILE, "Too many open files")
         return real_list_dir(*args)
 
     monkeypatch.setattr(indexer, "leaf_dirs", leaf_dirs)
     monkeypatch.setattr(indexer, "list_dir", list_dir)
-    index = Index(tmp_path / "index.sqlite3", {"t": "1"})
-    await index.open()
-    scanner = Indexer(root, config.layout, index)
-    sweep = asyncio.create_task(scanner.reconcile())
-    try:
+    async with _reconciling(tmp_path, 3, go) as (scanner, sweep, days):
         assert await asyncio.to_thread(listed.wait, 10)
-        (root / day(3)).mkdir()  # after the listing passed
+        later = _day_dir(scanner.layout, 3)
+        (scanner.root / later).mkdir()  # after the listing passed
         await scanner._recheck_after_plan({}, frozenset())
         assert scanner._recheck == {}  # nothing queued by itself meanwhile
         go.set()
         await sweep
         if fails:  # the one it failed on and the one after it, besides
-            assert sorted(scanner._recheck) == [day(1), day(2), day(3)]
-            assert scanner._reconciled == {day(0)}
+            assert sorted(scanner._recheck) == [*days[1:], later]
+            assert scanner._reconciled == {days[0]}
         else:
-            assert list(scanner._recheck) == [day(3)]
-            assert scanner._reconciled == {day(0), day(1), day(2)}
-    finally:
-        go.set()
-        sweep.cancel()
-        await asyncio.gather(sweep, return_exceptions=True)
-        await index.close()
+            assert list(scanner._recheck) == [later]
+            assert scanner._reconciled == set(days)
 
 
 async def test_a_directory_a_reconcile_is_looking_at_is_not_left_to_it_by_a_plan(
@@ -533,26 +548,17 @@ async def test_a_directory_a_reconcile_is_looking_at_is_not_left_to_it_by_a_plan
     """A plan's recheck while a reconcile of the whole root looks at a directory never
     reconciled before reconciles it again by itself (that look may have begun before the
     plan's watches were set); the directories after it are left to the reconcile."""
-    config = make_config(tmp_path)
-    root = config.recordings.root
-    days = [config.layout.format("cam", T0 + n * 86_400 * S).rpartition("/")[0] for n in (0, 1)]
-    for reldir in days:
-        (root / reldir).mkdir(parents=True)
     looking, go = threading.Event(), threading.Event()
     real_list_dir = indexer.list_dir
 
     def list_dir(*args: Any) -> Any:
-        if args[2] == days[0]:
+        if not looking.is_set():  # the first directory's look: held
             looking.set()
             go.wait(30)
         return real_list_dir(*args)
 
     monkeypatch.setattr(indexer, "list_dir", list_dir)
-    index = Index(tmp_path / "index.sqlite3", {"t": "1"})
-    await index.open()
-    scanner = Indexer(root, config.layout, index)
-    sweep = asyncio.create_task(scanner.reconcile())
-    try:
+    async with _reconciling(tmp_path, 2, go) as (scanner, sweep, days):
         assert await asyncio.to_thread(looking.wait, 10)
         await scanner._recheck_after_plan({}, frozenset())
         assert list(scanner._recheck) == [days[0]]
@@ -560,11 +566,6 @@ async def test_a_directory_a_reconcile_is_looking_at_is_not_left_to_it_by_a_plan
         await sweep
         assert list(scanner._recheck) == [days[0]]
         assert scanner._reconciled == set(days)
-    finally:
-        go.set()
-        sweep.cancel()
-        await asyncio.gather(sweep, return_exceptions=True)
-        await index.close()
 
 
 async def test_two_reconciles_at_once_each_end_their_own(
@@ -573,9 +574,6 @@ async def test_two_reconciles_at_once_each_end_their_own(
     """A reconcile of the whole root that fails while another is still listing ends as
     itself: the other ends cleanly, and no reconcile is left taken as under way (a plan's
     recheck would leave new directories to it for ever)."""
-    config = make_config(tmp_path)
-    root = config.recordings.root
-    (root / config.layout.format("cam", T0).rpartition("/")[0]).mkdir(parents=True)
     listing, go = threading.Event(), threading.Event()
     real_leaf_dirs = indexer.leaf_dirs
     calls: list[int] = []
@@ -590,22 +588,13 @@ async def test_two_reconciles_at_once_each_end_their_own(
         return real_leaf_dirs(*args)
 
     monkeypatch.setattr(indexer, "leaf_dirs", leaf_dirs)
-    index = Index(tmp_path / "index.sqlite3", {"t": "1"})
-    await index.open()
-    scanner = Indexer(root, config.layout, index)
-    first = asyncio.create_task(scanner.reconcile())
-    try:
+    async with _reconciling(tmp_path, 1, go) as (scanner, first, _):
         assert await asyncio.to_thread(listing.wait, 10)
         await scanner.reconcile()  # fails
         assert [sweep.listed for sweep in scanner._sweeps] == [False]
         go.set()
         await first  # ends as itself
         assert scanner._sweeps == []
-    finally:
-        go.set()
-        first.cancel()
-        await asyncio.gather(first, return_exceptions=True)
-        await index.close()
 
 
 def test_a_directory_listing_adds_nothing_to_a_full_garbage_collection(tmp_path: Path) -> None:
